@@ -1,0 +1,77 @@
+package apiserver
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/minicluster/minicluster/store"
+)
+
+// Namespaces every cluster has.
+var bootNamespaces = []string{"default", "kube-system", "kube-public", "kube-node-lease"}
+
+// boot creates the objects every cluster starts with; it is safe to repeat.
+func (s *Server) boot(ctx context.Context) error {
+	reg := s.api.reg
+	for _, name := range bootNamespaces {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		if err := s.ensure(ctx, reg.Lookup("", "namespaces"), ns); err != nil {
+			return err
+		}
+	}
+	host, portStr, err := net.SplitHostPort(s.cfg.Listen)
+	if err != nil {
+		return err
+	}
+	port, _ := strconv.Atoi(portStr)
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	labels := map[string]string{"component": "apiserver", "provider": "kubernetes"}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "kubernetes", Namespace: "default", Labels: labels},
+		Spec: corev1.ServiceSpec{ClusterIP: store.NthAddr(s.cfg.ServiceCIDR, 0).String(),
+			Ports: []corev1.ServicePort{{Name: "https", Port: 443, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt(port)}}}}
+	if err := s.ensure(ctx, reg.Lookup("", "services"), svc); err != nil {
+		return err
+	}
+	ep := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "kubernetes", Namespace: "default", Labels: labels},
+		Subsets: []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: host}},
+			Ports: []corev1.EndpointPort{{Name: "https", Port: int32(port), Protocol: corev1.ProtocolTCP}}}}}
+	return s.ensure(ctx, reg.Lookup("", "endpoints"), ep)
+}
+
+// ensure creates obj, or, for endpoints, brings an existing one up to date (the
+// listen address may have changed between runs).
+func (s *Server) ensure(ctx context.Context, r *Resource, obj store.Object) error {
+	_, err := s.api.Create(ctx, r, obj.GetNamespace(), obj.DeepCopyObject().(store.Object), false)
+	if !apierrors.IsAlreadyExists(err) {
+		return wrapBoot(r, obj, err)
+	}
+	want, ok := obj.(*corev1.Endpoints)
+	if !ok {
+		return nil
+	}
+	_, err = s.api.Update(ctx, r, want.Namespace, want.Name, "", func(cur store.Object) (store.Object, error) {
+		ep := cur.(*corev1.Endpoints)
+		if !apiequality.Semantic.DeepEqual(ep.Subsets, want.Subsets) {
+			ep.Subsets = want.Subsets
+		}
+		return ep, nil
+	}, false)
+	return wrapBoot(r, obj, err)
+}
+
+func wrapBoot(r *Resource, obj store.Object, err error) error {
+	if err != nil {
+		return fmt.Errorf("ensure %s %s/%s: %w", r.Singular, obj.GetNamespace(), obj.GetName(), err)
+	}
+	return nil
+}

@@ -1,0 +1,183 @@
+package apiserver
+
+import (
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	"github.com/minicluster/minicluster/store"
+)
+
+// Defaults follow Kubernetes' own (pkg/apis/*/v1/defaults.go) for the fields users see.
+
+func defaultNamespace(obj store.Object) {
+	ns := obj.(*corev1.Namespace)
+	if ns.Status.Phase == "" {
+		ns.Status.Phase = corev1.NamespaceActive
+	}
+	if ns.DeletionTimestamp == nil && len(ns.Spec.Finalizers) == 0 {
+		ns.Spec.Finalizers = []corev1.FinalizerName{corev1.FinalizerKubernetes}
+	}
+	if ns.Labels == nil {
+		ns.Labels = map[string]string{}
+	}
+	ns.Labels["kubernetes.io/metadata.name"] = ns.Name
+}
+
+func defaultPod(obj store.Object) { defaultPodSpec(&obj.(*corev1.Pod).Spec) }
+
+func defaultPodSpec(s *corev1.PodSpec) {
+	if s.RestartPolicy == "" {
+		s.RestartPolicy = corev1.RestartPolicyAlways
+	}
+	if s.DNSPolicy == "" {
+		s.DNSPolicy = corev1.DNSClusterFirst
+	}
+	if s.TerminationGracePeriodSeconds == nil {
+		s.TerminationGracePeriodSeconds = ptr.To[int64](30)
+	}
+	if s.SchedulerName == "" {
+		s.SchedulerName = corev1.DefaultSchedulerName
+	}
+	if s.SecurityContext == nil {
+		s.SecurityContext = &corev1.PodSecurityContext{}
+	}
+	if s.EnableServiceLinks == nil {
+		s.EnableServiceLinks = ptr.To(true)
+	}
+	for i := range s.InitContainers {
+		defaultContainer(&s.InitContainers[i])
+	}
+	for i := range s.Containers {
+		defaultContainer(&s.Containers[i])
+	}
+}
+
+func defaultContainer(c *corev1.Container) {
+	if c.ImagePullPolicy == "" {
+		c.ImagePullPolicy = corev1.PullIfNotPresent
+		if _, tag, ok := strings.Cut(lastPathElem(c.Image), ":"); !ok || tag == "latest" {
+			c.ImagePullPolicy = corev1.PullAlways
+		}
+	}
+	if c.TerminationMessagePath == "" {
+		c.TerminationMessagePath = corev1.TerminationMessagePathDefault
+	}
+	if c.TerminationMessagePolicy == "" {
+		c.TerminationMessagePolicy = corev1.TerminationMessageReadFile
+	}
+	for i := range c.Ports {
+		if c.Ports[i].Protocol == "" {
+			c.Ports[i].Protocol = corev1.ProtocolTCP
+		}
+	}
+}
+
+func lastPathElem(image string) string {
+	image, _, _ = strings.Cut(image, "@")
+	return image[strings.LastIndex(image, "/")+1:]
+}
+
+func defaultService(obj store.Object) {
+	s := &obj.(*corev1.Service).Spec
+	if s.Type == "" {
+		s.Type = corev1.ServiceTypeClusterIP
+	}
+	if s.SessionAffinity == "" {
+		s.SessionAffinity = corev1.ServiceAffinityNone
+	}
+	if s.SessionAffinity == corev1.ServiceAffinityClientIP && s.SessionAffinityConfig == nil {
+		s.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{
+			TimeoutSeconds: ptr.To(corev1.DefaultClientIPServiceAffinitySeconds)}}
+	}
+	if s.Type != corev1.ServiceTypeExternalName {
+		if s.InternalTrafficPolicy == nil {
+			s.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyCluster)
+		}
+		if len(s.IPFamilies) == 0 {
+			s.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol}
+		}
+		if s.IPFamilyPolicy == nil {
+			s.IPFamilyPolicy = ptr.To(corev1.IPFamilyPolicySingleStack)
+		}
+	}
+	if (s.Type == corev1.ServiceTypeNodePort || s.Type == corev1.ServiceTypeLoadBalancer) && s.ExternalTrafficPolicy == "" {
+		s.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyCluster
+	}
+	if s.ClusterIP != "" && len(s.ClusterIPs) == 0 {
+		s.ClusterIPs = []string{s.ClusterIP}
+	}
+	for i := range s.Ports {
+		p := &s.Ports[i]
+		if p.Protocol == "" {
+			p.Protocol = corev1.ProtocolTCP
+		}
+		if p.TargetPort == (intstr.IntOrString{}) {
+			p.TargetPort = intstr.FromInt32(p.Port)
+		}
+	}
+}
+
+func defaultEndpoints(obj store.Object) {
+	for i := range obj.(*corev1.Endpoints).Subsets {
+		ss := &obj.(*corev1.Endpoints).Subsets[i]
+		for j := range ss.Ports {
+			if ss.Ports[j].Protocol == "" {
+				ss.Ports[j].Protocol = corev1.ProtocolTCP
+			}
+		}
+	}
+}
+
+func defaultEndpointSlice(obj store.Object) {
+	s := obj.(*discoveryv1.EndpointSlice)
+	for i := range s.Ports {
+		if s.Ports[i].Protocol == nil {
+			s.Ports[i].Protocol = ptr.To(corev1.ProtocolTCP)
+		}
+		if s.Ports[i].Name == nil {
+			s.Ports[i].Name = ptr.To("")
+		}
+	}
+}
+
+func defaultDeployment(obj store.Object) {
+	d := obj.(*appsv1.Deployment)
+	if d.Spec.Replicas == nil {
+		d.Spec.Replicas = ptr.To[int32](1)
+	}
+	if d.Spec.Strategy.Type == "" {
+		d.Spec.Strategy.Type = appsv1.RollingUpdateDeploymentStrategyType
+	}
+	if d.Spec.Strategy.Type == appsv1.RollingUpdateDeploymentStrategyType {
+		if d.Spec.Strategy.RollingUpdate == nil {
+			d.Spec.Strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{}
+		}
+		quarter := intstr.FromString("25%")
+		if d.Spec.Strategy.RollingUpdate.MaxUnavailable == nil {
+			d.Spec.Strategy.RollingUpdate.MaxUnavailable = &quarter
+		}
+		if d.Spec.Strategy.RollingUpdate.MaxSurge == nil {
+			d.Spec.Strategy.RollingUpdate.MaxSurge = ptr.To(quarter)
+		}
+	}
+	if d.Spec.RevisionHistoryLimit == nil {
+		d.Spec.RevisionHistoryLimit = ptr.To[int32](10)
+	}
+	if d.Spec.ProgressDeadlineSeconds == nil {
+		d.Spec.ProgressDeadlineSeconds = ptr.To[int32](600)
+	}
+	defaultPodSpec(&d.Spec.Template.Spec)
+}
+
+func defaultReplicaSet(obj store.Object) {
+	rs := obj.(*appsv1.ReplicaSet)
+	if rs.Spec.Replicas == nil {
+		rs.Spec.Replicas = ptr.To[int32](1)
+	}
+	defaultPodSpec(&rs.Spec.Template.Spec)
+}

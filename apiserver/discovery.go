@@ -1,0 +1,100 @@
+package apiserver
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+func writeJSONValue(w http.ResponseWriter, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, apierrors.NewInternalError(err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(append(data, '\n'))
+}
+
+// groupVersions lists the served group-versions in table order.
+func (g *Registry) groupVersions() []schema.GroupVersion {
+	var out []schema.GroupVersion
+	seen := map[schema.GroupVersion]bool{}
+	for _, r := range g.resources {
+		if gv := r.GroupVersion(); !seen[gv] {
+			seen[gv] = true
+			out = append(out, gv)
+		}
+	}
+	return out
+}
+
+var verbsAll = metav1.Verbs{"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"}
+
+// resourceList is the legacy discovery document of one group-version.
+func (g *Registry) resourceList(gv schema.GroupVersion) *metav1.APIResourceList {
+	list := &metav1.APIResourceList{TypeMeta: metav1.TypeMeta{Kind: "APIResourceList", APIVersion: "v1"}, GroupVersion: gv.String()}
+	for _, r := range g.resources {
+		if r.GroupVersion() != gv {
+			continue
+		}
+		list.APIResources = append(list.APIResources, metav1.APIResource{
+			Name: r.Plural, SingularName: r.Singular, Namespaced: r.Namespaced, Kind: r.Kind_,
+			Verbs: verbsAll, ShortNames: r.ShortNames, Categories: r.Categories})
+		for _, sub := range r.Subresources {
+			res := metav1.APIResource{Name: r.Plural + "/" + sub, Namespaced: r.Namespaced, Kind: r.Kind_, Verbs: metav1.Verbs{"get", "patch", "update"}}
+			switch sub {
+			case "scale":
+				res.Group, res.Version, res.Kind = "autoscaling", "v1", "Scale"
+			case "finalize":
+				res.Verbs = metav1.Verbs{"update"}
+			}
+			list.APIResources = append(list.APIResources, res)
+		}
+	}
+	return list
+}
+
+func (h *handler) discovery(w http.ResponseWriter, r *http.Request) {
+	reg := h.api.reg
+	path := strings.Trim(r.URL.Path, "/")
+	switch {
+	case path == "api":
+		writeJSONValue(w, &metav1.APIVersions{TypeMeta: metav1.TypeMeta{Kind: "APIVersions"}, Versions: []string{"v1"},
+			ServerAddressByClientCIDRs: []metav1.ServerAddressByClientCIDR{{ClientCIDR: "0.0.0.0/0", ServerAddress: r.Host}}})
+		return
+	case path == "apis":
+		list := &metav1.APIGroupList{TypeMeta: metav1.TypeMeta{Kind: "APIGroupList", APIVersion: "v1"}}
+		for _, gv := range reg.groupVersions() {
+			if gv.Group == "" {
+				continue
+			}
+			v := metav1.GroupVersionForDiscovery{GroupVersion: gv.String(), Version: gv.Version}
+			list.Groups = append(list.Groups, metav1.APIGroup{Name: gv.Group, Versions: []metav1.GroupVersionForDiscovery{v}, PreferredVersion: v})
+		}
+		writeJSONValue(w, list)
+		return
+	}
+	for _, gv := range reg.groupVersions() {
+		prefix := "apis/" + gv.String()
+		if gv.Group == "" {
+			prefix = "api/" + gv.Version
+		}
+		if path == prefix {
+			writeJSONValue(w, reg.resourceList(gv))
+			return
+		}
+		if gv.Group != "" && path == "apis/"+gv.Group {
+			v := metav1.GroupVersionForDiscovery{GroupVersion: gv.String(), Version: gv.Version}
+			writeJSONValue(w, &metav1.APIGroup{TypeMeta: metav1.TypeMeta{Kind: "APIGroup", APIVersion: "v1"}, Name: gv.Group,
+				Versions: []metav1.GroupVersionForDiscovery{v}, PreferredVersion: v})
+			return
+		}
+	}
+	writeError(w, apierrors.NewGenericServerResponse(http.StatusNotFound, "get", schema.GroupResource{}, "",
+		"the server could not find the requested resource", 0, false))
+}

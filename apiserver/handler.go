@@ -1,0 +1,446 @@
+package apiserver
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
+
+	"github.com/minicluster/minicluster/store"
+)
+
+// request is a parsed resource request.
+type request struct {
+	res           *Resource
+	ns, name, sub string
+	query         url.Values
+	out           output
+}
+
+// parsePath splits a resource path: /api/v1/..., /apis/<group>/<version>/...
+// It returns a nil resource (and no error) for discovery paths.
+func (h *handler) parsePath(path string) (*request, error) {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	var group, version string
+	var rest []string
+	switch {
+	case len(parts) >= 2 && parts[0] == "api":
+		version, rest = parts[1], parts[2:]
+	case len(parts) >= 3 && parts[0] == "apis":
+		group, version, rest = parts[1], parts[2], parts[3:]
+	default:
+		return nil, nil
+	}
+	notFound := apierrors.NewNotFound(schema404(group), "")
+	if len(rest) == 0 {
+		return nil, nil
+	}
+	req := &request{}
+	if rest[0] == "namespaces" && len(rest) >= 3 {
+		if r := h.api.reg.Lookup(group, rest[2]); r != nil && r.Namespaced {
+			req.ns, rest = rest[1], rest[2:]
+		}
+	}
+	req.res = h.api.reg.Lookup(group, rest[0])
+	if req.res == nil || req.res.Version != version || len(rest) > 3 {
+		return nil, notFound
+	}
+	if len(rest) > 1 {
+		req.name = rest[1]
+	}
+	if len(rest) > 2 {
+		req.sub = rest[2]
+		if !req.res.HasSubresource(req.sub) {
+			return nil, notFound
+		}
+	}
+	if req.res.Namespaced && req.name != "" && req.ns == "" {
+		return nil, notFound
+	}
+	return req, nil
+}
+
+// ServeHTTP dispatches a resource request to its verb.
+func (h *handler) serveResource(w http.ResponseWriter, r *http.Request, req *request) {
+	req.query = r.URL.Query()
+	out, err := negotiate(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	req.out = out
+	switch {
+	case r.Method == http.MethodGet && req.name == "" && isTrue(req.query.Get("watch")):
+		h.watch(w, r, req)
+	case r.Method == http.MethodGet && req.name == "":
+		h.list(w, req)
+	case r.Method == http.MethodGet && req.sub == "scale":
+		h.getScale(w, req)
+	case r.Method == http.MethodGet:
+		h.get(w, req)
+	case r.Method == http.MethodPost && req.name == "":
+		h.create(w, r, req)
+	case r.Method == http.MethodPut && req.name != "":
+		h.update(w, r, req)
+	case r.Method == http.MethodPatch && req.name != "":
+		h.patch(w, r, req)
+	case r.Method == http.MethodDelete && req.name == "":
+		h.deleteCollection(w, r, req)
+	case r.Method == http.MethodDelete && req.sub == "":
+		h.delete(w, r, req)
+	default:
+		writeError(w, apierrors.NewMethodNotSupported(req.res.GroupResource(), strings.ToLower(r.Method)))
+	}
+}
+
+func isTrue(s string) bool { return s == "true" || s == "1" }
+
+func (h *handler) selector(req *request) (Selector, error) {
+	var sel Selector
+	var err error
+	if s := req.query.Get("labelSelector"); s != "" {
+		if sel.Labels, err = labels.Parse(s); err != nil {
+			return sel, apierrors.NewBadRequest(fmt.Sprintf("unable to parse requirement: %v", err))
+		}
+	}
+	if s := req.query.Get("fieldSelector"); s != "" {
+		if sel.Fields, err = fields.ParseSelector(s); err != nil {
+			return sel, apierrors.NewBadRequest(fmt.Sprintf("invalid field selector: %v", err))
+		}
+		supported := sets.KeySet(req.res.fieldSet(req.res.New()))
+		for _, rq := range sel.Fields.Requirements() {
+			if !supported.Has(rq.Field) {
+				return sel, apierrors.NewBadRequest(fmt.Sprintf("field label not supported: %s", rq.Field))
+			}
+		}
+	}
+	return sel, nil
+}
+
+func (h *handler) get(w http.ResponseWriter, req *request) {
+	obj, err := h.api.Get(req.res, req.ns, req.name)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	h.writeResult(w, http.StatusOK, req, obj)
+}
+
+// writeResult writes one object, as a Table when asked.
+func (h *handler) writeResult(w http.ResponseWriter, code int, req *request, obj store.Object) {
+	if req.out.table {
+		writeObject(w, code, req.res.Table([]store.Object{obj}, true, includeObject(req)), req.out)
+		return
+	}
+	writeObject(w, code, obj, req.out)
+}
+
+func includeObject(req *request) metav1.IncludeObjectPolicy {
+	return metav1.IncludeObjectPolicy(req.query.Get("includeObject"))
+}
+
+func (h *handler) list(w http.ResponseWriter, req *request) {
+	sel, err := h.selector(req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	objs, rev, err := h.api.List(req.res, req.ns, sel)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.out.table {
+		t := req.res.Table(objs, true, includeObject(req))
+		t.ResourceVersion = fmt.Sprint(rev)
+		writeObject(w, http.StatusOK, t, req.out)
+		return
+	}
+	list, err := newList(req.res, objs, fmt.Sprint(rev))
+	if err != nil {
+		writeError(w, apierrors.NewInternalError(err))
+		return
+	}
+	writeObject(w, http.StatusOK, list, req.out)
+}
+
+func dryRun(q url.Values) bool { return len(q["dryRun"]) > 0 }
+
+func fieldValidation(q url.Values) (string, error) {
+	switch v := q.Get("fieldValidation"); v {
+	case "":
+		return validationWarn, nil
+	case validationStrict, validationWarn, validationIgnore:
+		return v, nil
+	default:
+		return "", apierrors.NewBadRequest(fmt.Sprintf("fieldValidation parameter unsupported: %v", v))
+	}
+}
+
+func warn(w http.ResponseWriter, warnings []string) {
+	for _, m := range warnings {
+		w.Header().Add("Warning", fmt.Sprintf("299 - %q", m))
+	}
+}
+
+func (h *handler) create(w http.ResponseWriter, r *http.Request, req *request) {
+	directive, err := fieldValidation(req.query)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	data, err := readBody(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	obj, warnings, err := decodeObject(data, req.res, directive)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out, err := h.api.Create(r.Context(), req.res, req.ns, obj, dryRun(req.query))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	warn(w, warnings)
+	h.writeResult(w, http.StatusCreated, req, out)
+}
+
+func (h *handler) update(w http.ResponseWriter, r *http.Request, req *request) {
+	directive, err := fieldValidation(req.query)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	data, err := readBody(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.sub == "scale" {
+		h.updateScale(w, r, req, func([]byte) ([]byte, error) { return data, nil }, directive)
+		return
+	}
+	obj, warnings, err := decodeObject(data, req.res, directive)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out, err := h.api.Update(r.Context(), req.res, req.ns, req.name, req.sub,
+		func(store.Object) (store.Object, error) { return obj.DeepCopyObject().(store.Object), nil }, dryRun(req.query))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	warn(w, warnings)
+	h.writeResult(w, http.StatusOK, req, out)
+}
+
+func (h *handler) patch(w http.ResponseWriter, r *http.Request, req *request) {
+	directive, err := fieldValidation(req.query)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	pt := types.PatchType(strings.TrimSpace(strings.Split(r.Header.Get("Content-Type"), ";")[0]))
+	if !supportedPatch(pt) {
+		writeError(w, apierrors.NewGenericServerResponse(http.StatusUnsupportedMediaType, "patch", req.res.GroupResource(), req.name,
+			fmt.Sprintf("the body of the request was in an unknown format - accepted media types include: %s", strings.Join(patchTypes, ", ")), 0, false))
+		return
+	}
+	patch, err := readBody(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.sub == "scale" {
+		h.updateScale(w, r, req, func(cur []byte) ([]byte, error) {
+			return applyPatch(pt, cur, patch, &autoscalingv1.Scale{})
+		}, directive)
+		return
+	}
+	var warnings []string
+	out, err := h.api.Update(r.Context(), req.res, req.ns, req.name, req.sub, func(cur store.Object) (store.Object, error) {
+		curJSON, err := json.Marshal(cur)
+		if err != nil {
+			return nil, err
+		}
+		patched, err := applyPatch(pt, curJSON, patch, req.res.New())
+		if err != nil {
+			return nil, err
+		}
+		obj, w, err := decodeObject(patched, req.res, directive)
+		warnings = w
+		return obj, err
+	}, dryRun(req.query))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	warn(w, warnings)
+	h.writeResult(w, http.StatusOK, req, out)
+}
+
+func deleteOptions(r *http.Request, req *request) (metav1.DeleteOptions, error) {
+	var opts metav1.DeleteOptions
+	data, err := readBody(r)
+	if err != nil {
+		return opts, err
+	}
+	if len(strings.TrimSpace(string(data))) > 0 {
+		if err := json.Unmarshal(data, &opts); err != nil {
+			return opts, apierrors.NewBadRequest(fmt.Sprintf("invalid delete options: %v", err))
+		}
+	}
+	if err := metav1.ParameterCodec.DecodeParameters(req.query, metav1.SchemeGroupVersion, &opts); err != nil {
+		return opts, apierrors.NewBadRequest(err.Error())
+	}
+	if p := opts.PropagationPolicy; p != nil {
+		switch *p {
+		case metav1.DeletePropagationBackground, metav1.DeletePropagationForeground, metav1.DeletePropagationOrphan:
+		default:
+			return opts, apierrors.NewBadRequest(fmt.Sprintf("propagationPolicy: Unsupported value: %q: supported values: \"Foreground\", \"Background\", \"Orphan\"", *p))
+		}
+	}
+	return opts, nil
+}
+
+func (h *handler) delete(w http.ResponseWriter, r *http.Request, req *request) {
+	opts, err := deleteOptions(r, req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	obj, gone, err := h.api.Delete(r.Context(), req.res, req.ns, req.name, opts)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if gone {
+		writeObject(w, http.StatusOK, &metav1.Status{Status: metav1.StatusSuccess, Details: &metav1.StatusDetails{
+			Name: req.name, Group: req.res.Group, Kind: req.res.Plural, UID: obj.GetUID()}}, req.out)
+		return
+	}
+	h.writeResult(w, http.StatusOK, req, obj)
+}
+
+func (h *handler) deleteCollection(w http.ResponseWriter, r *http.Request, req *request) {
+	opts, err := deleteOptions(r, req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	sel, err := h.selector(req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	objs, rev, err := h.api.List(req.res, req.ns, sel)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var deleted []store.Object
+	for _, o := range objs {
+		out, _, err := h.api.Delete(r.Context(), req.res, o.GetNamespace(), o.GetName(), opts)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		deleted = append(deleted, out)
+	}
+	list, err := newList(req.res, deleted, fmt.Sprint(rev))
+	if err != nil {
+		writeError(w, apierrors.NewInternalError(err))
+		return
+	}
+	writeObject(w, http.StatusOK, list, req.out)
+}
+
+// scaleOf renders a Deployment's or ReplicaSet's replicas as autoscaling/v1 Scale.
+func scaleOf(obj store.Object) (*autoscalingv1.Scale, error) {
+	spec := structField(obj, "Spec")
+	sel, _ := spec.FieldByName("Selector").Interface().(*metav1.LabelSelector)
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil {
+		return nil, err
+	}
+	sc := &autoscalingv1.Scale{
+		TypeMeta: metav1.TypeMeta{APIVersion: "autoscaling/v1", Kind: "Scale"},
+		ObjectMeta: metav1.ObjectMeta{Name: obj.GetName(), Namespace: obj.GetNamespace(), UID: obj.GetUID(),
+			ResourceVersion: obj.GetResourceVersion(), CreationTimestamp: obj.GetCreationTimestamp()},
+		Spec:   autoscalingv1.ScaleSpec{Replicas: replicas(spec.FieldByName("Replicas").Interface().(*int32))},
+		Status: autoscalingv1.ScaleStatus{Replicas: int32(structField(obj, "Status").FieldByName("Replicas").Int()), Selector: s.String()},
+	}
+	return sc, nil
+}
+
+func (h *handler) getScale(w http.ResponseWriter, req *request) {
+	obj, err := h.api.Get(req.res, req.ns, req.name)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	sc, err := scaleOf(obj)
+	if err != nil {
+		writeError(w, apierrors.NewInternalError(err))
+		return
+	}
+	writeObject(w, http.StatusOK, sc, req.out)
+}
+
+// updateScale sets spec.replicas from a Scale that change derives from the current one.
+func (h *handler) updateScale(w http.ResponseWriter, r *http.Request, req *request, change func(cur []byte) ([]byte, error), directive string) {
+	out, err := h.api.Update(r.Context(), req.res, req.ns, req.name, "", func(cur store.Object) (store.Object, error) {
+		sc, err := scaleOf(cur)
+		if err != nil {
+			return nil, err
+		}
+		curJSON, _ := json.Marshal(sc)
+		data, err := change(curJSON)
+		if err != nil {
+			return nil, err
+		}
+		var next autoscalingv1.Scale
+		if _, err := decodeInto(data, &next, directive); err != nil {
+			return nil, err
+		}
+		if next.Name != "" && next.Name != req.name {
+			return nil, apierrors.NewBadRequest(fmt.Sprintf("the name of the object (%s) does not match the name on the URL (%s)", next.Name, req.name))
+		}
+		if next.Spec.Replicas < 0 {
+			return nil, apierrors.NewInvalid(autoscalingv1.SchemeGroupVersion.WithKind("Scale").GroupKind(), req.name,
+				fieldErrs("spec.replicas", next.Spec.Replicas, "must be greater than or equal to 0"))
+		}
+		if next.ResourceVersion != "" && next.ResourceVersion != cur.GetResourceVersion() {
+			return nil, store.ErrConflict
+		}
+		n := next.Spec.Replicas
+		structField(cur, "Spec").FieldByName("Replicas").Set(reflectValue(&n))
+		return cur, nil
+	}, dryRun(req.query))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	sc, err := scaleOf(out)
+	if err != nil {
+		writeError(w, apierrors.NewInternalError(err))
+		return
+	}
+	writeObject(w, http.StatusOK, sc, req.out)
+}

@@ -1,0 +1,289 @@
+package apiserver
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	sigsjson "sigs.k8s.io/json"
+
+	"github.com/minicluster/minicluster/store"
+)
+
+// Resource is one row of the registry table: everything the generic handlers need to
+// serve a kind.
+type Resource struct {
+	store.Kind
+	Group, Version, Kind_, Plural, Singular string
+	Namespaced                              bool
+	ShortNames, Categories                  []string
+	// Subresources served besides the object itself ("status", "scale", ...).
+	Subresources []string
+	nameFn       apivalidation.ValidateNameFunc
+	defaults     func(obj store.Object)
+	validate     func(obj, old store.Object) field.ErrorList
+	// prepareUpdate carries over what an update of the main resource may not change.
+	prepareUpdate func(obj, old store.Object)
+	fieldSet      func(obj store.Object) fields.Set
+	table         tableDef
+}
+
+// GroupVersion of the resource.
+func (r *Resource) GroupVersion() schema.GroupVersion {
+	return schema.GroupVersion{Group: r.Group, Version: r.Version}
+}
+
+// GVK of the resource.
+func (r *Resource) GVK() schema.GroupVersionKind { return r.GroupVersion().WithKind(r.Kind_) }
+
+// GroupResource of the resource, as named in errors.
+func (r *Resource) GroupResource() schema.GroupResource {
+	return schema.GroupResource{Group: r.Group, Resource: r.Plural}
+}
+
+// HasSubresource reports whether sub is served.
+func (r *Resource) HasSubresource(sub string) bool {
+	for _, s := range r.Subresources {
+		if s == sub {
+			return true
+		}
+	}
+	return false
+}
+
+// Registry is the table of served resources.
+type Registry struct {
+	resources []*Resource
+}
+
+// Resources lists every served resource in table order.
+func (g *Registry) Resources() []*Resource { return g.resources }
+
+// Lookup finds a resource by group and plural name.
+func (g *Registry) Lookup(group, plural string) *Resource {
+	for _, r := range g.resources {
+		if r.Group == group && r.Plural == plural {
+			return r
+		}
+	}
+	return nil
+}
+
+// Resolve finds a resource by any name a user may type: plural, singular, short name,
+// kind, optionally qualified by group ("deployments.apps").
+func (g *Registry) Resolve(name string) *Resource {
+	name = strings.ToLower(name)
+	base, group, qualified := strings.Cut(name, ".")
+	for _, r := range g.resources {
+		if qualified && r.Group != group {
+			continue
+		}
+		if base == r.Plural || base == r.Singular || base == strings.ToLower(r.Kind_) {
+			return r
+		}
+		for _, s := range r.ShortNames {
+			if base == s {
+				return r
+			}
+		}
+	}
+	return nil
+}
+
+// ByGVK finds a resource by group, version and kind.
+func (g *Registry) ByGVK(gvk schema.GroupVersionKind) *Resource {
+	for _, r := range g.resources {
+		if r.GVK() == gvk {
+			return r
+		}
+	}
+	return nil
+}
+
+// structField returns obj's exported field name, or an invalid Value.
+func structField(obj any, name string) reflect.Value {
+	v := reflect.ValueOf(obj)
+	if v.Kind() == reflect.Pointer {
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct {
+		return reflect.Value{}
+	}
+	return v.FieldByName(name)
+}
+
+// copyField sets dst.name = src.name when both have it.
+func copyField(dst, src any, name string) {
+	d, s := structField(dst, name), structField(src, name)
+	if d.IsValid() && s.IsValid() && d.CanSet() {
+		d.Set(s)
+	}
+}
+
+func metaFields(obj store.Object) fields.Set {
+	return fields.Set{"metadata.name": obj.GetName(), "metadata.namespace": obj.GetNamespace()}
+}
+
+func podFields(obj store.Object) fields.Set {
+	p := obj.(*corev1.Pod)
+	s := metaFields(obj)
+	s["status.phase"] = string(p.Status.Phase)
+	s["spec.nodeName"] = p.Spec.NodeName
+	s["spec.restartPolicy"] = string(p.Spec.RestartPolicy)
+	s["status.podIP"] = p.Status.PodIP
+	return s
+}
+
+func newResource[T any, PT interface {
+	*T
+	store.Object
+}](group, version, kind, plural string, namespaced bool) *Resource {
+	r := &Resource{Group: group, Version: version, Kind_: kind, Plural: plural,
+		Singular: strings.ToLower(kind), Namespaced: namespaced,
+		nameFn: apivalidation.NameIsDNSSubdomain, fieldSet: metaFields}
+	bucket := group
+	if bucket == "" {
+		bucket = "core"
+	}
+	r.Kind.Bucket = bucket + "/" + plural
+	r.Kind.New = func() store.Object { return PT(new(T)) }
+	return r
+}
+
+// NewRegistry builds the table of served resources. The hooks for services allocate
+// from alloc.
+func NewRegistry(alloc *Allocator) *Registry {
+	ns := newResource[corev1.Namespace]("", "v1", "Namespace", "namespaces", false)
+	ns.ShortNames = []string{"ns"}
+	ns.Subresources = []string{"status", "finalize"}
+	ns.nameFn = apivalidation.ValidateNamespaceName
+	ns.Finalizing = namespaceFinalizing
+	ns.OnMark = func(obj store.Object) { obj.(*corev1.Namespace).Status.Phase = corev1.NamespaceTerminating }
+	ns.defaults, ns.validate, ns.table = defaultNamespace, validateNamespace, namespaceTable
+
+	pod := newResource[corev1.Pod]("", "v1", "Pod", "pods", true)
+	pod.ShortNames, pod.Categories = []string{"po"}, []string{"all"}
+	pod.Subresources = []string{"status"}
+	pod.defaults, pod.validate, pod.table = defaultPod, validatePod, podTable
+	pod.prepareUpdate = keepStatus
+	pod.fieldSet = podFields
+
+	svc := newResource[corev1.Service]("", "v1", "Service", "services", true)
+	svc.ShortNames, svc.Categories = []string{"svc"}, []string{"all"}
+	svc.Subresources = []string{"status"}
+	svc.nameFn = apivalidation.NameIsDNS1035Label
+	svc.defaults, svc.validate, svc.table = defaultService, validateService, serviceTable
+	svc.prepareUpdate = prepareServiceUpdate
+	svc.OnCreate, svc.OnUpdate, svc.OnDelete = alloc.serviceCreate, alloc.serviceUpdate, alloc.serviceDelete
+
+	ep := newResource[corev1.Endpoints]("", "v1", "Endpoints", "endpoints", true)
+	ep.Singular = "endpoints"
+	ep.ShortNames = []string{"ep"}
+	ep.defaults, ep.validate, ep.table = defaultEndpoints, validateEndpoints, endpointsTable
+
+	ev := newResource[corev1.Event]("", "v1", "Event", "events", true)
+	ev.ShortNames = []string{"ev"}
+	ev.validate, ev.table = validateEvent, eventTable
+
+	eps := newResource[discoveryv1.EndpointSlice]("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true)
+	eps.defaults, eps.validate, eps.table = defaultEndpointSlice, validateEndpointSlice, endpointSliceTable
+
+	deploy := newResource[appsv1.Deployment]("apps", "v1", "Deployment", "deployments", true)
+	deploy.ShortNames, deploy.Categories = []string{"deploy"}, []string{"all"}
+	deploy.Subresources = []string{"status", "scale"}
+	deploy.defaults, deploy.validate, deploy.table = defaultDeployment, validateDeployment, deploymentTable
+	deploy.prepareUpdate = keepStatus
+
+	rs := newResource[appsv1.ReplicaSet]("apps", "v1", "ReplicaSet", "replicasets", true)
+	rs.ShortNames, rs.Categories = []string{"rs"}, []string{"all"}
+	rs.Subresources = []string{"status", "scale"}
+	rs.defaults, rs.validate, rs.table = defaultReplicaSet, validateReplicaSet, replicaSetTable
+	rs.prepareUpdate = keepStatus
+
+	return &Registry{resources: []*Resource{ns, pod, svc, ep, ev, eps, deploy, rs}}
+}
+
+// keepStatus makes an update of the main resource leave status alone, as Kubernetes
+// does for every resource with a status subresource.
+func keepStatus(obj, old store.Object) { copyField(obj, old, "Status") }
+
+func namespaceFinalizing(obj store.Object) bool {
+	return len(obj.GetFinalizers()) > 0 || len(obj.(*corev1.Namespace).Spec.Finalizers) > 0
+}
+
+func reflectZero(v reflect.Value) reflect.Value { return reflect.Zero(v.Type()) }
+
+func reflectValue(v any) reflect.Value { return reflect.ValueOf(v) }
+
+// DecodeError is a manifest decoding failure at a field path (empty when unknown).
+type DecodeError struct {
+	Field string
+	Err   error
+}
+
+func (e *DecodeError) Error() string {
+	if e.Field != "" {
+		return e.Field + ": " + e.Err.Error()
+	}
+	return e.Err.Error()
+}
+
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// Decode turns a manifest document (JSON) into its resource and typed object, as the
+// server will decode it, rejecting unknown and duplicate fields.
+func (g *Registry) Decode(doc []byte) (*Resource, store.Object, error) {
+	var tm metav1.TypeMeta
+	if err := json.Unmarshal(doc, &tm); err != nil {
+		return nil, nil, &DecodeError{Err: err}
+	}
+	if tm.Kind == "" || tm.APIVersion == "" {
+		missing := "kind"
+		if tm.APIVersion == "" {
+			missing = "apiVersion"
+		}
+		return nil, nil, &DecodeError{Field: missing, Err: errors.New("required field is not set")}
+	}
+	gv, err := schema.ParseGroupVersion(tm.APIVersion)
+	if err != nil {
+		return nil, nil, &DecodeError{Field: "apiVersion", Err: err}
+	}
+	r := g.ByGVK(gv.WithKind(tm.Kind))
+	if r == nil {
+		return nil, nil, &DecodeError{Field: "kind", Err: fmt.Errorf("no matches for kind %q in version %q", tm.Kind, tm.APIVersion)}
+	}
+	obj := r.New()
+	strict, err := sigsjson.UnmarshalStrict(doc, obj, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return nil, nil, &DecodeError{Field: te.Field, Err: fmt.Errorf("cannot unmarshal %s into a value of type %s", te.Value, te.Type)}
+	}
+	if err != nil {
+		return nil, nil, &DecodeError{Err: err}
+	}
+	if len(strict) > 0 {
+		return nil, nil, &DecodeError{Field: strictField(strict[0]), Err: strict[0]}
+	}
+	return r, obj, nil
+}
+
+// strictField extracts the path from sigs.k8s.io/json's `unknown field "a.b"` errors.
+func strictField(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, `"`); i >= 0 {
+		if j := strings.LastIndex(msg, `"`); j > i {
+			return msg[i+1 : j]
+		}
+	}
+	return ""
+}

@@ -1,0 +1,232 @@
+package apiserver
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/version"
+
+	"github.com/minicluster/minicluster/store"
+)
+
+// Version is minicluster's own version, reported in /version's gitVersion.
+var Version = "v0.1.0"
+
+// Config configures the API server.
+type Config struct {
+	DataDir       string
+	Listen        string // host:port for HTTPS
+	ServiceCIDR   netip.Prefix
+	ClusterDomain string
+	NodePortBase  int
+	NodePortCount int
+	Store         *store.Store
+	Log           *slog.Logger
+	// ShutdownTimeout bounds a graceful stop (default 10 s).
+	ShutdownTimeout time.Duration
+}
+
+// Server is the API server component.
+type Server struct {
+	cfg     Config
+	api     *API
+	handler *handler
+	ready   chan struct{}
+}
+
+// New builds a server; nothing listens until Run.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("apiserver: no store")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	if cfg.NodePortCount == 0 {
+		cfg.NodePortBase, cfg.NodePortCount = 30000, 2768
+	}
+	if !cfg.ServiceCIDR.IsValid() {
+		return nil, errors.New("apiserver: no service CIDR")
+	}
+	reg := NewRegistry(&Allocator{ServiceCIDR: cfg.ServiceCIDR.Masked(), NodePortBase: cfg.NodePortBase, NodePortCount: cfg.NodePortCount})
+	api := NewAPI(cfg.Store, reg, cfg.Log)
+	s := &Server{cfg: cfg, api: api, ready: make(chan struct{})}
+	s.handler = &handler{api: api, ready: s.ready, stopping: make(chan struct{})}
+	return s, nil
+}
+
+// API returns the in-process API for other components.
+func (s *Server) API() *API { return s.api }
+
+// Ready is closed once the store is open, the boot objects exist and both listeners serve.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Handler returns the HTTP handler without authentication (as served on the unix socket).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// SocketPath is where the root-only plain HTTP socket lives.
+func SocketPath(dataDir string) string { return filepath.Join(dataDir, "api.sock") }
+
+// Run creates credentials and boot objects, then serves HTTPS (token required) and the
+// unix socket until ctx is cancelled.
+func (s *Server) Run(ctx context.Context) error {
+	creds, err := ensureCredentials(s.cfg)
+	if err != nil {
+		return err
+	}
+	if err := s.boot(ctx); err != nil {
+		return fmt.Errorf("boot objects: %w", err)
+	}
+	unixLn, err := listenUnix(SocketPath(s.cfg.DataDir))
+	if err != nil {
+		return err
+	}
+	tcpLn, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		unixLn.Close()
+		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
+	}
+	tlsLn := tls.NewListener(tcpLn, &tls.Config{Certificates: []tls.Certificate{creds.cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
+	servers := []*http.Server{s.httpServer(s.handler), s.httpServer(requireToken(creds.token, s.handler))}
+	listeners := []net.Listener{unixLn, tlsLn}
+	g, gctx := errgroup.WithContext(ctx)
+	for i := range servers {
+		srv, ln := servers[i], listeners[i]
+		g.Go(func() error {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+			}
+			return nil
+		})
+	}
+	close(s.ready)
+	s.cfg.Log.Info("api server ready", "listen", tcpLn.Addr().String(), "socket", SocketPath(s.cfg.DataDir))
+	g.Go(func() error {
+		<-gctx.Done()
+		return s.shutdown(servers)
+	})
+	return g.Wait()
+}
+
+func (s *Server) httpServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.cfg.Log.Handler(), slog.LevelDebug)}
+}
+
+// shutdown ends watches first (they never finish on their own), then waits for
+// in-flight requests up to the timeout.
+func (s *Server) shutdown(servers []*http.Server) error {
+	close(s.handler.stopping)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, srv := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Shutdown(ctx); err != nil {
+				srv.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	os.Remove(SocketPath(s.cfg.DataDir))
+	return nil
+}
+
+func listenUnix(path string) (net.Listener, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket: %w", err)
+	}
+	// Create the socket already private: no window where another user could connect.
+	old := umask(0o177)
+	ln, err := net.Listen("unix", path)
+	umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+// publicPaths answer without a token, as in Kubernetes' default RBAC for anonymous.
+var publicPaths = map[string]bool{"/healthz": true, "/livez": true, "/readyz": true, "/version": true}
+
+func requireToken(token string, next http.Handler) http.Handler {
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !publicPaths[strings.TrimSuffix(r.URL.Path, "/")] &&
+			subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			writeError(w, apierrors.NewUnauthorized("Unauthorized"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// handler routes every API path.
+type handler struct {
+	api      *API
+	ready    chan struct{}
+	stopping chan struct{}
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil && v != http.ErrAbortHandler {
+			h.api.log.Error("panic serving request", "path", r.URL.Path, "err", v)
+			writeError(w, apierrors.NewInternalError(fmt.Errorf("%v", v)))
+		}
+	}()
+	switch path := strings.TrimSuffix(r.URL.Path, "/"); path {
+	case "/healthz", "/livez":
+		w.Write([]byte("ok"))
+		return
+	case "/readyz":
+		select {
+		case <-h.ready:
+			w.Write([]byte("ok"))
+		default:
+			http.Error(w, "[-]boot-objects failed: not finished", http.StatusInternalServerError)
+		}
+		return
+	case "/version":
+		writeJSONValue(w, versionInfo())
+		return
+	}
+	req, err := h.parsePath(r.URL.Path)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if req == nil {
+		h.discovery(w, r)
+		return
+	}
+	h.serveResource(w, r, req)
+}
+
+func versionInfo() version.Info {
+	return version.Info{Major: "1", Minor: "32", GitVersion: "v1.32.0-minicluster." + strings.TrimPrefix(Version, "v"),
+		GoVersion: runtime.Version(), Compiler: runtime.Compiler, Platform: runtime.GOOS + "/" + runtime.GOARCH}
+}

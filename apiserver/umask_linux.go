@@ -1,0 +1,5 @@
+package apiserver
+
+import "syscall"
+
+func umask(m int) int { return syscall.Umask(m) }

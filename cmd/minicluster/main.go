@@ -1,0 +1,77 @@
+// Command minicluster is the daemon (serve) and its command-line client.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+const usage = `minicluster turns one Linux host into a small Kubernetes-style cluster.
+
+Usage:
+  minicluster serve [flags]                 run the daemon
+  minicluster apply -f FILE|DIR|-           create or update objects from manifests
+  minicluster get TYPE[,TYPE] [NAME...]     list or show objects
+  minicluster delete -f FILE | TYPE NAME... delete objects
+  minicluster version                       show client and server versions
+
+Client flags (before or after the subcommand): --kubeconfig, --data-dir, -n/--namespace.
+Run "minicluster COMMAND -h" for a command's flags.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run executes one command line and returns the exit code.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	cmd, rest := splitCommand(args)
+	var err error
+	switch cmd {
+	case "serve":
+		err = serve(rest, stderr)
+	case "apply", "get", "delete", "version":
+		var c *client
+		var cmdArgs []string
+		if c, cmdArgs, err = newClientFromArgs(rest); err == nil {
+			c.stdin, c.stdout, c.stderr = stdin, stdout, stderr
+			err = c.runCommand(cmd, cmdArgs)
+		}
+	case "", "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		err = fmt.Errorf("unknown command %q for \"minicluster\"", cmd)
+	}
+	if err == nil {
+		return 0
+	}
+	if err != errReported {
+		fmt.Fprintf(stderr, "error: %v\n", err)
+	}
+	return 1
+}
+
+// splitCommand finds the subcommand, letting client flags come before it.
+func splitCommand(args []string) (string, []string) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if len(a) > 0 && a[0] != '-' {
+			return a, append(append([]string{}, args[:i]...), args[i+1:]...)
+		}
+		if takesValue(a) {
+			i++
+		}
+	}
+	return "", args
+}
+
+// takesValue reports whether a global flag given without "=" consumes the next argument.
+func takesValue(flag string) bool {
+	switch flag {
+	case "--kubeconfig", "-kubeconfig", "--data-dir", "-data-dir", "-n", "--namespace":
+		return true
+	}
+	return false
+}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"syscall"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/minicluster/minicluster/apiserver"
+	"github.com/minicluster/minicluster/controllers"
+	"github.com/minicluster/minicluster/store"
+)
+
+// DefaultDataDir is where the daemon keeps its state.
+const DefaultDataDir = "/var/lib/minicluster"
+
+type serveConfig struct {
+	dataDir, instance, listen, clusterDomain, logLevel string
+	serviceCIDR, podCIDR                               netip.Prefix
+}
+
+var instanceName = regexp.MustCompile(`^[a-z][a-z0-9]{0,7}$`)
+
+func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := &serveConfig{}
+	var svc, pod string
+	fs.StringVar(&c.dataDir, "data-dir", DefaultDataDir, "directory for the database, credentials and kubeconfig")
+	fs.StringVar(&c.instance, "instance", "mc", "name prefixing everything the daemon creates (bridge, netns, rules)")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:6443", "HTTPS address of the API (bearer token required)")
+	fs.StringVar(&svc, "service-cidr", "10.96.0.0/12", "range for ClusterIPs")
+	fs.StringVar(&pod, "pod-cidr", "10.244.0.0/16", "range for pod IPs")
+	fs.StringVar(&c.clusterDomain, "cluster-domain", "cluster.local", "DNS domain of the cluster")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+	}
+	if !instanceName.MatchString(c.instance) {
+		return nil, fmt.Errorf("--instance %q: must be 1-8 lowercase letters and digits, starting with a letter", c.instance)
+	}
+	var err error
+	if c.serviceCIDR, err = netip.ParsePrefix(svc); err != nil {
+		return nil, fmt.Errorf("--service-cidr: %w", err)
+	}
+	if c.podCIDR, err = netip.ParsePrefix(pod); err != nil {
+		return nil, fmt.Errorf("--pod-cidr: %w", err)
+	}
+	if c.serviceCIDR.Overlaps(c.podCIDR) {
+		return nil, fmt.Errorf("--service-cidr %s overlaps --pod-cidr %s", c.serviceCIDR, c.podCIDR)
+	}
+	if store.PrefixSize(c.serviceCIDR) < 16 {
+		return nil, fmt.Errorf("--service-cidr %s is too small", c.serviceCIDR)
+	}
+	return c, nil
+}
+
+func newLogger(level string, w io.Writer) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// serve runs the daemon until SIGTERM or SIGINT.
+func serve(args []string, stderr io.Writer) error {
+	cfg, err := parseServeFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg.logLevel, stderr)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	st, err := store.Open(store.Config{Path: filepath.Join(cfg.dataDir, "minicluster.db"), Log: log})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	srv, err := apiserver.New(apiserver.Config{DataDir: cfg.dataDir, Listen: cfg.listen, ServiceCIDR: cfg.serviceCIDR,
+		ClusterDomain: cfg.clusterDomain, Store: st, Log: log})
+	if err != nil {
+		return err
+	}
+	nsController, err := controllers.NewNamespace(controllers.NamespaceConfig{API: srv.API(), Log: log})
+	if err != nil {
+		return err
+	}
+	log.Info("starting", "instance", cfg.instance, "dataDir", cfg.dataDir, "serviceCIDR", cfg.serviceCIDR, "podCIDR", cfg.podCIDR)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error {
+		select {
+		case <-srv.Ready():
+			return nsController.Run(gctx)
+		case <-gctx.Done():
+			return nil
+		}
+	})
+	err = g.Wait()
+	log.Info("stopped")
+	return err
+}

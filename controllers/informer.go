@@ -1,0 +1,56 @@
+package controllers
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/minicluster/minicluster/apiserver"
+	"github.com/minicluster/minicluster/store"
+)
+
+// watchResource lists r and then follows its changes, calling handle for every object
+// seen; when the watch ends (fell behind, history expired) it lists again. It returns
+// when ctx is cancelled.
+func watchResource(ctx context.Context, api *apiserver.API, r *apiserver.Resource, log *slog.Logger, handle func(store.Object)) {
+	for ctx.Err() == nil {
+		objs, rev, err := api.List(r, "", apiserver.Selector{})
+		if err != nil {
+			log.Error("list failed", "resource", r.Plural, "err", err)
+			sleepCtx(ctx, time.Second)
+			continue
+		}
+		for _, o := range objs {
+			handle(o)
+		}
+		w, err := api.Watch(r, rev)
+		if err != nil {
+			continue
+		}
+		follow(ctx, w, handle)
+	}
+}
+
+func follow(ctx context.Context, w *store.Watcher, handle func(store.Object)) {
+	defer w.Stop()
+	for {
+		select {
+		case ev, ok := <-w.Events():
+			if !ok {
+				return
+			}
+			handle(ev.Object)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}

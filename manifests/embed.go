@@ -1,0 +1,8 @@
+package manifests
+
+import "embed"
+
+// Examples holds the example manifests shipped with minicluster.
+//
+//go:embed *.yaml
+var Examples embed.FS

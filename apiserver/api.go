@@ -239,6 +239,13 @@ func checkIdentity(r *Resource, next store.Object, ns, name string, cur store.Ob
 		return store.ErrConflict
 	}
 	next.SetResourceVersion(cur.GetResourceVersion())
+	// System fields a client need not send back (Kubernetes' rest.BeforeUpdate).
+	if next.GetUID() == "" {
+		next.SetUID(cur.GetUID())
+	}
+	next.SetCreationTimestamp(cur.GetCreationTimestamp())
+	next.SetDeletionTimestamp(cur.GetDeletionTimestamp())
+	next.SetDeletionGracePeriodSeconds(cur.GetDeletionGracePeriodSeconds())
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
@@ -233,6 +234,9 @@ func (h *handler) update(w http.ResponseWriter, r *http.Request, req *request) {
 		return
 	}
 	obj, warnings, err := decodeObject(data, req.res, directive)
+	if err == nil && obj.GetName() != req.name {
+		err = apierrors.NewBadRequest(fmt.Sprintf("the name of the object (%s) does not match the name on the URL (%s)", obj.GetName(), req.name))
+	}
 	if err != nil {
 		writeError(w, err)
 		return
@@ -303,9 +307,18 @@ func deleteOptions(r *http.Request, req *request) (metav1.DeleteOptions, error) 
 			return opts, apierrors.NewBadRequest(fmt.Sprintf("invalid delete options: %v", err))
 		}
 	}
-	if err := metav1.ParameterCodec.DecodeParameters(req.query, metav1.SchemeGroupVersion, &opts); err != nil {
-		return opts, apierrors.NewBadRequest(err.Error())
+	if p := req.query.Get("propagationPolicy"); p != "" {
+		policy := metav1.DeletionPropagation(p)
+		opts.PropagationPolicy = &policy
 	}
+	if v := req.query.Get("gracePeriodSeconds"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return opts, apierrors.NewBadRequest(fmt.Sprintf("invalid gracePeriodSeconds %q", v))
+		}
+		opts.GracePeriodSeconds = &n
+	}
+	opts.DryRun = append(opts.DryRun, req.query["dryRun"]...)
 	if p := opts.PropagationPolicy; p != nil {
 		switch *p {
 		case metav1.DeletePropagationBackground, metav1.DeletePropagationForeground, metav1.DeletePropagationOrphan:

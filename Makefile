@@ -1,0 +1,52 @@
+# minicluster — run `make` for the list of targets.
+SHELL := /bin/bash
+# sudo resets PATH; find the Go toolchain where these machines keep it.
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+BIN := bin/minicluster
+DEB_PACKAGES := iproute2 iptables nftables dnsutils busybox nginx-light curl
+FUZZTIME ?= 30s
+RUN_FLAGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help build run deps test test-unit test-integration bench fuzz lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-17s %s\n", $$1, $$2}'
+
+build: ## build bin/minicluster
+	$(GO) build -o $(BIN) ./cmd/minicluster
+
+run: deps build ## build and run the daemon with its defaults (root)
+	$(BIN) serve $(RUN_FLAGS)
+
+deps: ## install the Debian packages minicluster and its tests use (root; only missing ones)
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: deps test-unit test-integration ## all tests: unit, then integration (root)
+
+test-unit: ## unit tests (no root needed)
+	$(GO) test -race -count=1 ./...
+
+test-integration: build ## end-to-end tests against the real binary in private network namespaces (root)
+	$(GO) test -count=1 -tags integration -timeout 20m ./integration/...
+
+bench: ## benchmarks (store, API; see docs/benchmarks.md)
+	$(GO) test -run '^$$' -bench . -benchtime 3s -count 1 ./store/ ./apiserver/
+
+fuzz: ## run every fuzz target for FUZZTIME each
+	@for t in $$($(GO) test -list '^Fuzz' ./... | grep '^Fuzz'); do \
+		pkg=$$(grep -rl "func $$t(" --include='*_test.go' . | xargs -n1 dirname | head -1); \
+		echo "fuzz $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags integration ./integration/...
+
+clean: ## remove build output
+	rm -rf bin

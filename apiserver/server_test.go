@@ -1,0 +1,283 @@
+package apiserver
+
+import (
+	"bufio"
+	"fmt"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/minicluster/minicluster/store"
+)
+
+type testServer struct {
+	*Server
+	url string
+	// vars are values learned by earlier steps, substituted for {{name}} in later ones.
+	vars map[string]string
+}
+
+func (s *testServer) expand(v string) string {
+	for k, val := range s.vars {
+		v = strings.ReplaceAll(v, "{{"+k+"}}", val)
+	}
+	return v
+}
+
+func newTestServer(t *testing.T) *testServer { return newTestServerHistory(t, 0) }
+
+// newTestServerHistory keeps only history events for watch resumption (0: the default).
+func newTestServerHistory(t *testing.T, history int) *testServer {
+	t.Helper()
+	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "db"), History: history})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(Config{DataDir: t.TempDir(), Listen: "127.0.0.1:6443", ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"),
+		ClusterDomain: "cluster.local", Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.boot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() {
+		hs.Close()
+		st.Close()
+	})
+	return &testServer{Server: srv, url: hs.URL, vars: map[string]string{}}
+}
+
+type response struct {
+	code   int
+	body   []byte
+	header http.Header
+}
+
+func (r response) status() metav1.Status {
+	var st metav1.Status
+	json.Unmarshal(r.body, &st)
+	return st
+}
+
+func (r response) object() map[string]any {
+	var m map[string]any
+	json.Unmarshal(r.body, &m)
+	return m
+}
+
+// get walks a decoded JSON object by keys and indexes ("spec", "ports", 0, "nodePort").
+func get(v any, path ...any) any {
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, _ := v.(map[string]any)
+			v = m[k]
+		case int:
+			a, _ := v.([]any)
+			if k >= len(a) {
+				return nil
+			}
+			v = a[k]
+		}
+	}
+	return v
+}
+
+func (s *testServer) do(t *testing.T, method, path, contentType, body string, headers ...string) response {
+	t.Helper()
+	req, err := http.NewRequest(method, s.url+s.expand(path), strings.NewReader(s.expand(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf strings.Builder
+	bufio.NewReader(resp.Body).WriteTo(&buf)
+	return response{code: resp.StatusCode, body: []byte(buf.String()), header: resp.Header}
+}
+
+const (
+	jsonCT  = "application/json"
+	mergeCT = "application/merge-patch+json"
+)
+
+const svcJSON = `{"apiVersion":"v1","kind":"Service","metadata":{"name":"backend","labels":{"app":"backend"}},
+ "spec":{"selector":{"app":"backend"},"ports":[{"name":"http","port":80,"targetPort":8080}]}}`
+
+const deployJSON = `{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web"},
+ "spec":{"replicas":2,"selector":{"matchLabels":{"app":"web"}},
+  "template":{"metadata":{"labels":{"app":"web"}},"spec":{"containers":[{"name":"web","image":"nginx:1.27","ports":[{"containerPort":80}]}]}}}}`
+
+// step is one request in a scripted conversation with the server; steps run in order
+// against one server, so later steps see earlier writes.
+type step struct {
+	name              string
+	method, path      string
+	contentType, body string
+	headers           []string
+	wantCode          int
+	check             func(t *testing.T, r response)
+}
+
+func runSteps(t *testing.T, s *testServer, steps []step) {
+	t.Helper()
+	for _, st := range steps {
+		ok := t.Run(st.name, func(t *testing.T) {
+			r := s.do(t, st.method, st.path, st.contentType, st.body, st.headers...)
+			if r.code != st.wantCode {
+				t.Fatalf("%s %s: code %d, want %d; body: %s", st.method, st.path, r.code, st.wantCode, r.body)
+			}
+			if r.code >= 400 {
+				if stt := r.status(); stt.Kind != "Status" || stt.Status != metav1.StatusFailure || int(stt.Code) != r.code {
+					t.Errorf("error body is not a failure Status with code %d: %s", r.code, r.body)
+				}
+			}
+			if st.check != nil {
+				st.check(t, r)
+			}
+		})
+		if !ok {
+			t.FailNow()
+		}
+	}
+}
+
+func wantReason(reason metav1.StatusReason) func(*testing.T, response) {
+	return func(t *testing.T, r response) {
+		t.Helper()
+		if got := r.status().Reason; got != reason {
+			t.Errorf("reason %q, want %q: %s", got, reason, r.body)
+		}
+	}
+}
+
+func wantCauses(fields ...string) func(*testing.T, response) {
+	return func(t *testing.T, r response) {
+		t.Helper()
+		st := r.status()
+		if st.Reason != metav1.StatusReasonInvalid || st.Details == nil {
+			t.Fatalf("not an Invalid status with details: %s", r.body)
+		}
+		got := map[string]bool{}
+		for _, c := range st.Details.Causes {
+			got[c.Field] = true
+		}
+		for _, f := range fields {
+			if !got[f] {
+				t.Errorf("no cause for field %s in %s", f, r.body)
+			}
+		}
+	}
+}
+
+func wantField(want any, path ...any) func(*testing.T, response) {
+	return func(t *testing.T, r response) {
+		t.Helper()
+		if got := get(r.object(), path...); got != want {
+			t.Errorf("%v = %v (%T), want %v; body %s", path, got, got, want, r.body)
+		}
+	}
+}
+
+func TestServiceLifecycle(t *testing.T) {
+	s := newTestServer(t)
+	runSteps(t, s, []step{
+		{name: "create", method: "POST", path: "/api/v1/namespaces/default/services", contentType: jsonCT, body: svcJSON,
+			wantCode: 201, check: func(t *testing.T, r response) {
+				o := r.object()
+				ip, _ := get(o, "spec", "clusterIP").(string)
+				s.vars["clusterIP"] = ip
+				if addr, err := netip.ParseAddr(ip); err != nil || !netip.MustParsePrefix("10.96.0.0/12").Contains(addr) || addr.As4()[2] == 0 {
+					t.Errorf("clusterIP %q: want a dynamic address in 10.96.0.0/12 above the static band", ip)
+				}
+				for _, c := range []struct {
+					path []any
+					want any
+				}{
+					{[]any{"spec", "type"}, "ClusterIP"}, {[]any{"spec", "sessionAffinity"}, "None"},
+					{[]any{"spec", "ports", 0, "protocol"}, "TCP"}, {[]any{"spec", "ports", 0, "targetPort"}, 8080.0},
+					{[]any{"metadata", "generation"}, 1.0}, {[]any{"metadata", "namespace"}, "default"},
+					{[]any{"spec", "clusterIPs", 0}, ip}, {[]any{"kind"}, "Service"}, {[]any{"apiVersion"}, "v1"},
+				} {
+					if got := get(o, c.path...); got != c.want {
+						t.Errorf("%v = %v, want %v", c.path, got, c.want)
+					}
+				}
+				if get(o, "metadata", "uid") == nil || get(o, "metadata", "resourceVersion") == nil {
+					t.Errorf("uid/resourceVersion not set: %s", r.body)
+				}
+			}},
+		{name: "duplicate", method: "POST", path: "/api/v1/namespaces/default/services", contentType: jsonCT, body: svcJSON,
+			wantCode: 409, check: wantReason(metav1.StatusReasonAlreadyExists)},
+		{name: "get", method: "GET", path: "/api/v1/namespaces/default/services/backend", wantCode: 200,
+			check: func(t *testing.T, r response) { wantField(s.vars["clusterIP"], "spec", "clusterIP")(t, r) }},
+		{name: "get yaml", method: "GET", path: "/api/v1/namespaces/default/services/backend", headers: []string{"Accept", "application/yaml"},
+			wantCode: 200, check: func(t *testing.T, r response) {
+				if !strings.Contains(string(r.body), "clusterIP: "+s.vars["clusterIP"]) || r.header.Get("Content-Type") != "application/yaml" {
+					t.Errorf("yaml: %s", r.body)
+				}
+			}},
+		{name: "take the same clusterIP", method: "POST", path: "/api/v1/namespaces/default/services", contentType: jsonCT,
+			body: `{"metadata":{"name":"other"},"spec":{"clusterIP":"{{clusterIP}}","ports":[{"port":80}]}}`,
+			wantCode: 422, check: wantCauses("spec.clusterIPs[0]")},
+		{name: "clusterIP outside the range", method: "POST", path: "/api/v1/namespaces/default/services", contentType: jsonCT,
+			body: `{"metadata":{"name":"other"},"spec":{"clusterIP":"10.0.0.5","ports":[{"port":80}]}}`,
+			wantCode: 422, check: wantCauses("spec.clusterIPs[0]")},
+		{name: "requested clusterIP", method: "POST", path: "/api/v1/namespaces/default/services", contentType: jsonCT,
+			body: `{"metadata":{"name":"dns"},"spec":{"clusterIP":"10.96.0.10","ports":[{"port":53,"protocol":"UDP"}]}}`,
+			wantCode: 201, check: wantField("10.96.0.10", "spec", "clusterIP")},
+		{name: "headless", method: "POST", path: "/api/v1/namespaces/default/services", contentType: jsonCT,
+			body: `{"metadata":{"name":"db"},"spec":{"clusterIP":"None","selector":{"app":"db"}}}`,
+			wantCode: 201, check: wantField("None", "spec", "clusterIP")},
+		{name: "nodeport allocated", method: "POST", path: "/api/v1/namespaces/default/services", contentType: jsonCT,
+			body: `{"metadata":{"name":"np"},"spec":{"type":"NodePort","ports":[{"port":80}]}}`,
+			wantCode: 201, check: func(t *testing.T, r response) {
+				np, _ := get(r.object(), "spec", "ports", 0, "nodePort").(float64)
+				if np < 30000 || np > 32767 {
+					t.Errorf("nodePort %v outside 30000-32767", np)
+				}
+				s.vars["nodePort"] = fmt.Sprint(np)
+			}},
+		{name: "nodeport taken", method: "POST", path: "/api/v1/namespaces/default/services", contentType: jsonCT,
+			body: `{"metadata":{"name":"np2"},"spec":{"type":"NodePort","ports":[{"port":80,"nodePort":{{nodePort}}}]}}`,
+			wantCode: 422, check: wantCauses("spec.ports[0].nodePort")},
+		{name: "nodeport outside range", method: "POST", path: "/api/v1/namespaces/default/services", contentType: jsonCT,
+			body: `{"metadata":{"name":"np2"},"spec":{"type":"NodePort","ports":[{"port":80,"nodePort":80}]}}`,
+			wantCode: 422, check: wantCauses("spec.ports[0].nodePort")},
+		{name: "nodeport released when the type changes", method: "PATCH", path: "/api/v1/namespaces/default/services/np", contentType: mergeCT,
+			body: `{"spec":{"type":"ClusterIP","ports":[{"port":80,"nodePort":null}]}}`, wantCode: 200},
+		{name: "released nodeport can be requested", method: "POST", path: "/api/v1/namespaces/default/services", contentType: jsonCT,
+			body: `{"metadata":{"name":"np3"},"spec":{"type":"NodePort","ports":[{"port":80,"nodePort":{{nodePort}}}]}}`, wantCode: 201},
+		{name: "clusterIP immutable", method: "PATCH", path: "/api/v1/namespaces/default/services/backend", contentType: mergeCT,
+			body: `{"spec":{"clusterIP":"10.96.0.99"}}`, wantCode: 422, check: wantCauses("spec.clusterIP")},
+		{name: "replace without clusterIP keeps it", method: "PUT", path: "/api/v1/namespaces/default/services/backend", contentType: jsonCT,
+			body: svcJSON, wantCode: 200, check: func(t *testing.T, r response) { wantField(s.vars["clusterIP"], "spec", "clusterIP")(t, r) }},
+		{name: "stale resourceVersion", method: "PUT", path: "/api/v1/namespaces/default/services/backend", contentType: jsonCT,
+			body: strings.Replace(svcJSON, `"name":"backend"`, `"name":"backend","resourceVersion":"1"`, 1),
+			wantCode: 409, check: wantReason(metav1.StatusReasonConflict)},
+		{name: "name mismatch", method: "PUT", path: "/api/v1/namespaces/default/services/other", contentType: jsonCT,
+			body: svcJSON, wantCode: 400, check: wantReason(metav1.StatusReasonBadRequest)},
+		{name: "delete", method: "DELETE", path: "/api/v1/namespaces/default/services/backend", wantCode: 200},
+		{name: "gone", method: "GET", path: "/api/v1/namespaces/default/services/backend", wantCode: 404, check: wantReason(metav1.StatusReasonNotFound)},
+		{name: "its clusterIP is free again", method: "POST", path: "/api/v1/namespaces/default/services", contentType: jsonCT,
+			body: `{"metadata":{"name":"reuse"},"spec":{"clusterIP":"{{clusterIP}}","ports":[{"port":80}]}}`, wantCode: 201},
+	})
+}

@@ -18,8 +18,8 @@ import (
 // Namespaces every cluster has.
 var bootNamespaces = []string{"default", "kube-system", "kube-public", "kube-node-lease"}
 
-// boot creates the objects every cluster starts with; it is safe to repeat.
-func (s *Server) boot(ctx context.Context) error {
+// Boot creates the objects every cluster starts with; it is safe to repeat.
+func (s *Server) Boot(ctx context.Context) error {
 	reg := s.api.reg
 	for _, name := range bootNamespaces {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}

@@ -92,7 +92,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.boot(ctx); err != nil {
+	if err := s.Boot(ctx); err != nil {
 		return fmt.Errorf("boot objects: %w", err)
 	}
 	unixLn, err := listenUnix(SocketPath(s.cfg.DataDir))
@@ -105,7 +105,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
 	}
 	tlsLn := tls.NewListener(tcpLn, &tls.Config{Certificates: []tls.Certificate{creds.cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
-	servers := []*http.Server{s.httpServer(s.handler), s.httpServer(requireToken(creds.token, s.handler))}
+	servers := []*http.Server{s.httpServer(s.handler), s.httpServer(RequireToken(creds.token, s.handler))}
 	listeners := []net.Listener{unixLn, tlsLn}
 	g, gctx := errgroup.WithContext(ctx)
 	for i := range servers {
@@ -172,7 +172,9 @@ func listenUnix(path string) (net.Listener, error) {
 // publicPaths answer without a token, as in Kubernetes' default RBAC for anonymous.
 var publicPaths = map[string]bool{"/healthz": true, "/livez": true, "/readyz": true, "/version": true}
 
-func requireToken(token string, next http.Handler) http.Handler {
+// RequireToken wraps next so that only requests bearing token get in, except the
+// health and version paths.
+func RequireToken(token string, next http.Handler) http.Handler {
 	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !publicPaths[strings.TrimSuffix(r.URL.Path, "/")] &&

@@ -2,9 +2,9 @@ package apiserver
 
 import (
 	"bufio"
-	"fmt"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -45,7 +45,7 @@ func newTestServerHistory(t *testing.T, history int) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.boot(context.Background()); err != nil {
+	if err := srv.Boot(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(srv.Handler())
@@ -236,19 +236,19 @@ func TestServiceLifecycle(t *testing.T) {
 				}
 			}},
 		{name: "take the same clusterIP", method: "POST", path: "/api/v1/namespaces/default/services", contentType: jsonCT,
-			body: `{"metadata":{"name":"other"},"spec":{"clusterIP":"{{clusterIP}}","ports":[{"port":80}]}}`,
+			body:     `{"metadata":{"name":"other"},"spec":{"clusterIP":"{{clusterIP}}","ports":[{"port":80}]}}`,
 			wantCode: 422, check: wantCauses("spec.clusterIPs[0]")},
 		{name: "clusterIP outside the range", method: "POST", path: "/api/v1/namespaces/default/services", contentType: jsonCT,
-			body: `{"metadata":{"name":"other"},"spec":{"clusterIP":"10.0.0.5","ports":[{"port":80}]}}`,
+			body:     `{"metadata":{"name":"other"},"spec":{"clusterIP":"10.0.0.5","ports":[{"port":80}]}}`,
 			wantCode: 422, check: wantCauses("spec.clusterIPs[0]")},
 		{name: "requested clusterIP", method: "POST", path: "/api/v1/namespaces/default/services", contentType: jsonCT,
-			body: `{"metadata":{"name":"dns"},"spec":{"clusterIP":"10.96.0.10","ports":[{"port":53,"protocol":"UDP"}]}}`,
+			body:     `{"metadata":{"name":"dns"},"spec":{"clusterIP":"10.96.0.10","ports":[{"port":53,"protocol":"UDP"}]}}`,
 			wantCode: 201, check: wantField("10.96.0.10", "spec", "clusterIP")},
 		{name: "headless", method: "POST", path: "/api/v1/namespaces/default/services", contentType: jsonCT,
-			body: `{"metadata":{"name":"db"},"spec":{"clusterIP":"None","selector":{"app":"db"}}}`,
+			body:     `{"metadata":{"name":"db"},"spec":{"clusterIP":"None","selector":{"app":"db"}}}`,
 			wantCode: 201, check: wantField("None", "spec", "clusterIP")},
 		{name: "nodeport allocated", method: "POST", path: "/api/v1/namespaces/default/services", contentType: jsonCT,
-			body: `{"metadata":{"name":"np"},"spec":{"type":"NodePort","ports":[{"port":80}]}}`,
+			body:     `{"metadata":{"name":"np"},"spec":{"type":"NodePort","ports":[{"port":80}]}}`,
 			wantCode: 201, check: func(t *testing.T, r response) {
 				np, _ := get(r.object(), "spec", "ports", 0, "nodePort").(float64)
 				if np < 30000 || np > 32767 {
@@ -257,10 +257,10 @@ func TestServiceLifecycle(t *testing.T) {
 				s.vars["nodePort"] = fmt.Sprint(np)
 			}},
 		{name: "nodeport taken", method: "POST", path: "/api/v1/namespaces/default/services", contentType: jsonCT,
-			body: `{"metadata":{"name":"np2"},"spec":{"type":"NodePort","ports":[{"port":80,"nodePort":{{nodePort}}}]}}`,
+			body:     `{"metadata":{"name":"np2"},"spec":{"type":"NodePort","ports":[{"port":80,"nodePort":{{nodePort}}}]}}`,
 			wantCode: 422, check: wantCauses("spec.ports[0].nodePort")},
 		{name: "nodeport outside range", method: "POST", path: "/api/v1/namespaces/default/services", contentType: jsonCT,
-			body: `{"metadata":{"name":"np2"},"spec":{"type":"NodePort","ports":[{"port":80,"nodePort":80}]}}`,
+			body:     `{"metadata":{"name":"np2"},"spec":{"type":"NodePort","ports":[{"port":80,"nodePort":80}]}}`,
 			wantCode: 422, check: wantCauses("spec.ports[0].nodePort")},
 		{name: "nodeport released when the type changes", method: "PATCH", path: "/api/v1/namespaces/default/services/np", contentType: mergeCT,
 			body: `{"spec":{"type":"ClusterIP","ports":[{"port":80,"nodePort":null}]}}`, wantCode: 200},
@@ -271,7 +271,7 @@ func TestServiceLifecycle(t *testing.T) {
 		{name: "replace without clusterIP keeps it", method: "PUT", path: "/api/v1/namespaces/default/services/backend", contentType: jsonCT,
 			body: svcJSON, wantCode: 200, check: func(t *testing.T, r response) { wantField(s.vars["clusterIP"], "spec", "clusterIP")(t, r) }},
 		{name: "stale resourceVersion", method: "PUT", path: "/api/v1/namespaces/default/services/backend", contentType: jsonCT,
-			body: strings.Replace(svcJSON, `"name":"backend"`, `"name":"backend","resourceVersion":"1"`, 1),
+			body:     strings.Replace(svcJSON, `"name":"backend"`, `"name":"backend","resourceVersion":"1"`, 1),
 			wantCode: 409, check: wantReason(metav1.StatusReasonConflict)},
 		{name: "name mismatch", method: "PUT", path: "/api/v1/namespaces/default/services/other", contentType: jsonCT,
 			body: svcJSON, wantCode: 400, check: wantReason(metav1.StatusReasonBadRequest)},

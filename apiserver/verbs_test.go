@@ -57,7 +57,7 @@ func TestDeploymentVerbs(t *testing.T) {
 			wantField(2.0, "metadata", "generation")(t, r)
 		}},
 		{name: "scale put", method: "PUT", path: base + "/web/scale", contentType: jsonCT,
-			body: `{"apiVersion":"autoscaling/v1","kind":"Scale","metadata":{"name":"web"},"spec":{"replicas":1}}`,
+			body:     `{"apiVersion":"autoscaling/v1","kind":"Scale","metadata":{"name":"web"},"spec":{"replicas":1}}`,
 			wantCode: 200, check: wantField(1.0, "spec", "replicas")},
 		{name: "negative scale", method: "PATCH", path: base + "/web/scale", contentType: mergeCT,
 			body: `{"spec":{"replicas":-1}}`, wantCode: 422, check: wantCauses("spec.replicas")},
@@ -66,14 +66,14 @@ func TestDeploymentVerbs(t *testing.T) {
 		{name: "status ignored on main resource", method: "PATCH", path: base + "/web", contentType: mergeCT,
 			body: `{"status":{"replicas":7}}`, wantCode: 200, check: wantField(nil, "status", "replicas")},
 		{name: "status subresource", method: "PUT", path: base + "/web/status", contentType: jsonCT,
-			body: strings.Replace(deployJSON, `"replicas":2,`, `"replicas":9,`, 1)[:len(deployJSON)-1] + `,"status":{"replicas":1,"readyReplicas":1}}`,
+			body:     strings.Replace(deployJSON, `"replicas":2,`, `"replicas":9,`, 1)[:len(deployJSON)-1] + `,"status":{"replicas":1,"readyReplicas":1}}`,
 			wantCode: 200, check: func(t *testing.T, r response) {
 				wantField(1.0, "status", "readyReplicas")(t, r)
 				wantField(1.0, "spec", "replicas")(t, r) // spec untouched by a status write
 			}},
 		{name: "strategic merge keeps other containers", method: "PATCH", path: base + "/web",
 			contentType: "application/strategic-merge-patch+json",
-			body: `{"spec":{"template":{"spec":{"containers":[{"name":"sidecar","image":"busybox"}]}}}}`, wantCode: 200,
+			body:        `{"spec":{"template":{"spec":{"containers":[{"name":"sidecar","image":"busybox"}]}}}}`, wantCode: 200,
 			check: func(t *testing.T, r response) {
 				names := map[any]bool{}
 				for i := 0; i < 3; i++ {
@@ -90,10 +90,10 @@ func TestDeploymentVerbs(t *testing.T) {
 			body: `[{"op":"replace","path":"/spec/nope/0","value":1}]`, wantCode: 400},
 		{name: "unsupported patch type", method: "PATCH", path: base + "/web", contentType: "text/plain", body: `{}`, wantCode: 415},
 		{name: "selector immutable", method: "PATCH", path: base + "/web", contentType: mergeCT,
-			body: `{"spec":{"selector":{"matchLabels":{"app":"other"}},"template":{"metadata":{"labels":{"app":"other"}}}}}`,
+			body:     `{"spec":{"selector":{"matchLabels":{"app":"other"}},"template":{"metadata":{"labels":{"app":"other"}}}}}`,
 			wantCode: 422, check: wantCauses("spec.selector")},
 		{name: "selector must match template", method: "POST", path: base, contentType: jsonCT,
-			body: strings.Replace(strings.Replace(deployJSON, `"name":"web"`, `"name":"x"`, 1), `"labels":{"app":"web"}`, `"labels":{"app":"nope"}`, 1),
+			body:     strings.Replace(strings.Replace(deployJSON, `"name":"web"`, `"name":"x"`, 1), `"labels":{"app":"web"}`, `"labels":{"app":"nope"}`, 1),
 			wantCode: 422, check: wantCauses("spec.template.metadata.labels")},
 		{name: "dry run stores nothing", method: "POST", path: base + "?dryRun=All", contentType: jsonCT,
 			body: strings.Replace(deployJSON, `"name":"web"`, `"name":"dry"`, 1), wantCode: 201},
@@ -134,7 +134,7 @@ func TestPodsSelectorsAndErrors(t *testing.T) {
 		{name: "unsupported field", method: "GET", path: podsPath + "?fieldSelector=spec.foo%3Dx", wantCode: 400},
 		{name: "bad label selector", method: "GET", path: podsPath + "?labelSelector=a%20in%20(", wantCode: 400},
 		{name: "invalid pod", method: "POST", path: podsPath, contentType: jsonCT,
-			body: `{"metadata":{"name":"Bad_Name","labels":{"bad key":"v"}},"spec":{"containers":[{"name":"c","ports":[{"containerPort":70000,"protocol":"ICMP"}]}]}}`,
+			body:     `{"metadata":{"name":"Bad_Name","labels":{"bad key":"v"}},"spec":{"containers":[{"name":"c","ports":[{"containerPort":70000,"protocol":"ICMP"}]}]}}`,
 			wantCode: 422, check: wantCauses("metadata.name", "metadata.labels", "spec.containers[0].image",
 				"spec.containers[0].ports[0].containerPort", "spec.containers[0].ports[0].protocol")},
 		{name: "malformed json", method: "POST", path: podsPath, contentType: jsonCT, body: `{"metadata":`, wantCode: 400},
@@ -276,7 +276,7 @@ func TestDiscoveryAndVersion(t *testing.T) {
 }
 
 func TestTokenRequired(t *testing.T) {
-	h := requireToken("secret", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("in")) }))
+	h := RequireToken("secret", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("in")) }))
 	for _, c := range []struct {
 		path, auth string
 		want       int

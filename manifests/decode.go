@@ -71,6 +71,7 @@ func writeJSON(w *bytes.Buffer, n *yaml.Node, depth int) error {
 		return writeJSON(w, n.Alias, depth+1)
 	case yaml.MappingNode:
 		w.WriteByte('{')
+		seen := map[string]int{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			if k.Kind != yaml.ScalarNode {
@@ -79,6 +80,10 @@ func writeJSON(w *bytes.Buffer, n *yaml.Node, depth int) error {
 			if k.Tag == "!!merge" {
 				return fmt.Errorf("line %d: merge keys (<<) are not supported", k.Line)
 			}
+			if first, dup := seen[k.Value]; dup {
+				return fmt.Errorf("line %d: mapping key %q already defined at line %d", k.Line, k.Value, first)
+			}
+			seen[k.Value] = k.Line
 			if i > 0 {
 				w.WriteByte(',')
 			}
@@ -156,16 +161,18 @@ func (d Document) LineOf(path string) int {
 	}
 	n, line := d.root, d.Line
 	for _, m := range pathSegment.FindAllStringSubmatch(path, -1) {
-		next := child(n, m[1], m[2])
+		next, at := child(n, m[1], m[2])
 		if next == nil {
 			break
 		}
-		n, line = next, next.Line
+		n, line = next, at
 	}
 	return line
 }
 
-func child(n *yaml.Node, key, index string) *yaml.Node {
+// child returns the node under key or index and the line that names it (the key's
+// line for mappings, so an error points at "spec:" rather than at spec's first field).
+func child(n *yaml.Node, key, index string) (*yaml.Node, int) {
 	for n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
@@ -173,14 +180,14 @@ func child(n *yaml.Node, key, index string) *yaml.Node {
 	case n.Kind == yaml.MappingNode && key != "":
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			if n.Content[i].Value == key {
-				return n.Content[i+1]
+				return n.Content[i+1], n.Content[i].Line
 			}
 		}
 	case n.Kind == yaml.SequenceNode && index != "":
 		i, _ := strconv.Atoi(index)
 		if i < len(n.Content) {
-			return n.Content[i]
+			return n.Content[i], n.Content[i].Line
 		}
 	}
-	return nil
+	return nil, 0
 }

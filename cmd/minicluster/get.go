@@ -113,7 +113,7 @@ func (c *client) getResources(resources []*apiserver.Resource, names []string, f
 	case "yaml", "json":
 		return c.printObjects(resources[0], ns, names, f)
 	}
-	w := tabwriter.NewWriter(c.stdout, 10, 4, 3, ' ', 0)
+	w := newTabWriter(c.stdout)
 	defer w.Flush()
 	printed, failed := 0, false
 	for i, r := range resources {
@@ -211,6 +211,9 @@ func mergeTables(ts []*metav1.Table) *metav1.Table {
 	}
 	return &out
 }
+
+// newTabWriter aligns columns with kubectl's settings (min width 6, padding 3).
+func newTabWriter(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 6, 4, 3, ' ', 0) }
 
 // tablePrinter prints server-side Tables as kubectl does.
 type tablePrinter struct {

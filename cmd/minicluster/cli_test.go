@@ -1,0 +1,268 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/pem"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/minicluster/minicluster/apiserver"
+	"github.com/minicluster/minicluster/store"
+)
+
+// cluster is an API server behind TLS and a token, and a kubeconfig for it.
+type cluster struct {
+	kubeconfig string
+	dir        string
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := apiserver.New(apiserver.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:6443",
+		ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"), ClusterDomain: "cluster.local", Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Boot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewTLSServer(apiserver.RequireToken("tok", srv.Handler()))
+	t.Cleanup(func() {
+		ts.Close()
+		st.Close()
+	})
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["c"] = &clientcmdapi.Cluster{Server: ts.URL,
+		CertificateAuthorityData: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw})}
+	kc.AuthInfos["u"] = &clientcmdapi.AuthInfo{Token: "tok"}
+	kc.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "u"}
+	kc.CurrentContext = "c"
+	dir := t.TempDir()
+	path := filepath.Join(dir, "kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
+	return &cluster{kubeconfig: path, dir: dir}
+}
+
+func (c *cluster) run(t *testing.T, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := run(append([]string{"--kubeconfig", c.kubeconfig}, args...), strings.NewReader(stdin), &out, &errOut)
+	return out.String(), errOut.String(), code
+}
+
+func (c *cluster) file(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(c.dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+var ageRE = regexp.MustCompile(`\b\d+[smhd]\b`)
+var ipRE = regexp.MustCompile(`10\.\d+\.\d+\.\d+`)
+
+var spacesRE = regexp.MustCompile(` +`)
+
+// normalize hides what changes between runs (ages, dynamic ClusterIPs) and the column
+// padding that follows from them; TestTablePrinter checks the padding exactly.
+func normalize(s string) string {
+	s = spacesRE.ReplaceAllString(s, " ")
+	s = ipRE.ReplaceAllStringFunc(s, func(ip string) string {
+		if ip == "10.96.0.1" {
+			return ip
+		}
+		return "10.x.x.x"
+	})
+	return ageRE.ReplaceAllString(s, "AGE")
+}
+
+func TestApplyGetDelete(t *testing.T) {
+	c := newCluster(t)
+	backend, _ := os.ReadFile("../../manifests/backend.yaml")
+	path := c.file(t, "backend.yaml", string(backend))
+
+	steps := []struct {
+		name     string
+		stdin    string
+		args     []string
+		wantOut  string
+		wantErr  string
+		wantCode int
+	}{
+		{name: "apply creates", args: []string{"apply", "-f", path},
+			wantOut: "service/backend created\ndeployment.apps/backend created\n"},
+		{name: "apply again is unchanged", args: []string{"apply", "-f", path},
+			wantOut: "service/backend unchanged\ndeployment.apps/backend unchanged\n"},
+		{name: "apply a change from stdin", stdin: strings.Replace(string(backend), "replicas: 3", "replicas: 2", 1), args: []string{"apply", "-f", "-"},
+			wantOut: "service/backend unchanged\ndeployment.apps/backend configured\n"},
+		{name: "get svc", args: []string{"get", "svc"}, wantOut: "" +
+			"NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE\n" +
+			"backend ClusterIP 10.x.x.x <none> 80/TCP AGE\n" +
+			"kubernetes ClusterIP 10.96.0.1 <none> 443/TCP AGE\n"},
+		{name: "get deploy wide, flags after the type", args: []string{"get", "deploy", "-o", "wide"}, wantOut: "" +
+			"NAME READY UP-TO-DATE AVAILABLE AGE CONTAINERS IMAGES SELECTOR\n" +
+			"backend 0/2 0 0 AGE backend minicluster/echo app=backend\n"},
+		{name: "get -o name across types", args: []string{"get", "svc,deploy", "-o", "name", "-l", "app!=none"},
+			wantOut: "service/backend\nservice/kubernetes\ndeployment.apps/backend\n"},
+		{name: "get all namespaces", args: []string{"get", "ns", "-A"}, wantOut: "" +
+			"NAME STATUS AGE\n" +
+			"default Active AGE\n" +
+			"kube-node-lease Active AGE\n" +
+			"kube-public Active AGE\n" +
+			"kube-system Active AGE\n"},
+		{name: "get endpoints -A", args: []string{"-n", "kube-system", "get", "ep", "-A"}, wantOut: "" +
+			"NAMESPACE NAME ENDPOINTS AGE\n" +
+			"default kubernetes 127.0.0.1:6443 AGE\n"},
+		{name: "get yaml", args: []string{"get", "svc", "backend", "-o", "yaml"}, wantOut: "clusterIP: 10.x.x.x"},
+		{name: "empty namespace", args: []string{"get", "pods", "-n", "kube-system"}, wantErr: "No resources found in kube-system namespace.\n"},
+		{name: "missing object", args: []string{"get", "svc", "nope"}, wantCode: 1,
+			wantErr: "Error from server (NotFound): services \"nope\" not found\n"},
+		{name: "unknown type", args: []string{"get", "widgets"}, wantCode: 1, wantErr: `the server doesn't have a resource type "widgets"`},
+		{name: "delete by file", args: []string{"delete", "-f", path},
+			wantOut: "service \"backend\" deleted\ndeployment.apps \"backend\" deleted\n"},
+		{name: "delete missing", args: []string{"delete", "svc", "backend"}, wantCode: 1, wantErr: "(NotFound)"},
+		{name: "version", args: []string{"version"}, wantOut: "Server Version: v1.32.0-minicluster"},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			out, errOut, code := c.run(t, st.stdin, st.args...)
+			if code != st.wantCode {
+				t.Fatalf("exit %d, want %d; stdout %q stderr %q", code, st.wantCode, out, errOut)
+			}
+			if got := normalize(out); st.wantOut != "" && !strings.Contains(got, st.wantOut) || st.wantOut == "" && got != "" {
+				t.Errorf("stdout:\n%s\nwant:\n%s", got, st.wantOut)
+			}
+			if st.wantErr != "" && !strings.Contains(errOut, st.wantErr) || st.wantErr == "" && errOut != "" {
+				t.Errorf("stderr %q, want %q", errOut, st.wantErr)
+			}
+		})
+	}
+}
+
+func TestApplyReportsEachFailureWithLines(t *testing.T) {
+	c := newCluster(t)
+	path := c.file(t, "mixed.yaml", `apiVersion: v1
+kind: Service
+metadata:
+  name: bad
+spec:
+  ports:
+  - port: 0
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: good
+spec:
+  ports:
+  - port: 80
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: typo
+spec:
+  replicas: "three"
+`)
+	out, errOut, code := c.run(t, "", "apply", "-f", path)
+	if code == 0 {
+		t.Fatal("apply with failing documents exited 0")
+	}
+	if out != "service/good created\n" {
+		t.Errorf("stdout %q: the good document must still be applied", out)
+	}
+	for _, want := range []string{
+		`Error from server (Invalid): error when creating "` + path + `": Service "bad" is invalid`,
+		path + ":7: spec.ports[0].port:",
+		path + ":22: spec.replicas: cannot unmarshal string",
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errOut)
+		}
+	}
+}
+
+func TestSplitCommandAndFlags(t *testing.T) {
+	cmd, rest := splitCommand([]string{"--kubeconfig", "x", "-n", "ns", "get", "svc", "--data-dir=/d"})
+	if cmd != "get" || strings.Join(rest, " ") != "--kubeconfig x -n ns svc --data-dir=/d" {
+		t.Errorf("splitCommand: %q %q", cmd, rest)
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"bogus"}, nil, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), `unknown command "bogus"`) {
+		t.Errorf("unknown command: %d %q", code, errOut.String())
+	}
+	if code := run([]string{"--kubeconfig", "/nonexistent", "get", "svc"}, nil, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "kubeconfig") {
+		t.Errorf("missing kubeconfig: %d %q", code, errOut.String())
+	}
+}
+
+func FuzzCommandLine(f *testing.F) {
+	f.Add("get svc -o wide -n x")
+	f.Add("apply -f")
+	f.Add("serve --service-cidr 10.0.0.0/99 --instance X")
+	f.Add("delete -f a b")
+	f.Fuzz(func(t *testing.T, line string) {
+		args := strings.Fields(line)
+		splitCommand(args)
+		parseServeFlags(args, &bytes.Buffer{})
+		newClientFromArgs(append([]string{"--kubeconfig", "/nonexistent"}, args...))
+	})
+}
+
+func TestTablePrinter(t *testing.T) {
+	table := &metav1.Table{
+		ColumnDefinitions: []metav1.TableColumnDefinition{{Name: "Name"}, {Name: "Type"}, {Name: "Cluster-IP"},
+			{Name: "Port(s)"}, {Name: "Age"}, {Name: "Selector", Priority: 1}},
+		Rows: []metav1.TableRow{
+			{Cells: []any{"backend", "ClusterIP", "10.96.142.23", "80/TCP", "3s", "app=backend"},
+				Object: runtime.RawExtension{Raw: []byte(`{"metadata":{"namespace":"default"}}`)}},
+			{Cells: []any{"kubernetes", "ClusterIP", "10.96.0.1", "443/TCP", "1m", nil},
+				Object: runtime.RawExtension{Raw: []byte(`{"metadata":{"namespace":"default"}}`)}},
+		},
+	}
+	for _, tt := range []struct {
+		name string
+		p    tablePrinter
+		want string
+	}{
+		{"plain", tablePrinter{}, "" +
+			"NAME         TYPE        CLUSTER-IP     PORT(S)   AGE\n" +
+			"backend      ClusterIP   10.96.142.23   80/TCP    3s\n" +
+			"kubernetes   ClusterIP   10.96.0.1      443/TCP   1m\n"},
+		{"wide with namespace", tablePrinter{wide: true, withNS: true}, "" +
+			"NAMESPACE   NAME         TYPE        CLUSTER-IP     PORT(S)   AGE   SELECTOR\n" +
+			"default     backend      ClusterIP   10.96.142.23   80/TCP    3s    app=backend\n" +
+			"default     kubernetes   ClusterIP   10.96.0.1      443/TCP   1m    <none>\n"},
+		{"names with prefix", tablePrinter{names: true, prefix: "service/"}, "service/backend\nservice/kubernetes\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			w := newTabWriter(&buf)
+			tt.p.w = w
+			tt.p.print(table, true)
+			w.Flush()
+			if buf.String() != tt.want {
+				t.Errorf("got:\n%s\nwant:\n%s", buf.String(), tt.want)
+			}
+		})
+	}
+}

@@ -123,6 +123,11 @@ func writeRev(tx *bolt.Tx, rev int64) error {
 func (s *Store) submit(ctx context.Context, apply func(Txn, int64) (*Event, error)) (*Event, error) {
 	op := &writeOp{apply: apply, result: make(chan writeResult, 1)}
 	select {
+	case <-s.closed:
+		return nil, ErrClosed
+	default:
+	}
+	select {
 	case s.writes <- op:
 	case <-s.closed:
 		return nil, ErrClosed
@@ -130,9 +135,18 @@ func (s *Store) submit(ctx context.Context, apply func(Txn, int64) (*Event, erro
 		return nil, ctx.Err()
 	}
 	// Once queued the write will be decided; wait for it so an acknowledged write is
-	// never reported as failed.
-	r := <-op.result
-	return r.ev, r.err
+	// never reported as failed. If the writer has exited, it answered every op it saw.
+	select {
+	case r := <-op.result:
+		return r.ev, r.err
+	case <-s.done:
+		select {
+		case r := <-op.result:
+			return r.ev, r.err
+		default:
+			return nil, ErrClosed
+		}
+	}
 }
 
 // writer drains queued writes and commits each batch in one transaction.

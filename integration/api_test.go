@@ -256,13 +256,19 @@ func TestKillNineKeepsAcknowledgedWrites(t *testing.T) {
 func TestGracefulShutdownAndNamespaceLifecycle(t *testing.T) {
 	n := newNode(t)
 	n.start()
-	for _, args := range [][]string{
-		{"create", "namespace", "team"},
-		{"-n", "team", "create", "service", "clusterip", "s", "--tcp=80:80"},
-	} {
-		if _, errOut, err := n.exec("kubectl", args...); err != nil {
-			t.Fatalf("kubectl %v: %v %s", args, err, errOut)
-		}
+	manifest := filepath.Join(t.TempDir(), "team.yaml")
+	os.WriteFile(manifest, []byte(`apiVersion: v1
+kind: Namespace
+metadata: {name: team}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: s, namespace: team}
+spec:
+  ports: [{port: 80}]
+`), 0o600)
+	if out, errOut, err := n.cli("apply", "-f", manifest); err != nil || out != "namespace/team created\nservice/s created\n" {
+		t.Fatalf("apply: %v %q %s", err, out, errOut)
 	}
 	if _, errOut, err := n.exec("kubectl", "delete", "namespace", "team", "--wait=false"); err != nil {
 		t.Fatalf("delete namespace: %v %s", err, errOut)

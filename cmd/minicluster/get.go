@@ -133,7 +133,7 @@ func (c *client) getResources(resources []*apiserver.Resource, names []string, f
 			continue
 		}
 		p := tablePrinter{w: w, wide: f.output == "wide", withNS: f.allNamespaces && r.Namespaced, names: f.output == "name"}
-		if len(resources) > 1 {
+		if len(resources) > 1 || p.names {
 			p.prefix = displayName(r, "")
 		}
 		rows := 0

@@ -31,10 +31,10 @@ func (s *testServer) expand(v string) string {
 	return v
 }
 
-func newTestServer(t *testing.T) *testServer { return newTestServerHistory(t, 0) }
+func newTestServer(t testing.TB) *testServer { return newTestServerHistory(t, 0) }
 
 // newTestServerHistory keeps only history events for watch resumption (0: the default).
-func newTestServerHistory(t *testing.T, history int) *testServer {
+func newTestServerHistory(t testing.TB, history int) *testServer {
 	t.Helper()
 	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "db"), History: history})
 	if err != nil {

@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -26,6 +28,7 @@ import (
 type cluster struct {
 	kubeconfig string
 	dir        string
+	close      func()
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -43,10 +46,15 @@ func newCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	ts := httptest.NewTLSServer(apiserver.RequireToken("tok", srv.Handler()))
-	t.Cleanup(func() {
-		ts.Close()
-		st.Close()
-	})
+	var once sync.Once
+	closeAll := func() {
+		once.Do(func() {
+			ts.CloseClientConnections()
+			ts.Close()
+			st.Close()
+		})
+	}
+	t.Cleanup(closeAll)
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters["c"] = &clientcmdapi.Cluster{Server: ts.URL,
 		CertificateAuthorityData: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw})}
@@ -58,7 +66,7 @@ func newCluster(t *testing.T) *cluster {
 	if err := clientcmd.WriteToFile(*kc, path); err != nil {
 		t.Fatal(err)
 	}
-	return &cluster{kubeconfig: path, dir: dir}
+	return &cluster{kubeconfig: path, dir: dir, close: closeAll}
 }
 
 func (c *cluster) run(t *testing.T, stdin string, args ...string) (string, string, int) {
@@ -264,5 +272,57 @@ func TestTablePrinter(t *testing.T) {
 				t.Errorf("got:\n%s\nwant:\n%s", buf.String(), tt.want)
 			}
 		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe to read while a command writes to it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestGetWatchPrintsNewRows(t *testing.T) {
+	c := newCluster(t)
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run([]string{"--kubeconfig", c.kubeconfig, "get", "svc", "-w"}, nil, &out, &errOut)
+	}()
+	waitFor := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.Contains(out.String(), what) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%q not printed; stdout %q stderr %q", what, out.String(), errOut.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("kubernetes")
+	path := c.file(t, "s.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: late}\nspec: {ports: [{port: 81}]}\n")
+	if _, errText, code := c.run(t, "", "apply", "-f", path); code != 0 {
+		t.Fatal(errText)
+	}
+	waitFor("late")
+	if lines := strings.Count(out.String(), "NAME"); lines != 1 {
+		t.Errorf("header printed %d times:\n%s", lines, out.String())
+	}
+	c.close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("get -w did not return when the server went away")
 	}
 }

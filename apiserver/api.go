@@ -165,8 +165,7 @@ func (a *API) Create(ctx context.Context, r *Resource, ns string, obj store.Obje
 
 func prepareCreate(r *Resource, obj store.Object) {
 	if r.HasSubresource("status") && r.Plural != "namespaces" {
-		st := structField(obj, "Status")
-		st.Set(reflectZero(st))
+		clearField(obj, "Status")
 		if p, ok := obj.(*corev1.Pod); ok {
 			p.Status.Phase = corev1.PodPending
 		}

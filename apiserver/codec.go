@@ -184,7 +184,7 @@ func encode(obj runtime.Object, out output) ([]byte, string, error) {
 	return append(data, '\n'), "application/json", nil
 }
 
-// writeJSON writes obj with status code under the negotiated encoding.
+// writeObject writes obj with status code under the negotiated encoding.
 func writeObject(w http.ResponseWriter, code int, obj runtime.Object, out output) {
 	setTypeMeta(obj)
 	data, ct, err := encode(obj, out)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -70,7 +71,7 @@ func (h *handler) parsePath(path string) (*request, error) {
 	return req, nil
 }
 
-// ServeHTTP dispatches a resource request to its verb.
+// serveResource dispatches a resource request to its verb.
 func (h *handler) serveResource(w http.ResponseWriter, r *http.Request, req *request) {
 	req.query = r.URL.Query()
 	out, err := negotiate(r)
@@ -443,7 +444,7 @@ func (h *handler) updateScale(w http.ResponseWriter, r *http.Request, req *reque
 			return nil, store.ErrConflict
 		}
 		n := next.Spec.Replicas
-		structField(cur, "Spec").FieldByName("Replicas").Set(reflectValue(&n))
+		structField(cur, "Spec").FieldByName("Replicas").Set(reflect.ValueOf(&n))
 		return cur, nil
 	}, dryRun(req.query))
 	if err != nil {

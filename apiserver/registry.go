@@ -122,6 +122,13 @@ func structField(obj any, name string) reflect.Value {
 	return v.FieldByName(name)
 }
 
+// clearField zeroes obj's field name when it has one.
+func clearField(obj any, name string) {
+	if f := structField(obj, name); f.IsValid() && f.CanSet() {
+		f.Set(reflect.Zero(f.Type()))
+	}
+}
+
 // copyField sets dst.name = src.name when both have it.
 func copyField(dst, src any, name string) {
 	d, s := structField(dst, name), structField(src, name)
@@ -220,10 +227,6 @@ func keepStatus(obj, old store.Object) { copyField(obj, old, "Status") }
 func namespaceFinalizing(obj store.Object) bool {
 	return len(obj.GetFinalizers()) > 0 || len(obj.(*corev1.Namespace).Spec.Finalizers) > 0
 }
-
-func reflectZero(v reflect.Value) reflect.Value { return reflect.Zero(v.Type()) }
-
-func reflectValue(v any) reflect.Value { return reflect.ValueOf(v) }
 
 // DecodeError is a manifest decoding failure at a field path (empty when unknown).
 type DecodeError struct {

@@ -2,7 +2,6 @@ package apiserver
 
 import (
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -320,14 +319,4 @@ var eventTable = tableDef{
 		return strings.ToLower(io.Kind) + "/" + io.Name
 	}},
 	{name: "Message", typ: "string", cell: func(o store.Object) any { return strings.TrimSpace(o.(*corev1.Event).Message) }},
-}
-
-// sortByName orders objects by namespace then name, as list results are.
-func sortByName(objs []store.Object) {
-	sort.Slice(objs, func(i, j int) bool {
-		if objs[i].GetNamespace() != objs[j].GetNamespace() {
-			return objs[i].GetNamespace() < objs[j].GetNamespace()
-		}
-		return objs[i].GetName() < objs[j].GetName()
-	})
 }

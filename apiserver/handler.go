@@ -194,107 +194,93 @@ func warn(w http.ResponseWriter, warnings []string) {
 	}
 }
 
-func (h *handler) create(w http.ResponseWriter, r *http.Request, req *request) {
+// readWrite reads what every write starts with: the fieldValidation directive and the body.
+func readWrite(r *http.Request, req *request) (string, []byte, error) {
 	directive, err := fieldValidation(req.query)
 	if err != nil {
-		writeError(w, err)
-		return
+		return "", nil, err
 	}
 	data, err := readBody(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	obj, warnings, err := decodeObject(data, req.res, directive)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	out, err := h.api.Create(r.Context(), req.res, req.ns, obj, dryRun(req.query))
+	return directive, data, err
+}
+
+// respond writes err as a Status, or the warnings and the object.
+func (h *handler) respond(w http.ResponseWriter, req *request, code int, out store.Object, warnings []string, err error) {
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	warn(w, warnings)
-	h.writeResult(w, http.StatusCreated, req, out)
+	h.writeResult(w, code, req, out)
+}
+
+func (h *handler) create(w http.ResponseWriter, r *http.Request, req *request) {
+	directive, data, err := readWrite(r, req)
+	var obj store.Object
+	var warnings []string
+	if err == nil {
+		obj, warnings, err = decodeObject(data, req.res, directive)
+	}
+	if err == nil {
+		obj, err = h.api.Create(r.Context(), req.res, req.ns, obj, dryRun(req.query))
+	}
+	h.respond(w, req, http.StatusCreated, obj, warnings, err)
 }
 
 func (h *handler) update(w http.ResponseWriter, r *http.Request, req *request) {
-	directive, err := fieldValidation(req.query)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	data, err := readBody(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if req.sub == "scale" {
+	directive, data, err := readWrite(r, req)
+	if err == nil && req.sub == "scale" {
 		h.updateScale(w, r, req, func([]byte) ([]byte, error) { return data, nil }, directive)
 		return
 	}
-	obj, warnings, err := decodeObject(data, req.res, directive)
+	var obj store.Object
+	var warnings []string
+	if err == nil {
+		obj, warnings, err = decodeObject(data, req.res, directive)
+	}
 	if err == nil && obj.GetName() != req.name {
 		err = apierrors.NewBadRequest(fmt.Sprintf("the name of the object (%s) does not match the name on the URL (%s)", obj.GetName(), req.name))
 	}
-	if err != nil {
-		writeError(w, err)
-		return
+	if err == nil {
+		want := obj
+		obj, err = h.api.Update(r.Context(), req.res, req.ns, req.name, req.sub,
+			func(store.Object) (store.Object, error) { return want.DeepCopyObject().(store.Object), nil }, dryRun(req.query))
 	}
-	out, err := h.api.Update(r.Context(), req.res, req.ns, req.name, req.sub,
-		func(store.Object) (store.Object, error) { return obj.DeepCopyObject().(store.Object), nil }, dryRun(req.query))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	warn(w, warnings)
-	h.writeResult(w, http.StatusOK, req, out)
+	h.respond(w, req, http.StatusOK, obj, warnings, err)
 }
 
 func (h *handler) patch(w http.ResponseWriter, r *http.Request, req *request) {
-	directive, err := fieldValidation(req.query)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
 	pt := types.PatchType(strings.TrimSpace(strings.Split(r.Header.Get("Content-Type"), ";")[0]))
 	if !supportedPatch(pt) {
 		writeError(w, apierrors.NewGenericServerResponse(http.StatusUnsupportedMediaType, "patch", req.res.GroupResource(), req.name,
 			fmt.Sprintf("the body of the request was in an unknown format - accepted media types include: %s", strings.Join(patchTypes, ", ")), 0, false))
 		return
 	}
-	patch, err := readBody(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if req.sub == "scale" {
+	directive, patch, err := readWrite(r, req)
+	if err == nil && req.sub == "scale" {
 		h.updateScale(w, r, req, func(cur []byte) ([]byte, error) {
 			return applyPatch(pt, cur, patch, &autoscalingv1.Scale{})
 		}, directive)
 		return
 	}
+	var out store.Object
 	var warnings []string
-	out, err := h.api.Update(r.Context(), req.res, req.ns, req.name, req.sub, func(cur store.Object) (store.Object, error) {
-		curJSON, err := json.Marshal(cur)
-		if err != nil {
-			return nil, err
-		}
-		patched, err := applyPatch(pt, curJSON, patch, req.res.New())
-		if err != nil {
-			return nil, err
-		}
-		obj, w, err := decodeObject(patched, req.res, directive)
-		warnings = w
-		return obj, err
-	}, dryRun(req.query))
-	if err != nil {
-		writeError(w, err)
-		return
+	if err == nil {
+		out, err = h.api.Update(r.Context(), req.res, req.ns, req.name, req.sub, func(cur store.Object) (store.Object, error) {
+			curJSON, err := json.Marshal(cur)
+			if err != nil {
+				return nil, err
+			}
+			patched, err := applyPatch(pt, curJSON, patch, req.res.New())
+			if err != nil {
+				return nil, err
+			}
+			obj, w, err := decodeObject(patched, req.res, directive)
+			warnings = w
+			return obj, err
+		}, dryRun(req.query))
 	}
-	warn(w, warnings)
-	h.writeResult(w, http.StatusOK, req, out)
+	h.respond(w, req, http.StatusOK, out, warnings, err)
 }
 
 func deleteOptions(r *http.Request, req *request) (metav1.DeleteOptions, error) {

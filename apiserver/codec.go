@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
 	sigsjson "sigs.k8s.io/json"
 	sigsyaml "sigs.k8s.io/yaml"
 
@@ -31,7 +33,22 @@ const (
 	validationIgnore = "Ignore"
 )
 
-// readBody reads a request body within the size limit and converts YAML to JSON.
+// protobufType is Kubernetes' protobuf media type (a "k8s\x00" magic and a runtime.Unknown).
+const protobufType = "application/vnd.kubernetes.protobuf"
+
+var (
+	pbSerializer = protobuf.NewSerializer(Scheme, Scheme)
+	// pbRaw encodes watch events without the envelope, as Kubernetes' watch streams do.
+	pbRaw = protobuf.NewRawSerializer(Scheme, Scheme)
+)
+
+func isProtobuf(r *http.Request) bool {
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return ct == protobufType
+}
+
+// readBody reads a request body within the size limit and converts YAML to JSON;
+// protobuf bodies are returned as they are.
 func readBody(r *http.Request) ([]byte, error) {
 	data, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxBodyBytes))
 	var tooLarge *http.MaxBytesError
@@ -44,7 +61,7 @@ func readBody(r *http.Request) ([]byte, error) {
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	switch ct {
 	case "", "application/json", "application/json-patch+json", "application/merge-patch+json",
-		"application/strategic-merge-patch+json", "*/*":
+		"application/strategic-merge-patch+json", "*/*", protobufType:
 		return data, nil
 	case "application/yaml", "application/x-yaml", "text/yaml":
 		docs, err := manifests.Decode(data)
@@ -56,7 +73,7 @@ func readBody(r *http.Request) ([]byte, error) {
 		}
 		return docs[0].JSON, nil
 	}
-	return nil, apierrors.NewGenericServerResponse(http.StatusUnsupportedMediaType, "", schema.GroupResource{}, "", fmt.Sprintf("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml"), 0, false)
+	return nil, apierrors.NewGenericServerResponse(http.StatusUnsupportedMediaType, "", schema.GroupResource{}, "", fmt.Sprintf("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf"), 0, false)
 }
 
 // decodeInto decodes JSON into obj, case-sensitively as Kubernetes does, and applies
@@ -87,8 +104,12 @@ func decodeErrMessage(err error) string {
 	return err.Error()
 }
 
-// decodeObject decodes a request body into a new object of r, checking apiVersion and kind.
-func decodeObject(data []byte, r *Resource, directive string) (store.Object, []string, error) {
+// decodeObject decodes a request body (JSON, or protobuf when proto) into a new object
+// of r, checking apiVersion and kind.
+func decodeObject(data []byte, proto bool, r *Resource, directive string) (store.Object, []string, error) {
+	if proto {
+		return decodeProtobuf(data, r)
+	}
 	var tm metav1.TypeMeta
 	if err := json.Unmarshal(data, &tm); err != nil {
 		return nil, nil, apierrors.NewBadRequest(decodeErrMessage(err))
@@ -105,6 +126,19 @@ func decodeObject(data []byte, r *Resource, directive string) (store.Object, []s
 		return nil, nil, err
 	}
 	return obj, warnings, nil
+}
+
+func decodeProtobuf(data []byte, r *Resource) (store.Object, []string, error) {
+	obj := r.New()
+	_, gvk, err := pbSerializer.Decode(data, nil, obj)
+	if err != nil {
+		return nil, nil, apierrors.NewBadRequest(fmt.Sprintf("error decoding protobuf body: %v", err))
+	}
+	if gvk != nil && !gvk.Empty() && *gvk != r.GVK() {
+		return nil, nil, apierrors.NewBadRequest(fmt.Sprintf("the kind in the data (%s) does not match the expected kind (%s)", gvk, r.GVK()))
+	}
+	obj.GetObjectKind().SetGroupVersionKind(schema.GroupVersionKind{})
+	return obj, nil, nil
 }
 
 // setTypeMeta fills apiVersion and kind from the scheme.
@@ -137,16 +171,17 @@ func newList(r *Resource, objs []store.Object, rev string) (runtime.Object, erro
 
 // output is how a response is encoded, from the Accept header.
 type output struct {
-	table bool
-	yaml  bool
+	table    bool
+	yaml     bool
+	protobuf bool
 }
 
+// negotiate picks the first media type in Accept that can be served.
 func negotiate(r *http.Request) (output, error) {
 	accept := r.Header.Get("Accept")
 	if accept == "" {
 		return output{}, nil
 	}
-	var sawProtobuf bool
 	for _, part := range strings.Split(accept, ",") {
 		mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
 		if err != nil {
@@ -156,23 +191,27 @@ func negotiate(r *http.Request) (output, error) {
 		case params["as"] == "Table" && params["g"] == "meta.k8s.io" && (mt == "application/json" || mt == "*/*"):
 			return output{table: true}, nil
 		case params["as"] != "":
-			continue // other server-side conversions (PartialObjectMetadata) are not served
+			continue // other conversions (PartialObjectMetadata, protobuf Tables) are not served
 		case mt == "application/json" || mt == "*/*" || mt == "application/*":
 			return output{}, nil
 		case mt == "application/yaml":
 			return output{yaml: true}, nil
-		case mt == "application/vnd.kubernetes.protobuf":
-			sawProtobuf = true
+		case mt == protobufType:
+			return output{protobuf: true}, nil
 		}
 	}
-	if sawProtobuf || accept != "" {
-		return output{}, apierrors.NewGenericServerResponse(http.StatusNotAcceptable, "", schema.GroupResource{}, "",
-			"only the following media types are accepted: application/json, application/yaml, application/json;as=Table;v=v1;g=meta.k8s.io", 0, false)
-	}
-	return output{}, nil
+	return output{}, apierrors.NewGenericServerResponse(http.StatusNotAcceptable, "", schema.GroupResource{}, "",
+		"only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf, application/json;as=Table;v=v1;g=meta.k8s.io", 0, false)
 }
 
 func encode(obj runtime.Object, out output) ([]byte, string, error) {
+	if out.protobuf {
+		var buf bytes.Buffer
+		err := pbSerializer.Encode(obj, &buf)
+		if !protobuf.IsNotMarshalable(err) {
+			return buf.Bytes(), protobufType, err
+		}
+	}
 	data, err := json.Marshal(obj)
 	if err != nil {
 		return nil, "", err

@@ -23,7 +23,7 @@ func FuzzDecodeBody(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, which uint8) {
 		res := reg.Resources()
 		r := res[int(which)%len(res)]
-		obj, _, err := decodeObject(data, r, validationStrict)
+		obj, _, err := decodeObject(data, which&0x80 != 0, r, validationStrict)
 		if err == nil {
 			prepareCreate(r, obj)
 			if r.validate != nil {

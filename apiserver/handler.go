@@ -219,7 +219,7 @@ func (h *handler) create(w http.ResponseWriter, r *http.Request, req *request) {
 	var obj store.Object
 	var warnings []string
 	if err == nil {
-		obj, warnings, err = decodeObject(data, req.res, directive)
+		obj, warnings, err = decodeObject(data, isProtobuf(r), req.res, directive)
 	}
 	if err == nil {
 		obj, err = h.api.Create(r.Context(), req.res, req.ns, obj, dryRun(req.query))
@@ -236,7 +236,7 @@ func (h *handler) update(w http.ResponseWriter, r *http.Request, req *request) {
 	var obj store.Object
 	var warnings []string
 	if err == nil {
-		obj, warnings, err = decodeObject(data, req.res, directive)
+		obj, warnings, err = decodeObject(data, isProtobuf(r), req.res, directive)
 	}
 	if err == nil && obj.GetName() != req.name {
 		err = apierrors.NewBadRequest(fmt.Sprintf("the name of the object (%s) does not match the name on the URL (%s)", obj.GetName(), req.name))
@@ -275,7 +275,7 @@ func (h *handler) patch(w http.ResponseWriter, r *http.Request, req *request) {
 			if err != nil {
 				return nil, err
 			}
-			obj, w, err := decodeObject(patched, req.res, directive)
+			obj, w, err := decodeObject(patched, false, req.res, directive)
 			warnings = w
 			return obj, err
 		}, dryRun(req.query))
@@ -289,7 +289,11 @@ func deleteOptions(r *http.Request, req *request) (metav1.DeleteOptions, error) 
 	if err != nil {
 		return opts, err
 	}
-	if len(strings.TrimSpace(string(data))) > 0 {
+	if isProtobuf(r) && len(data) > 0 {
+		if _, _, err := pbSerializer.Decode(data, nil, &opts); err != nil {
+			return opts, apierrors.NewBadRequest(fmt.Sprintf("invalid delete options: %v", err))
+		}
+	} else if len(strings.TrimSpace(string(data))) > 0 {
 		if err := json.Unmarshal(data, &opts); err != nil {
 			return opts, apierrors.NewBadRequest(fmt.Sprintf("invalid delete options: %v", err))
 		}

@@ -162,7 +162,10 @@ func TestPodsSelectorsAndErrors(t *testing.T) {
 		{name: "unknown group", method: "GET", path: "/apis/example.com/v1/widgets", wantCode: 404},
 		{name: "unknown subresource", method: "GET", path: podsPath + "/a/bogus", wantCode: 404},
 		{name: "method not allowed", method: "POST", path: podsPath + "/a", contentType: jsonCT, body: `{}`, wantCode: 405},
-		{name: "not acceptable", method: "GET", path: podsPath, headers: []string{"Accept", "application/vnd.kubernetes.protobuf"}, wantCode: 406},
+		{name: "not acceptable", method: "GET", path: podsPath, headers: []string{"Accept", "text/html"}, wantCode: 406},
+		{name: "protobuf table not served", method: "GET", path: podsPath, headers: []string{"Accept", "application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io"}, wantCode: 406},
+		{name: "wrong content type", method: "POST", path: podsPath, contentType: "text/plain", body: "hello", wantCode: 415},
+		{name: "truncated protobuf", method: "POST", path: podsPath, contentType: "application/vnd.kubernetes.protobuf", body: "k8s\x00\x0a\x05", wantCode: 400},
 		{name: "deletecollection", method: "DELETE", path: podsPath + "?labelSelector=app%3Dx", wantCode: 200, check: func(t *testing.T, r response) {
 			if items, _ := get(r.object(), "items").([]any); len(items) != 2 {
 				t.Errorf("deleted %d, want 2 (a and gen-)", len(items))

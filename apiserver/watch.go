@@ -1,7 +1,9 @@
 package apiserver
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -11,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
 
 	"github.com/minicluster/minicluster/store"
 )
@@ -28,7 +31,8 @@ type watchStream struct {
 	w       http.ResponseWriter
 	flusher http.Flusher
 	req     *request
-	columns bool // the next Table event carries column definitions
+	columns bool      // the next Table event carries column definitions
+	frames  io.Writer // length-delimited frames, when the client watches in protobuf
 }
 
 func (s *watchStream) send(typ string, obj runtime.Object) error {
@@ -38,6 +42,17 @@ func (s *watchStream) send(typ string, obj runtime.Object) error {
 		obj = t
 	}
 	setTypeMeta(obj)
+	if s.frames != nil {
+		var buf bytes.Buffer
+		if err := pbSerializer.Encode(obj, &buf); err != nil {
+			return err
+		}
+		if err := pbRaw.Encode(&metav1.WatchEvent{Type: typ, Object: runtime.RawExtension{Raw: buf.Bytes()}}, s.frames); err != nil {
+			return err
+		}
+		s.flusher.Flush()
+		return nil
+	}
 	data, err := json.Marshal(obj)
 	if err != nil {
 		return err
@@ -107,11 +122,15 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request, req *request) {
 		return
 	}
 	watcher, werr := h.api.Watch(req.res, from)
+	stream := &watchStream{w: w, flusher: flusher, req: req, columns: true}
 	w.Header().Set("Content-Type", "application/json")
+	if req.out.protobuf {
+		w.Header().Set("Content-Type", protobufType+";stream=watch")
+		stream.frames = protobuf.LengthDelimitedFramer.NewFrameWriter(w)
+	}
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
 	flusher.Flush()
-	stream := &watchStream{w: w, flusher: flusher, req: req, columns: true}
 	if werr != nil {
 		stream.sendError(apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d (%d)", from, h.api.store.Rev())))
 		return

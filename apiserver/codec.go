@@ -122,6 +122,12 @@ func decodeObject(data []byte, proto bool, r *Resource, directive string) (store
 	}
 	obj := r.New()
 	warnings, err := decodeInto(data, obj, directive)
+	var status apierrors.APIStatus
+	if errors.As(err, &status) && status.Status().Reason == metav1.StatusReasonBadRequest {
+		// Kubernetes' wording, which kubectl users recognise.
+		return nil, nil, apierrors.NewBadRequest(fmt.Sprintf("%s in version %q cannot be handled as a %s: %s",
+			r.Kind_, r.Version, r.Kind_, status.Status().Message))
+	}
 	if err != nil {
 		return nil, nil, err
 	}

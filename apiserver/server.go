@@ -191,6 +191,7 @@ type handler struct {
 	api      *API
 	ready    chan struct{}
 	stopping chan struct{}
+	openapi  openAPI
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -214,6 +215,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case "/version":
 		writeJSONValue(w, versionInfo())
+		return
+	}
+	if h.serveOpenAPI(w, r) {
 		return
 	}
 	req, err := h.parsePath(r.URL.Path)

@@ -400,3 +400,28 @@ func TestWatchTooOld(t *testing.T) {
 		t.Errorf("got %v, want ERROR 410 Expired", ev)
 	}
 }
+
+func TestOpenAPIv3(t *testing.T) {
+	s := newTestServer(t)
+	r := s.do(t, "GET", "/openapi/v3", "", "")
+	url, _ := get(r.object(), "paths", "apis/apps/v1", "serverRelativeURL").(string)
+	if !strings.HasPrefix(url, "/openapi/v3/apis/apps/v1?hash=") {
+		t.Fatalf("index: %s", r.body)
+	}
+	doc := s.do(t, "GET", url, "", "").object()
+	patch := get(doc, "paths", "/apis/apps/v1/namespaces/{namespace}/deployments/{name}", "patch")
+	if get(patch, "x-kubernetes-group-version-kind", "kind") != "Deployment" || get(patch, "parameters", 0, "name") != "fieldValidation" {
+		t.Errorf("patch operation: %v", patch)
+	}
+	containers := get(doc, "components", "schemas", "io.k8s.api.core.v1.PodSpec", "properties", "containers")
+	if get(containers, "x-kubernetes-patch-merge-key") != "name" || get(containers, "type") != "array" {
+		t.Errorf("containers schema: %v", containers)
+	}
+	if get(doc, "components", "schemas", "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "properties", "creationTimestamp", "allOf") == nil &&
+		get(doc, "components", "schemas", "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "properties", "creationTimestamp", "format") != "date-time" {
+		t.Errorf("creationTimestamp is not a date-time")
+	}
+	if code := s.do(t, "GET", "/openapi/v3/apis/nope/v1", "", "").code; code != 404 {
+		t.Errorf("unknown group-version: %d", code)
+	}
+}

@@ -2,9 +2,11 @@ package apiserver
 
 import (
 	"encoding/json"
+	"mime"
 	"net/http"
 	"strings"
 
+	apidiscoveryv2 "k8s.io/api/apidiscovery/v2"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -59,9 +61,67 @@ func (g *Registry) resourceList(gv schema.GroupVersion) *metav1.APIResourceList 
 	return list
 }
 
+// aggregatedType is the media type of aggregated discovery (apidiscovery.k8s.io/v2).
+const aggregatedType = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+
+func wantsAggregated(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
+		mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
+		if err == nil && mt == "application/json" && params["g"] == "apidiscovery.k8s.io" && params["v"] == "v2" && params["as"] == "APIGroupDiscoveryList" {
+			return true
+		}
+	}
+	return false
+}
+
+// aggregated is the aggregated discovery document for the core group (core true, /api)
+// or the named groups (/apis).
+func (g *Registry) aggregated(core bool) *apidiscoveryv2.APIGroupDiscoveryList {
+	list := &apidiscoveryv2.APIGroupDiscoveryList{TypeMeta: metav1.TypeMeta{APIVersion: "apidiscovery.k8s.io/v2", Kind: "APIGroupDiscoveryList"}}
+	for _, gv := range g.groupVersions() {
+		if (gv.Group == "") != core {
+			continue
+		}
+		v := apidiscoveryv2.APIVersionDiscovery{Version: gv.Version, Freshness: apidiscoveryv2.DiscoveryFreshnessCurrent}
+		for _, r := range g.resources {
+			if r.GroupVersion() != gv {
+				continue
+			}
+			scope := apidiscoveryv2.ScopeCluster
+			if r.Namespaced {
+				scope = apidiscoveryv2.ScopeNamespace
+			}
+			kind := metav1.GroupVersionKind{Group: r.Group, Version: r.Version, Kind: r.Kind_}
+			res := apidiscoveryv2.APIResourceDiscovery{Resource: r.Plural, ResponseKind: &kind, Scope: scope,
+				SingularResource: r.Singular, Verbs: verbsAll, ShortNames: r.ShortNames, Categories: r.Categories}
+			for _, sub := range r.Subresources {
+				sk, verbs := kind, []string{"get", "patch", "update"}
+				switch sub {
+				case "scale":
+					sk = metav1.GroupVersionKind{Group: "autoscaling", Version: "v1", Kind: "Scale"}
+				case "finalize":
+					verbs = []string{"update"}
+				}
+				res.Subresources = append(res.Subresources, apidiscoveryv2.APISubresourceDiscovery{Subresource: sub, ResponseKind: &sk, Verbs: verbs})
+			}
+			v.Resources = append(v.Resources, res)
+		}
+		list.Items = append(list.Items, apidiscoveryv2.APIGroupDiscovery{ObjectMeta: metav1.ObjectMeta{Name: gv.Group},
+			Versions: []apidiscoveryv2.APIVersionDiscovery{v}})
+	}
+	return list
+}
+
 func (h *handler) discovery(w http.ResponseWriter, r *http.Request) {
 	reg := h.api.reg
 	path := strings.Trim(r.URL.Path, "/")
+	if (path == "api" || path == "apis") && wantsAggregated(r) {
+		data, _ := json.Marshal(reg.aggregated(path == "api"))
+		w.Header().Set("Content-Type", aggregatedType)
+		w.Header().Set("Vary", "Accept")
+		w.Write(append(data, '\n'))
+		return
+	}
 	switch {
 	case path == "api":
 		writeJSONValue(w, &metav1.APIVersions{TypeMeta: metav1.TypeMeta{Kind: "APIVersions"}, Versions: []string{"v1"},

@@ -425,3 +425,30 @@ func TestOpenAPIv3(t *testing.T) {
 		t.Errorf("unknown group-version: %d", code)
 	}
 }
+
+func TestAggregatedDiscovery(t *testing.T) {
+	s := newTestServer(t)
+	accept := "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+	r := s.do(t, "GET", "/apis", "", "", "Accept", accept)
+	if r.header.Get("Content-Type") != aggregatedType {
+		t.Fatalf("content type %q", r.header.Get("Content-Type"))
+	}
+	o := r.object()
+	if get(o, "kind") != "APIGroupDiscoveryList" || get(o, "items", 0, "metadata", "name") != "discovery.k8s.io" {
+		t.Errorf("/apis: %s", r.body)
+	}
+	core := s.do(t, "GET", "/api", "", "", "Accept", accept).object()
+	res, _ := get(core, "items", 0, "versions", 0, "resources").([]any)
+	found := false
+	for _, x := range res {
+		if get(x, "resource") == "services" && get(x, "scope") == "Namespaced" && get(x, "subresources", 0, "subresource") == "status" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("services missing from /api aggregated discovery: %v", res)
+	}
+	if legacy := s.do(t, "GET", "/api", "", "").object(); get(legacy, "kind") != "APIVersions" {
+		t.Errorf("plain /api must stay legacy: %v", legacy)
+	}
+}

@@ -170,7 +170,6 @@ func prepareCreate(r *Resource, obj store.Object) {
 			p.Status.Phase = corev1.PodPending
 		}
 	}
-	obj.SetManagedFields(nil)
 	if r.defaults != nil {
 		r.defaults(obj)
 	}
@@ -269,7 +268,9 @@ func applySubresource(r *Resource, sub string, next, old store.Object) store.Obj
 	if s := structField(next, "Spec"); s.IsValid() && !apiequality.Semantic.DeepEqual(s.Interface(), structField(old, "Spec").Interface()) {
 		next.SetGeneration(old.GetGeneration() + 1)
 	}
-	next.SetManagedFields(old.GetManagedFields())
+	if next.GetManagedFields() == nil {
+		next.SetManagedFields(old.GetManagedFields())
+	}
 	return next
 }
 

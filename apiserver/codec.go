@@ -63,6 +63,8 @@ func readBody(r *http.Request) ([]byte, error) {
 	case "", "application/json", "application/json-patch+json", "application/merge-patch+json",
 		"application/strategic-merge-patch+json", "*/*", protobufType:
 		return data, nil
+	case applyPatchType:
+		return data, nil // YAML or JSON; the apply handler decodes it
 	case "application/yaml", "application/x-yaml", "text/yaml":
 		docs, err := manifests.Decode(data)
 		if err != nil {

@@ -257,6 +257,13 @@ func (h *handler) patch(w http.ResponseWriter, r *http.Request, req *request) {
 		return
 	}
 	directive, patch, err := readWrite(r, req)
+	if err == nil && pt == applyPatchType && req.sub == "" {
+		h.serverSideApply(w, r, req, patch, directive)
+		return
+	}
+	if err == nil && pt == applyPatchType {
+		err = apierrors.NewBadRequest("server-side apply is served for the main resource only")
+	}
 	if err == nil && req.sub == "scale" {
 		h.updateScale(w, r, req, func(cur []byte) ([]byte, error) {
 			return applyPatch(pt, cur, patch, &autoscalingv1.Scale{})

@@ -452,3 +452,50 @@ func TestAggregatedDiscovery(t *testing.T) {
 		t.Errorf("plain /api must stay legacy: %v", legacy)
 	}
 }
+
+func TestServerSideApply(t *testing.T) {
+	s := newTestServer(t)
+	base := "/apis/apps/v1/namespaces/default/deployments"
+	applyCT := "application/apply-patch+yaml"
+	v1 := `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, labels: {a: "1", b: "2"}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - {name: web, image: nginx:1.27}
+      - {name: side, image: busybox}
+`
+	runSteps(t, s, []step{
+		{name: "fieldManager required", method: "PATCH", path: base + "/web", contentType: applyCT, body: v1, wantCode: 400},
+		{name: "apply creates", method: "PATCH", path: base + "/web?fieldManager=me", contentType: applyCT, body: v1, wantCode: 201,
+			check: func(t *testing.T, r response) {
+				wantField("me", "metadata", "managedFields", 0, "manager")(t, r)
+				wantField("Apply", "metadata", "managedFields", 0, "operation")(t, r)
+				if get(r.object(), "metadata", "managedFields", 0, "fieldsV1", "f:spec", "f:template", "f:spec", "f:containers", `k:{"name":"side"}`) == nil {
+					t.Errorf("keyed container missing from fieldsV1: %s", r.body)
+				}
+			}},
+		{name: "another writer adds a label", method: "PATCH", path: base + "/web", contentType: mergeCT,
+			body: `{"metadata":{"labels":{"other":"x"}}}`, wantCode: 200},
+		{name: "apply again drops b and the sidecar", method: "PATCH", path: base + "/web?fieldManager=me", contentType: applyCT,
+			body: strings.NewReplacer(`, b: "2"`, ``, "      - {name: side, image: busybox}\n", "", "replicas: 2", "replicas: 3").Replace(v1),
+			wantCode: 200, check: func(t *testing.T, r response) {
+				wantField(3.0, "spec", "replicas")(t, r)
+				wantField(nil, "metadata", "labels", "b")(t, r)
+				wantField("x", "metadata", "labels", "other")(t, r) // not this manager's: kept
+				wantField("1", "metadata", "labels", "a")(t, r)
+				if c := get(r.object(), "spec", "template", "spec", "containers").([]any); len(c) != 1 {
+					t.Errorf("containers after dropping the sidecar: %v", c)
+				}
+				wantField(2.0, "metadata", "generation")(t, r)
+				if fields := get(r.object(), "metadata", "managedFields", 0, "fieldsV1"); get(fields, "f:kind") != nil || get(fields, "f:metadata", "f:name") != nil {
+					t.Errorf("identity fields recorded as owned: %v", fields)
+				}
+			}},
+	})
+}

@@ -483,7 +483,7 @@ spec:
 		{name: "another writer adds a label", method: "PATCH", path: base + "/web", contentType: mergeCT,
 			body: `{"metadata":{"labels":{"other":"x"}}}`, wantCode: 200},
 		{name: "apply again drops b and the sidecar", method: "PATCH", path: base + "/web?fieldManager=me", contentType: applyCT,
-			body: strings.NewReplacer(`, b: "2"`, ``, "      - {name: side, image: busybox}\n", "", "replicas: 2", "replicas: 3").Replace(v1),
+			body:     strings.NewReplacer(`, b: "2"`, ``, "      - {name: side, image: busybox}\n", "", "replicas: 2", "replicas: 3").Replace(v1),
 			wantCode: 200, check: func(t *testing.T, r response) {
 				wantField(3.0, "spec", "replicas")(t, r)
 				wantField(nil, "metadata", "labels", "b")(t, r)

@@ -3,6 +3,7 @@ package apiserver
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -498,4 +499,20 @@ spec:
 				}
 			}},
 	})
+}
+
+func TestWatchBookmarks(t *testing.T) {
+	old := bookmarkInterval
+	bookmarkInterval = 50 * time.Millisecond
+	defer func() { bookmarkInterval = old }()
+	s := newTestServer(t)
+	ch := s.watchLines(t, podsPath+"?watch=true&allowWatchBookmarks=true&resourceVersion="+fmt.Sprint(s.API().store.Rev()))
+	ev := nextWatchEvent(t, ch)
+	if ev["type"] != "BOOKMARK" || get(ev, "object", "kind") != "Pod" || get(ev, "object", "metadata", "resourceVersion") != fmt.Sprint(s.API().store.Rev()) {
+		t.Errorf("bookmark %v", ev)
+	}
+	plain := s.watchLines(t, podsPath+"?watch=true&timeoutSeconds=1&resourceVersion="+fmt.Sprint(s.API().store.Rev()))
+	for ev := range plain {
+		t.Errorf("watch without allowWatchBookmarks got %v", ev)
+	}
 }

@@ -44,7 +44,8 @@ func Decode(data []byte) ([]Document, error) {
 			return docs, fmt.Errorf("line %d: a manifest must be a mapping (an object), not %s", root.Line, kindName(root))
 		}
 		var buf bytes.Buffer
-		if err := writeJSON(&buf, root, 0); err != nil {
+		budget := maxExpandedNodes
+		if err := writeJSON(&buf, root, 0, &budget); err != nil {
 			return docs, err
 		}
 		docs = append(docs, Document{JSON: buf.Bytes(), Line: root.Line, root: root})
@@ -61,14 +62,21 @@ func kindName(n *yaml.Node) string {
 	return "a " + n.Tag
 }
 
-// writeJSON renders a YAML node as JSON, following aliases a bounded number of times.
-func writeJSON(w *bytes.Buffer, n *yaml.Node, depth int) error {
+// maxExpandedNodes bounds the nodes one document may expand to, so aliases pointing at
+// aliases (a "billion laughs" document) fail fast instead of exhausting memory.
+const maxExpandedNodes = 1 << 20
+
+// writeJSON renders a YAML node as JSON, spending budget on every node it writes.
+func writeJSON(w *bytes.Buffer, n *yaml.Node, depth int, budget *int) error {
 	if depth > 100 {
 		return fmt.Errorf("line %d: document nested too deeply", n.Line)
 	}
+	if *budget--; *budget < 0 {
+		return fmt.Errorf("line %d: document expands to too many values (aliases)", n.Line)
+	}
 	switch n.Kind {
 	case yaml.AliasNode:
-		return writeJSON(w, n.Alias, depth+1)
+		return writeJSON(w, n.Alias, depth+1, budget)
 	case yaml.MappingNode:
 		w.WriteByte('{')
 		seen := map[string]int{}
@@ -90,7 +98,7 @@ func writeJSON(w *bytes.Buffer, n *yaml.Node, depth int) error {
 			key, _ := json.Marshal(k.Value)
 			w.Write(key)
 			w.WriteByte(':')
-			if err := writeJSON(w, v, depth+1); err != nil {
+			if err := writeJSON(w, v, depth+1, budget); err != nil {
 				return err
 			}
 		}
@@ -101,7 +109,7 @@ func writeJSON(w *bytes.Buffer, n *yaml.Node, depth int) error {
 			if i > 0 {
 				w.WriteByte(',')
 			}
-			if err := writeJSON(w, c, depth+1); err != nil {
+			if err := writeJSON(w, c, depth+1, budget); err != nil {
 				return err
 			}
 		}

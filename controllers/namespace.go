@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/util/workqueue"
 
 	"github.com/minicluster/minicluster/apiserver"
 	"github.com/minicluster/minicluster/store"
@@ -25,10 +23,9 @@ type NamespaceConfig struct {
 // Namespace empties a namespace marked for deletion and then removes it by clearing
 // its "kubernetes" finalizer, as kube-controller-manager's namespace controller does.
 type Namespace struct {
-	api   *apiserver.API
-	log   *slog.Logger
-	res   *apiserver.Resource
-	queue workqueue.TypedRateLimitingInterface[string]
+	api  *apiserver.API
+	res  *apiserver.Resource
+	loop *loop
 }
 
 // NewNamespace builds the controller.
@@ -36,49 +33,21 @@ func NewNamespace(cfg NamespaceConfig) (*Namespace, error) {
 	if cfg.API == nil {
 		return nil, errors.New("namespace controller: no API")
 	}
-	if cfg.Log == nil {
-		cfg.Log = slog.New(slog.DiscardHandler)
-	}
-	return &Namespace{api: cfg.API, log: cfg.Log, res: cfg.API.Registry().Lookup("", "namespaces"),
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.NewTypedItemExponentialFailureRateLimiter[string](50*time.Millisecond, 5*time.Second),
-			workqueue.TypedRateLimitingQueueConfig[string]{Name: "namespace"})}, nil
+	c := &Namespace{api: cfg.API, res: cfg.API.Registry().Lookup("", "namespaces")}
+	c.loop = newLoop("namespace", cfg.Log, c.reconcile)
+	return c, nil
 }
 
 // Run reconciles until ctx is cancelled.
 func (c *Namespace) Run(ctx context.Context) error {
-	go func() {
-		<-ctx.Done()
-		c.queue.ShutDown()
-	}()
-	go watchResource(ctx, c.api, c.res, c.log, func(o store.Object) {
+	go watchResource(ctx, c.api, c.res, c.loop.log, func(o store.Object) {
 		if o.GetDeletionTimestamp() != nil {
-			c.queue.Add(o.GetName())
+			c.loop.enqueue(o.GetName())
 		}
 	})
-	for c.processNext(ctx) {
-	}
+	c.loop.run(ctx, 1)
 	return nil
 }
-
-func (c *Namespace) processNext(ctx context.Context) bool {
-	key, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(key)
-	if err := c.reconcile(ctx, key); err != nil {
-		if !errors.Is(err, errContentRemains) {
-			c.log.Error("reconcile namespace", "namespace", key, "err", err)
-		}
-		c.queue.AddRateLimited(key)
-		return true
-	}
-	c.queue.Forget(key)
-	return true
-}
-
-var errContentRemains = errors.New("content remains")
 
 // reconcile deletes everything in a terminating namespace, then finalizes it.
 func (c *Namespace) reconcile(ctx context.Context, name string) error {
@@ -97,7 +66,7 @@ func (c *Namespace) reconcile(ctx context.Context, name string) error {
 		return err
 	}
 	if remaining > 0 {
-		return fmt.Errorf("namespace %s: %d objects: %w", name, remaining, errContentRemains)
+		return fmt.Errorf("namespace %s: %d objects left: %w", name, remaining, errRequeue)
 	}
 	_, err = c.api.Update(ctx, c.res, "", name, "finalize", func(cur store.Object) (store.Object, error) {
 		ns := cur.(*corev1.Namespace)

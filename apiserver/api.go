@@ -106,8 +106,11 @@ func (a *API) checkNamespace(r *Resource, ns string) error {
 		return a.storeErr(nsr, ns, err)
 	}
 	if obj.GetDeletionTimestamp() != nil {
-		return apierrors.NewForbidden(r.GroupResource(), "", fmt.Errorf(
+		err := apierrors.NewForbidden(r.GroupResource(), "", fmt.Errorf(
 			"unable to create new content in namespace %s because it is being terminated", ns))
+		err.ErrStatus.Details.Causes = append(err.ErrStatus.Details.Causes, metav1.StatusCause{
+			Type: corev1.NamespaceTerminatingCause, Message: fmt.Sprintf("namespace %s is being terminated", ns), Field: "metadata.namespace"})
+		return err
 	}
 	return nil
 }

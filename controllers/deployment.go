@@ -174,6 +174,9 @@ func (c *Deployment) createNewRS(ctx context.Context, d *appsv1.Deployment, old 
 		Spec: appsv1.ReplicaSetSpec{Replicas: ptr.To[int32](0), MinReadySeconds: d.Spec.MinReadySeconds, Selector: sel, Template: *tmpl},
 	}
 	out, err := c.api.Create(ctx, c.rsRes, d.Namespace, rs, false)
+	if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+		return nil, fmt.Errorf("namespace %s terminating: %w", d.Namespace, errRequeue)
+	}
 	if apierrors.IsAlreadyExists(err) {
 		// A name taken by a ReplicaSet with another template: bump collisionCount and retry.
 		_, err = c.api.Update(ctx, c.dRes, d.Namespace, d.Name, "status", func(cur store.Object) (store.Object, error) {

@@ -160,7 +160,11 @@ func isActive(p *corev1.Pod) bool {
 func (c *ReplicaSet) scale(ctx context.Context, rs *appsv1.ReplicaSet, active []*corev1.Pod) error {
 	want := int(ptr.Deref(rs.Spec.Replicas, 1))
 	for i := len(active); i < want; i++ {
-		if _, err := c.api.Create(ctx, c.podRes, rs.Namespace, podFromTemplate(rs), false); err != nil {
+		_, err := c.api.Create(ctx, c.podRes, rs.Namespace, podFromTemplate(rs), false)
+		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+			return nil // the namespace controller is emptying it
+		}
+		if err != nil {
 			return fmt.Errorf("create pod for %s/%s: %w", rs.Namespace, rs.Name, err)
 		}
 	}

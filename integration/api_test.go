@@ -297,3 +297,40 @@ spec:
 		t.Errorf("socket left behind: %v", err)
 	}
 }
+
+// The workload controllers run in the daemon: a Deployment gets a ReplicaSet and pods,
+// follows scaling, and deleting it removes everything it owned.
+func TestWorkloadControllers(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	if _, errOut, err := n.cli("apply", "-f", "../manifests/backend.yaml"); err != nil {
+		t.Fatal(errOut)
+	}
+	count := func(kind string) int {
+		out, _, err := n.cli("get", kind, "-o", "name")
+		if err != nil {
+			return -1
+		}
+		return len(strings.Fields(out))
+	}
+	waitCount := func(kind string, want int) {
+		t.Helper()
+		eventually(t, 10*time.Second, func() error {
+			if got := count(kind); got != want {
+				return fmt.Errorf("%d %s, want %d", got, kind, want)
+			}
+			return nil
+		})
+	}
+	waitCount("rs", 1)
+	waitCount("pods", 3)
+	if _, errOut, err := n.exec("kubectl", "scale", "deployment", "backend", "--replicas=5"); err != nil {
+		t.Fatal(errOut)
+	}
+	waitCount("pods", 5)
+	if _, errOut, err := n.exec("kubectl", "delete", "deployment", "backend"); err != nil {
+		t.Fatal(errOut)
+	}
+	waitCount("rs", 0)
+	waitCount("pods", 0)
+}

@@ -104,22 +104,47 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	nsController, err := controllers.NewNamespace(controllers.NamespaceConfig{API: srv.API(), Log: log})
+	runners, err := newControllers(srv.API(), log)
 	if err != nil {
 		return err
 	}
 	log.Info("starting", "instance", cfg.instance, "dataDir", cfg.dataDir, "serviceCIDR", cfg.serviceCIDR, "podCIDR", cfg.podCIDR)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx) })
-	g.Go(func() error {
-		select {
-		case <-srv.Ready():
-			return nsController.Run(gctx)
-		case <-gctx.Done():
-			return nil
-		}
-	})
+	for _, c := range runners {
+		g.Go(func() error {
+			select {
+			case <-srv.Ready(): // controllers start once the API serves, as in k3s
+				return c.Run(gctx)
+			case <-gctx.Done():
+				return nil
+			}
+		})
+	}
 	err = g.Wait()
 	log.Info("stopped")
 	return err
+}
+
+type runner interface{ Run(context.Context) error }
+
+// newControllers builds every controller over the in-process API.
+func newControllers(api *apiserver.API, log *slog.Logger) ([]runner, error) {
+	ns, err := controllers.NewNamespace(controllers.NamespaceConfig{API: api, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	deploy, err := controllers.NewDeployment(controllers.DeploymentConfig{API: api, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	rs, err := controllers.NewReplicaSet(controllers.ReplicaSetConfig{API: api, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	gc, err := controllers.NewGarbageCollector(controllers.GCConfig{API: api, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	return []runner{ns, deploy, rs, gc}, nil
 }

@@ -217,7 +217,13 @@ func NewRegistry(alloc *Allocator) *Registry {
 	rs.defaults, rs.validate, rs.table = defaultReplicaSet, validateReplicaSet, replicaSetTable
 	rs.prepareUpdate = keepStatus
 
-	return &Registry{resources: []*Resource{ns, pod, svc, ep, ev, eps, deploy, rs}}
+	node := newResource[corev1.Node]("", "v1", "Node", "nodes", false)
+	node.ShortNames = []string{"no"}
+	node.Subresources = []string{"status"}
+	node.table = nodeTable
+	node.prepareUpdate = keepStatus
+
+	return &Registry{resources: []*Resource{ns, node, pod, svc, ep, ev, eps, deploy, rs}}
 }
 
 // keepStatus makes an update of the main resource leave status alone, as Kubernetes

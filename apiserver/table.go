@@ -320,3 +320,41 @@ var eventTable = tableDef{
 	}},
 	{name: "Message", typ: "string", cell: func(o store.Object) any { return strings.TrimSpace(o.(*corev1.Event).Message) }},
 }
+
+func nodeAddress(n *corev1.Node, t corev1.NodeAddressType) string {
+	for _, a := range n.Status.Addresses {
+		if a.Type == t {
+			return a.Address
+		}
+	}
+	return "<none>"
+}
+
+var nodeTable = tableDef{
+	{name: "Status", typ: "string", cell: func(o store.Object) any {
+		for _, c := range o.(*corev1.Node).Status.Conditions {
+			if c.Type == corev1.NodeReady {
+				if c.Status == corev1.ConditionTrue {
+					return "Ready"
+				}
+				return "NotReady"
+			}
+		}
+		return "Unknown"
+	}},
+	{name: "Roles", typ: "string", cell: func(o store.Object) any {
+		var roles []string
+		for k := range o.GetLabels() {
+			if r, ok := strings.CutPrefix(k, "node-role.kubernetes.io/"); ok {
+				roles = append(roles, r)
+			}
+		}
+		return noneIfEmpty(strings.Join(roles, ","))
+	}},
+	{name: "Version", typ: "string", cell: func(o store.Object) any { return o.(*corev1.Node).Status.NodeInfo.KubeletVersion }},
+	{name: "Internal-IP", typ: "string", wide: true, cell: func(o store.Object) any { return nodeAddress(o.(*corev1.Node), corev1.NodeInternalIP) }},
+	{name: "External-IP", typ: "string", wide: true, cell: func(o store.Object) any { return nodeAddress(o.(*corev1.Node), corev1.NodeExternalIP) }},
+	{name: "OS-Image", typ: "string", wide: true, cell: func(o store.Object) any { return o.(*corev1.Node).Status.NodeInfo.OSImage }},
+	{name: "Kernel-Version", typ: "string", wide: true, cell: func(o store.Object) any { return o.(*corev1.Node).Status.NodeInfo.KernelVersion }},
+	{name: "Container-Runtime", typ: "string", wide: true, cell: func(o store.Object) any { return o.(*corev1.Node).Status.NodeInfo.ContainerRuntimeVersion }},
+}

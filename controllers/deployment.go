@@ -43,7 +43,7 @@ type Deployment struct {
 	api   *apiserver.API
 	dRes  *apiserver.Resource
 	rsRes *apiserver.Resource
-	loop  *loop
+	loop  *Loop
 	now   func() time.Time
 }
 
@@ -56,19 +56,19 @@ func NewDeployment(cfg DeploymentConfig) (*Deployment, error) {
 	}
 	reg := cfg.API.Registry()
 	c := &Deployment{api: cfg.API, dRes: reg.Lookup("apps", "deployments"), rsRes: reg.Lookup("apps", "replicasets"), now: time.Now}
-	c.loop = newLoop("deployment", cfg.Log, c.reconcile)
+	c.loop = NewLoop("deployment", cfg.Log, c.reconcile)
 	return c, nil
 }
 
 // Run reconciles until ctx is cancelled.
 func (c *Deployment) Run(ctx context.Context) error {
-	go watchResource(ctx, c.api, c.dRes, c.loop.log, func(o store.Object) { c.loop.enqueue(key(o)) })
-	go watchResource(ctx, c.api, c.rsRes, c.loop.log, func(o store.Object) {
+	go WatchResource(ctx, c.api, c.dRes, c.loop.Log(), func(o store.Object) { c.loop.Enqueue(key(o)) })
+	go WatchResource(ctx, c.api, c.rsRes, c.loop.Log(), func(o store.Object) {
 		if ref := metav1.GetControllerOf(o); ref != nil && ref.Kind == "Deployment" {
-			c.loop.enqueue(o.GetNamespace() + "/" + ref.Name)
+			c.loop.Enqueue(o.GetNamespace() + "/" + ref.Name)
 		}
 	})
-	c.loop.run(ctx, 2)
+	c.loop.Run(ctx, 2)
 	return nil
 }
 
@@ -175,7 +175,7 @@ func (c *Deployment) createNewRS(ctx context.Context, d *appsv1.Deployment, old 
 	}
 	out, err := c.api.Create(ctx, c.rsRes, d.Namespace, rs, false)
 	if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
-		return nil, fmt.Errorf("namespace %s terminating: %w", d.Namespace, errRequeue)
+		return nil, fmt.Errorf("namespace %s terminating: %w", d.Namespace, ErrRequeue)
 	}
 	if apierrors.IsAlreadyExists(err) {
 		// A name taken by a ReplicaSet with another template: bump collisionCount and retry.
@@ -184,7 +184,7 @@ func (c *Deployment) createNewRS(ctx context.Context, d *appsv1.Deployment, old 
 			return cur, nil
 		}, false)
 		if err == nil {
-			err = fmt.Errorf("replicaset name %s taken: %w", rs.Name, errRequeue)
+			err = fmt.Errorf("replicaset name %s taken: %w", rs.Name, ErrRequeue)
 		}
 	}
 	if err != nil {

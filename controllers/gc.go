@@ -26,7 +26,7 @@ type GCConfig struct {
 // arriving together share it), so a missed event is repaired by the next.
 type GarbageCollector struct {
 	api  *apiserver.API
-	loop *loop
+	loop *Loop
 }
 
 const gcKey = "graph"
@@ -40,16 +40,16 @@ func NewGarbageCollector(cfg GCConfig) (*GarbageCollector, error) {
 		return nil, errors.New("garbage collector: no API")
 	}
 	c := &GarbageCollector{api: cfg.API}
-	c.loop = newLoop("garbagecollector", cfg.Log, func(ctx context.Context, _ string) error { return c.scan(ctx) })
+	c.loop = NewLoop("garbagecollector", cfg.Log, func(ctx context.Context, _ string) error { return c.scan(ctx) })
 	return c, nil
 }
 
 // Run collects until ctx is cancelled.
 func (c *GarbageCollector) Run(ctx context.Context) error {
 	for _, r := range c.api.Registry().Resources() {
-		go watchResource(ctx, c.api, r, c.loop.log, func(store.Object) { c.loop.queue.AddAfter(gcKey, gcDelay) })
+		go WatchResource(ctx, c.api, r, c.loop.Log(), func(store.Object) { c.loop.EnqueueAfter(gcKey, gcDelay) })
 	}
-	c.loop.run(ctx, 1)
+	c.loop.Run(ctx, 1)
 	return nil
 }
 
@@ -116,7 +116,7 @@ func (c *GarbageCollector) scan(ctx context.Context) error {
 		}
 	}
 	if pending {
-		return errRequeue
+		return ErrRequeue
 	}
 	return nil
 }
@@ -144,7 +144,7 @@ func (c *GarbageCollector) delete(ctx context.Context, n node, policy metav1.Del
 		return nil
 	}
 	uid := n.obj.GetUID()
-	c.loop.log.Info("garbage collecting", "resource", n.res.Plural, "namespace", n.obj.GetNamespace(), "name", n.obj.GetName(), "propagation", policy)
+	c.loop.Log().Info("garbage collecting", "resource", n.res.Plural, "namespace", n.obj.GetNamespace(), "name", n.obj.GetName(), "propagation", policy)
 	_, _, err := c.api.Delete(ctx, n.res, n.obj.GetNamespace(), n.obj.GetName(),
 		metav1.DeleteOptions{PropagationPolicy: &policy, Preconditions: &metav1.Preconditions{UID: &uid}})
 	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {

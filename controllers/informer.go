@@ -9,10 +9,10 @@ import (
 	"github.com/minicluster/minicluster/store"
 )
 
-// watchResource lists r and then follows its changes, calling handle for every object
+// WatchResource lists r and then follows its changes, calling handle for every object
 // seen; when the watch ends (fell behind, history expired) it lists again. It returns
 // when ctx is cancelled.
-func watchResource(ctx context.Context, api *apiserver.API, r *apiserver.Resource, log *slog.Logger, handle func(store.Object)) {
+func WatchResource(ctx context.Context, api *apiserver.API, r *apiserver.Resource, log *slog.Logger, handle func(store.Object)) {
 	for ctx.Err() == nil {
 		objs, rev, err := api.List(r, "", apiserver.Selector{})
 		if err != nil {

@@ -25,7 +25,7 @@ type NamespaceConfig struct {
 type Namespace struct {
 	api  *apiserver.API
 	res  *apiserver.Resource
-	loop *loop
+	loop *Loop
 }
 
 // NewNamespace builds the controller.
@@ -34,18 +34,18 @@ func NewNamespace(cfg NamespaceConfig) (*Namespace, error) {
 		return nil, errors.New("namespace controller: no API")
 	}
 	c := &Namespace{api: cfg.API, res: cfg.API.Registry().Lookup("", "namespaces")}
-	c.loop = newLoop("namespace", cfg.Log, c.reconcile)
+	c.loop = NewLoop("namespace", cfg.Log, c.reconcile)
 	return c, nil
 }
 
 // Run reconciles until ctx is cancelled.
 func (c *Namespace) Run(ctx context.Context) error {
-	go watchResource(ctx, c.api, c.res, c.loop.log, func(o store.Object) {
+	go WatchResource(ctx, c.api, c.res, c.loop.Log(), func(o store.Object) {
 		if o.GetDeletionTimestamp() != nil {
-			c.loop.enqueue(o.GetName())
+			c.loop.Enqueue(o.GetName())
 		}
 	})
-	c.loop.run(ctx, 1)
+	c.loop.Run(ctx, 1)
 	return nil
 }
 
@@ -66,7 +66,7 @@ func (c *Namespace) reconcile(ctx context.Context, name string) error {
 		return err
 	}
 	if remaining > 0 {
-		return fmt.Errorf("namespace %s: %d objects left: %w", name, remaining, errRequeue)
+		return fmt.Errorf("namespace %s: %d objects left: %w", name, remaining, ErrRequeue)
 	}
 	_, err = c.api.Update(ctx, c.res, "", name, "finalize", func(cur store.Object) (store.Object, error) {
 		ns := cur.(*corev1.Namespace)

@@ -32,7 +32,7 @@ type ReplicaSet struct {
 	api    *apiserver.API
 	rsRes  *apiserver.Resource
 	podRes *apiserver.Resource
-	loop   *loop
+	loop   *Loop
 	now    func() time.Time
 }
 
@@ -43,19 +43,19 @@ func NewReplicaSet(cfg ReplicaSetConfig) (*ReplicaSet, error) {
 	}
 	reg := cfg.API.Registry()
 	c := &ReplicaSet{api: cfg.API, rsRes: reg.Lookup("apps", "replicasets"), podRes: reg.Lookup("", "pods"), now: time.Now}
-	c.loop = newLoop("replicaset", cfg.Log, c.reconcile)
+	c.loop = NewLoop("replicaset", cfg.Log, c.reconcile)
 	return c, nil
 }
 
 // Run reconciles until ctx is cancelled.
 func (c *ReplicaSet) Run(ctx context.Context) error {
-	go watchResource(ctx, c.api, c.rsRes, c.loop.log, func(o store.Object) { c.loop.enqueue(key(o)) })
-	go watchResource(ctx, c.api, c.podRes, c.loop.log, func(o store.Object) {
+	go WatchResource(ctx, c.api, c.rsRes, c.loop.Log(), func(o store.Object) { c.loop.Enqueue(key(o)) })
+	go WatchResource(ctx, c.api, c.podRes, c.loop.Log(), func(o store.Object) {
 		if ref := metav1.GetControllerOf(o); ref != nil && ref.Kind == "ReplicaSet" {
-			c.loop.enqueue(o.GetNamespace() + "/" + ref.Name)
+			c.loop.Enqueue(o.GetNamespace() + "/" + ref.Name)
 		}
 	})
-	c.loop.run(ctx, 2)
+	c.loop.Run(ctx, 2)
 	return nil
 }
 
@@ -82,7 +82,7 @@ func ownedBy(ctx context.Context, api *apiserver.API, r *apiserver.Resource, own
 		case ref == nil && o.GetDeletionTimestamp() == nil && sel.Matches(labels.Set(o.GetLabels())) && owner.GetDeletionTimestamp() == nil:
 			adopted, err := api.Update(ctx, r, o.GetNamespace(), o.GetName(), "", func(cur store.Object) (store.Object, error) {
 				if metav1.GetControllerOf(cur) != nil {
-					return nil, fmt.Errorf("%s/%s: %w", cur.GetNamespace(), cur.GetName(), errRequeue)
+					return nil, fmt.Errorf("%s/%s: %w", cur.GetNamespace(), cur.GetName(), ErrRequeue)
 				}
 				cur.SetOwnerReferences(append(cur.GetOwnerReferences(), *controllerRef(owner, gvk)))
 				return cur, nil
@@ -273,7 +273,7 @@ func (c *ReplicaSet) updateStatus(ctx context.Context, rs *appsv1.ReplicaSet, ac
 		}
 	}
 	if waitForAvailable {
-		c.loop.queue.AddAfter(key(rs), time.Duration(rs.Spec.MinReadySeconds)*time.Second)
+		c.loop.EnqueueAfter(key(rs), time.Duration(rs.Spec.MinReadySeconds)*time.Second)
 	}
 	return nil
 }

@@ -102,7 +102,7 @@ func (w *world) reconcileAll() {
 			w.t.Fatalf("replicaset: %v", err)
 		}
 	}
-	if err := w.gc.scan(w.ctx); err != nil && err != errRequeue {
+	if err := w.gc.scan(w.ctx); err != nil && err != ErrRequeue {
 		w.t.Fatalf("gc: %v", err)
 	}
 }

@@ -15,6 +15,7 @@ Usage:
   minicluster get TYPE[,TYPE] [NAME...]     list or show objects
   minicluster delete -f FILE | TYPE NAME... delete objects
   minicluster version                       show client and server versions
+  minicluster cleanup [--instance mc]       remove the instance's bridge, veths and pod netns
 
 Client flags (before or after the subcommand): --kubeconfig, --data-dir, -n/--namespace.
 Run "minicluster COMMAND -h" for a command's flags.
@@ -31,6 +32,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "serve":
 		err = serve(rest, stderr)
+	case "cleanup":
+		err = cleanup(rest, stderr)
 	case "apply", "get", "delete", "version":
 		var c *client
 		var cmdArgs []string

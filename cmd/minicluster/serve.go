@@ -12,12 +12,14 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/minicluster/minicluster/apiserver"
 	"github.com/minicluster/minicluster/controllers"
+	"github.com/minicluster/minicluster/controllers/node"
 	"github.com/minicluster/minicluster/store"
 )
 
@@ -25,8 +27,9 @@ import (
 const DefaultDataDir = "/var/lib/minicluster"
 
 type serveConfig struct {
-	dataDir, instance, listen, clusterDomain, logLevel string
-	serviceCIDR, podCIDR                               netip.Prefix
+	dataDir, instance, listen, clusterDomain, logLevel, nodeName string
+	serviceCIDR, podCIDR                                         netip.Prefix
+	clusterDNS                                                   netip.Addr
 }
 
 var instanceName = regexp.MustCompile(`^[a-z][a-z0-9]{0,7}$`)
@@ -43,6 +46,9 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&pod, "pod-cidr", "10.244.0.0/16", "range for pod IPs")
 	fs.StringVar(&c.clusterDomain, "cluster-domain", "cluster.local", "DNS domain of the cluster")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	host, _ := os.Hostname()
+	fs.StringVar(&c.nodeName, "node-name", strings.ToLower(host), "name of this node")
+	dns := fs.String("cluster-dns", "10.96.0.10", "cluster DNS address written into pods' resolv.conf")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -58,6 +64,9 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	}
 	if c.podCIDR, err = netip.ParsePrefix(pod); err != nil {
 		return nil, fmt.Errorf("--pod-cidr: %w", err)
+	}
+	if c.clusterDNS, err = netip.ParseAddr(*dns); err != nil || !c.serviceCIDR.Contains(c.clusterDNS) {
+		return nil, fmt.Errorf("--cluster-dns %q: must be an address in --service-cidr %s", *dns, c.serviceCIDR)
 	}
 	if c.serviceCIDR.Overlaps(c.podCIDR) {
 		return nil, fmt.Errorf("--service-cidr %s overlaps --pod-cidr %s", c.serviceCIDR, c.podCIDR)
@@ -89,6 +98,9 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := enterHostMountNamespace(log); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
@@ -105,6 +117,12 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	runners, err := newControllers(srv.API(), log)
+	if err != nil {
+		return err
+	}
+	agent, err := node.New(node.Config{API: srv.API(), Instance: cfg.instance, NodeName: cfg.nodeName, PodCIDR: cfg.podCIDR,
+		ClusterDNS: cfg.clusterDNS, ClusterDomain: cfg.clusterDomain, Log: log})
+	runners = append(runners, agent)
 	if err != nil {
 		return err
 	}
@@ -147,4 +165,18 @@ func newControllers(api *apiserver.API, log *slog.Logger) ([]runner, error) {
 		return nil, err
 	}
 	return []runner{ns, deploy, rs, gc}, nil
+}
+
+// cleanup removes what an instance created in the kernel (run it with the daemon stopped).
+func cleanup(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cleanup", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	instance := fs.String("instance", "mc", "the instance whose bridge, veths and pod netns to remove")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if !instanceName.MatchString(*instance) {
+		return fmt.Errorf("--instance %q: must be 1-8 lowercase letters and digits, starting with a letter", *instance)
+	}
+	return node.Cleanup(*instance, slog.New(slog.NewTextHandler(stderr, nil)))
 }

@@ -1,0 +1,265 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/minicluster/minicluster/apiserver"
+	"github.com/minicluster/minicluster/controllers"
+	"github.com/minicluster/minicluster/store"
+)
+
+// Config configures the node agent.
+type Config struct {
+	API           *apiserver.API
+	Instance      string
+	NodeName      string
+	PodCIDR       netip.Prefix
+	ClusterDNS    netip.Addr
+	ClusterDomain string
+	Log           *slog.Logger
+}
+
+// Agent runs this node's pods.
+type Agent struct {
+	cfg     Config
+	net     *network
+	ipam    *ipam
+	podRes  *apiserver.Resource
+	nodeRes *apiserver.Resource
+	loop    *controllers.Loop
+	hostDNS resolvConf
+
+	mu        sync.Mutex
+	sandboxes map[string]sandbox // by namespace/name
+}
+
+// heartbeat is how often the Node's Ready condition is refreshed.
+const heartbeat = 30 * time.Second
+
+// New builds the agent; nothing touches the kernel before Run.
+func New(cfg Config) (*Agent, error) {
+	if cfg.API == nil || cfg.Instance == "" || !cfg.PodCIDR.IsValid() || cfg.NodeName == "" {
+		return nil, errors.New("node agent: API, instance, node name and pod CIDR are required")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	p := newIPAM(cfg.PodCIDR)
+	reg := cfg.API.Registry()
+	a := &Agent{cfg: cfg, ipam: p, podRes: reg.Lookup("", "pods"), nodeRes: reg.Lookup("", "nodes"),
+		net:       &network{instance: cfg.Instance, cidr: cfg.PodCIDR.Masked(), gateway: p.gateway(), log: cfg.Log},
+		sandboxes: map[string]sandbox{}}
+	a.loop = controllers.NewLoop("node", cfg.Log, a.reconcile)
+	if data, err := os.ReadFile("/etc/resolv.conf"); err == nil {
+		a.hostDNS = parseResolvConf(string(data))
+	}
+	return a, nil
+}
+
+// Run sets up node networking, registers the Node, adopts surviving sandboxes and then
+// reconciles pods until ctx is cancelled. Sandboxes stay when it stops.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.net.setup(); err != nil {
+		return fmt.Errorf("node network: %w", err)
+	}
+	if err := a.registerNode(ctx); err != nil {
+		return fmt.Errorf("register node: %w", err)
+	}
+	if err := a.adopt(); err != nil {
+		return fmt.Errorf("adopt sandboxes: %w", err)
+	}
+	go controllers.WatchResource(ctx, a.cfg.API, a.podRes, a.cfg.Log, func(o store.Object) { a.loop.Enqueue(key(o)) })
+	go a.heartbeats(ctx)
+	a.loop.Run(ctx, 4)
+	return nil
+}
+
+func key(o store.Object) string { return o.GetNamespace() + "/" + o.GetName() }
+
+// adopt takes over sandboxes left by an earlier run whose pod still exists, and removes
+// the others.
+func (a *Agent) adopt() error {
+	found, err := a.net.list()
+	if err != nil {
+		return err
+	}
+	for _, sb := range found {
+		parts := strings.SplitN(strings.TrimPrefix(sb.netns, a.cfg.Instance+"_"), "_", 2)
+		var pod store.Object
+		if len(parts) == 2 {
+			pod, _ = a.cfg.API.Get(a.podRes, parts[0], parts[1])
+		}
+		if pod == nil || string(pod.GetUID()) != sb.uid || !sb.ip.IsValid() {
+			a.net.remove(sb.netns, sb.uid)
+			a.cfg.Log.Info("removed orphaned pod network", "netns", sb.netns)
+			continue
+		}
+		a.ipam.reserve(sb.ip, sb.uid)
+		a.sandboxes[parts[0]+"/"+parts[1]] = sb
+		a.cfg.Log.Info("adopted pod network", "netns", sb.netns, "ip", sb.ip)
+	}
+	return nil
+}
+
+func (a *Agent) reconcile(ctx context.Context, k string) error {
+	ns, name, _ := strings.Cut(k, "/")
+	obj, err := a.cfg.API.Get(a.podRes, ns, name)
+	if apierrors.IsNotFound(err) {
+		a.teardown(k)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	pod := obj.(*corev1.Pod)
+	if pod.DeletionTimestamp != nil {
+		a.teardown(k)
+		return nil
+	}
+	if pod.Spec.NodeName == "" {
+		return a.bind(ctx, pod)
+	}
+	if pod.Spec.NodeName != a.cfg.NodeName {
+		return nil
+	}
+	sb, err := a.ensureSandbox(pod)
+	if err != nil {
+		return err
+	}
+	return a.updateStatus(ctx, pod, sb)
+}
+
+// bind assigns an unscheduled pod to this node (the scheduler's job on one node).
+func (a *Agent) bind(ctx context.Context, pod *corev1.Pod) error {
+	_, err := a.cfg.API.Update(ctx, a.podRes, pod.Namespace, pod.Name, "", func(cur store.Object) (store.Object, error) {
+		p := cur.(*corev1.Pod)
+		if p.UID != pod.UID {
+			return nil, apierrors.NewConflict(a.podRes.GroupResource(), p.Name, errors.New("pod replaced"))
+		}
+		if p.Spec.NodeName == "" {
+			p.Spec.NodeName = a.cfg.NodeName
+		}
+		return p, nil
+	}, false)
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return nil
+	}
+	return err
+}
+
+func (a *Agent) ensureSandbox(pod *corev1.Pod) (sandbox, error) {
+	k := key(pod)
+	a.mu.Lock()
+	sb, ok := a.sandboxes[k]
+	a.mu.Unlock()
+	if ok && sb.uid == string(pod.UID) {
+		return sb, nil
+	}
+	if ok {
+		a.teardown(k) // a pod of the same name was replaced
+	}
+	ip, err := a.ipam.allocate(string(pod.UID))
+	if err != nil {
+		return sandbox{}, err
+	}
+	sb = sandbox{netns: a.net.netnsName(pod.Namespace, pod.Name), uid: string(pod.UID), ip: ip}
+	if err := a.net.create(sb); err != nil {
+		a.ipam.release(ip)
+		return sandbox{}, fmt.Errorf("pod %s network: %w", k, err)
+	}
+	rc := podResolvConf(pod, a.cfg.ClusterDNS, a.cfg.ClusterDomain, a.hostDNS)
+	if err := writeNetnsFile(sb.netns, "resolv.conf", rc.String()); err != nil {
+		a.cfg.Log.Warn("write resolv.conf", "pod", k, "err", err)
+	}
+	a.mu.Lock()
+	a.sandboxes[k] = sb
+	a.mu.Unlock()
+	a.cfg.Log.Info("pod network ready", "pod", k, "ip", ip, "netns", sb.netns)
+	return sb, nil
+}
+
+func (a *Agent) teardown(k string) {
+	a.mu.Lock()
+	sb, ok := a.sandboxes[k]
+	delete(a.sandboxes, k)
+	a.mu.Unlock()
+	if !ok {
+		return
+	}
+	a.net.remove(sb.netns, sb.uid)
+	a.ipam.release(sb.ip)
+	a.cfg.Log.Info("pod network removed", "pod", k, "ip", sb.ip)
+}
+
+// updateStatus reports the sandbox: addresses and conditions. Containers are not run
+// yet, so they wait in ContainerCreating.
+func (a *Agent) updateStatus(ctx context.Context, pod *corev1.Pod, sb sandbox) error {
+	st := pod.Status.DeepCopy()
+	st.Phase = corev1.PodPending
+	st.PodIP, st.PodIPs = sb.ip.String(), []corev1.PodIP{{IP: sb.ip.String()}}
+	st.HostIP, st.HostIPs = a.nodeIP().String(), []corev1.HostIP{{IP: a.nodeIP().String()}}
+	if st.StartTime == nil {
+		now := metav1.NewTime(time.Now().Truncate(time.Second))
+		st.StartTime = &now
+	}
+	for _, c := range []corev1.PodCondition{
+		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue},
+		{Type: corev1.PodInitialized, Status: corev1.ConditionTrue},
+		{Type: corev1.ContainersReady, Status: corev1.ConditionFalse, Reason: "ContainersNotReady"},
+		{Type: corev1.PodReady, Status: corev1.ConditionFalse, Reason: "ContainersNotReady"},
+	} {
+		st.Conditions = setPodCondition(st.Conditions, c)
+	}
+	st.ContainerStatuses = nil
+	for _, c := range pod.Spec.Containers {
+		st.ContainerStatuses = append(st.ContainerStatuses, corev1.ContainerStatus{Name: c.Name, Image: c.Image,
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating",
+				Message: "the pod network is ready; running container processes is not implemented yet"}}})
+	}
+	if apiequality.Semantic.DeepEqual(st, &pod.Status) {
+		return nil
+	}
+	_, err := a.cfg.API.Update(ctx, a.podRes, pod.Namespace, pod.Name, "status", func(cur store.Object) (store.Object, error) {
+		if cur.GetUID() != pod.UID {
+			return nil, apierrors.NewConflict(a.podRes.GroupResource(), pod.Name, errors.New("pod replaced"))
+		}
+		cur.(*corev1.Pod).Status = *st
+		return cur, nil
+	}, false)
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		a.loop.Enqueue(key(pod))
+		return nil
+	}
+	return err
+}
+
+// setPodCondition sets c, keeping the transition time when its status is unchanged.
+func setPodCondition(conds []corev1.PodCondition, c corev1.PodCondition) []corev1.PodCondition {
+	now := metav1.NewTime(time.Now().Truncate(time.Second))
+	for i := range conds {
+		if conds[i].Type == c.Type {
+			if conds[i].Status != c.Status {
+				c.LastTransitionTime = now
+			} else {
+				c.LastTransitionTime = conds[i].LastTransitionTime
+			}
+			conds[i] = c
+			return conds
+		}
+	}
+	c.LastTransitionTime = now
+	return append(conds, c)
+}

@@ -1,0 +1,291 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+const netnsDir = "/run/netns"
+
+// sandbox is one pod's network: a named netns holding eth0 (alias = pod UID) with ip.
+type sandbox struct {
+	netns string
+	uid   string
+	ip    netip.Addr
+}
+
+// network owns the node bridge and the pod sandboxes of one instance.
+type network struct {
+	instance string
+	cidr     netip.Prefix
+	gateway  netip.Addr
+	log      *slog.Logger
+}
+
+func (n *network) bridgeName() string { return n.instance + "0" }
+
+// netnsName is the pod's netns as users see it: <instance>_<namespace>_<pod>.
+func (n *network) netnsName(ns, pod string) string { return n.instance + "_" + ns + "_" + pod }
+
+// vethName is the host end of a pod's veth pair: the instance and a hash of the UID,
+// within the kernel's 15-character limit.
+func vethName(instance, uid, kind string) string {
+	h := fnv.New32a()
+	h.Write([]byte(uid))
+	return fmt.Sprintf("%s%s%06x", instance, kind, h.Sum32()&0xffffff)
+}
+
+// setup creates (or repairs) the bridge with the gateway address and turns on forwarding.
+func (n *network) setup() error {
+	br, err := netlink.LinkByName(n.bridgeName())
+	if err != nil {
+		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.bridgeName()}}); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("create bridge %s: %w", n.bridgeName(), err)
+		}
+		if br, err = netlink.LinkByName(n.bridgeName()); err != nil {
+			return err
+		}
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: n.gateway.AsSlice(), Mask: net.CIDRMask(n.cidr.Bits(), n.cidr.Addr().BitLen())}}
+	if err := netlink.AddrReplace(br, addr); err != nil {
+		return fmt.Errorf("address bridge %s: %w", n.bridgeName(), err)
+	}
+	if err := netlink.LinkSetUp(br); err != nil {
+		return fmt.Errorf("bring up bridge: %w", err)
+	}
+	for path, why := range map[string]string{
+		"/proc/sys/net/ipv4/ip_forward":                 "pods cannot reach anything beyond the bridge",
+		"/proc/sys/net/bridge/bridge-nf-call-iptables":  "service traffic between pods on the bridge bypasses the proxy's rules",
+		"/proc/sys/net/bridge/bridge-nf-call-ip6tables": "IPv6 service traffic between pods bypasses the proxy's rules",
+	} {
+		if err := os.WriteFile(path, []byte("1"), 0o644); err != nil {
+			n.log.Warn("cannot set sysctl", "path", path, "consequence", why, "err", err)
+		}
+	}
+	return nil
+}
+
+// create builds a sandbox: netns, veth pair on the bridge (hairpin on), eth0 with the
+// pod's address and a default route via the bridge, loopback up. On failure it removes
+// what it made.
+func (n *network) create(sb sandbox) (err error) {
+	n.remove(sb.netns, sb.uid) // a stale one from a crash, if any
+	defer func() {
+		if err != nil {
+			n.remove(sb.netns, sb.uid)
+		}
+	}()
+	h, err := newNamedNetns(sb.netns)
+	if err != nil {
+		return fmt.Errorf("create netns %s: %w", sb.netns, err)
+	}
+	defer h.Close()
+	br, err := netlink.LinkByName(n.bridgeName())
+	if err != nil {
+		return fmt.Errorf("bridge: %w", err)
+	}
+	hostName, peerName := vethName(n.instance, sb.uid, "v"), vethName(n.instance, sb.uid, "p")
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostName, MasterIndex: br.Attrs().Index, MTU: br.Attrs().MTU}, PeerName: peerName}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return fmt.Errorf("create veth %s: %w", hostName, err)
+	}
+	host, err := netlink.LinkByName(hostName)
+	if err != nil {
+		return err
+	}
+	peer, err := netlink.LinkByName(peerName)
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkSetNsFd(peer, int(h)); err != nil {
+		return fmt.Errorf("move veth into %s: %w", sb.netns, err)
+	}
+	if err := n.configurePod(h, peerName, sb); err != nil {
+		return err
+	}
+	if err := netlink.LinkSetHairpin(host, true); err != nil {
+		return fmt.Errorf("hairpin on %s: %w", hostName, err)
+	}
+	return netlink.LinkSetUp(host)
+}
+
+func (n *network) configurePod(h netns.NsHandle, peerName string, sb sandbox) error {
+	nh, err := netlink.NewHandleAt(h)
+	if err != nil {
+		return err
+	}
+	defer nh.Close()
+	eth, err := nh.LinkByName(peerName)
+	if err != nil {
+		return err
+	}
+	if err := nh.LinkSetName(eth, "eth0"); err != nil {
+		return fmt.Errorf("rename eth0: %w", err)
+	}
+	if err := nh.LinkSetAlias(eth, sb.uid); err != nil {
+		return err
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: sb.ip.AsSlice(), Mask: net.CIDRMask(n.cidr.Bits(), n.cidr.Addr().BitLen())}}
+	if err := nh.AddrAdd(eth, addr); err != nil {
+		return fmt.Errorf("address eth0: %w", err)
+	}
+	if err := nh.LinkSetUp(eth); err != nil {
+		return err
+	}
+	if lo, err := nh.LinkByName("lo"); err == nil {
+		if err := nh.LinkSetUp(lo); err != nil {
+			return err
+		}
+	}
+	route := &netlink.Route{LinkIndex: eth.Attrs().Index, Gw: n.gateway.AsSlice()}
+	if err := nh.RouteAdd(route); err != nil {
+		return fmt.Errorf("default route: %w", err)
+	}
+	return nil
+}
+
+// newNamedNetns creates a netns bound at /run/netns/name without moving the daemon.
+func newNamedNetns(name string) (netns.NsHandle, error) {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return 0, err
+	}
+	defer orig.Close()
+	h, err := netns.NewNamed(name) // moves this thread into the new netns
+	if setErr := netns.Set(orig); setErr != nil {
+		// The thread is stuck in the pod's netns: keep it locked so it dies with this goroutine.
+		return h, errors.Join(err, setErr)
+	}
+	runtime.UnlockOSThread()
+	return h, err
+}
+
+// remove deletes a sandbox's veth, netns and /etc/netns entry; missing parts are fine.
+func (n *network) remove(name, uid string) {
+	if uid != "" {
+		if l, err := netlink.LinkByName(vethName(n.instance, uid, "v")); err == nil {
+			netlink.LinkDel(l)
+		}
+		if l, err := netlink.LinkByName(vethName(n.instance, uid, "p")); err == nil {
+			netlink.LinkDel(l)
+		}
+	}
+	path := filepath.Join(netnsDir, name)
+	// Not mounted (EINVAL) or already gone (ENOENT) is fine: remove the file either way.
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		n.log.Warn("unmount netns", "netns", name, "err", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		n.log.Warn("delete netns", "netns", name, "err", err)
+	}
+	os.RemoveAll(filepath.Join("/etc/netns", name))
+}
+
+// list finds the instance's sandboxes (for adoption after a restart).
+func (n *network) list() ([]sandbox, error) {
+	entries, err := os.ReadDir(netnsDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []sandbox
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), n.instance+"_") {
+			continue
+		}
+		sb := sandbox{netns: e.Name()}
+		if h, err := netns.GetFromName(e.Name()); err == nil {
+			sb.uid, sb.ip = readPodInterface(h)
+			h.Close()
+		}
+		out = append(out, sb)
+	}
+	return out, nil
+}
+
+func readPodInterface(h netns.NsHandle) (string, netip.Addr) {
+	nh, err := netlink.NewHandleAt(h)
+	if err != nil {
+		return "", netip.Addr{}
+	}
+	defer nh.Close()
+	eth, err := nh.LinkByName("eth0")
+	if err != nil {
+		return "", netip.Addr{}
+	}
+	addrs, _ := nh.AddrList(eth, netlink.FAMILY_V4)
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			return eth.Attrs().Alias, ip.Unmap()
+		}
+	}
+	return eth.Attrs().Alias, netip.Addr{}
+}
+
+// writeNetnsFile writes /etc/netns/<netns>/<file>, which `ip netns exec` mounts over /etc.
+func writeNetnsFile(netnsName, file, content string) error {
+	dir := filepath.Join("/etc/netns", netnsName)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, file), []byte(content), 0o644)
+}
+
+// Cleanup removes everything an instance created in the kernel: pod netns, veths and
+// the bridge. It touches nothing without the instance's prefix.
+func Cleanup(instance string, log *slog.Logger) error {
+	n := &network{instance: instance, log: log}
+	sandboxes, err := n.list()
+	if err != nil {
+		return err
+	}
+	for _, sb := range sandboxes {
+		n.remove(sb.netns, sb.uid)
+		log.Info("removed pod network", "netns", sb.netns)
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return err
+	}
+	for _, l := range links {
+		name := l.Attrs().Name
+		if _, isVeth := l.(*netlink.Veth); isVeth && ownVeth(instance, name) {
+			netlink.LinkDel(l)
+			log.Info("removed veth", "link", name)
+		}
+	}
+	if br, err := netlink.LinkByName(n.bridgeName()); err == nil {
+		if err := netlink.LinkDel(br); err != nil {
+			return fmt.Errorf("delete bridge: %w", err)
+		}
+		log.Info("removed bridge", "link", n.bridgeName())
+	}
+	return nil
+}
+
+// ownVeth reports whether name is one of vethName's: instance, v or p, six hex digits.
+func ownVeth(instance, name string) bool {
+	rest, ok := strings.CutPrefix(name, instance)
+	if !ok || len(rest) != 7 || (rest[0] != 'v' && rest[0] != 'p') {
+		return false
+	}
+	_, err := strconv.ParseUint(rest[1:], 16, 32)
+	return err == nil
+}

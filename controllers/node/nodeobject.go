@@ -1,0 +1,128 @@
+package node
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/minicluster/minicluster/apiserver"
+	"github.com/minicluster/minicluster/store"
+)
+
+// nodeIP is the node's InternalIP: its first global IPv4 address outside the pod CIDR,
+// else the bridge address (a node alone in a test netns has no other).
+func (a *Agent) nodeIP() netip.Addr {
+	addrs, _ := net.InterfaceAddrs()
+	for _, ad := range addrs {
+		ipn, ok := ad.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(ipn.IP)
+		if ok && ip.Unmap().Is4() && ip.IsGlobalUnicast() && !a.cfg.PodCIDR.Contains(ip.Unmap()) {
+			return ip.Unmap()
+		}
+	}
+	return a.ipam.gateway()
+}
+
+func (a *Agent) nodeStatus() corev1.NodeStatus {
+	now := metav1.NewTime(time.Now().Truncate(time.Second))
+	var uts syscall.Utsname
+	syscall.Uname(&uts)
+	capacity := corev1.ResourceList{
+		corev1.ResourcePods:   resource.MustParse("110"),
+		corev1.ResourceCPU:    *resource.NewQuantity(int64(runtime.NumCPU()), resource.DecimalSI),
+		corev1.ResourceMemory: *resource.NewQuantity(memoryBytes(), resource.BinarySI),
+	}
+	return corev1.NodeStatus{
+		Capacity: capacity, Allocatable: capacity,
+		Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
+			Message: "minicluster node agent is posting ready status", LastHeartbeatTime: now, LastTransitionTime: now}},
+		Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: a.nodeIP().String()},
+			{Type: corev1.NodeHostName, Address: a.cfg.NodeName}},
+		NodeInfo: corev1.NodeSystemInfo{KubeletVersion: "v1.32.0-minicluster", KubeProxyVersion: "v1.32.0-minicluster",
+			ContainerRuntimeVersion: "minicluster://" + apiserver.Version, OperatingSystem: runtime.GOOS, Architecture: runtime.GOARCH,
+			KernelVersion: utsString(uts.Release[:]), OSImage: osImage()},
+	}
+}
+
+func (a *Agent) registerNode(ctx context.Context) error {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: a.cfg.NodeName, Labels: map[string]string{
+		"kubernetes.io/hostname": a.cfg.NodeName, "kubernetes.io/os": runtime.GOOS, "kubernetes.io/arch": runtime.GOARCH,
+		"node-role.kubernetes.io/control-plane": ""}},
+		Spec: corev1.NodeSpec{PodCIDR: a.cfg.PodCIDR.String(), PodCIDRs: []string{a.cfg.PodCIDR.String()}}}
+	if _, err := a.cfg.API.Create(ctx, a.nodeRes, "", n, false); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	return a.postStatus(ctx)
+}
+
+func (a *Agent) postStatus(ctx context.Context) error {
+	st := a.nodeStatus()
+	_, err := a.cfg.API.Update(ctx, a.nodeRes, "", a.cfg.NodeName, "status", func(cur store.Object) (store.Object, error) {
+		node := cur.(*corev1.Node)
+		for _, old := range node.Status.Conditions {
+			if old.Type == corev1.NodeReady && old.Status == corev1.ConditionTrue {
+				st.Conditions[0].LastTransitionTime = old.LastTransitionTime
+			}
+		}
+		node.Status = st
+		return node, nil
+	}, false)
+	return err
+}
+
+func (a *Agent) heartbeats(ctx context.Context) {
+	t := time.NewTicker(heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if err := a.postStatus(ctx); err != nil && ctx.Err() == nil {
+				a.cfg.Log.Warn("node heartbeat", "err", err)
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func utsString(b []int8) string {
+	var sb strings.Builder
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		sb.WriteByte(byte(c))
+	}
+	return sb.String()
+}
+
+func osImage() string {
+	data, _ := os.ReadFile("/etc/os-release")
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "PRETTY_NAME="); ok {
+			return strings.Trim(v, `"`)
+		}
+	}
+	return "Linux"
+}
+
+func memoryBytes() int64 {
+	var si syscall.Sysinfo_t
+	if syscall.Sysinfo(&si) != nil {
+		return 0
+	}
+	return int64(si.Totalram) * int64(si.Unit)
+}

@@ -1,0 +1,162 @@
+//go:build integration
+
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+type podInfo struct{ name, ip, node string }
+
+func (n *node) pods(t *testing.T) []podInfo {
+	t.Helper()
+	out, errOut, err := n.cli("get", "pods", "-o", "json")
+	if err != nil {
+		t.Fatalf("get pods: %v %s", err, errOut)
+	}
+	var list struct {
+		Items []struct {
+			Metadata struct{ Name string }
+			Spec     struct{ NodeName string }
+			Status   struct{ PodIP string }
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatal(err)
+	}
+	var pods []podInfo
+	for _, it := range list.Items {
+		pods = append(pods, podInfo{it.Metadata.Name, it.Status.PodIP, it.Spec.NodeName})
+	}
+	sort.Slice(pods, func(i, j int) bool { return pods[i].name < pods[j].name })
+	return pods
+}
+
+// podNetns lists the instance's pod netns.
+func (n *node) podNetns() []string {
+	entries, _ := os.ReadDir("/run/netns")
+	var out []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), n.instance+"_") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+func TestPodNetworks(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	if out, errOut, err := n.exec("kubectl", "get", "nodes"); err != nil || !strings.Contains(out, " Ready ") {
+		t.Fatalf("node not Ready: %v %s %s", err, out, errOut)
+	}
+	if _, errOut, err := n.cli("apply", "-f", "../manifests/backend.yaml"); err != nil {
+		t.Fatal(errOut)
+	}
+	var pods []podInfo
+	eventually(t, 15*time.Second, func() error {
+		pods = n.pods(t)
+		ips := map[string]bool{}
+		for _, p := range pods {
+			if p.ip == "" {
+				return fmt.Errorf("pod %s has no IP yet", p.name)
+			}
+			ips[p.ip] = true
+		}
+		if len(pods) != 3 || len(ips) != 3 {
+			return fmt.Errorf("%d pods with %d distinct IPs", len(pods), len(ips))
+		}
+		return nil
+	})
+	podCIDR := netip.MustParsePrefix("10.244.0.0/16")
+	for _, p := range pods {
+		if !podCIDR.Contains(netip.MustParseAddr(p.ip)) || p.node == "" {
+			t.Errorf("pod %s: ip %s node %q", p.name, p.ip, p.node)
+		}
+		ns := n.instance + "_default_" + p.name
+		if _, err := os.Stat(filepath.Join("/run/netns", ns)); err != nil {
+			t.Fatalf("netns %s: %v", ns, err)
+		}
+	}
+	// Pod to pod by IP, from inside the first pod's netns (busybox ping: real traffic
+	// between namespaces this test created).
+	first := n.instance + "_default_" + pods[0].name
+	for _, p := range pods[1:] {
+		if out, err := run(t, "ip", "netns", "exec", first, "busybox", "ping", "-c1", "-W2", p.ip); err != nil {
+			t.Errorf("ping %s from %s: %v\n%s", p.ip, pods[0].name, err, out)
+		}
+	}
+	out, err := run(t, "ip", "netns", "exec", first, "cat", "/etc/resolv.conf")
+	if want := "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local cluster.local"; err != nil || !strings.HasPrefix(out, want) {
+		t.Errorf("resolv.conf in the pod's netns:\n%s\nwant prefix:\n%s", out, want)
+	}
+
+	// kill -9: the sandboxes stay and are adopted with the same IPs.
+	n.stop(syscall.SIGKILL)
+	if got := len(n.podNetns()); got != 3 {
+		t.Fatalf("%d pod netns after kill -9, want 3", got)
+	}
+	n.start()
+	eventually(t, 10*time.Second, func() error {
+		after := n.pods(t)
+		if fmt.Sprint(after) != fmt.Sprint(pods) {
+			return fmt.Errorf("pods after restart %v, before %v", after, pods)
+		}
+		return nil
+	})
+	if out, err := run(t, "ip", "netns", "exec", first, "busybox", "ping", "-c1", "-W2", pods[1].ip); err != nil {
+		t.Errorf("pod network broken after restart: %v\n%s", err, out)
+	}
+
+	// Deleting a pod removes its netns; its replacement gets one.
+	if _, errOut, err := n.exec("kubectl", "delete", "pod", pods[0].name); err != nil {
+		t.Fatal(errOut)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if _, err := os.Stat(filepath.Join("/run/netns", first)); err == nil {
+			return fmt.Errorf("netns %s still there", first)
+		}
+		if got := len(n.podNetns()); got != 3 {
+			return fmt.Errorf("%d pod netns, want 3 (with the replacement)", got)
+		}
+		return nil
+	})
+
+	// Deleting everything leaves no netns or veth behind; cleanup removes the bridge.
+	if _, errOut, err := n.exec("kubectl", "delete", "deployment", "backend"); err != nil {
+		t.Fatal(errOut)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if left := n.podNetns(); len(left) > 0 {
+			return fmt.Errorf("pod netns left: %v", left)
+		}
+		links, _ := run(t, "ip", "-n", n.netns, "-o", "link", "show", "type", "veth")
+		if strings.Contains(links, n.instance+"v") {
+			return fmt.Errorf("veths left:\n%s", links)
+		}
+		return nil
+	})
+	n.stop(syscall.SIGTERM)
+	if out, errOut, err := n.exec(binary, "cleanup", "--instance", n.instance); err != nil {
+		t.Fatalf("cleanup: %v %s %s", err, out, errOut)
+	}
+	if links, _ := run(t, "ip", "-n", n.netns, "-o", "link"); strings.Contains(links, n.instance+"0") {
+		t.Errorf("bridge left after cleanup:\n%s", links)
+	}
+}
+
+func run(t *testing.T, name string, args ...string) (string, error) {
+	t.Helper()
+	out, err := osexec.Command(name, args...).CombinedOutput()
+	return string(out), err
+}

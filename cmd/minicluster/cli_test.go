@@ -128,7 +128,7 @@ func TestApplyGetDelete(t *testing.T) {
 			"kubernetes ClusterIP 10.96.0.1 <none> 443/TCP AGE\n"},
 		{name: "get deploy wide, flags after the type", args: []string{"get", "deploy", "-o", "wide"}, wantOut: "" +
 			"NAME READY UP-TO-DATE AVAILABLE AGE CONTAINERS IMAGES SELECTOR\n" +
-			"backend 0/2 0 0 AGE backend minicluster/echo app=backend\n"},
+			"backend 0/2 0 0 AGE backend registry.k8s.io/e2e-test-images/agnhost:2.53 app=backend\n"},
 		{name: "get -o name across types", args: []string{"get", "svc,deploy", "-o", "name", "-l", "app!=none"},
 			wantOut: "service/backend\nservice/kubernetes\ndeployment.apps/backend\n"},
 		{name: "get all namespaces", args: []string{"get", "ns", "-A"}, wantOut: "" +

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/minicluster/minicluster/controllers/node/agnhost"
 )
 
 const usage = `minicluster turns one Linux host into a small Kubernetes-style cluster.
@@ -34,6 +36,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = serve(rest, stderr)
 	case "cleanup":
 		err = cleanup(rest, stderr)
+	case "agnhost": // built-in image registry.k8s.io/e2e-test-images/agnhost
+		return agnhost.Main(args[1:], stderr)
+	case "pause": // built-in image registry.k8s.io/pause
+		return agnhost.Main([]string{"pause"}, stderr)
 	case "apply", "get", "delete", "version":
 		var c *client
 		var cmdArgs []string

@@ -1,0 +1,190 @@
+// Package agnhost is minicluster's built-in stand-in for Kubernetes' e2e test image
+// registry.k8s.io/e2e-test-images/agnhost: the subcommands networking tests use
+// (netexec, serve-hostname, pause), with the same flags and replies, served by the
+// minicluster binary itself since nothing is pulled.
+package agnhost
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Main runs one agnhost subcommand and returns its exit code.
+func Main(args []string, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: agnhost netexec|serve-hostname|pause [flags]")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	var err error
+	switch args[0] {
+	case "netexec":
+		err = netexec(ctx, args[1:], stderr)
+	case "serve-hostname":
+		err = serveHostname(ctx, args[1:], stderr)
+	case "pause":
+		<-ctx.Done()
+	default:
+		err = fmt.Errorf("unknown agnhost subcommand %q (built in: netexec, serve-hostname, pause)", args[0])
+	}
+	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, http.ErrServerClosed) {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	return 0
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}
+
+// NetexecHandler serves netexec's HTTP endpoints.
+func NetexecHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprintf(w, "NOW: %v", time.Now())
+	})
+	mux.HandleFunc("/hostname", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, hostname()) })
+	mux.HandleFunc("/hostName", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, hostname()) })
+	mux.HandleFunc("/clientip", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, r.RemoteAddr) })
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, r.FormValue("msg")) })
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	mux.HandleFunc("/header", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, r.Header.Get(r.FormValue("key"))) })
+	mux.HandleFunc("/shell", func(w http.ResponseWriter, r *http.Request) {
+		out, err := exec.CommandContext(r.Context(), "/bin/sh", "-c", r.FormValue("cmd")).CombinedOutput()
+		reply := map[string]string{"output": string(out)}
+		if err != nil {
+			reply["error"] = err.Error()
+		}
+		json.NewEncoder(w).Encode(reply)
+	})
+	mux.HandleFunc("/exit", func(w http.ResponseWriter, r *http.Request) {
+		code, _ := strconv.Atoi(r.FormValue("code"))
+		w.WriteHeader(http.StatusOK)
+		go func() { time.Sleep(100 * time.Millisecond); os.Exit(code) }()
+	})
+	return mux
+}
+
+// udpReply answers netexec's UDP commands: "hostname", "echo <msg>", "clientip".
+func udpReply(msg string, from net.Addr) string {
+	cmd, rest, _ := strings.Cut(strings.TrimSpace(msg), " ")
+	switch cmd {
+	case "hostname", "hostName":
+		return hostname()
+	case "echo":
+		return rest
+	case "clientip":
+		return from.String()
+	}
+	return "unknown command " + cmd
+}
+
+func netexec(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("netexec", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	httpPort := fs.Int("http-port", 8080, "HTTP port")
+	udpPort := fs.Int("udp-port", 8081, "UDP port (-1 to disable)")
+	fs.Int("sctp-port", -1, "SCTP port (not served)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *udpPort > 0 {
+		pc, err := net.ListenPacket("udp", fmt.Sprintf(":%d", *udpPort))
+		if err != nil {
+			return err
+		}
+		defer pc.Close()
+		go serveUDP(pc, udpReply)
+	}
+	return serveHTTP(ctx, fmt.Sprintf(":%d", *httpPort), NetexecHandler(), false)
+}
+
+func serveUDP(pc net.PacketConn, reply func(string, net.Addr) string) {
+	buf := make([]byte, 2048)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		pc.WriteTo([]byte(reply(string(buf[:n]), from)), from)
+	}
+}
+
+func serveHTTP(ctx context.Context, addr string, h http.Handler, closeEach bool) error {
+	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv.SetKeepAlivesEnabled(!closeEach)
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(shutdown)
+	}()
+	return srv.ListenAndServe()
+}
+
+func serveHostname(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve-hostname", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	tcp := fs.Bool("tcp", false, "serve raw over TCP")
+	udp := fs.Bool("udp", false, "serve raw over UDP")
+	serveHTTPFlag := fs.Bool("http", true, "serve HTTP")
+	closeEach := fs.Bool("close", false, "close the connection after each HTTP request")
+	port := fs.Int("port", 9376, "port")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *serveHTTPFlag && (*tcp || *udp) {
+		return errors.New("can't serve HTTP and TCP/UDP at the same time")
+	}
+	addr := fmt.Sprintf(":%d", *port)
+	if *udp {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return err
+		}
+		defer pc.Close()
+		go serveUDP(pc, func(string, net.Addr) string { return hostname() })
+	}
+	if *tcp {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Write([]byte(hostname()))
+				c.Close()
+			}
+		}()
+	}
+	if *serveHTTPFlag {
+		return serveHTTP(ctx, addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, hostname()) }), *closeEach)
+	}
+	<-ctx.Done()
+	return nil
+}

@@ -1,0 +1,63 @@
+package agnhost
+
+import (
+	"encoding/json"
+	"io"
+	"net"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestNetexecEndpoints(t *testing.T) {
+	srv := httptest.NewServer(NetexecHandler())
+	defer srv.Close()
+	host, _ := os.Hostname()
+	get := func(path string) string {
+		t.Helper()
+		resp, err := srv.Client().Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if got := get("/hostname"); got != host {
+		t.Errorf("/hostname = %q, want %q", got, host)
+	}
+	if got := get("/echo?msg=hello"); got != "hello" {
+		t.Errorf("/echo = %q", got)
+	}
+	if got := get("/clientip"); !strings.HasPrefix(got, "127.0.0.1:") {
+		t.Errorf("/clientip = %q", got)
+	}
+	if got := get("/healthz"); got != "ok" {
+		t.Errorf("/healthz = %q", got)
+	}
+	var shell map[string]string
+	if err := json.Unmarshal([]byte(get("/shell?cmd=echo%20hi")), &shell); err != nil || shell["output"] != "hi\n" {
+		t.Errorf("/shell = %v %v", shell, err)
+	}
+	if got := get("/"); !strings.HasPrefix(got, "NOW: ") {
+		t.Errorf("/ = %q", got)
+	}
+}
+
+func TestUDPReplies(t *testing.T) {
+	from := &net.UDPAddr{IP: net.IPv4(10, 244, 0, 9), Port: 5000}
+	host, _ := os.Hostname()
+	for msg, want := range map[string]string{"hostname": host, "echo hi there\n": "hi there", "clientip": "10.244.0.9:5000"} {
+		if got := udpReply(msg, from); got != want {
+			t.Errorf("udpReply(%q) = %q, want %q", msg, got, want)
+		}
+	}
+}
+
+func TestUnknownSubcommand(t *testing.T) {
+	var b strings.Builder
+	if code := Main([]string{"nope"}, &b); code != 1 || !strings.Contains(b.String(), "unknown agnhost subcommand") {
+		t.Errorf("exit %d, %q", code, b.String())
+	}
+}

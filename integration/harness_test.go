@@ -73,7 +73,7 @@ func newNode(t *testing.T) *node {
 	t.Cleanup(func() {
 		n.stop(syscall.SIGKILL)
 		// Pod netns live beside the node's: remove them too, also after a failure.
-		exec.Command("ip", "netns", "exec", n.netns, binary, "cleanup", "--instance", n.instance).Run()
+		exec.Command("ip", "netns", "exec", n.netns, binary, "cleanup", "--instance", n.instance, "--data-dir", n.dataDir).Run()
 		exec.Command("ip", "netns", "del", n.netns).Run()
 	})
 	mustRun(t, "ip", "-n", n.netns, "link", "set", "lo", "up")

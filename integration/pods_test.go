@@ -147,7 +147,7 @@ func TestPodNetworks(t *testing.T) {
 		return nil
 	})
 	n.stop(syscall.SIGTERM)
-	if out, errOut, err := n.exec(binary, "cleanup", "--instance", n.instance); err != nil {
+	if out, errOut, err := n.exec(binary, "cleanup", "--instance", n.instance, "--data-dir", n.dataDir); err != nil {
 		t.Fatalf("cleanup: %v %s %s", err, out, errOut)
 	}
 	if links, _ := run(t, "ip", "-n", n.netns, "-o", "link"); strings.Contains(links, n.instance+"0") {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/minicluster/minicluster/controllers/node"
 	"github.com/minicluster/minicluster/controllers/node/agnhost"
 )
 
@@ -40,6 +41,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return agnhost.Main(args[1:], stderr)
 	case "pause": // built-in image registry.k8s.io/pause
 		return agnhost.Main([]string{"pause"}, stderr)
+	case "shim": // started by the node agent for each container
+		return node.ShimMain(args[1:], stderr)
 	case "apply", "get", "delete", "version":
 		var c *client
 		var cmdArgs []string

@@ -121,7 +121,7 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	agent, err := node.New(node.Config{API: srv.API(), Instance: cfg.instance, NodeName: cfg.nodeName, PodCIDR: cfg.podCIDR,
-		ClusterDNS: cfg.clusterDNS, ClusterDomain: cfg.clusterDomain, Log: log})
+		ClusterDNS: cfg.clusterDNS, ClusterDomain: cfg.clusterDomain, DataDir: cfg.dataDir, Log: log})
 	runners = append(runners, agent)
 	if err != nil {
 		return err
@@ -172,11 +172,12 @@ func cleanup(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cleanup", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	instance := fs.String("instance", "mc", "the instance whose bridge, veths and pod netns to remove")
+	dataDir := fs.String("data-dir", DefaultDataDir, "the instance's data dir, to find its container processes")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if !instanceName.MatchString(*instance) {
 		return fmt.Errorf("--instance %q: must be 1-8 lowercase letters and digits, starting with a letter", *instance)
 	}
-	return node.Cleanup(*instance, slog.New(slog.NewTextHandler(stderr, nil)))
+	return node.Cleanup(*instance, *dataDir, slog.New(slog.NewTextHandler(stderr, nil)))
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/minicluster/minicluster/apiserver"
 	"github.com/minicluster/minicluster/controllers"
@@ -29,7 +31,9 @@ type Config struct {
 	PodCIDR       netip.Prefix
 	ClusterDNS    netip.Addr
 	ClusterDomain string
-	Log           *slog.Logger
+	// DataDir holds per-pod state and logs (and is hidden from pods).
+	DataDir string
+	Log     *slog.Logger
 }
 
 // Agent runs this node's pods.
@@ -41,9 +45,12 @@ type Agent struct {
 	nodeRes *apiserver.Resource
 	loop    *controllers.Loop
 	hostDNS resolvConf
+	catalog *catalog
+	self    string // this binary: built-in images and the shim
 
 	mu        sync.Mutex
 	sandboxes map[string]sandbox // by namespace/name
+	children  sync.Map           // shim PIDs this daemon started and reaps
 }
 
 // heartbeat is how often the Node's Ready condition is refreshed.
@@ -51,8 +58,16 @@ const heartbeat = 30 * time.Second
 
 // New builds the agent; nothing touches the kernel before Run.
 func New(cfg Config) (*Agent, error) {
-	if cfg.API == nil || cfg.Instance == "" || !cfg.PodCIDR.IsValid() || cfg.NodeName == "" {
-		return nil, errors.New("node agent: API, instance, node name and pod CIDR are required")
+	if cfg.API == nil || cfg.Instance == "" || !cfg.PodCIDR.IsValid() || cfg.NodeName == "" || cfg.DataDir == "" {
+		return nil, errors.New("node agent: API, instance, node name, data dir and pod CIDR are required")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cat, err := newCatalog(self, filepath.Join(cfg.DataDir, "images.yaml"))
+	if err != nil {
+		return nil, err
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -61,7 +76,7 @@ func New(cfg Config) (*Agent, error) {
 	reg := cfg.API.Registry()
 	a := &Agent{cfg: cfg, ipam: p, podRes: reg.Lookup("", "pods"), nodeRes: reg.Lookup("", "nodes"),
 		net:       &network{instance: cfg.Instance, cidr: cfg.PodCIDR.Masked(), gateway: p.gateway(), log: cfg.Log},
-		sandboxes: map[string]sandbox{}}
+		sandboxes: map[string]sandbox{}, catalog: cat, self: self}
 	a.loop = controllers.NewLoop("node", cfg.Log, a.reconcile)
 	if data, err := os.ReadFile("/etc/resolv.conf"); err == nil {
 		a.hostDNS = parseResolvConf(string(data))
@@ -139,7 +154,17 @@ func (a *Agent) reconcile(ctx context.Context, k string) error {
 	if err != nil {
 		return err
 	}
-	return a.updateStatus(ctx, pod, sb)
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return nil // finished pods stay as they ended
+	}
+	st, requeue, err := a.syncContainers(pod, sb)
+	if err != nil {
+		return err
+	}
+	if requeue > 0 {
+		a.loop.EnqueueAfter(k, requeue)
+	}
+	return a.updateStatus(ctx, pod, sb, st)
 }
 
 // bind assigns an unscheduled pod to this node (the scheduler's job on one node).
@@ -199,35 +224,58 @@ func (a *Agent) teardown(k string) {
 	if !ok {
 		return
 	}
+	a.stopContainers(sb.uid)
 	a.net.remove(sb.netns, sb.uid)
 	a.ipam.release(sb.ip)
 	a.cfg.Log.Info("pod network removed", "pod", k, "ip", sb.ip)
 }
 
-// updateStatus reports the sandbox: addresses and conditions. Containers are not run
-// yet, so they wait in ContainerCreating.
-func (a *Agent) updateStatus(ctx context.Context, pod *corev1.Pod, sb sandbox) error {
+// updateStatus reports addresses, container states, phase and conditions.
+func (a *Agent) updateStatus(ctx context.Context, pod *corev1.Pod, sb sandbox, ps *podState) error {
 	st := pod.Status.DeepCopy()
-	st.Phase = corev1.PodPending
 	st.PodIP, st.PodIPs = sb.ip.String(), []corev1.PodIP{{IP: sb.ip.String()}}
 	st.HostIP, st.HostIPs = a.nodeIP().String(), []corev1.HostIP{{IP: a.nodeIP().String()}}
 	if st.StartTime == nil {
 		now := metav1.NewTime(time.Now().Truncate(time.Second))
 		st.StartTime = &now
 	}
+	st.ContainerStatuses = nil
+	running, succeeded, failed := 0, 0, 0
+	for _, ctr := range pod.Spec.Containers {
+		cs := containerStatus(pod, ctr, ps.Containers[ctr.Name])
+		st.ContainerStatuses = append(st.ContainerStatuses, cs)
+		switch {
+		case cs.State.Running != nil:
+			running++
+		case cs.State.Terminated != nil && cs.State.Terminated.ExitCode == 0:
+			succeeded++
+		case cs.State.Terminated != nil:
+			failed++
+		}
+	}
+	n := len(pod.Spec.Containers)
+	switch {
+	case succeeded+failed == n && failed == 0:
+		st.Phase = corev1.PodSucceeded
+	case succeeded+failed == n:
+		st.Phase = corev1.PodFailed
+	case running > 0 || succeeded+failed > 0:
+		st.Phase = corev1.PodRunning
+	default:
+		st.Phase = corev1.PodPending
+	}
+	ready := running == n
+	reason := map[bool]string{true: "", false: "ContainersNotReady"}[ready]
+	if st.Phase == corev1.PodSucceeded || st.Phase == corev1.PodFailed {
+		reason = "PodCompleted"
+	}
 	for _, c := range []corev1.PodCondition{
 		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue},
 		{Type: corev1.PodInitialized, Status: corev1.ConditionTrue},
-		{Type: corev1.ContainersReady, Status: corev1.ConditionFalse, Reason: "ContainersNotReady"},
-		{Type: corev1.PodReady, Status: corev1.ConditionFalse, Reason: "ContainersNotReady"},
+		{Type: corev1.ContainersReady, Status: condition(ready), Reason: reason},
+		{Type: corev1.PodReady, Status: condition(ready), Reason: reason},
 	} {
 		st.Conditions = setPodCondition(st.Conditions, c)
-	}
-	st.ContainerStatuses = nil
-	for _, c := range pod.Spec.Containers {
-		st.ContainerStatuses = append(st.ContainerStatuses, corev1.ContainerStatus{Name: c.Name, Image: c.Image,
-			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating",
-				Message: "the pod network is ready; running container processes is not implemented yet"}}})
 	}
 	if apiequality.Semantic.DeepEqual(st, &pod.Status) {
 		return nil
@@ -244,6 +292,52 @@ func (a *Agent) updateStatus(ctx context.Context, pod *corev1.Pod, sb sandbox) e
 		return nil
 	}
 	return err
+}
+
+func condition(b bool) corev1.ConditionStatus {
+	if b {
+		return corev1.ConditionTrue
+	}
+	return corev1.ConditionFalse
+}
+
+func terminated(r *exitRecord) *corev1.ContainerStateTerminated {
+	reason := "Completed"
+	if r.ExitCode != 0 {
+		reason = "Error"
+	}
+	return &corev1.ContainerStateTerminated{ExitCode: r.ExitCode, Reason: reason, Message: r.Error,
+		StartedAt: metav1.NewTime(r.StartedAt.Truncate(time.Second)), FinishedAt: metav1.NewTime(r.FinishedAt.Truncate(time.Second))}
+}
+
+// containerStatus reports one container as the kubelet would.
+func containerStatus(pod *corev1.Pod, ctr corev1.Container, c *containerState) corev1.ContainerStatus {
+	cs := corev1.ContainerStatus{Name: ctr.Name, Image: ctr.Image, ImageID: "minicluster://" + imageName(ctr.Image)}
+	if c == nil {
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
+		return cs
+	}
+	cs.RestartCount = c.RestartCount
+	if c.Last != nil {
+		cs.LastTerminationState.Terminated = terminated(c.Last)
+	}
+	switch {
+	case c.Waiting != "":
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: c.Waiting, Message: c.Message}
+	case c.alive():
+		cs.ContainerID = fmt.Sprintf("minicluster://%s/%s/%d", pod.UID, ctr.Name, c.RestartCount)
+		cs.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(c.StartedAt)}
+		cs.Ready, cs.Started = true, ptr.To(true)
+	case c.Exit != nil && !c.NextStart.IsZero():
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff",
+			Message: fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)", backoff(c.RestartCount), ctr.Name, pod.Name, pod.Namespace, pod.UID)}
+		cs.LastTerminationState.Terminated = terminated(c.Exit)
+	case c.Exit != nil:
+		cs.State.Terminated = terminated(c.Exit)
+	default:
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
+	}
+	return cs
 }
 
 // setPodCondition sets c, keeping the transition time when its status is unchanged.

@@ -39,7 +39,7 @@ func builtinImages(self string) map[string]imageSpec {
 		"registry.k8s.io/pause":                   {Entrypoint: []string{self, "pause"}},
 		"k8s.gcr.io/pause":                        {Entrypoint: []string{self, "pause"}},
 		"registry.k8s.io/e2e-test-images/agnhost": {Entrypoint: []string{self, "agnhost"}, Cmd: []string{"pause"}},
-		"busybox":                                 {Cmd: []string{"sh"}, busybox: true},
+		"busybox": {Cmd: []string{"sh"}, busybox: true},
 	}
 }
 

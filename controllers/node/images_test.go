@@ -34,7 +34,7 @@ func TestImageName(t *testing.T) {
 	for in, want := range map[string]string{
 		"busybox": "busybox", "busybox:1.36": "busybox", "docker.io/library/busybox:1.36": "busybox",
 		"registry.k8s.io/e2e-test-images/agnhost:2.53": "registry.k8s.io/e2e-test-images/agnhost",
-		"localhost:5000/app": "localhost:5000/app", "nginx@sha256:abc": "nginx",
+		"localhost:5000/app":                           "localhost:5000/app", "nginx@sha256:abc": "nginx",
 	} {
 		if got := imageName(in); got != want {
 			t.Errorf("imageName(%q) = %q, want %q", in, got, want)

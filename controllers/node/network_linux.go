@@ -248,9 +248,11 @@ func writeNetnsFile(netnsName, file, content string) error {
 	return os.WriteFile(filepath.Join(dir, file), []byte(content), 0o644)
 }
 
-// Cleanup removes everything an instance created in the kernel: pod netns, veths and
-// the bridge. It touches nothing without the instance's prefix.
-func Cleanup(instance string, log *slog.Logger) error {
+// Cleanup removes everything an instance created: container processes (found through
+// the data dir's pod records), pod netns, veths and the bridge. It touches nothing
+// without the instance's prefix.
+func Cleanup(instance, dataDir string, log *slog.Logger) error {
+	killPods(dataDir, log)
 	n := &network{instance: instance, log: log}
 	sandboxes, err := n.list()
 	if err != nil {
@@ -288,4 +290,20 @@ func ownVeth(instance, name string) bool {
 	}
 	_, err := strconv.ParseUint(rest[1:], 16, 32)
 	return err == nil
+}
+
+// killPods kills the process group of every recorded container shim and forgets the pods.
+func killPods(dataDir string, log *slog.Logger) {
+	dirs, _ := filepath.Glob(filepath.Join(dataDir, "pods", "*"))
+	for _, dir := range dirs {
+		a := &Agent{cfg: Config{DataDir: dataDir}}
+		st := a.loadState(filepath.Base(dir))
+		for name, c := range st.Containers {
+			if c.alive() {
+				unix.Kill(-c.ShimPID, unix.SIGKILL)
+				log.Info("killed container", "pod", filepath.Base(dir), "container", name)
+			}
+		}
+		os.RemoveAll(dir)
+	}
 }

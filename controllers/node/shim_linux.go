@@ -1,0 +1,166 @@
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ShimSpec is one container run: what the shim sets up and executes.
+type ShimSpec struct {
+	Argv     []string          `json:"argv"`
+	Env      []string          `json:"env"`
+	Dir      string            `json:"dir,omitempty"`
+	Hostname string            `json:"hostname"`
+	Binds    map[string]string `json:"binds"` // target in the container → source file on the host
+	Tmpfs    []string          `json:"tmpfs"` // private empty directories (also hides the data dir)
+	ExitFile string            `json:"exitFile"`
+}
+
+// exitRecord is what the shim leaves when the program ends.
+type exitRecord struct {
+	ExitCode   int32     `json:"exitCode"`
+	Signal     string    `json:"signal,omitempty"`
+	Error      string    `json:"error,omitempty"`
+	StartedAt  time.Time `json:"startedAt"`
+	FinishedAt time.Time `json:"finishedAt"`
+}
+
+// ShimMain is the container shim. The agent starts it in the pod's network namespace,
+// in new mount and UTS namespaces and a session of its own, so the container outlives
+// a daemon crash. It prepares the filesystem view, runs the program as its child, and
+// records the exit status; it returns its own exit code.
+func ShimMain(args []string, stderr io.Writer) int {
+	if len(args) != 1 {
+		fmt.Fprintln(stderr, "usage: minicluster shim SPEC.json")
+		return 2
+	}
+	data, err := os.ReadFile(args[0])
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	var spec ShimSpec
+	if err := json.Unmarshal(data, &spec); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	// Opened before the data dir disappears behind a tmpfs.
+	exitFile, err := os.OpenFile(spec.ExitFile, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	rec := run(&spec)
+	out, _ := json.Marshal(rec)
+	exitFile.Write(out)
+	exitFile.Sync()
+	exitFile.Close()
+	if rec.Error != "" {
+		fmt.Fprintln(stderr, "minicluster:", rec.Error)
+	}
+	return int(rec.ExitCode)
+}
+
+func run(spec *ShimSpec) exitRecord {
+	rec := exitRecord{StartedAt: time.Now()}
+	fail := func(err error) exitRecord {
+		rec.ExitCode, rec.Error, rec.FinishedAt = 128, err.Error(), time.Now()
+		return rec
+	}
+	if err := prepareFilesystem(spec); err != nil {
+		return fail(err)
+	}
+	if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
+		return fail(fmt.Errorf("set hostname: %w", err))
+	}
+	// SIGTERM reaches the program through the process group; the shim waits for it.
+	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	cmd := exec.Command(spec.Argv[0], spec.Argv[1:]...)
+	cmd.Args[0] = spec.Argv[0]
+	cmd.Env, cmd.Dir = spec.Env, spec.Dir
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: false}
+	if err := cmd.Start(); err != nil {
+		return fail(fmt.Errorf("start %s: %w", spec.Argv[0], err))
+	}
+	err := cmd.Wait()
+	rec.FinishedAt = time.Now()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		ws := ee.Sys().(syscall.WaitStatus)
+		if ws.Signaled() {
+			rec.ExitCode, rec.Signal = 128+int32(ws.Signal()), unix.SignalName(ws.Signal())
+		} else {
+			rec.ExitCode = int32(ws.ExitStatus())
+		}
+	} else if err != nil {
+		return fail(err)
+	}
+	return rec
+}
+
+// prepareFilesystem makes this mount namespace private, binds the pod's files
+// (/etc/resolv.conf, /etc/hosts) and mounts empty tmpfs where the pod must not see
+// the host (/tmp, /run, the daemon's data dir).
+func prepareFilesystem(spec *ShimSpec) error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make / private: %w", err)
+	}
+	// Read the sources before the tmpfs mounts can hide them.
+	contents := map[string][]byte{}
+	for target, source := range spec.Binds {
+		data, err := os.ReadFile(source)
+		if err != nil {
+			return err
+		}
+		contents[target] = data
+	}
+	for _, dir := range spec.Tmpfs {
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			continue // under an earlier tmpfs: already hidden
+		}
+		if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
+			return fmt.Errorf("tmpfs on %s: %w", dir, err)
+		}
+	}
+	for target, data := range contents {
+		if err := bindContent(target, data); err != nil {
+			return fmt.Errorf("%s: %w", target, err)
+		}
+	}
+	return nil
+}
+
+// bindContent puts data at target through a private copy bind-mounted over it. A target
+// that is a symlink into a fresh tmpfs (/etc/resolv.conf → /run/...) gets its file made.
+func bindContent(target string, data []byte) error {
+	if _, err := os.Stat(target); errors.Is(err, os.ErrNotExist) {
+		if dest, err := filepath.EvalSymlinks(filepath.Dir(target)); err == nil {
+			if link, err := os.Readlink(target); err == nil {
+				if !filepath.IsAbs(link) {
+					link = filepath.Join(dest, link)
+				}
+				os.MkdirAll(filepath.Dir(link), 0o755)
+				os.WriteFile(link, nil, 0o644)
+			}
+		}
+	}
+	src, err := os.CreateTemp("/tmp", ".bind-")
+	if err != nil {
+		return err
+	}
+	src.Write(data)
+	src.Close()
+	defer os.Remove(src.Name()) // the mount keeps the inode
+	return unix.Mount(src.Name(), target, "", unix.MS_BIND, "")
+}

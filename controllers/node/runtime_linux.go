@@ -70,6 +70,9 @@ func (a *Agent) loadState(uid string) *podState {
 
 func (a *Agent) saveState(uid string, st *podState) error {
 	data, _ := json.Marshal(st)
+	if err := os.MkdirAll(a.podDir(uid), 0o700); err != nil {
+		return err
+	}
 	path := filepath.Join(a.podDir(uid), "state.json")
 	if err := os.WriteFile(path+".tmp", data, 0o600); err != nil {
 		return err

@@ -1,0 +1,190 @@
+//go:build integration
+
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// podStatus is the part of a pod's status these tests read.
+type podStatus struct {
+	Name, Phase, IP string
+	Ready           bool
+	Restarts        int
+	LastExit        int
+	Waiting         string
+}
+
+func (n *node) podStatuses(t *testing.T, selector string) []podStatus {
+	t.Helper()
+	out, errOut, err := n.cli("get", "pods", "-l", selector, "-o", "json")
+	if err != nil {
+		t.Fatalf("get pods: %v %s", err, errOut)
+	}
+	var list struct {
+		Items []struct {
+			Metadata struct{ Name string }
+			Status   struct {
+				Phase, PodIP      string
+				ContainerStatuses []struct {
+					Ready        bool
+					RestartCount int
+					State        struct{ Waiting *struct{ Reason string } }
+					LastState    struct{ Terminated *struct{ ExitCode int } }
+				}
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatal(err)
+	}
+	var res []podStatus
+	for _, it := range list.Items {
+		ps := podStatus{Name: it.Metadata.Name, Phase: it.Status.Phase, IP: it.Status.PodIP}
+		if cs := it.Status.ContainerStatuses; len(cs) > 0 {
+			ps.Ready, ps.Restarts = cs[0].Ready, cs[0].RestartCount
+			if w := cs[0].State.Waiting; w != nil {
+				ps.Waiting = w.Reason
+			}
+			if lt := cs[0].LastState.Terminated; lt != nil {
+				ps.LastExit = lt.ExitCode
+			}
+		}
+		res = append(res, ps)
+	}
+	return res
+}
+
+// shims counts this node's container shim processes.
+func (n *node) shims() int {
+	count := 0
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(cmdline), "shim\x00"+n.dataDir) {
+			count++
+		}
+	}
+	return count
+}
+
+// curlPod fetches path from a pod, from the node's netns (never an outside address).
+func (n *node) curlPod(ip, path string) (string, error) {
+	out, _, err := n.exec("curl", "-sS", "-m", "3", "-G", "http://"+ip+":8080"+path)
+	return out, err
+}
+
+func TestPodProcesses(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	if _, errOut, err := n.cli("apply", "-f", "../manifests/backend.yaml"); err != nil {
+		t.Fatal(errOut)
+	}
+	var pods []podStatus
+	eventually(t, 20*time.Second, func() error {
+		pods = n.podStatuses(t, "app=backend")
+		ready := 0
+		for _, p := range pods {
+			if p.Phase == "Running" && p.Ready {
+				ready++
+			}
+		}
+		if ready != 3 || len(pods) != 3 {
+			return fmt.Errorf("%d of %d pods running and ready: %+v", ready, len(pods), pods)
+		}
+		return nil
+	})
+	// Ready comes with the process start (no readiness probes yet): wait for the servers.
+	eventually(t, 10*time.Second, func() error {
+		for _, p := range pods {
+			if got, err := n.curlPod(p.IP, "/hostname"); err != nil || got != p.Name {
+				return fmt.Errorf("pod %s at %s answers %q (%v)", p.Name, p.IP, got, err)
+			}
+		}
+		return nil
+	})
+	eventually(t, 10*time.Second, func() error {
+		if out, _, err := n.exec("kubectl", "get", "deployment", "backend"); err != nil || !strings.Contains(out, "3/3") {
+			return fmt.Errorf("deployment not available:\n%s", out)
+		}
+		return nil
+	})
+	// Inside the container: the pod's DNS settings and hostname; the API token is out of reach.
+	out, err := n.curlPod(pods[0].IP, "/shell?cmd=cat%20/etc/resolv.conf%3Bhostname%3Bcat%20"+filepath.Join(n.dataDir, "token"))
+	var shell struct{ Output string }
+	json.Unmarshal([]byte(out), &shell)
+	if err != nil || !strings.Contains(shell.Output, "search default.svc.cluster.local") || !strings.Contains(shell.Output, pods[0].Name) ||
+		strings.Contains(shell.Output, n.token(t)) {
+		t.Errorf("container view: %v\n%s", err, shell.Output)
+	}
+
+	// A container that exits is restarted; its last exit code is reported.
+	if _, err := n.curlPod(pods[0].IP, "/exit?code=3"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, func() error {
+		for _, p := range n.podStatuses(t, "app=backend") {
+			if p.Name == pods[0].Name && p.Restarts == 1 && p.LastExit == 3 && p.Ready {
+				return nil
+			}
+		}
+		return fmt.Errorf("pod %s not restarted yet", pods[0].Name)
+	})
+
+	// kill -9 of the daemon: pods keep serving, and after the restart nothing is started twice.
+	pods = n.podStatuses(t, "app=backend")
+	n.stop(syscall.SIGKILL)
+	for _, p := range pods {
+		if got, err := n.curlPod(p.IP, "/hostname"); err != nil || got != p.Name {
+			t.Errorf("while the daemon is down, %s answers %q (%v)", p.Name, got, err)
+		}
+	}
+	n.start()
+	eventually(t, 10*time.Second, func() error {
+		after := n.podStatuses(t, "app=backend")
+		if _, err := n.curlPod(after[0].IP, "/hostname"); err != nil {
+			return err
+		}
+		if fmt.Sprint(after) != fmt.Sprint(pods) {
+			return fmt.Errorf("after restart %+v, before %+v", after, pods)
+		}
+		if got := n.shims(); got != 3 {
+			return fmt.Errorf("%d shims, want 3", got)
+		}
+		return nil
+	})
+
+	// An image that cannot run here waits with a reason that says what to do.
+	manifest := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(manifest, []byte("apiVersion: v1\nkind: Pod\nmetadata: {name: nope, labels: {app: nope}}\nspec:\n  containers: [{name: c, image: ghcr.io/acme/nope:1}]\n"), 0o600)
+	if _, errOut, err := n.cli("apply", "-f", manifest); err != nil {
+		t.Fatal(errOut)
+	}
+	eventually(t, 10*time.Second, func() error {
+		ps := n.podStatuses(t, "app=nope")
+		if len(ps) != 1 || ps[0].Waiting != "ErrImageNeverPull" || ps[0].Phase != "Pending" {
+			return fmt.Errorf("%+v", ps)
+		}
+		return nil
+	})
+
+	// Deleting everything stops every process and leaves no netns.
+	for _, args := range [][]string{{"delete", "deployment", "backend"}, {"delete", "pod", "nope"}} {
+		if _, errOut, err := n.exec("kubectl", args...); err != nil {
+			t.Fatal(errOut)
+		}
+	}
+	eventually(t, 20*time.Second, func() error {
+		if s, ns := n.shims(), n.podNetns(); s != 0 || len(ns) != 0 {
+			return fmt.Errorf("%d shims and netns %v left", s, ns)
+		}
+		return nil
+	})
+}

@@ -54,6 +54,8 @@ func (g *Registry) resourceList(gv schema.GroupVersion) *metav1.APIResourceList 
 				res.Group, res.Version, res.Kind = "autoscaling", "v1", "Scale"
 			case "finalize":
 				res.Verbs = metav1.Verbs{"update"}
+			case "log":
+				res.Verbs = metav1.Verbs{"get"}
 			}
 			list.APIResources = append(list.APIResources, res)
 		}
@@ -101,6 +103,8 @@ func (g *Registry) aggregated(core bool) *apidiscoveryv2.APIGroupDiscoveryList {
 					sk = metav1.GroupVersionKind{Group: "autoscaling", Version: "v1", Kind: "Scale"}
 				case "finalize":
 					verbs = []string{"update"}
+				case "log":
+					verbs = []string{"get"}
 				}
 				res.Subresources = append(res.Subresources, apidiscoveryv2.APISubresourceDiscovery{Subresource: sub, ResponseKind: &sk, Verbs: verbs})
 			}

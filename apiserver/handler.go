@@ -87,6 +87,10 @@ func (h *handler) serveResource(w http.ResponseWriter, r *http.Request, req *req
 		h.list(w, req)
 	case r.Method == http.MethodGet && req.sub == "scale":
 		h.getScale(w, req)
+	case req.sub == "log" && r.Method == http.MethodGet:
+		h.podLog(w, r, req)
+	case req.sub == "log":
+		writeError(w, apierrors.NewMethodNotSupported(req.res.GroupResource(), strings.ToLower(r.Method)))
 	case r.Method == http.MethodGet:
 		h.get(w, req)
 	case r.Method == http.MethodPost && req.name == "":

@@ -192,6 +192,7 @@ type handler struct {
 	ready    chan struct{}
 	stopping chan struct{}
 	openapi  openAPI
+	logs     PodLogs
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -142,6 +142,8 @@ func (c *client) runCommand(cmd string, args []string) error {
 		return c.get(args)
 	case "delete":
 		return c.delete(args)
+	case "logs":
+		return c.logs(args)
 	default:
 		return c.version()
 	}

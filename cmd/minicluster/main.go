@@ -17,6 +17,7 @@ Usage:
   minicluster apply -f FILE|DIR|-           create or update objects from manifests
   minicluster get TYPE[,TYPE] [NAME...]     list or show objects
   minicluster delete -f FILE | TYPE NAME... delete objects
+  minicluster logs [-f] [-c C] [--tail N] [--previous] POD|TYPE/NAME   print a container's log
   minicluster version                       show client and server versions
   minicluster cleanup [--instance mc]       remove the instance's bridge, veths and pod netns
 
@@ -43,7 +44,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return agnhost.Main([]string{"pause"}, stderr)
 	case "shim": // started by the node agent for each container
 		return node.ShimMain(args[1:], stderr)
-	case "apply", "get", "delete", "version":
+	case "apply", "get", "delete", "logs", "version":
 		var c *client
 		var cmdArgs []string
 		if c, cmdArgs, err = newClientFromArgs(rest); err == nil {

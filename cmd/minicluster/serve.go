@@ -122,6 +122,10 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	agent, err := node.New(node.Config{API: srv.API(), Instance: cfg.instance, NodeName: cfg.nodeName, PodCIDR: cfg.podCIDR,
 		ClusterDNS: cfg.clusterDNS, ClusterDomain: cfg.clusterDomain, DataDir: cfg.dataDir, Log: log})
+	if err != nil {
+		return err
+	}
+	srv.SetPodLogs(agent)
 	runners = append(runners, agent)
 	if err != nil {
 		return err

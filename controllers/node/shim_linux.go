@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -66,7 +67,7 @@ func ShimMain(args []string, stderr io.Writer) int {
 	exitFile.Sync()
 	exitFile.Close()
 	if rec.Error != "" {
-		fmt.Fprintln(stderr, "minicluster:", rec.Error)
+		(&criWriter{mu: &sync.Mutex{}, out: os.Stdout, stream: "stderr", now: time.Now}).Write([]byte("minicluster: " + rec.Error + "\n"))
 	}
 	return int(rec.ExitCode)
 }
@@ -93,7 +94,11 @@ func run(spec *ShimSpec) exitRecord {
 		cmd.Path = "/proc/self/exe"
 	}
 	cmd.Env, cmd.Dir = spec.Env, spec.Dir
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	// The agent gave the shim the log file as stdout: the program's output goes there as
+	// CRI records (os/exec copies through pipes, and Wait drains them).
+	var mu sync.Mutex
+	cmd.Stdout = &criWriter{mu: &mu, out: os.Stdout, stream: "stdout", now: time.Now}
+	cmd.Stderr = &criWriter{mu: &mu, out: os.Stdout, stream: "stderr", now: time.Now}
 	if err := cmd.Start(); err != nil {
 		return fail(fmt.Errorf("start %s: %w", spec.Argv[0], err))
 	}

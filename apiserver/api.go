@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
@@ -301,6 +302,15 @@ func (a *API) Delete(ctx context.Context, r *Resource, ns, name string, opts met
 		obj, err := a.Get(r, ns, name)
 		return obj, err == nil, err
 	}
+	if r.Plural == "pods" {
+		if done, err := a.markPodTerminating(ctx, r, ns, name, opts); done || err != nil {
+			obj, getErr := a.Get(r, ns, name)
+			if apierrors.IsNotFound(getErr) {
+				return obj, true, err
+			}
+			return obj, false, err
+		}
+	}
 	if f := propagationFinalizer(opts.PropagationPolicy); f != "" {
 		_, err := a.store.Update(ctx, &r.Kind, ns, name, func(cur store.Object) (store.Object, error) {
 			if cur.GetDeletionTimestamp() == nil && !hasString(cur.GetFinalizers(), f) {
@@ -317,6 +327,47 @@ func (a *API) Delete(ctx context.Context, r *Resource, ns, name string, opts met
 		return nil, false, apierrors.NewConflict(r.GroupResource(), name, fmt.Errorf("Precondition failed: UID in precondition: %s, ResourceVersion in precondition: %s", pre.UID, pre.ResourceVersion))
 	}
 	return obj, gone, a.storeErr(r, name, err)
+}
+
+// markPodTerminating starts a graceful deletion: the pod gets deletionTimestamp and
+// deletionGracePeriodSeconds and stays until its node has stopped it and deletes it
+// with grace 0 (or the grace is cut short). A pod no node runs goes at once. It reports
+// whether it handled the delete.
+func (a *API) markPodTerminating(ctx context.Context, r *Resource, ns, name string, opts metav1.DeleteOptions) (bool, error) {
+	obj, err := a.store.Get(&r.Kind, ns, name)
+	if err != nil {
+		return false, nil // the plain path reports it
+	}
+	pod := obj.(*corev1.Pod)
+	grace := int64(corev1.DefaultTerminationGracePeriodSeconds)
+	if pod.Spec.TerminationGracePeriodSeconds != nil {
+		grace = *pod.Spec.TerminationGracePeriodSeconds
+	}
+	if opts.GracePeriodSeconds != nil {
+		grace = *opts.GracePeriodSeconds
+	}
+	if pod.Spec.NodeName == "" || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		grace = 0
+	}
+	if cur := pod.DeletionGracePeriodSeconds; cur != nil && grace >= *cur {
+		return true, nil // already terminating at least as fast
+	}
+	if pod.DeletionTimestamp == nil && grace == 0 {
+		return false, nil // nothing to wait for: the plain path deletes it
+	}
+	_, err = a.store.Update(ctx, &r.Kind, ns, name, func(cur store.Object) (store.Object, error) {
+		if p := opts.Preconditions; p != nil && p.UID != nil && *p.UID != cur.GetUID() {
+			return nil, store.ErrConflict
+		}
+		when := metav1.NewTime(time.Now().Add(time.Duration(grace) * time.Second).Truncate(time.Second))
+		cur.SetDeletionTimestamp(&when)
+		cur.SetDeletionGracePeriodSeconds(&grace)
+		if f := propagationFinalizer(opts.PropagationPolicy); f != "" && !hasString(cur.GetFinalizers(), f) {
+			cur.SetFinalizers(append(cur.GetFinalizers(), f))
+		}
+		return cur, nil
+	})
+	return true, a.storeErr(r, name, err)
 }
 
 func propagationFinalizer(p *metav1.DeletionPropagation) string {

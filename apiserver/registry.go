@@ -184,6 +184,11 @@ func NewRegistry(alloc *Allocator) *Registry {
 	pod.defaults, pod.validate, pod.table = defaultPod, validatePod, podTable
 	pod.prepareUpdate = keepStatus
 	pod.fieldSet = podFields
+	// A pod being deleted stays while its node stops it (deletionGracePeriodSeconds > 0).
+	pod.Finalizing = func(obj store.Object) bool {
+		g := obj.GetDeletionGracePeriodSeconds()
+		return len(obj.GetFinalizers()) > 0 || (g != nil && *g > 0)
+	}
 
 	svc := newResource[corev1.Service]("", "v1", "Service", "services", true)
 	svc.ShortNames, svc.Categories = []string{"svc"}, []string{"all"}

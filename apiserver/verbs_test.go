@@ -516,3 +516,27 @@ func TestWatchBookmarks(t *testing.T) {
 		t.Errorf("watch without allowWatchBookmarks got %v", ev)
 	}
 }
+
+func TestGracefulPodDeletion(t *testing.T) {
+	s := newTestServer(t)
+	bound := strings.Replace(podJSON("g", `{}`), `"spec":{`, `"spec":{"nodeName":"n1","terminationGracePeriodSeconds":20,`, 1)
+	runSteps(t, s, []step{
+		{name: "create bound pod", method: "POST", path: podsPath, contentType: jsonCT, body: bound, wantCode: 201},
+		{name: "delete marks it terminating", method: "DELETE", path: podsPath + "/g", wantCode: 200, check: func(t *testing.T, r response) {
+			wantField(20.0, "metadata", "deletionGracePeriodSeconds")(t, r)
+			if get(r.object(), "metadata", "deletionTimestamp") == nil {
+				t.Errorf("no deletionTimestamp: %s", r.body)
+			}
+		}},
+		{name: "still there", method: "GET", path: podsPath + "/g", wantCode: 200},
+		{name: "shown as Terminating", method: "GET", path: podsPath + "/g", headers: []string{"Accept", "application/json;as=Table;v=v1;g=meta.k8s.io"},
+			wantCode: 200, check: wantField("Terminating", "rows", 0, "cells", 2)},
+		{name: "a longer grace does not extend it", method: "DELETE", path: podsPath + "/g?gracePeriodSeconds=60", wantCode: 200,
+			check: wantField(20.0, "metadata", "deletionGracePeriodSeconds")},
+		{name: "grace 0 (the node is done) removes it", method: "DELETE", path: podsPath + "/g?gracePeriodSeconds=0", wantCode: 200},
+		{name: "gone", method: "GET", path: podsPath + "/g", wantCode: 404},
+		{name: "unbound pods go at once", method: "POST", path: podsPath, contentType: jsonCT, body: podJSON("u", `{}`), wantCode: 201},
+		{name: "delete unbound", method: "DELETE", path: podsPath + "/u", wantCode: 200},
+		{name: "unbound gone", method: "GET", path: podsPath + "/u", wantCode: 404},
+	})
+}

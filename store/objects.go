@@ -213,8 +213,8 @@ func (s *Store) applyUpdate(t Txn, k *Kind, cur, next Object, rev int64) (*Event
 	next.SetCreationTimestamp(cur.GetCreationTimestamp())
 	next.SetNamespace(cur.GetNamespace())
 	next.SetName(cur.GetName())
-	if cur.GetDeletionTimestamp() != nil {
-		next.SetDeletionTimestamp(cur.GetDeletionTimestamp())
+	if cur.GetDeletionTimestamp() != nil && (next.GetDeletionTimestamp() == nil || cur.GetDeletionTimestamp().Before(next.GetDeletionTimestamp())) {
+		next.SetDeletionTimestamp(cur.GetDeletionTimestamp()) // it may move earlier, never away
 	}
 	// A write that changes nothing is not a write: no new revision, no event.
 	next.SetResourceVersion(cur.GetResourceVersion())

@@ -48,9 +48,10 @@ type Agent struct {
 	catalog *catalog
 	self    string // this binary: built-in images and the shim
 
-	mu        sync.Mutex
-	sandboxes map[string]sandbox // by namespace/name
-	children  sync.Map           // shim PIDs this daemon started and reaps
+	mu          sync.Mutex
+	sandboxes   map[string]sandbox // by namespace/name
+	children    sync.Map           // shim PIDs this daemon started and reaps
+	terminating sync.Map           // UIDs of pods being stopped
 }
 
 // heartbeat is how often the Node's Ready condition is refreshed.
@@ -141,7 +142,7 @@ func (a *Agent) reconcile(ctx context.Context, k string) error {
 	}
 	pod := obj.(*corev1.Pod)
 	if pod.DeletionTimestamp != nil {
-		a.teardown(k)
+		a.terminate(pod)
 		return nil
 	}
 	if pod.Spec.NodeName == "" {
@@ -216,7 +217,38 @@ func (a *Agent) ensureSandbox(pod *corev1.Pod) (sandbox, error) {
 	return sb, nil
 }
 
-func (a *Agent) teardown(k string) {
+// forcedGrace is how long containers of a pod deleted without waiting for its node
+// (grace 0, or gone while the daemon was down) get after SIGTERM.
+const forcedGrace = 2 * time.Second
+
+// terminate stops a pod marked for deletion within its grace period, then deletes it for
+// good; it runs once per pod, beside the workers.
+func (a *Agent) terminate(pod *corev1.Pod) {
+	if _, busy := a.terminating.LoadOrStore(pod.UID, true); busy {
+		return
+	}
+	grace := forcedGrace
+	if g := pod.DeletionGracePeriodSeconds; g != nil {
+		grace = time.Duration(*g) * time.Second
+	}
+	go func() {
+		defer a.terminating.Delete(pod.UID)
+		a.teardownWithin(key(pod), grace)
+		zero, uid := int64(0), pod.UID
+		_, _, err := a.cfg.API.Delete(context.Background(), a.podRes, pod.Namespace, pod.Name,
+			metav1.DeleteOptions{GracePeriodSeconds: &zero, Preconditions: &metav1.Preconditions{UID: &uid}})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			a.cfg.Log.Error("delete terminated pod", "pod", key(pod), "err", err)
+			a.loop.EnqueueAfter(key(pod), time.Second)
+		}
+	}()
+}
+
+func (a *Agent) teardown(k string) { a.teardownWithin(k, forcedGrace) }
+
+// teardownWithin stops the pod's containers (SIGTERM, SIGKILL after grace) and removes
+// its network.
+func (a *Agent) teardownWithin(k string, grace time.Duration) {
 	a.mu.Lock()
 	sb, ok := a.sandboxes[k]
 	delete(a.sandboxes, k)
@@ -224,7 +256,7 @@ func (a *Agent) teardown(k string) {
 	if !ok {
 		return
 	}
-	a.stopContainers(sb.uid)
+	a.stopContainers(sb.uid, grace)
 	a.net.remove(sb.netns, sb.uid)
 	a.ipam.release(sb.ip)
 	a.cfg.Log.Info("pod network removed", "pod", k, "ip", sb.ip)

@@ -117,10 +117,6 @@ func (a *Agent) collectExit(uid, name string, c *containerState) {
 func (a *Agent) syncContainers(pod *corev1.Pod, sb sandbox) (*podState, time.Duration, error) {
 	uid := string(pod.UID)
 	st := a.loadState(uid)
-	st.GracePeriod = 30
-	if g := pod.Spec.TerminationGracePeriodSeconds; g != nil {
-		st.GracePeriod = *g
-	}
 	var requeue time.Duration
 	for i := range pod.Spec.Containers {
 		ctr := &pod.Spec.Containers[i]
@@ -264,9 +260,9 @@ func startInNetns(cmd *exec.Cmd, name string) error {
 	return startErr
 }
 
-// stopContainers signals every container of a pod: SIGTERM, then SIGKILL after the
-// grace period; it returns when all are gone.
-func (a *Agent) stopContainers(uid string) {
+// stopContainers signals every container of a pod: SIGTERM, then SIGKILL after grace;
+// it returns when all are gone.
+func (a *Agent) stopContainers(uid string, grace time.Duration) {
 	st := a.loadState(uid)
 	var pids []int
 	for _, c := range st.Containers {
@@ -275,7 +271,7 @@ func (a *Agent) stopContainers(uid string) {
 			syscall.Kill(-c.ShimPID, syscall.SIGTERM) // the shim's session: shim and program
 		}
 	}
-	deadline := time.Now().Add(time.Duration(st.GracePeriod) * time.Second)
+	deadline := time.Now().Add(grace)
 	for _, pid := range pids {
 		for procStart(pid) != 0 && time.Now().Before(deadline) {
 			time.Sleep(50 * time.Millisecond)

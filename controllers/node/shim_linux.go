@@ -87,8 +87,9 @@ func run(spec *ShimSpec) exitRecord {
 	if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
 		return fail(fmt.Errorf("set hostname: %w", err))
 	}
-	// SIGTERM reaches the program through the process group; the shim waits for it.
-	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	// SIGTERM reaches the program through the process group; the shim waits for it. It
+	// catches rather than ignores: an ignored signal would stay ignored in the program.
+	signal.Notify(make(chan os.Signal, 8), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	cmd := exec.Command(spec.Argv[0], spec.Argv[1:]...)
 	if spec.Argv[0] == self {
 		cmd.Path = "/proc/self/exe"

@@ -303,12 +303,9 @@ func (a *API) Delete(ctx context.Context, r *Resource, ns, name string, opts met
 		return obj, err == nil, err
 	}
 	if r.Plural == "pods" {
-		if done, err := a.markPodTerminating(ctx, r, ns, name, opts); done || err != nil {
-			obj, getErr := a.Get(r, ns, name)
-			if apierrors.IsNotFound(getErr) {
-				return obj, true, err
-			}
-			return obj, false, err
+		if last, done, err := a.markPodTerminating(ctx, r, ns, name, opts); done || err != nil {
+			_, getErr := a.Get(r, ns, name)
+			return last, apierrors.IsNotFound(getErr), err
 		}
 	}
 	if f := propagationFinalizer(opts.PropagationPolicy); f != "" {
@@ -333,10 +330,10 @@ func (a *API) Delete(ctx context.Context, r *Resource, ns, name string, opts met
 // deletionGracePeriodSeconds and stays until its node has stopped it and deletes it
 // with grace 0 (or the grace is cut short). A pod no node runs goes at once. It reports
 // whether it handled the delete.
-func (a *API) markPodTerminating(ctx context.Context, r *Resource, ns, name string, opts metav1.DeleteOptions) (bool, error) {
+func (a *API) markPodTerminating(ctx context.Context, r *Resource, ns, name string, opts metav1.DeleteOptions) (store.Object, bool, error) {
 	obj, err := a.store.Get(&r.Kind, ns, name)
 	if err != nil {
-		return false, nil // the plain path reports it
+		return nil, false, nil // the plain path reports it
 	}
 	pod := obj.(*corev1.Pod)
 	grace := int64(corev1.DefaultTerminationGracePeriodSeconds)
@@ -350,12 +347,12 @@ func (a *API) markPodTerminating(ctx context.Context, r *Resource, ns, name stri
 		grace = 0
 	}
 	if cur := pod.DeletionGracePeriodSeconds; cur != nil && grace >= *cur {
-		return true, nil // already terminating at least as fast
+		return pod, true, nil // already terminating at least as fast
 	}
 	if pod.DeletionTimestamp == nil && grace == 0 {
-		return false, nil // nothing to wait for: the plain path deletes it
+		return nil, false, nil // nothing to wait for: the plain path deletes it
 	}
-	_, err = a.store.Update(ctx, &r.Kind, ns, name, func(cur store.Object) (store.Object, error) {
+	last, err := a.store.Update(ctx, &r.Kind, ns, name, func(cur store.Object) (store.Object, error) {
 		if p := opts.Preconditions; p != nil && p.UID != nil && *p.UID != cur.GetUID() {
 			return nil, store.ErrConflict
 		}
@@ -367,7 +364,7 @@ func (a *API) markPodTerminating(ctx context.Context, r *Resource, ns, name stri
 		}
 		return cur, nil
 	})
-	return true, a.storeErr(r, name, err)
+	return last, true, a.storeErr(r, name, err)
 }
 
 func propagationFinalizer(p *metav1.DeletionPropagation) string {

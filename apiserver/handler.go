@@ -342,9 +342,12 @@ func (h *handler) delete(w http.ResponseWriter, r *http.Request, req *request) {
 		writeError(w, err)
 		return
 	}
-	if gone {
-		writeObject(w, http.StatusOK, &metav1.Status{Status: metav1.StatusSuccess, Details: &metav1.StatusDetails{
-			Name: req.name, Group: req.res.Group, Kind: req.res.Plural, UID: obj.GetUID()}}, req.out)
+	if gone || obj == nil {
+		details := &metav1.StatusDetails{Name: req.name, Group: req.res.Group, Kind: req.res.Plural}
+		if obj != nil {
+			details.UID = obj.GetUID()
+		}
+		writeObject(w, http.StatusOK, &metav1.Status{Status: metav1.StatusSuccess, Details: details}, req.out)
 		return
 	}
 	h.writeResult(w, http.StatusOK, req, obj)

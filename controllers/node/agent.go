@@ -127,7 +127,25 @@ func (a *Agent) adopt() error {
 		a.sandboxes[parts[0]+"/"+parts[1]] = sb
 		a.cfg.Log.Info("adopted pod network", "netns", sb.netns, "ip", sb.ip)
 	}
+	// Containers of pods that went away while the daemon was down.
+	dirs, _ := filepath.Glob(filepath.Join(a.cfg.DataDir, "pods", "*"))
+	for _, dir := range dirs {
+		uid := filepath.Base(dir)
+		if !a.hasSandbox(uid) {
+			a.stopContainers(uid, forcedGrace)
+			a.cfg.Log.Info("stopped containers of a vanished pod", "uid", uid)
+		}
+	}
 	return nil
+}
+
+func (a *Agent) hasSandbox(uid string) bool {
+	for _, sb := range a.sandboxes {
+		if sb.uid == uid {
+			return true
+		}
+	}
+	return false
 }
 
 func (a *Agent) reconcile(ctx context.Context, k string) error {

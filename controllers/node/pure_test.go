@@ -2,7 +2,10 @@ package node
 
 import (
 	"net/netip"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -75,5 +78,69 @@ func TestPodResolvConf(t *testing.T) {
 				t.Errorf("got:\n%s\nwant:\n%s", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	want := []time.Duration{0, 10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 160 * time.Second, 300 * time.Second, 300 * time.Second}
+	for i, w := range want {
+		if got := backoff(int32(i)); got != w {
+			t.Errorf("backoff(%d) = %s, want %s", i, got, w)
+		}
+	}
+	if backoff(100) != backoffMax {
+		t.Error("no cap for large restart counts")
+	}
+}
+
+func TestPodHostsAndEnv(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "db-0", Namespace: "team", Labels: map[string]string{"app": "db"}},
+		Spec: corev1.PodSpec{Hostname: "db-0", Subdomain: "db", NodeName: "n1",
+			HostAliases: []corev1.HostAlias{{IP: "10.1.2.3", Hostnames: []string{"foo.local", "bar.local"}}}}}
+	hosts := podHosts(pod, netip.MustParseAddr("10.244.0.7"), "cluster.local")
+	for _, want := range []string{"127.0.0.1\tlocalhost\n", "10.244.0.7\tdb-0.db.team.svc.cluster.local\tdb-0\n", "10.1.2.3\tfoo.local\tbar.local\n"} {
+		if !strings.Contains(hosts, want) {
+			t.Errorf("hosts lacks %q:\n%s", want, hosts)
+		}
+	}
+	for path, want := range map[string]string{"metadata.name": "db-0", "metadata.namespace": "team", "spec.nodeName": "n1",
+		"status.podIP": "10.244.0.7", "status.hostIP": "192.0.2.1", "metadata.labels['app']": "db"} {
+		if got, err := fieldValue(pod, path, "192.0.2.1", netip.MustParseAddr("10.244.0.7")); err != nil || got != want {
+			t.Errorf("fieldRef %s = %q (%v), want %q", path, got, err, want)
+		}
+	}
+	if _, err := fieldValue(pod, "spec.bogus", "", netip.Addr{}); err == nil {
+		t.Error("unsupported fieldRef accepted")
+	}
+	vars := map[string]string{"A": "x"}
+	for in, want := range map[string]string{"$(A)-y": "x-y", "$$(A)": "$(A)", "$(B)": "$(B)", "a$": "a$", "$(": "$("} {
+		if got := expand(in, vars); got != want {
+			t.Errorf("expand(%q) = %q, want %q", in, got, want)
+		}
+	}
+	env := serviceEnv([]*corev1.Service{{ObjectMeta: metav1.ObjectMeta{Name: "my-backend"}, Spec: corev1.ServiceSpec{ClusterIP: "10.96.1.2",
+		Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}}}}})
+	for k, want := range map[string]string{"MY_BACKEND_SERVICE_HOST": "10.96.1.2", "MY_BACKEND_SERVICE_PORT": "80",
+		"MY_BACKEND_SERVICE_PORT_HTTP": "80", "MY_BACKEND_PORT": "tcp://10.96.1.2:80", "MY_BACKEND_PORT_80_TCP_ADDR": "10.96.1.2"} {
+		if env[k] != want {
+			t.Errorf("%s = %q, want %q", k, env[k], want)
+		}
+	}
+}
+
+func TestCRIRecords(t *testing.T) {
+	var buf strings.Builder
+	w := &criWriter{mu: &sync.Mutex{}, out: &buf, stream: "stdout", now: func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC) }}
+	w.Write([]byte("one\ntwo\npart"))
+	recs := readRecords(strings.NewReader(buf.String()))
+	var got string
+	for _, r := range recs {
+		got += r.render(false)
+	}
+	if got != "one\ntwo\npart" || len(recs) != 3 || !recs[2].partial {
+		t.Errorf("records %+v render %q", recs, got)
+	}
+	if ts := recs[0].render(true); ts != "2026-01-02T03:04:05.000000006Z one\n" {
+		t.Errorf("timestamped %q", ts)
 	}
 }

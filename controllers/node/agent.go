@@ -16,6 +16,7 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	"github.com/minicluster/minicluster/apiserver"
@@ -52,6 +53,7 @@ type Agent struct {
 	sandboxes   map[string]sandbox // by namespace/name
 	children    sync.Map           // shim PIDs this daemon started and reaps
 	terminating sync.Map           // UIDs of pods being stopped
+	probes      sync.Map           // probeKey → *probeState
 }
 
 // heartbeat is how often the Node's Ready condition is refreshed.
@@ -274,6 +276,7 @@ func (a *Agent) teardownWithin(k string, grace time.Duration) {
 	if !ok {
 		return
 	}
+	a.stopProbers(types.UID(sb.uid))
 	a.stopContainers(sb.uid, grace)
 	a.net.remove(sb.netns, sb.uid)
 	a.ipam.release(sb.ip)
@@ -291,9 +294,18 @@ func (a *Agent) updateStatus(ctx context.Context, pod *corev1.Pod, sb sandbox, p
 	}
 	st.ContainerStatuses = nil
 	running, succeeded, failed := 0, 0, 0
+	readyCount := 0
 	for _, ctr := range pod.Spec.Containers {
-		cs := containerStatus(pod, ctr, ps.Containers[ctr.Name])
+		c := ps.Containers[ctr.Name]
+		var ready, started bool
+		if c != nil {
+			ready, started = a.probeResults(pod.UID, ctr.Name, c.RestartCount)
+		}
+		cs := containerStatus(pod, ctr, c, ready, started)
 		st.ContainerStatuses = append(st.ContainerStatuses, cs)
+		if cs.Ready {
+			readyCount++
+		}
 		switch {
 		case cs.State.Running != nil:
 			running++
@@ -314,7 +326,7 @@ func (a *Agent) updateStatus(ctx context.Context, pod *corev1.Pod, sb sandbox, p
 	default:
 		st.Phase = corev1.PodPending
 	}
-	ready := running == n
+	ready := readyCount == n
 	reason := map[bool]string{true: "", false: "ContainersNotReady"}[ready]
 	if st.Phase == corev1.PodSucceeded || st.Phase == corev1.PodFailed {
 		reason = "PodCompleted"
@@ -361,7 +373,7 @@ func terminated(r *exitRecord) *corev1.ContainerStateTerminated {
 }
 
 // containerStatus reports one container as the kubelet would.
-func containerStatus(pod *corev1.Pod, ctr corev1.Container, c *containerState) corev1.ContainerStatus {
+func containerStatus(pod *corev1.Pod, ctr corev1.Container, c *containerState, ready, started bool) corev1.ContainerStatus {
 	cs := corev1.ContainerStatus{Name: ctr.Name, Image: ctr.Image, ImageID: "minicluster://" + imageName(ctr.Image)}
 	if c == nil {
 		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
@@ -377,7 +389,7 @@ func containerStatus(pod *corev1.Pod, ctr corev1.Container, c *containerState) c
 	case c.alive():
 		cs.ContainerID = fmt.Sprintf("minicluster://%s/%s/%d", pod.UID, ctr.Name, c.RestartCount)
 		cs.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(c.StartedAt)}
-		cs.Ready, cs.Started = true, ptr.To(true)
+		cs.Ready, cs.Started = ready, ptr.To(started)
 	case c.Exit != nil && !c.NextStart.IsZero():
 		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff",
 			Message: fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)", backoff(c.RestartCount), ctr.Name, pod.Name, pod.Namespace, pod.UID)}

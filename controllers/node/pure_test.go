@@ -144,3 +144,20 @@ func TestCRIRecords(t *testing.T) {
 		t.Errorf("timestamped %q", ts)
 	}
 }
+
+func TestProbeThresholds(t *testing.T) {
+	c := &counter{probe: &corev1.Probe{SuccessThreshold: 2, FailureThreshold: 3}}
+	steps := []struct {
+		ok, verdict, changed bool
+	}{
+		{true, false, false}, {true, true, true}, {true, true, false}, // two successes make it pass
+		{false, true, false}, {false, true, false}, {false, false, true}, // three failures make it fail
+		{true, false, false}, {true, true, true},
+	}
+	for i, s := range steps {
+		v, ch := c.observe(s.ok)
+		if v != s.verdict || ch != s.changed {
+			t.Errorf("step %d (ok=%v): verdict %v changed %v, want %v %v", i, s.ok, v, ch, s.verdict, s.changed)
+		}
+	}
+}

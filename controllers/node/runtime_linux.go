@@ -126,7 +126,11 @@ func (a *Agent) syncContainers(pod *corev1.Pod, sb sandbox) (*podState, time.Dur
 			st.Containers[ctr.Name] = c
 		}
 		a.collectExit(uid, ctr.Name, c)
+		if c.Exit != nil {
+			a.endProbers(pod.UID, ctr.Name, c.RestartCount)
+		}
 		if c.alive() {
+			a.ensureProbers(pod, ctr, c, sb.ip.String())
 			if _, ours := a.children.Load(c.ShimPID); !ours {
 				requeue = pollInterval(requeue, time.Second) // adopted: no Wait to tell us
 			}
@@ -230,6 +234,7 @@ func (a *Agent) startContainer(pod *corev1.Pod, sb sandbox, ctr *corev1.Containe
 		a.children.Delete(pid)
 		a.loop.Enqueue(k)
 	}()
+	a.ensureProbers(pod, ctr, c, sb.ip.String())
 	a.cfg.Log.Info("container started", "pod", k, "container", ctr.Name, "argv", strings.Join(argv, " "), "restarts", c.RestartCount)
 	return nil
 }

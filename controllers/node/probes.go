@@ -1,0 +1,230 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// Probes run from the node, as the kubelet's: httpGet and tcpSocket against the pod IP
+// over the bridge, exec inside the container's namespaces.
+
+type probeKey struct {
+	uid       types.UID
+	container string
+	run       int32
+}
+
+// probeState is the verdict of one container run's probes.
+type probeState struct {
+	mu             sync.Mutex
+	ready, started bool
+	cancel         context.CancelFunc
+}
+
+func (p *probeState) get() (bool, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ready, p.started
+}
+
+// probeResults returns a run's readiness and whether it has started (startup probe).
+func (a *Agent) probeResults(uid types.UID, name string, run int32) (ready, started bool) {
+	if v, ok := a.probes.Load(probeKey{uid, name, run}); ok {
+		return v.(*probeState).get()
+	}
+	return false, false
+}
+
+// ensureProbers starts the probe loop of a running container once per run.
+func (a *Agent) ensureProbers(pod *corev1.Pod, ctr *corev1.Container, c *containerState, podIP string) {
+	k := probeKey{pod.UID, ctr.Name, c.RestartCount}
+	st := &probeState{ready: ctr.ReadinessProbe == nil && ctr.StartupProbe == nil, started: ctr.StartupProbe == nil}
+	if _, loaded := a.probes.LoadOrStore(k, st); loaded {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	st.cancel = cancel
+	if ctr.ReadinessProbe == nil && ctr.LivenessProbe == nil && ctr.StartupProbe == nil {
+		return
+	}
+	go a.probeLoop(ctx, pod, ctr.DeepCopy(), c.ShimPID, podIP, k, st)
+}
+
+// stopProbers ends the probe loops of every run of a pod's containers.
+func (a *Agent) stopProbers(uid types.UID) {
+	a.probes.Range(func(key, v any) bool {
+		if key.(probeKey).uid == uid {
+			v.(*probeState).cancel()
+			a.probes.Delete(key)
+		}
+		return true
+	})
+}
+
+// endProbers ends the probe loop of one finished run.
+func (a *Agent) endProbers(uid types.UID, name string, run int32) {
+	if v, ok := a.probes.LoadAndDelete(probeKey{uid, name, run}); ok {
+		v.(*probeState).cancel()
+	}
+}
+
+// counter applies a probe's success and failure thresholds.
+type counter struct {
+	probe              *corev1.Probe
+	successes, fails   int32
+	lastOK, hasVerdict bool
+}
+
+func (c *counter) observe(ok bool) (verdict, changed bool) {
+	if ok {
+		c.successes, c.fails = c.successes+1, 0
+	} else {
+		c.fails, c.successes = c.fails+1, 0
+	}
+	prev, had := c.lastOK, c.hasVerdict
+	switch {
+	case ok && c.successes >= max(c.probe.SuccessThreshold, 1):
+		c.lastOK, c.hasVerdict = true, true
+	case !ok && c.fails >= max(c.probe.FailureThreshold, 1):
+		c.lastOK, c.hasVerdict = false, true
+	}
+	return c.lastOK, c.hasVerdict && (!had || prev != c.lastOK)
+}
+
+func (a *Agent) probeLoop(ctx context.Context, pod *corev1.Pod, ctr *corev1.Container, shimPID int, podIP string, k probeKey, st *probeState) {
+	podKey := key(pod)
+	set := func(f func()) {
+		st.mu.Lock()
+		f()
+		st.mu.Unlock()
+		a.loop.Enqueue(podKey)
+	}
+	started := ctr.StartupProbe == nil
+	kinds := []struct {
+		name  string
+		probe *corev1.Probe
+		next  time.Time
+		c     *counter
+	}{{"startup", ctr.StartupProbe, time.Time{}, nil}, {"liveness", ctr.LivenessProbe, time.Time{}, nil}, {"readiness", ctr.ReadinessProbe, time.Time{}, nil}}
+	begin := time.Now()
+	for i := range kinds {
+		if p := kinds[i].probe; p != nil {
+			kinds[i].next = begin.Add(time.Duration(p.InitialDelaySeconds) * time.Second)
+			kinds[i].c = &counter{probe: p}
+		}
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			for i := range kinds {
+				kd := &kinds[i]
+				if kd.probe == nil || now.Before(kd.next) || (kd.name != "startup" && !started) || (kd.name == "startup" && started) {
+					continue
+				}
+				kd.next = now.Add(time.Duration(max(kd.probe.PeriodSeconds, 1)) * time.Second)
+				ok := runProbe(ctx, kd.probe, ctr, podIP, shimPID) == nil
+				verdict, changed := kd.c.observe(ok)
+				switch {
+				case kd.name == "startup" && verdict && changed:
+					started = true
+					set(func() { st.started = true; st.ready = ctr.ReadinessProbe == nil })
+				case kd.name == "readiness" && changed:
+					set(func() { st.ready = verdict })
+				case (kd.name == "liveness" || kd.name == "startup") && changed && !verdict:
+					a.cfg.Log.Info("probe failed: restarting container", "pod", podKey, "container", ctr.Name, "probe", kd.name)
+					syscall.Kill(-shimPID, syscall.SIGTERM)
+					time.AfterFunc(forcedGrace, func() { syscall.Kill(-shimPID, syscall.SIGKILL) })
+					return
+				}
+			}
+		}
+	}
+}
+
+// runProbe runs one probe; nil means success.
+func runProbe(ctx context.Context, p *corev1.Probe, ctr *corev1.Container, podIP string, shimPID int) error {
+	timeout := time.Duration(max(p.TimeoutSeconds, 1)) * time.Second
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	switch {
+	case p.HTTPGet != nil:
+		h := p.HTTPGet
+		port, err := probePort(h.Port, ctr)
+		if err != nil {
+			return err
+		}
+		host := h.Host
+		if host == "" {
+			host = podIP
+		}
+		scheme := "http"
+		if h.Scheme == corev1.URISchemeHTTPS {
+			scheme = "https"
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s://%s%s", scheme, net.JoinHostPort(host, strconv.Itoa(port)), h.Path), nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("User-Agent", "kube-probe/1.32")
+		for _, hd := range h.HTTPHeaders {
+			req.Header.Set(hd.Name, hd.Value)
+		}
+		client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true}}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode < 200 || resp.StatusCode >= 400 {
+			return fmt.Errorf("HTTP probe failed with statuscode: %d", resp.StatusCode)
+		}
+		return nil
+	case p.TCPSocket != nil:
+		port, err := probePort(p.TCPSocket.Port, ctr)
+		if err != nil {
+			return err
+		}
+		host := p.TCPSocket.Host
+		if host == "" {
+			host = podIP
+		}
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err == nil {
+			c.Close()
+		}
+		return err
+	case p.Exec != nil && len(p.Exec.Command) > 0:
+		args := append([]string{"--target", strconv.Itoa(shimPID), "--mount", "--uts", "--net", "--"}, p.Exec.Command...)
+		return exec.CommandContext(ctx, "nsenter", args...).Run()
+	}
+	return fmt.Errorf("probe has no handler minicluster runs (grpc is not supported)")
+}
+
+// probePort resolves a probe port, by name through the container's ports.
+func probePort(p intstr.IntOrString, ctr *corev1.Container) (int, error) {
+	if p.Type == intstr.Int {
+		return p.IntValue(), nil
+	}
+	for _, cp := range ctr.Ports {
+		if cp.Name == p.StrVal {
+			return int(cp.ContainerPort), nil
+		}
+	}
+	return 0, fmt.Errorf("no container port named %q", p.StrVal)
+}

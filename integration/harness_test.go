@@ -48,7 +48,7 @@ func TestMain(m *testing.M) {
 
 // node is a private network namespace ("node") running one minicluster daemon.
 type node struct {
-	t        *testing.T
+	t        testing.TB
 	netns    string
 	instance string
 	dataDir  string
@@ -64,7 +64,7 @@ func randomSuffix() string {
 
 // newNode creates a netns with loopback up and a data dir; both go away at cleanup,
 // also when the test fails.
-func newNode(t *testing.T) *node {
+func newNode(t testing.TB) *node {
 	t.Helper()
 	n := &node{t: t, instance: "t" + randomSuffix()[:5], dataDir: t.TempDir()}
 	n.netns = "mcit-" + n.instance
@@ -80,7 +80,7 @@ func newNode(t *testing.T) *node {
 	return n
 }
 
-func mustRun(t *testing.T, name string, args ...string) string {
+func mustRun(t testing.TB, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
 	if err != nil {

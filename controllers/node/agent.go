@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -54,6 +55,7 @@ type Agent struct {
 	children    sync.Map           // shim PIDs this daemon started and reaps
 	terminating sync.Map           // UIDs of pods being stopped
 	probes      sync.Map           // probeKey → *probeState
+	hostIP      atomic.Value       // netip.Addr: the node's InternalIP
 }
 
 // heartbeat is how often the Node's Ready condition is refreshed.

@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"net/netip"
+	"sync"
 
 	"github.com/minicluster/minicluster/store"
 )
@@ -14,6 +15,7 @@ var ErrNoAddress = errors.New("pod CIDR exhausted")
 // on from the last address given, wrapping around), so a stale connection or conntrack
 // entry cannot reach the next pod by accident.
 type ipam struct {
+	mu   sync.Mutex
 	cidr netip.Prefix
 	next uint64 // index of the next candidate, from the network address
 	used map[netip.Addr]string
@@ -26,11 +28,21 @@ func newIPAM(cidr netip.Prefix) *ipam {
 // gateway is the bridge's address: the first host address.
 func (p *ipam) gateway() netip.Addr { return store.NthAddr(p.cidr, 0) }
 
-func (p *ipam) reserve(ip netip.Addr, owner string) { p.used[ip] = owner }
+func (p *ipam) reserve(ip netip.Addr, owner string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.used[ip] = owner
+}
 
-func (p *ipam) release(ip netip.Addr) { delete(p.used, ip) }
+func (p *ipam) release(ip netip.Addr) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.used, ip)
+}
 
 func (p *ipam) allocate(owner string) (netip.Addr, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	n := store.PrefixSize(p.cidr)
 	for i := uint64(0); i < n; i++ {
 		idx := (p.next + i) % n

@@ -97,8 +97,12 @@ func (n *network) create(sb sandbox) (err error) {
 	if err != nil {
 		return fmt.Errorf("bridge: %w", err)
 	}
-	hostName, peerName := vethName(n.instance, sb.uid, "v"), vethName(n.instance, sb.uid, "p")
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostName, MasterIndex: br.Attrs().Index, MTU: br.Attrs().MTU}, PeerName: peerName}
+	hostName := vethName(n.instance, sb.uid, "v")
+	// The peer is born inside the pod's netns as eth0, and the host end is born up on the
+	// bridge: moving or renaming devices costs extra round trips under the kernel's rtnl
+	// lock, which serialises every pod's network set-up.
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostName, MasterIndex: br.Attrs().Index, MTU: br.Attrs().MTU, Flags: net.FlagUp},
+		PeerName: "eth0", PeerNamespace: netlink.NsFd(int(h))}
 	if err := netlink.LinkAdd(veth); err != nil {
 		return fmt.Errorf("create veth %s: %w", hostName, err)
 	}
@@ -106,34 +110,24 @@ func (n *network) create(sb sandbox) (err error) {
 	if err != nil {
 		return err
 	}
-	peer, err := netlink.LinkByName(peerName)
-	if err != nil {
-		return err
-	}
-	if err := netlink.LinkSetNsFd(peer, int(h)); err != nil {
-		return fmt.Errorf("move veth into %s: %w", sb.netns, err)
-	}
-	if err := n.configurePod(h, peerName, sb); err != nil {
+	if err := n.configurePod(h, sb); err != nil {
 		return err
 	}
 	if err := netlink.LinkSetHairpin(host, true); err != nil {
 		return fmt.Errorf("hairpin on %s: %w", hostName, err)
 	}
-	return netlink.LinkSetUp(host)
+	return nil
 }
 
-func (n *network) configurePod(h netns.NsHandle, peerName string, sb sandbox) error {
+func (n *network) configurePod(h netns.NsHandle, sb sandbox) error {
 	nh, err := netlink.NewHandleAt(h)
 	if err != nil {
 		return err
 	}
 	defer nh.Close()
-	eth, err := nh.LinkByName(peerName)
+	eth, err := nh.LinkByName("eth0")
 	if err != nil {
 		return err
-	}
-	if err := nh.LinkSetName(eth, "eth0"); err != nil {
-		return fmt.Errorf("rename eth0: %w", err)
 	}
 	if err := nh.LinkSetAlias(eth, sb.uid); err != nil {
 		return err

@@ -19,9 +19,24 @@ import (
 	"github.com/minicluster/minicluster/store"
 )
 
-// nodeIP is the node's InternalIP: its first global IPv4 address outside the pod CIDR,
-// else the bridge address (a node alone in a test netns has no other).
+// nodeIP is the node's InternalIP, as last found (listing every address costs more the
+// more pods there are, so it is looked up at start and with each heartbeat).
 func (a *Agent) nodeIP() netip.Addr {
+	if ip, ok := a.hostIP.Load().(netip.Addr); ok {
+		return ip
+	}
+	return a.refreshNodeIP()
+}
+
+// refreshNodeIP finds the first global IPv4 address outside the pod CIDR, else the
+// bridge address (a node alone in a test netns has no other).
+func (a *Agent) refreshNodeIP() netip.Addr {
+	ip := a.findNodeIP()
+	a.hostIP.Store(ip)
+	return ip
+}
+
+func (a *Agent) findNodeIP() netip.Addr {
 	addrs, _ := net.InterfaceAddrs()
 	for _, ad := range addrs {
 		ipn, ok := ad.(*net.IPNet)
@@ -37,6 +52,7 @@ func (a *Agent) nodeIP() netip.Addr {
 }
 
 func (a *Agent) nodeStatus() corev1.NodeStatus {
+	a.refreshNodeIP()
 	now := metav1.NewTime(time.Now().Truncate(time.Second))
 	var uts syscall.Utsname
 	syscall.Uname(&uts)

@@ -1,0 +1,142 @@
+//go:build integration
+
+package integration
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// podWatch reports when each pod (by name) is first seen Running with an IP.
+func (n *node) podWatch(b testing.TB) (<-chan string, func()) {
+	req, _ := http.NewRequest("GET", "http://x/api/v1/namespaces/default/pods?watch=true", nil)
+	resp, err := (&http.Client{Transport: n.socketClient().Transport}).Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := make(chan string, 10000)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		seen := map[string]bool{}
+		for sc.Scan() {
+			var ev struct {
+				Object struct {
+					Metadata struct{ Name string }
+					Status   struct{ Phase, PodIP string }
+				}
+			}
+			json.Unmarshal(sc.Bytes(), &ev)
+			o := ev.Object
+			if o.Status.Phase == "Running" && o.Status.PodIP != "" && !seen[o.Metadata.Name] {
+				seen[o.Metadata.Name] = true
+				out <- o.Metadata.Name
+			}
+		}
+	}()
+	return out, func() { resp.Body.Close() }
+}
+
+func (n *node) createPod(b testing.TB, name string) {
+	body := fmt.Sprintf(`{"metadata":{"name":%q},"spec":{"containers":[{"name":"c","image":"registry.k8s.io/pause:3.10"}]}}`, name)
+	resp, err := n.socketClient().Post("http://x/api/v1/namespaces/default/pods", "application/json", strings.NewReader(body))
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 201 {
+		b.Fatalf("create %s: %d", name, resp.StatusCode)
+	}
+}
+
+// pssKiB is a process's proportional set size: shared pages (the binary's text, which
+// every shim and built-in container shares) counted once across the processes using them.
+func pssKiB(pid int) int {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "Pss:"); ok {
+			n, _ := strconv.Atoi(strings.Fields(v)[0])
+			return n
+		}
+	}
+	return 0
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	return d[int(p*float64(len(d)-1))]
+}
+
+// BenchmarkPodStartup: pod create → Running with an IP, one pod at a time (p50/p99),
+// then a burst of 100 created at once (time until all run), and memory per pod.
+// Run with: make bench (root).
+func BenchmarkPodStartup(b *testing.B) {
+	n := newNode(b)
+	n.start()
+	running, stop := n.podWatch(b)
+	defer stop()
+	var single []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		n.createPod(b, fmt.Sprint("single-", i))
+		select {
+		case <-running:
+			single = append(single, time.Since(start))
+		case <-time.After(30 * time.Second):
+			b.Fatalf("pod %d not running in 30s", i)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(percentile(single, 0.5).Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(percentile(single, 0.99).Microseconds())/1000, "p99-ms")
+
+	daemonPID := n.cmd.Process.Pid
+	before := pssKiB(daemonPID)
+	const burst = 100
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := 0; i < burst; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); n.createPod(b, fmt.Sprint("burst-", i)) }()
+	}
+	wg.Wait()
+	for got := 0; got < burst; {
+		select {
+		case name := <-running:
+			if strings.HasPrefix(name, "burst-") {
+				got++
+			}
+		case <-time.After(60 * time.Second):
+			b.Fatalf("%d of %d burst pods running after 60s", got, burst)
+		}
+	}
+	b.ReportMetric(time.Since(start).Seconds(), "burst100-s")
+	b.ReportMetric(float64(pssKiB(daemonPID)-before)/burst, "daemon-KiB/pod")
+	shims, total := 0, 0
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		// shims (their spec is in the data dir) and the built-in pause containers
+		if strings.Contains(string(cmdline), n.dataDir) || strings.HasPrefix(string(cmdline), binary+"\x00pause") {
+			total += pssKiB(pid)
+			shims++
+		}
+	}
+	if shims > 0 {
+		b.ReportMetric(float64(total)/float64(burst+b.N), "shim+pause-PSS-KiB/pod")
+	}
+}

@@ -1,0 +1,69 @@
+//go:build integration
+
+package integration
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Scaling and a rolling update with the real daemon and kubectl: kubectl rollout
+// status waits for the new ReplicaSet, and every pod is replaced.
+func TestRollout(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	if _, errOut, err := n.cli("apply", "-f", "../manifests/backend.yaml"); err != nil {
+		t.Fatal(errOut)
+	}
+	kubectl := func(args ...string) string {
+		t.Helper()
+		out, errOut, err := n.exec("kubectl", args...)
+		if err != nil {
+			t.Fatalf("kubectl %v: %v %s", args, err, errOut)
+		}
+		return out
+	}
+	if out := kubectl("rollout", "status", "deployment/backend", "--timeout=60s"); !strings.Contains(out, "successfully rolled out") {
+		t.Fatalf("rollout status: %s", out)
+	}
+	names := func() map[string]bool {
+		m := map[string]bool{}
+		for _, p := range n.podStatuses(t, "app=backend") {
+			if p.Phase == "Running" && p.Ready {
+				m[p.Name] = true
+			}
+		}
+		return m
+	}
+	for _, replicas := range []int{5, 1, 3} {
+		kubectl("scale", "deployment", "backend", fmt.Sprintf("--replicas=%d", replicas))
+		eventually(t, 30*time.Second, func() error {
+			if got := len(n.podStatuses(t, "app=backend")); got != replicas || len(names()) != replicas {
+				return fmt.Errorf("%d pods (%d ready), want %d", got, len(names()), replicas)
+			}
+			return nil
+		})
+	}
+	before := names()
+	kubectl("rollout", "restart", "deployment/backend")
+	if out := kubectl("rollout", "status", "deployment/backend", "--timeout=90s"); !strings.Contains(out, "successfully rolled out") {
+		t.Fatalf("rollout status after restart: %s", out)
+	}
+	eventually(t, 30*time.Second, func() error {
+		after := names()
+		for name := range after {
+			if before[name] {
+				return fmt.Errorf("pod %s survived the rollout", name)
+			}
+		}
+		if len(after) != 3 {
+			return fmt.Errorf("%d ready pods after the rollout", len(after))
+		}
+		return nil
+	})
+	if rs := kubectl("get", "rs", "-o", "name"); strings.Count(rs, "replicaset") != 2 {
+		t.Errorf("replicasets after one rollout: %s", rs)
+	}
+}

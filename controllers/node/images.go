@@ -40,6 +40,9 @@ func builtinImages(self string) map[string]imageSpec {
 		"k8s.gcr.io/pause":                        {Entrypoint: []string{self, "pause"}},
 		"registry.k8s.io/e2e-test-images/agnhost": {Entrypoint: []string{self, "agnhost"}, Cmd: []string{"pause"}},
 		"busybox": {Cmd: []string{"sh"}, busybox: true},
+		// The host's nginx with its stock welcome page; its pid file lands in the pod's
+		// private /run, so every pod runs its own.
+		"nginx": {Entrypoint: []string{"nginx"}, Cmd: []string{"-g", "daemon off;"}},
 	}
 }
 

@@ -61,6 +61,7 @@ func TestResolve(t *testing.T) {
 		{"busybox command picks the applet", corev1.Container{Image: "busybox", Command: []string{"/bin/sh", "-c", "echo hi"}}, "/usr/bin/busybox sh -c echo hi", ""},
 		{"busybox args replace CMD", corev1.Container{Image: "busybox", Args: []string{"sleep", "3600"}}, "/usr/bin/busybox sleep 3600", ""},
 		{"catalog file", corev1.Container{Image: "example.com/app:v1"}, "/opt/app --port=80", ""},
+		{"nginx", corev1.Container{Image: "nginx:1.27"}, "/usr/sbin/nginx -g daemon off;", ""},
 		{"command drops CMD", corev1.Container{Image: "example.com/app:v1", Command: []string{"/opt/app"}}, "/opt/app", ""},
 		{"unknown image with a host command", corev1.Container{Image: "whatever", Command: []string{"nginx", "-g", "daemon off;"}}, "/usr/sbin/nginx -g daemon off;", ""},
 		{"unknown image", corev1.Container{Image: "ghcr.io/acme/app:1"}, "", "minicluster pulls no images"},

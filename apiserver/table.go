@@ -140,11 +140,28 @@ var podTable = tableDef{
 	{name: "Readiness Gates", typ: "string", wide: true, cell: func(o store.Object) any { return "<none>" }},
 }
 
-// podStatus is kubectl's STATUS column: a waiting or terminated reason wins over the phase.
+// podStatus is kubectl's STATUS column: a waiting or terminated reason wins over the
+// phase, and unfinished init containers show as Init:done/total or Init:<reason>.
 func podStatus(p *corev1.Pod) string {
 	reason := string(p.Status.Phase)
 	if p.Status.Reason != "" {
 		reason = p.Status.Reason
+	}
+	for i, cs := range p.Status.InitContainerStatuses {
+		switch {
+		case cs.State.Terminated != nil && cs.State.Terminated.ExitCode == 0:
+			continue
+		case cs.State.Terminated != nil:
+			reason = "Init:" + cs.State.Terminated.Reason
+		case cs.State.Waiting != nil && cs.State.Waiting.Reason != "" && cs.State.Waiting.Reason != "PodInitializing":
+			reason = "Init:" + cs.State.Waiting.Reason
+		default:
+			reason = fmt.Sprintf("Init:%d/%d", i, len(p.Spec.InitContainers))
+		}
+		if p.DeletionTimestamp != nil {
+			return "Terminating"
+		}
+		return reason
 	}
 	for _, cs := range p.Status.ContainerStatuses {
 		switch {

@@ -44,3 +44,37 @@ func TestProbes(t *testing.T) {
 		t.Errorf("the healthy container was touched: %q", s)
 	}
 }
+
+// Init containers run to completion first; a failed one fails a Never pod.
+func TestInitContainers(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	if _, errOut, err := n.cli("apply", "-f", "testdata/init.yaml"); err != nil {
+		t.Fatal(errOut)
+	}
+	status := func(pod string) string {
+		out, _, _ := n.exec("kubectl", "get", "pod", pod, "--no-headers")
+		return strings.Join(strings.Fields(out), " ")
+	}
+	eventually(t, 5*time.Second, func() error {
+		if s := status("withinit"); !strings.Contains(s, "Init:0/1") {
+			return fmt.Errorf("withinit: %q", s)
+		}
+		return nil
+	})
+	eventually(t, 15*time.Second, func() error {
+		if s := status("withinit"); !strings.Contains(s, "1/1 Running") {
+			return fmt.Errorf("withinit: %q", s)
+		}
+		if s := status("badinit"); !strings.Contains(s, "Init:Error") {
+			return fmt.Errorf("badinit: %q", s)
+		}
+		return nil
+	})
+	if out, _, err := n.exec("kubectl", "logs", "withinit", "-c", "setup"); err != nil || out != "init done\n" {
+		t.Errorf("init container log %q (%v)", out, err)
+	}
+	if out, _, _ := n.exec("kubectl", "get", "pod", "badinit", "-o", "jsonpath={.status.phase}"); out != "Failed" {
+		t.Errorf("badinit phase %q", out)
+	}
+}

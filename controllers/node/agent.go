@@ -294,6 +294,20 @@ func (a *Agent) updateStatus(ctx context.Context, pod *corev1.Pod, sb sandbox, p
 		now := metav1.NewTime(time.Now().Truncate(time.Second))
 		st.StartTime = &now
 	}
+	st.InitContainerStatuses = nil
+	initDone, initFailed := 0, false
+	for _, ctr := range pod.Spec.InitContainers {
+		c := ps.Containers[ctr.Name]
+		cs := containerStatus(pod, ctr, c, false, false)
+		if t := cs.State.Terminated; t != nil && t.ExitCode == 0 {
+			cs.Ready = true
+			initDone++
+		} else if t != nil && pod.Spec.RestartPolicy == corev1.RestartPolicyNever {
+			initFailed = true
+		}
+		st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
+	}
+	initialized := initDone == len(pod.Spec.InitContainers)
 	st.ContainerStatuses = nil
 	running, succeeded, failed := 0, 0, 0
 	readyCount := 0
@@ -319,6 +333,10 @@ func (a *Agent) updateStatus(ctx context.Context, pod *corev1.Pod, sb sandbox, p
 	}
 	n := len(pod.Spec.Containers)
 	switch {
+	case initFailed:
+		st.Phase = corev1.PodFailed
+	case !initialized:
+		st.Phase = corev1.PodPending
 	case succeeded+failed == n && failed == 0:
 		st.Phase = corev1.PodSucceeded
 	case succeeded+failed == n:
@@ -335,7 +353,7 @@ func (a *Agent) updateStatus(ctx context.Context, pod *corev1.Pod, sb sandbox, p
 	}
 	for _, c := range []corev1.PodCondition{
 		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue},
-		{Type: corev1.PodInitialized, Status: corev1.ConditionTrue},
+		{Type: corev1.PodInitialized, Status: condition(initialized), Reason: map[bool]string{true: "", false: "ContainersNotInitialized"}[initialized]},
 		{Type: corev1.ContainersReady, Status: condition(ready), Reason: reason},
 		{Type: corev1.PodReady, Status: condition(ready), Reason: reason},
 	} {

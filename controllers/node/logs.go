@@ -99,6 +99,11 @@ func (a *Agent) follow(ctx context.Context, pod *corev1.Pod, name string, run in
 }
 
 func logContainer(pod *corev1.Pod, want string) (string, error) {
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == want {
+			return want, nil
+		}
+	}
 	var names []string
 	for _, c := range pod.Spec.Containers {
 		if c.Name == want {

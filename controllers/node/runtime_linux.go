@@ -112,59 +112,95 @@ func (a *Agent) collectExit(uid, name string, c *containerState) {
 	c.Exit = &rec
 }
 
-// syncContainers starts, restarts or leaves each container as the restart policy says.
-// It returns when the pod next needs a look (0: only on events).
+// syncContainers runs the init containers one after another to success, then starts,
+// restarts or leaves each app container as the restart policy says. It returns when the
+// pod next needs a look (0: only on events).
 func (a *Agent) syncContainers(pod *corev1.Pod, sb sandbox) (*podState, time.Duration, error) {
 	uid := string(pod.UID)
 	st := a.loadState(uid)
 	var requeue time.Duration
-	for i := range pod.Spec.Containers {
-		ctr := &pod.Spec.Containers[i]
-		c := st.Containers[ctr.Name]
-		if c == nil {
-			c = &containerState{}
-			st.Containers[ctr.Name] = c
+	for i := range pod.Spec.InitContainers {
+		ctr := &pod.Spec.InitContainers[i]
+		c := a.containerFor(st, pod, ctr.Name)
+		if c.Exit != nil && c.Exit.ExitCode == 0 {
+			continue // done
 		}
-		a.collectExit(uid, ctr.Name, c)
-		if c.Exit != nil {
-			a.endProbers(pod.UID, ctr.Name, c.RestartCount)
-		}
-		if c.alive() {
-			a.ensureProbers(pod, ctr, c, sb.ip.String())
-			if _, ours := a.children.Load(c.ShimPID); !ours {
-				requeue = pollInterval(requeue, time.Second) // adopted: no Wait to tell us
-			}
-			continue
-		}
-		if c.ShimPID != 0 && !restartWanted(pod.Spec.RestartPolicy, c.Exit) {
-			continue
-		}
-		if c.ShimPID != 0 { // a crash: back off, then restart
-			if c.Exit.FinishedAt.Sub(c.Exit.StartedAt) >= backoffReset {
-				c.RestartCount = 0
-			}
-			if c.NextStart.IsZero() {
-				c.NextStart = time.Now().Add(backoff(c.RestartCount))
-			}
-			if wait := time.Until(c.NextStart); wait > 0 {
-				requeue = pollInterval(requeue, wait)
-				continue
-			}
-		}
-		err := a.startContainer(pod, sb, ctr, c)
-		switch {
-		case errors.Is(err, ErrImageUnavailable):
-			c.Waiting, c.Message = "ErrImageNeverPull", err.Error()
-		case errors.Is(err, ErrContainerConfig):
-			c.Waiting, c.Message = "CreateContainerConfigError", err.Error()
-		case err != nil:
+		wait, err := a.syncOne(pod, sb, ctr, c, initRestartPolicy(pod.Spec.RestartPolicy))
+		if err != nil {
 			return st, 0, err
 		}
+		return st, wait, a.saveState(uid, st) // the next init container waits for this one
+	}
+	for i := range pod.Spec.Containers {
+		ctr := &pod.Spec.Containers[i]
+		wait, err := a.syncOne(pod, sb, ctr, a.containerFor(st, pod, ctr.Name), pod.Spec.RestartPolicy)
 		if err != nil {
-			requeue = pollInterval(requeue, 10*time.Second)
+			return st, 0, err
+		}
+		if wait > 0 {
+			requeue = pollInterval(requeue, wait)
 		}
 	}
 	return st, requeue, a.saveState(uid, st)
+}
+
+// initRestartPolicy: init containers that fail are retried unless the pod never restarts.
+func initRestartPolicy(p corev1.RestartPolicy) corev1.RestartPolicy {
+	if p == corev1.RestartPolicyNever {
+		return p
+	}
+	return corev1.RestartPolicyOnFailure
+}
+
+// containerFor returns a container's record, noting the end of a run whose shim is gone.
+func (a *Agent) containerFor(st *podState, pod *corev1.Pod, name string) *containerState {
+	c := st.Containers[name]
+	if c == nil {
+		c = &containerState{}
+		st.Containers[name] = c
+	}
+	a.collectExit(string(pod.UID), name, c)
+	if c.Exit != nil {
+		a.endProbers(pod.UID, name, c.RestartCount)
+	}
+	return c
+}
+
+// syncOne starts or restarts one container, or leaves it; it returns when to look again.
+func (a *Agent) syncOne(pod *corev1.Pod, sb sandbox, ctr *corev1.Container, c *containerState, policy corev1.RestartPolicy) (time.Duration, error) {
+	if c.alive() {
+		a.ensureProbers(pod, ctr, c, sb.ip.String())
+		if _, ours := a.children.Load(c.ShimPID); !ours {
+			return time.Second, nil // adopted: no Wait to tell us it ended
+		}
+		return 0, nil
+	}
+	if c.ShimPID != 0 && !restartWanted(policy, c.Exit) {
+		return 0, nil
+	}
+	if c.ShimPID != 0 { // a crash: back off, then restart
+		if c.Exit.FinishedAt.Sub(c.Exit.StartedAt) >= backoffReset {
+			c.RestartCount = 0
+		}
+		if c.NextStart.IsZero() {
+			c.NextStart = time.Now().Add(backoff(c.RestartCount))
+		}
+		if wait := time.Until(c.NextStart); wait > 0 {
+			return wait, nil
+		}
+	}
+	err := a.startContainer(pod, sb, ctr, c)
+	switch {
+	case errors.Is(err, ErrImageUnavailable):
+		c.Waiting, c.Message = "ErrImageNeverPull", err.Error()
+	case errors.Is(err, ErrContainerConfig):
+		c.Waiting, c.Message = "CreateContainerConfigError", err.Error()
+	case err != nil:
+		return 0, err
+	default:
+		return 0, nil
+	}
+	return 10 * time.Second, nil
 }
 
 func pollInterval(cur, d time.Duration) time.Duration {

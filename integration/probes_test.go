@@ -78,3 +78,25 @@ func TestInitContainers(t *testing.T) {
 		t.Errorf("badinit phase %q", out)
 	}
 }
+
+// A preStop hook runs before SIGTERM, within the grace period.
+func TestPreStopHook(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	if _, errOut, err := n.cli("apply", "-f", "testdata/prestop.yaml"); err != nil {
+		t.Fatal(errOut)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if out, _, _ := n.exec("kubectl", "get", "pod", "hooked", "--no-headers"); !strings.Contains(out, "Running") {
+			return fmt.Errorf("%q", out)
+		}
+		return nil
+	})
+	start := time.Now()
+	if _, errOut, err := n.exec("kubectl", "delete", "pod", "hooked"); err != nil {
+		t.Fatal(errOut)
+	}
+	if d := time.Since(start); d < 2*time.Second || d > 10*time.Second {
+		t.Errorf("delete with a 2 s preStop sleep took %s", d)
+	}
+}

@@ -255,7 +255,9 @@ func (a *Agent) terminate(pod *corev1.Pod) {
 	}
 	go func() {
 		defer a.terminating.Delete(pod.UID)
-		a.teardownWithin(key(pod), grace)
+		deadline := time.Now().Add(grace)
+		a.runPreStop(pod, deadline)
+		a.teardownWithin(key(pod), max(time.Until(deadline), 0))
 		zero, uid := int64(0), pod.UID
 		_, _, err := a.cfg.API.Delete(context.Background(), a.podRes, pod.Namespace, pod.Name,
 			metav1.DeleteOptions{GracePeriodSeconds: &zero, Preconditions: &metav1.Preconditions{UID: &uid}})

@@ -228,3 +228,39 @@ func probePort(p intstr.IntOrString, ctr *corev1.Container) (int, error) {
 	}
 	return 0, fmt.Errorf("no container port named %q", p.StrVal)
 }
+
+// runPreStop runs every container's preStop hook, in parallel, before the deadline.
+func (a *Agent) runPreStop(pod *corev1.Pod, deadline time.Time) {
+	a.mu.Lock()
+	sb := a.sandboxes[key(pod)]
+	a.mu.Unlock()
+	st := a.loadState(string(pod.UID))
+	var wg sync.WaitGroup
+	for i := range pod.Spec.Containers {
+		ctr := &pod.Spec.Containers[i]
+		c := st.Containers[ctr.Name]
+		if ctr.Lifecycle == nil || ctr.Lifecycle.PreStop == nil || c == nil || !c.alive() {
+			continue
+		}
+		h := ctr.Lifecycle.PreStop
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithDeadline(context.Background(), deadline)
+			defer cancel()
+			var err error
+			if h.Sleep != nil {
+				select {
+				case <-time.After(time.Duration(h.Sleep.Seconds) * time.Second):
+				case <-ctx.Done():
+				}
+			} else {
+				probe := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: h.Exec, HTTPGet: h.HTTPGet, TCPSocket: h.TCPSocket},
+					TimeoutSeconds: int32(max(time.Until(deadline).Seconds(), 1))}
+				err = runProbe(ctx, probe, ctr, sb.ip.String(), c.ShimPID)
+			}
+			a.cfg.Log.Info("preStop hook ran", "pod", key(pod), "container", ctr.Name, "err", err)
+		}()
+	}
+	wg.Wait()
+}

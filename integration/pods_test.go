@@ -153,6 +153,9 @@ func TestPodNetworks(t *testing.T) {
 	if links, _ := run(t, "ip", "-n", n.netns, "-o", "link"); strings.Contains(links, n.instance+"0") {
 		t.Errorf("bridge left after cleanup:\n%s", links)
 	}
+	if tables, _ := run(t, "ip", "netns", "exec", n.netns, "nft", "list", "tables"); strings.Contains(tables, n.instance) {
+		t.Errorf("nft table left after cleanup:\n%s", tables)
+	}
 }
 
 func run(t *testing.T, name string, args ...string) (string, error) {

@@ -66,6 +66,9 @@ func (n *network) setup() error {
 	if err := netlink.LinkSetUp(br); err != nil {
 		return fmt.Errorf("bring up bridge: %w", err)
 	}
+	if err := n.ensureMasquerade(); err != nil {
+		n.log.Warn("pod egress will not be masqueraded (install nftables)", "err", err)
+	}
 	for path, why := range map[string]string{
 		"/proc/sys/net/ipv4/ip_forward":                 "pods cannot reach anything beyond the bridge",
 		"/proc/sys/net/bridge/bridge-nf-call-iptables":  "service traffic between pods on the bridge bypasses the proxy's rules",
@@ -267,6 +270,7 @@ func Cleanup(instance, dataDir string, log *slog.Logger) error {
 			log.Info("removed veth", "link", name)
 		}
 	}
+	removeMasquerade(instance)
 	if br, err := netlink.LinkByName(n.bridgeName()); err == nil {
 		if err := netlink.LinkDel(br); err != nil {
 			return fmt.Errorf("delete bridge: %w", err)

@@ -161,3 +161,12 @@ func TestProbeThresholds(t *testing.T) {
 		}
 	}
 }
+
+func TestMasqueradeRules(t *testing.T) {
+	n := &network{instance: "mc", cidr: netip.MustParsePrefix("10.244.0.0/16")}
+	want := "table ip mc_node {}\ndelete table ip mc_node\ntable ip mc_node {\n\tchain postrouting {\n" +
+		"\t\ttype nat hook postrouting priority 100; policy accept;\n\t\tip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade\n\t}\n}\n"
+	if got := n.masqueradeRules(); got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+}

@@ -30,10 +30,15 @@ func Main(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	// /exit?code=N ends the server and Main returns N (no os.Exit: Main may run inside
+	// the container shim, which must still record the exit).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	exitCode := -1
 	var err error
 	switch args[0] {
 	case "netexec":
-		err = netexec(ctx, args[1:], stderr)
+		err = netexec(ctx, args[1:], stderr, func(code int) { exitCode = code; cancel() })
 	case "serve-hostname":
 		err = serveHostname(ctx, args[1:], stderr)
 	case "pause":
@@ -45,6 +50,9 @@ func Main(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	if exitCode >= 0 {
+		return exitCode
+	}
 	return 0
 }
 
@@ -53,8 +61,8 @@ func hostname() string {
 	return h
 }
 
-// NetexecHandler serves netexec's HTTP endpoints.
-func NetexecHandler() http.Handler {
+// NetexecHandler serves netexec's HTTP endpoints; /exit calls exit with the code.
+func NetexecHandler(exit func(int)) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
@@ -80,7 +88,7 @@ func NetexecHandler() http.Handler {
 	mux.HandleFunc("/exit", func(w http.ResponseWriter, r *http.Request) {
 		code, _ := strconv.Atoi(r.FormValue("code"))
 		w.WriteHeader(http.StatusOK)
-		go func() { time.Sleep(100 * time.Millisecond); os.Exit(code) }()
+		exit(code)
 	})
 	return mux
 }
@@ -99,7 +107,7 @@ func udpReply(msg string, from net.Addr) string {
 	return "unknown command " + cmd
 }
 
-func netexec(ctx context.Context, args []string, stderr io.Writer) error {
+func netexec(ctx context.Context, args []string, stderr io.Writer, exit func(int)) error {
 	fs := flag.NewFlagSet("netexec", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	httpPort := fs.Int("http-port", 8080, "HTTP port")
@@ -116,7 +124,7 @@ func netexec(ctx context.Context, args []string, stderr io.Writer) error {
 		defer pc.Close()
 		go serveUDP(pc, udpReply)
 	}
-	return serveHTTP(ctx, fmt.Sprintf(":%d", *httpPort), NetexecHandler(), false)
+	return serveHTTP(ctx, fmt.Sprintf(":%d", *httpPort), NetexecHandler(exit), false)
 }
 
 func serveUDP(pc net.PacketConn, reply func(string, net.Addr) string) {

@@ -11,7 +11,8 @@ import (
 )
 
 func TestNetexecEndpoints(t *testing.T) {
-	srv := httptest.NewServer(NetexecHandler())
+	exited := make(chan int, 1)
+	srv := httptest.NewServer(NetexecHandler(func(code int) { exited <- code }))
 	defer srv.Close()
 	host, _ := os.Hostname()
 	get := func(path string) string {
@@ -42,6 +43,10 @@ func TestNetexecEndpoints(t *testing.T) {
 	}
 	if got := get("/"); !strings.HasPrefix(got, "NOW: ") {
 		t.Errorf("/ = %q", got)
+	}
+	get("/exit?code=3")
+	if code := <-exited; code != 3 {
+		t.Errorf("/exit?code=3 exited with %d", code)
 	}
 }
 

@@ -125,6 +125,26 @@ func TestPodProcesses(t *testing.T) {
 		t.Errorf("container view: %v\n%s", err, shell.Output)
 	}
 
+	// Pod to pod over HTTP by IP, from inside a container.
+	out, err = n.curlPod(pods[0].IP, "/shell?cmd=busybox%20wget%20-qO-%20http://"+pods[1].IP+":8080/hostname")
+	shell.Output = ""
+	json.Unmarshal([]byte(out), &shell)
+	if err != nil || shell.Output != pods[1].Name {
+		t.Errorf("pod %s → %s over HTTP: %q (%v)", pods[0].Name, pods[1].Name, shell.Output, err)
+	}
+
+	// Killing a container's process (SIGKILL, from inside: the shell's parent is the
+	// container's process) restarts it.
+	n.curlPod(pods[2].IP, "/shell?cmd=kill%20-9%20%24PPID")
+	eventually(t, 20*time.Second, func() error {
+		for _, p := range n.podStatuses(t, "app=backend") {
+			if p.Name == pods[2].Name && p.Restarts == 1 && p.Ready {
+				return nil
+			}
+		}
+		return fmt.Errorf("pod %s not restarted after kill -9", pods[2].Name)
+	})
+
 	// A container that exits is restarted; its last exit code is reported.
 	if _, err := n.curlPod(pods[0].IP, "/exit?code=3"); err != nil {
 		t.Fatal(err)

@@ -43,6 +43,22 @@ func TestProbes(t *testing.T) {
 	if s := state(); !strings.Contains(s, "web=true/0") {
 		t.Errorf("the healthy container was touched: %q", s)
 	}
+	flip := func() string {
+		out, _, _ := n.exec("kubectl", "get", "pod", "flip", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+		return out
+	}
+	eventually(t, 10*time.Second, func() error {
+		if r := flip(); r != "True" {
+			return fmt.Errorf("flip Ready=%q, want True first", r)
+		}
+		return nil
+	})
+	eventually(t, 15*time.Second, func() error {
+		if r := flip(); r != "False" {
+			return fmt.Errorf("flip Ready=%q after its readiness file went, want False", r)
+		}
+		return nil
+	})
 }
 
 // Init containers run to completion first; a failed one fails a Never pod.

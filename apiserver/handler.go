@@ -409,6 +409,11 @@ func scaleOf(obj store.Object) (*autoscalingv1.Scale, error) {
 
 func (h *handler) getScale(w http.ResponseWriter, req *request) {
 	obj, err := h.api.Get(req.res, req.ns, req.name)
+	writeScale(w, req, obj, err)
+}
+
+// writeScale writes obj's Scale, or err.
+func writeScale(w http.ResponseWriter, req *request, obj store.Object, err error) {
 	if err != nil {
 		writeError(w, err)
 		return
@@ -451,14 +456,5 @@ func (h *handler) updateScale(w http.ResponseWriter, r *http.Request, req *reque
 		structField(cur, "Spec").FieldByName("Replicas").Set(reflect.ValueOf(&n))
 		return cur, nil
 	}, dryRun(req.query))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	sc, err := scaleOf(out)
-	if err != nil {
-		writeError(w, apierrors.NewInternalError(err))
-		return
-	}
-	writeObject(w, http.StatusOK, sc, req.out)
+	writeScale(w, req, out, err)
 }

@@ -62,14 +62,7 @@ func NewDeployment(cfg DeploymentConfig) (*Deployment, error) {
 
 // Run reconciles until ctx is cancelled.
 func (c *Deployment) Run(ctx context.Context) error {
-	go WatchResource(ctx, c.api, c.dRes, c.loop.Log(), func(o store.Object) { c.loop.Enqueue(key(o)) })
-	go WatchResource(ctx, c.api, c.rsRes, c.loop.Log(), func(o store.Object) {
-		if ref := metav1.GetControllerOf(o); ref != nil && ref.Kind == "Deployment" {
-			c.loop.Enqueue(o.GetNamespace() + "/" + ref.Name)
-		}
-	})
-	c.loop.Run(ctx, 2)
-	return nil
+	return runOwner(ctx, c.api, c.loop, c.dRes, c.rsRes, "Deployment")
 }
 
 // templateHash is the pod-template-hash of a template (without its own hash label).

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/minicluster/minicluster/apiserver"
 	"github.com/minicluster/minicluster/store"
 )
@@ -53,4 +55,18 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
+}
+
+// runOwner runs a controller of owner resources: an owner's changes enqueue its key, and
+// changes of the objects it controls (child resources whose controller is of ownerKind)
+// enqueue their controller's key.
+func runOwner(ctx context.Context, api *apiserver.API, l *Loop, owner, child *apiserver.Resource, ownerKind string) error {
+	go WatchResource(ctx, api, owner, l.Log(), func(o store.Object) { l.Enqueue(key(o)) })
+	go WatchResource(ctx, api, child, l.Log(), func(o store.Object) {
+		if ref := metav1.GetControllerOf(o); ref != nil && ref.Kind == ownerKind {
+			l.Enqueue(o.GetNamespace() + "/" + ref.Name)
+		}
+	})
+	l.Run(ctx, 2)
+	return nil
 }

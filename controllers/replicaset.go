@@ -49,14 +49,7 @@ func NewReplicaSet(cfg ReplicaSetConfig) (*ReplicaSet, error) {
 
 // Run reconciles until ctx is cancelled.
 func (c *ReplicaSet) Run(ctx context.Context) error {
-	go WatchResource(ctx, c.api, c.rsRes, c.loop.Log(), func(o store.Object) { c.loop.Enqueue(key(o)) })
-	go WatchResource(ctx, c.api, c.podRes, c.loop.Log(), func(o store.Object) {
-		if ref := metav1.GetControllerOf(o); ref != nil && ref.Kind == "ReplicaSet" {
-			c.loop.Enqueue(o.GetNamespace() + "/" + ref.Name)
-		}
-	})
-	c.loop.Run(ctx, 2)
-	return nil
+	return runOwner(ctx, c.api, c.loop, c.rsRes, c.podRes, "ReplicaSet")
 }
 
 func key(o store.Object) string { return o.GetNamespace() + "/" + o.GetName() }

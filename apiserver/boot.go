@@ -45,7 +45,20 @@ func (s *Server) Boot(ctx context.Context) error {
 	ep := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "kubernetes", Namespace: "default", Labels: labels},
 		Subsets: []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: host}},
 			Ports: []corev1.EndpointPort{{Name: "https", Port: int32(port), Protocol: corev1.ProtocolTCP}}}}}
-	return s.ensure(ctx, reg.Lookup("", "endpoints"), ep)
+	if err := s.ensure(ctx, reg.Lookup("", "endpoints"), ep); err != nil {
+		return err
+	}
+	if !s.cfg.ClusterDNS.IsValid() {
+		return nil
+	}
+	// The cluster DNS service, at its well-known address. It has no selector: the daemon
+	// serves DNS itself and says where through the service's Endpoints.
+	dns := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "kube-dns", Namespace: "kube-system",
+		Labels: map[string]string{"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "CoreDNS"}},
+		Spec: corev1.ServiceSpec{ClusterIP: s.cfg.ClusterDNS.String(), Ports: []corev1.ServicePort{
+			{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP, TargetPort: intstr.FromInt(53)},
+			{Name: "dns-tcp", Port: 53, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt(53)}}}}
+	return s.ensure(ctx, reg.Lookup("", "services"), dns)
 }
 
 // ensure creates obj, or, for endpoints, brings an existing one up to date (the

@@ -33,6 +33,8 @@ type Config struct {
 	Listen        string // host:port for HTTPS
 	ServiceCIDR   netip.Prefix
 	ClusterDomain string
+	// ClusterDNS is the kube-dns service's ClusterIP (none when invalid).
+	ClusterDNS    netip.Addr
 	NodePortBase  int
 	NodePortCount int
 	Store         *store.Store

@@ -72,7 +72,7 @@ func TestKubectl(t *testing.T) {
 		{args: []string{"get", "svc", "backend", "-o", "yaml"}, want: []string{"kind: Service", "clusterIP: 10."}},
 		{args: []string{"get", "svc", "-o", "json"}, want: []string{`"kind": "List"`}},
 		{args: []string{"get", "deploy", "-o", "name"}, want: []string{"deployment.apps/backend", "deployment.apps/web"}},
-		{args: []string{"get", "endpointslices", "-A"}, want: []string{"No resources found"}, fail: false},
+		{args: []string{"get", "endpointslices", "-A"}, want: []string{"ADDRESSTYPE", "backend-", "kubernetes-", "<unset>"}},
 		{args: []string{"delete", "deploy", "web"}, want: []string{`deployment.apps "web" deleted`}},
 		{args: []string{"create", "namespace", "team"}, want: []string{"namespace/team created"}},
 		{args: []string{"-n", "team", "create", "service", "clusterip", "s", "--tcp=80:80"}, want: []string{"service/s created"}},

@@ -67,3 +67,37 @@ func TestRollout(t *testing.T) {
 		t.Errorf("replicasets after one rollout: %s", rs)
 	}
 }
+
+// Endpoints and EndpointSlices follow the backend's ready pods through scaling.
+func TestEndpointsFollowPods(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	if _, errOut, err := n.cli("apply", "-f", "../manifests/backend.yaml"); err != nil {
+		t.Fatal(errOut)
+	}
+	count := func(want int) {
+		t.Helper()
+		eventually(t, 30*time.Second, func() error {
+			out, _, _ := n.exec("kubectl", "get", "endpoints", "backend", "-o", "jsonpath={.subsets[*].addresses[*].ip}")
+			slices, _, _ := n.exec("kubectl", "get", "endpointslices", "-l", "kubernetes.io/service-name=backend",
+				"-o", `jsonpath={range .items[*].endpoints[?(@.conditions.ready==true)]}{.addresses[0]} {end}`)
+			if got := len(strings.Fields(out)); got != want {
+				return fmt.Errorf("endpoints %q: %d addresses, want %d", out, got, want)
+			}
+			if got := len(strings.Fields(slices)); got != want {
+				return fmt.Errorf("slices: %d ready endpoints (%q), want %d", got, slices, want)
+			}
+			return nil
+		})
+	}
+	count(3)
+	if out, _, _ := n.exec("kubectl", "get", "endpoints", "backend"); !strings.Contains(out, ":8080") {
+		t.Errorf("kubectl get endpoints:\n%s", out)
+	}
+	for _, r := range []int{1, 0, 2} {
+		if _, errOut, err := n.exec("kubectl", "scale", "deployment", "backend", fmt.Sprintf("--replicas=%d", r)); err != nil {
+			t.Fatal(errOut)
+		}
+		count(r)
+	}
+}

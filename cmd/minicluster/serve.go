@@ -112,7 +112,7 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	defer st.Close()
 	srv, err := apiserver.New(apiserver.Config{DataDir: cfg.dataDir, Listen: cfg.listen, ServiceCIDR: cfg.serviceCIDR,
-		ClusterDomain: cfg.clusterDomain, Store: st, Log: log})
+		ClusterDomain: cfg.clusterDomain, ClusterDNS: cfg.clusterDNS, Store: st, Log: log})
 	if err != nil {
 		return err
 	}
@@ -168,7 +168,15 @@ func newControllers(api *apiserver.API, log *slog.Logger) ([]runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []runner{ns, deploy, rs, gc}, nil
+	ep, err := controllers.NewEndpoints(controllers.EndpointsConfig{API: api, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	slices, err := controllers.NewEndpointSlices(controllers.EndpointsConfig{API: api, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	return []runner{ns, deploy, rs, gc, ep, slices}, nil
 }
 
 // cleanup removes what an instance created in the kernel (run it with the daemon stopped).

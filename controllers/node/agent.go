@@ -320,6 +320,9 @@ func (a *Agent) updateStatus(ctx context.Context, pod *corev1.Pod, sb sandbox, p
 			ready, started = a.probeResults(pod.UID, ctr.Name, c.RestartCount)
 		}
 		cs := containerStatus(pod, ctr, c, ready, started)
+		if w := cs.State.Waiting; w != nil && !initialized && w.Reason == "ContainerCreating" {
+			w.Reason = "PodInitializing"
+		}
 		st.ContainerStatuses = append(st.ContainerStatuses, cs)
 		if cs.Ready {
 			readyCount++

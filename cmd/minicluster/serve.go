@@ -20,6 +20,7 @@ import (
 	"github.com/minicluster/minicluster/apiserver"
 	"github.com/minicluster/minicluster/controllers"
 	"github.com/minicluster/minicluster/controllers/node"
+	"github.com/minicluster/minicluster/proxy"
 	"github.com/minicluster/minicluster/store"
 )
 
@@ -126,7 +127,12 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	srv.SetPodLogs(agent)
-	runners = append(runners, agent)
+	kubeProxy, err := proxy.New(proxy.Config{API: srv.API(), Instance: cfg.instance, ServiceCIDR: cfg.serviceCIDR,
+		Bridge: cfg.instance + "0", Log: log})
+	if err != nil {
+		return err
+	}
+	runners = append(runners, agent, kubeProxy)
 	if err != nil {
 		return err
 	}
@@ -191,5 +197,6 @@ func cleanup(args []string, stderr io.Writer) error {
 	if !instanceName.MatchString(*instance) {
 		return fmt.Errorf("--instance %q: must be 1-8 lowercase letters and digits, starting with a letter", *instance)
 	}
+	proxy.Cleanup(*instance)
 	return node.Cleanup(*instance, *dataDir, slog.New(slog.NewTextHandler(stderr, nil)))
 }

@@ -1,0 +1,69 @@
+//go:build integration
+
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// ClusterIP traffic reaches a random ready pod, from the node and from a pod; a service
+// without endpoints refuses at once.
+func TestClusterIPRouting(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	if _, errOut, err := n.cli("apply", "-f", "../manifests/backend.yaml"); err != nil {
+		t.Fatal(errOut)
+	}
+	ip, _, err := n.exec("kubectl", "get", "svc", "backend", "-o", "jsonpath={.spec.clusterIP}")
+	if err != nil || ip == "" {
+		t.Fatalf("clusterIP %q: %v", ip, err)
+	}
+	fromNode := func() map[string]int {
+		seen := map[string]int{}
+		for i := 0; i < 30; i++ {
+			if out, _, err := n.exec("curl", "-sS", "-m", "2", "http://"+ip+"/hostname"); err == nil {
+				seen[out]++
+			}
+		}
+		return seen
+	}
+	eventually(t, 30*time.Second, func() error {
+		if seen := fromNode(); len(seen) < 2 {
+			return fmt.Errorf("30 requests from the node reached %v", seen)
+		}
+		return nil
+	})
+	pods := n.podStatuses(t, "app=backend")
+	cmd := "for i in 1 2 3 4 5 6 7 8 9 10; do busybox wget -qO- http://" + ip + "/hostname; echo; done"
+	out, err := n.curlPod(pods[0].IP, "/shell?cmd="+url.QueryEscape(cmd))
+	var reply struct{ Output string }
+	json.Unmarshal([]byte(out), &reply)
+	if got := strings.Fields(reply.Output); err != nil || len(got) != 10 {
+		t.Errorf("from a pod through the ClusterIP: %q (%v)", reply.Output, err)
+	}
+	if _, errOut, err := n.exec("kubectl", "scale", "deployment", "backend", "--replicas=0"); err != nil {
+		t.Fatal(errOut)
+	}
+	eventually(t, 30*time.Second, func() error {
+		start := time.Now()
+		_, errOut, err := n.exec("curl", "-sS", "-m", "3", "http://"+ip+"/hostname")
+		if err == nil || !strings.Contains(errOut, "Couldn't connect") || time.Since(start) > time.Second {
+			return fmt.Errorf("without endpoints: err=%v %q after %s, want refused at once", err, errOut, time.Since(start))
+		}
+		return nil
+	})
+	if _, errOut, err := n.exec("kubectl", "scale", "deployment", "backend", "--replicas=1"); err != nil {
+		t.Fatal(errOut)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if _, _, err := n.exec("curl", "-sS", "-m", "2", "http://"+ip+"/hostname"); err != nil {
+			return err
+		}
+		return nil
+	})
+}

@@ -28,7 +28,7 @@ func TestProbes(t *testing.T) {
 		}
 		return nil
 	})
-	eventually(t, 15*time.Second, func() error {
+	eventually(t, 20*time.Second, func() error {
 		if s := state(); !strings.Contains(s, "web=true/0") {
 			return fmt.Errorf("readiness not passed: %q", s)
 		}
@@ -53,7 +53,7 @@ func TestProbes(t *testing.T) {
 		}
 		return nil
 	})
-	eventually(t, 15*time.Second, func() error {
+	eventually(t, 20*time.Second, func() error {
 		if r := flip(); r != "False" {
 			return fmt.Errorf("flip Ready=%q after its readiness file went, want False", r)
 		}
@@ -78,7 +78,7 @@ func TestInitContainers(t *testing.T) {
 		}
 		return nil
 	})
-	eventually(t, 15*time.Second, func() error {
+	eventually(t, 20*time.Second, func() error {
 		if s := status("withinit"); !strings.Contains(s, "1/1 Running") {
 			return fmt.Errorf("withinit: %q", s)
 		}

@@ -38,6 +38,11 @@ func TestClusterIPRouting(t *testing.T) {
 		}
 		return nil
 	})
+	// A port the service does not define: refused at once too (dropped would hang).
+	start := time.Now()
+	if _, errOut, err := n.exec("curl", "-sS", "-m", "3", "http://"+ip+":81/"); err == nil || !strings.Contains(errOut, "Couldn't connect") || time.Since(start) > 2*time.Second {
+		t.Errorf("undefined port: err=%v %q after %s", err, errOut, time.Since(start))
+	}
 	pods := n.podStatuses(t, "app=backend")
 	cmd := "for i in 1 2 3 4 5 6 7 8 9 10; do busybox wget -qO- http://" + ip + "/hostname; echo; done"
 	out, err := n.curlPod(pods[0].IP, "/shell?cmd="+url.QueryEscape(cmd))

@@ -12,12 +12,18 @@ const hairpinMark = "0x4000"
 // RenderNFT renders the whole ruleset as one nft script that replaces the table in a
 // single transaction: a verdict map dispatches (ClusterIP, protocol, port) to the
 // service's chain, which picks an endpoint with numgen; ports without endpoints are
-// rejected, other addresses of the service CIDR dropped.
+// rejected, as are other ports of allocated ClusterIPs; unallocated addresses of the
+// service CIDR are dropped.
 func RenderNFT(table, serviceCIDR string, ports []ServicePort) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table ip %[1]s {}\ndelete table ip %[1]s\ntable ip %[1]s {\n", table)
-	var dispatch, noEndpoints, chains []string
+	var dispatch, noEndpoints, chains, clusterIPs []string
+	seenIP := map[string]bool{}
 	for i, sp := range ports {
+		if !seenIP[sp.ClusterIP] {
+			seenIP[sp.ClusterIP] = true
+			clusterIPs = append(clusterIPs, sp.ClusterIP)
+		}
 		key := fmt.Sprintf("%s . %s . %d", sp.ClusterIP, sp.Protocol, sp.Port)
 		if len(sp.Endpoints) == 0 {
 			noEndpoints = append(noEndpoints, key)
@@ -43,6 +49,10 @@ func RenderNFT(table, serviceCIDR string, ports []ServicePort) string {
 	if len(noEndpoints) > 0 {
 		fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(noEndpoints, ", "))
 	}
+	b.WriteString("\t}\n\tset cluster-ips {\n\t\ttype ipv4_addr\n")
+	if len(clusterIPs) > 0 {
+		fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(clusterIPs, ", "))
+	}
 	b.WriteString("\t}\n")
 	for _, c := range chains {
 		b.WriteString(c)
@@ -62,11 +72,13 @@ func RenderNFT(table, serviceCIDR string, ports []ServicePort) string {
 	chain filter-forward {
 		type filter hook forward priority -10; policy accept;
 		ct state new ip daddr . meta l4proto . th dport @no-endpoints reject
+		ct state new ip daddr @cluster-ips reject
 		ct state new ip daddr %[2]s drop
 	}
 	chain filter-output {
 		type filter hook output priority -10; policy accept;
 		ct state new ip daddr . meta l4proto . th dport @no-endpoints reject
+		ct state new ip daddr @cluster-ips reject
 		ct state new ip daddr %[2]s drop
 	}
 }

@@ -71,7 +71,8 @@ func TestRenderNFT(t *testing.T) {
 		"ip saddr 10.244.0.3 meta mark set meta mark | 0x4000\n\t\tmeta l4proto tcp dnat to 10.244.0.3:8080",
 		"set no-endpoints {\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t\telements = { 10.96.0.22 . udp . 53 }",
 		"ct state new ip daddr . meta l4proto . th dport @no-endpoints reject",
-		"ct state new ip daddr 10.96.0.0/12 drop",
+		"set cluster-ips {\n\t\ttype ipv4_addr\n\t\telements = { 10.96.0.20, 10.96.0.22 }",
+		"ct state new ip daddr @cluster-ips reject\n\t\tct state new ip daddr 10.96.0.0/12 drop",
 		"meta mark & 0x4000 == 0x4000 masquerade",
 	} {
 		if !strings.Contains(script, want) {

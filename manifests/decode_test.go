@@ -69,6 +69,7 @@ func TestDecodeJSONAndErrors(t *testing.T) {
 		"a: 1\na: 2\n":                  "already defined",
 		"a: &x {b: 1}\nc: *x\n<<: *x\n": "merge keys",
 		"a: .inf\n":                     "cannot be represented",
+		laughs():                        "too many values",
 	} {
 		if _, err := Decode([]byte(src)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Decode(%q) error %v, want one containing %q", src, err, want)

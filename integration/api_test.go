@@ -152,8 +152,6 @@ func TestServeApplyReadBack(t *testing.T) {
 	}
 }
 
-var agesRE = regexp.MustCompile(`\s+\d+[smhd]\s*$`)
-
 // The minicluster CLI and the real kubectl print the same tables.
 func TestCLIMatchesKubectl(t *testing.T) {
 	n := newNode(t)

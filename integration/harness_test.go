@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -200,5 +199,3 @@ func eventually(t *testing.T, timeout time.Duration, cond func() error) {
 	}
 	t.Fatalf("condition not met within %s: %v", timeout, err)
 }
-
-var errNotYet = errors.New("not yet")

@@ -42,13 +42,6 @@ type globalFlags struct {
 	kubeconfig, dataDir, namespace string
 }
 
-func (g *globalFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&g.kubeconfig, "kubeconfig", "", "path to the kubeconfig (default $KUBECONFIG, then DATA-DIR/kubeconfig)")
-	fs.StringVar(&g.dataDir, "data-dir", DefaultDataDir, "the daemon's data directory, to find its kubeconfig")
-	fs.StringVar(&g.namespace, "namespace", "", "namespace of the request")
-	fs.StringVar(&g.namespace, "n", "", "namespace of the request (shorthand)")
-}
-
 // parseInterspersed parses flags wherever they appear among the arguments, as kubectl does.
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var positional []string

@@ -42,10 +42,10 @@ func (n *network) netnsName(ns, pod string) string { return n.instance + "_" + n
 
 // vethName is the host end of a pod's veth pair: the instance and a hash of the UID,
 // within the kernel's 15-character limit.
-func vethName(instance, uid, kind string) string {
+func vethName(instance, uid string) string {
 	h := fnv.New32a()
 	h.Write([]byte(uid))
-	return fmt.Sprintf("%s%s%06x", instance, kind, h.Sum32()&0xffffff)
+	return fmt.Sprintf("%sv%06x", instance, h.Sum32()&0xffffff)
 }
 
 // setup creates (or repairs) the bridge with the gateway address and turns on forwarding.
@@ -100,7 +100,7 @@ func (n *network) create(sb sandbox) (err error) {
 	if err != nil {
 		return fmt.Errorf("bridge: %w", err)
 	}
-	hostName := vethName(n.instance, sb.uid, "v")
+	hostName := vethName(n.instance, sb.uid)
 	// The peer is born inside the pod's netns as eth0, and the host end is born up on the
 	// bridge: moving or renaming devices costs extra round trips under the kernel's rtnl
 	// lock, which serialises every pod's network set-up.
@@ -175,10 +175,7 @@ func newNamedNetns(name string) (netns.NsHandle, error) {
 // remove deletes a sandbox's veth, netns and /etc/netns entry; missing parts are fine.
 func (n *network) remove(name, uid string) {
 	if uid != "" {
-		if l, err := netlink.LinkByName(vethName(n.instance, uid, "v")); err == nil {
-			netlink.LinkDel(l)
-		}
-		if l, err := netlink.LinkByName(vethName(n.instance, uid, "p")); err == nil {
+		if l, err := netlink.LinkByName(vethName(n.instance, uid)); err == nil {
 			netlink.LinkDel(l)
 		}
 	}
@@ -280,10 +277,10 @@ func Cleanup(instance, dataDir string, log *slog.Logger) error {
 	return nil
 }
 
-// ownVeth reports whether name is one of vethName's: instance, v or p, six hex digits.
+// ownVeth reports whether name is one of vethName's: instance, v, six hex digits.
 func ownVeth(instance, name string) bool {
 	rest, ok := strings.CutPrefix(name, instance)
-	if !ok || len(rest) != 7 || (rest[0] != 'v' && rest[0] != 'p') {
+	if !ok || len(rest) != 7 || rest[0] != 'v' {
 		return false
 	}
 	_, err := strconv.ParseUint(rest[1:], 16, 32)

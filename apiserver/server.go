@@ -17,8 +17,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/version"
 
 	"github.com/minicluster/minicluster/store"
@@ -41,6 +44,8 @@ type Config struct {
 	Log           *slog.Logger
 	// ShutdownTimeout bounds a graceful stop (default 10 s).
 	ShutdownTimeout time.Duration
+	// Metrics is served at /metrics (token required on TCP, as in Kubernetes).
+	Metrics prometheus.Gatherer
 }
 
 // Server is the API server component.
@@ -72,6 +77,9 @@ func New(cfg Config) (*Server, error) {
 	api := NewAPI(cfg.Store, reg, cfg.Log)
 	s := &Server{cfg: cfg, api: api, ready: make(chan struct{})}
 	s.handler = &handler{api: api, ready: s.ready, stopping: make(chan struct{})}
+	if cfg.Metrics != nil {
+		s.handler.metrics = promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{})
+	}
 	return s, nil
 }
 
@@ -195,6 +203,7 @@ type handler struct {
 	stopping chan struct{}
 	openapi  openAPI
 	logs     PodLogs
+	metrics  http.Handler
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -218,6 +227,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case "/version":
 		writeJSONValue(w, versionInfo())
+		return
+	case "/metrics":
+		if h.metrics == nil {
+			writeError(w, apierrors.NewNotFound(schema.GroupResource{}, "metrics"))
+			return
+		}
+		h.metrics.ServeHTTP(w, r)
 		return
 	}
 	if h.serveOpenAPI(w, r) {

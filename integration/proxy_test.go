@@ -13,9 +13,20 @@ import (
 
 // ClusterIP traffic reaches a random ready pod, from the node and from a pod; a service
 // without endpoints refuses at once.
-func TestClusterIPRouting(t *testing.T) {
-	n := newNode(t)
-	n.start()
+// proxyModes runs a test once per proxy mode.
+func proxyModes(t *testing.T, test func(t *testing.T, n *node)) {
+	for _, mode := range []string{"iptables", "nftables"} {
+		t.Run(mode, func(t *testing.T) {
+			n := newNode(t)
+			n.start("--proxy-mode", mode)
+			test(t, n)
+		})
+	}
+}
+
+func TestClusterIPRouting(t *testing.T) { proxyModes(t, testClusterIPRouting) }
+
+func testClusterIPRouting(t *testing.T, n *node) {
 	if _, errOut, err := n.cli("apply", "-f", "../manifests/backend.yaml"); err != nil {
 		t.Fatal(errOut)
 	}

@@ -28,7 +28,7 @@ func ep(ip string, ready, serving, terminating bool) discoveryv1.Endpoint {
 
 func TestBuildChoosesEndpoints(t *testing.T) {
 	http := corev1.ServicePort{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}
-	ports := Build(
+	ports := Build("node1",
 		[]*corev1.Service{svc("a", "10.96.0.20", http), svc("b", "10.96.0.21", http), svc("c", "10.96.0.22", http),
 			svc("headless", corev1.ClusterIPNone, http)},
 		[]*discoveryv1.EndpointSlice{
@@ -38,10 +38,10 @@ func TestBuildChoosesEndpoints(t *testing.T) {
 	got := map[string]string{}
 	for _, p := range ports {
 		var eps []string
-		for _, e := range p.Endpoints {
+		for _, e := range p.Internal {
 			eps = append(eps, e.IP)
 		}
-		got[p.Service] = p.ClusterIP + " " + strings.Join(eps, ",")
+		got[p.Name] = p.ClusterIP + " " + strings.Join(eps, ",")
 	}
 	want := map[string]string{
 		"default/a:http": "10.96.0.20 10.244.0.3", // ready only
@@ -58,25 +58,3 @@ func TestBuildChoosesEndpoints(t *testing.T) {
 	}
 }
 
-func TestRenderNFT(t *testing.T) {
-	script := RenderNFT("mc_proxy", "10.96.0.0/12", []ServicePort{
-		{Service: "default/a:http", ClusterIP: "10.96.0.20", Protocol: "tcp", Port: 80,
-			Endpoints: []Endpoint{{IP: "10.244.0.2", Port: 8080}, {IP: "10.244.0.3", Port: 8080}}},
-		{Service: "default/c:dns", ClusterIP: "10.96.0.22", Protocol: "udp", Port: 53},
-	})
-	for _, want := range []string{
-		"table ip mc_proxy {}\ndelete table ip mc_proxy\ntable ip mc_proxy {\n",
-		"elements = { 10.96.0.20 . tcp . 80 : goto svc-0 }",
-		"numgen random mod 2 vmap { 0 : goto svc-0-ep-0, 1 : goto svc-0-ep-1 }",
-		"ip saddr 10.244.0.3 meta mark set meta mark | 0x4000\n\t\tmeta l4proto tcp dnat to 10.244.0.3:8080",
-		"set no-endpoints {\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t\telements = { 10.96.0.22 . udp . 53 }",
-		"ct state new ip daddr . meta l4proto . th dport @no-endpoints reject",
-		"set cluster-ips {\n\t\ttype ipv4_addr\n\t\telements = { 10.96.0.20, 10.96.0.22 }",
-		"ct state new ip daddr @cluster-ips reject\n\t\tct state new ip daddr 10.96.0.0/12 drop",
-		"meta mark & 0x4000 == 0x4000 masquerade",
-	} {
-		if !strings.Contains(script, want) {
-			t.Errorf("script lacks %q:\n%s", want, script)
-		}
-	}
-}

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/minicluster/minicluster/apiserver"
@@ -31,6 +33,7 @@ type serveConfig struct {
 	dataDir, instance, listen, clusterDomain, logLevel, nodeName string
 	serviceCIDR, podCIDR                                         netip.Prefix
 	clusterDNS                                                   netip.Addr
+	proxyMode                                                    string
 }
 
 var instanceName = regexp.MustCompile(`^[a-z][a-z0-9]{0,7}$`)
@@ -49,6 +52,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	host, _ := os.Hostname()
 	fs.StringVar(&c.nodeName, "node-name", strings.ToLower(host), "name of this node")
+	fs.StringVar(&c.proxyMode, "proxy-mode", proxy.ModeIPTables, "how services are programmed into the kernel: iptables or nftables")
 	dns := fs.String("cluster-dns", "10.96.0.10", "cluster DNS address written into pods' resolv.conf")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -71,6 +75,9 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	}
 	if c.serviceCIDR.Overlaps(c.podCIDR) {
 		return nil, fmt.Errorf("--service-cidr %s overlaps --pod-cidr %s", c.serviceCIDR, c.podCIDR)
+	}
+	if c.proxyMode != proxy.ModeIPTables && c.proxyMode != proxy.ModeNFTables {
+		return nil, fmt.Errorf("--proxy-mode %q: must be %s or %s", c.proxyMode, proxy.ModeIPTables, proxy.ModeNFTables)
 	}
 	if store.PrefixSize(c.serviceCIDR) < 16 {
 		return nil, fmt.Errorf("--service-cidr %s is too small", c.serviceCIDR)
@@ -112,8 +119,10 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer st.Close()
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := apiserver.New(apiserver.Config{DataDir: cfg.dataDir, Listen: cfg.listen, ServiceCIDR: cfg.serviceCIDR,
-		ClusterDomain: cfg.clusterDomain, ClusterDNS: cfg.clusterDNS, Store: st, Log: log})
+		ClusterDomain: cfg.clusterDomain, ClusterDNS: cfg.clusterDNS, Store: st, Log: log, Metrics: metrics})
 	if err != nil {
 		return err
 	}
@@ -127,16 +136,13 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	srv.SetPodLogs(agent)
-	kubeProxy, err := proxy.New(proxy.Config{API: srv.API(), Instance: cfg.instance, ServiceCIDR: cfg.serviceCIDR,
-		Bridge: cfg.instance + "0", Log: log})
+	kubeProxy, err := proxy.New(proxy.Config{API: srv.API(), Instance: cfg.instance, Mode: cfg.proxyMode, NodeName: cfg.nodeName,
+		ServiceCIDR: cfg.serviceCIDR, Bridge: cfg.instance + "0", Metrics: metrics, Log: log})
 	if err != nil {
 		return err
 	}
 	runners = append(runners, agent, kubeProxy)
-	if err != nil {
-		return err
-	}
-	log.Info("starting", "instance", cfg.instance, "dataDir", cfg.dataDir, "serviceCIDR", cfg.serviceCIDR, "podCIDR", cfg.podCIDR)
+	log.Info("starting", "instance", cfg.instance, "proxyMode", cfg.proxyMode, "dataDir", cfg.dataDir, "serviceCIDR", cfg.serviceCIDR, "podCIDR", cfg.podCIDR)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx) })
 	for _, c := range runners {
@@ -197,6 +203,6 @@ func cleanup(args []string, stderr io.Writer) error {
 	if !instanceName.MatchString(*instance) {
 		return fmt.Errorf("--instance %q: must be 1-8 lowercase letters and digits, starting with a letter", *instance)
 	}
-	proxy.Cleanup(*instance)
+	proxy.Cleanup(*instance, nil)
 	return node.Cleanup(*instance, *dataDir, slog.New(slog.NewTextHandler(stderr, nil)))
 }

@@ -35,44 +35,54 @@ func iptJumps(instance string) [][]string {
 	}
 }
 
+// Chains whose rules are independent of their order: their diffs are rule deletes and
+// appends, so one new service costs a rule, not a rewrite of the chain of all services.
+var iptUnordered = map[string]bool{"CLUSTER": true, "NODEPORTS": true, "NOENDPOINTS": true, "CLUSTERIPS": true}
+
 // buildIPT computes every chain the instance owns and its rules.
 func buildIPT(instance, serviceCIDR string, ports []ServicePort) iptState {
 	p := iptPrefix(instance)
-	s := iptState{"nat/" + p + "-SERVICES": nil, "nat/" + p + "-NODEPORTS": nil,
-		"nat/" + p + "-POSTROUTING": {"-m mark --mark " + hairpinMark + "/" + hairpinMark + " -j MASQUERADE"},
-		"filter/" + p + "-FILTER":   {"! -d " + serviceCIDR + " -j RETURN"}}
-	add := func(chain, rule string) { s["nat/"+chain] = append(s["nat/"+chain], rule) }
-	filter := func(rule string) { s["filter/"+p+"-FILTER"] = append(s["filter/"+p+"-FILTER"], rule) }
-	var tail []string
+	s := iptState{
+		"nat/" + p + "-SERVICES":       {"-j " + p + "-CLUSTER", "-m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j " + p + "-NODEPORTS"},
+		"nat/" + p + "-CLUSTER":        {},
+		"nat/" + p + "-NODEPORTS":      {},
+		"nat/" + p + "-POSTROUTING":    {"-m mark --mark " + hairpinMark + "/" + hairpinMark + " -j MASQUERADE"},
+		"filter/" + p + "-REJECT":      {"-p tcp -j REJECT --reject-with tcp-reset", "-j REJECT"},
+		"filter/" + p + "-NOENDPOINTS": {},
+		"filter/" + p + "-CLUSTERIPS":  {},
+	}
+	add := func(chain, rule string) { s["nat/"+p+"-"+chain] = append(s["nat/"+p+"-"+chain], rule) }
+	filter := func(chain, rule string) { s["filter/"+p+"-"+chain] = append(s["filter/"+p+"-"+chain], rule) }
+	var nodePortRejects []string
+	seenIP := map[string]bool{}
 	for i := range ports {
 		sp := &ports[i]
 		id := strings.ToUpper(sp.ID())
+		if !seenIP[sp.ClusterIP] {
+			seenIP[sp.ClusterIP] = true
+			filter("CLUSTERIPS", "-d "+sp.ClusterIP+"/32 -j "+p+"-REJECT")
+		}
 		match := func(ip string, port int32) string {
 			m := fmt.Sprintf("-p %[1]s -m %[1]s --dport %[2]d", sp.Protocol, port)
 			if ip != "" {
 				m = "-d " + ip + "/32 " + m
 			}
-			return m
+			return fmt.Sprintf("-m comment --comment %q %s", sp.Name, m)
 		}
-		reject := "-j REJECT"
-		if sp.Protocol == "tcp" {
-			reject += " --reject-with tcp-reset"
-		}
-		comment := fmt.Sprintf("-m comment --comment %q ", sp.Name)
 		// pick fills chain with the choice among eps.
 		pick := func(chain string, eps []Endpoint, masq bool) {
-			s["nat/"+chain] = []string{}
+			s["nat/"+p+"-"+chain] = []string{}
 			if masq {
 				add(chain, "-j MARK --or-mark "+hairpinMark)
 			}
 			for _, e := range eps {
-				sep := p + "-SEP-" + strings.ToUpper(sp.EndpointID(e))
+				sep := "SEP-" + strings.ToUpper(sp.EndpointID(e))
 				dnat := fmt.Sprintf("-p %s -j DNAT --to-destination %s", sp.Protocol, e)
 				if sp.Affinity > 0 {
-					add(chain, fmt.Sprintf("-m recent --name %s --rcheck --seconds %d --reap --mask 255.255.255.255 --rsource -j %s", sep, sp.Affinity, sep))
-					dnat = fmt.Sprintf("-p %s -m recent --name %s --set --mask 255.255.255.255 --rsource -j DNAT --to-destination %s", sp.Protocol, sep, e)
+					add(chain, fmt.Sprintf("-m recent --name %s-%s --rcheck --seconds %d --reap --mask 255.255.255.255 --rsource -j %s-%s", p, sep, sp.Affinity, p, sep))
+					dnat = fmt.Sprintf("-p %s -m recent --name %s-%s --set --mask 255.255.255.255 --rsource -j DNAT --to-destination %s", sp.Protocol, p, sep, e)
 				}
-				s["nat/"+sep] = []string{"-s " + e.IP + "/32 -j MARK --or-mark " + hairpinMark, dnat}
+				s["nat/"+p+"-"+sep] = []string{"-s " + e.IP + "/32 -j MARK --or-mark " + hairpinMark, dnat}
 			}
 			for j, e := range eps {
 				sep := p + "-SEP-" + strings.ToUpper(sp.EndpointID(e))
@@ -85,46 +95,38 @@ func buildIPT(instance, serviceCIDR string, ports []ServicePort) iptState {
 		}
 		switch {
 		case !sp.HasEndpoints:
-			filter(comment + match(sp.ClusterIP, sp.Port) + " " + reject)
+			filter("NOENDPOINTS", match(sp.ClusterIP, sp.Port)+" -j "+p+"-REJECT")
 		case len(sp.Internal) == 0:
-			filter(comment + match(sp.ClusterIP, sp.Port) + " -j DROP")
+			filter("NOENDPOINTS", match(sp.ClusterIP, sp.Port)+" -j DROP")
 		default:
-			pick(p+"-SVC-"+id, sp.Internal, false)
-			add(p+"-SERVICES", comment+match(sp.ClusterIP, sp.Port)+" -j "+p+"-SVC-"+id)
+			pick("SVC-"+id, sp.Internal, false)
+			add("CLUSTER", match(sp.ClusterIP, sp.Port)+" -j "+p+"-SVC-"+id)
 		}
-		if len(sp.ExternalIPs) > 0 || sp.NodePort != 0 {
-			if len(sp.External) == 0 {
-				verdict := map[bool]string{true: "-j DROP", false: reject}[sp.HasEndpoints]
-				for _, ip := range sp.ExternalIPs {
-					filter(comment + match(ip, sp.Port) + " " + verdict)
-				}
-				if sp.NodePort != 0 {
-					tail = append(tail, comment+"-m addrtype --dst-type LOCAL "+match("", sp.NodePort)+" "+verdict)
-				}
-			} else {
-				ext := p + "-EXT-" + id
-				pick(ext, sp.External, !sp.ExternalLocal)
-				for _, ip := range sp.ExternalIPs {
-					add(p+"-SERVICES", comment+match(ip, sp.Port)+" -j "+ext)
-				}
-				if sp.NodePort != 0 {
-					add(p+"-NODEPORTS", comment+match("", sp.NodePort)+" -j "+ext)
-				}
+		if len(sp.ExternalIPs) == 0 && sp.NodePort == 0 {
+			continue
+		}
+		if len(sp.External) == 0 {
+			verdict := map[bool]string{true: "-j DROP", false: "-j " + p + "-REJECT"}[sp.HasEndpoints]
+			for _, ip := range sp.ExternalIPs {
+				filter("NOENDPOINTS", match(ip, sp.Port)+" "+verdict)
 			}
+			if sp.NodePort != 0 {
+				nodePortRejects = append(nodePortRejects, "-m addrtype --dst-type LOCAL "+match("", sp.NodePort)+" "+verdict)
+			}
+			continue
+		}
+		pick("EXT-"+id, sp.External, !sp.ExternalLocal)
+		for _, ip := range sp.ExternalIPs {
+			add("CLUSTER", match(ip, sp.Port)+" -j "+p+"-EXT-"+id)
+		}
+		if sp.NodePort != 0 {
+			add("NODEPORTS", match("", sp.NodePort)+" -j "+p+"-EXT-"+id)
 		}
 	}
-	add(p+"-SERVICES", "-m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j "+p+"-NODEPORTS")
-	seen := map[string]bool{}
-	for _, sp := range ports {
-		if !seen[sp.ClusterIP] {
-			seen[sp.ClusterIP] = true
-			filter("-d " + sp.ClusterIP + "/32 -p tcp -j REJECT --reject-with tcp-reset")
-			filter("-d " + sp.ClusterIP + "/32 -j REJECT")
-		}
-	}
-	filter("-j DROP") // the rest of the service CIDR
-	// NodePorts without endpoints are on node addresses, outside the service CIDR.
-	s["filter/"+p+"-FILTER"] = append(tail, s["filter/"+p+"-FILTER"]...)
+	// NodePorts without endpoints are on node addresses, outside the service CIDR; the
+	// rest of the service CIDR (unallocated addresses) is dropped.
+	s["filter/"+p+"-FILTER"] = append(nodePortRejects, "! -d "+serviceCIDR+" -j RETURN",
+		"-j "+p+"-NOENDPOINTS", "-j "+p+"-CLUSTERIPS", "-j DROP")
 	return s
 }
 
@@ -134,13 +136,17 @@ func iptScript(old, next iptState) string {
 	var b strings.Builder
 	for _, table := range []string{"nat", "filter"} {
 		fmt.Fprintf(&b, "*%s\n", table)
-		var changed []string
+		var changed, edited []string
 		for _, k := range sortedKeys(next) {
-			if t, chain, _ := strings.Cut(k, "/"); t == table {
-				if rules, ok := old[k]; !ok || !slices.Equal(rules, next[k]) {
-					changed = append(changed, chain)
-					fmt.Fprintf(&b, ":%s - [0:0]\n", chain)
-				}
+			t, chain, _ := strings.Cut(k, "/")
+			rules, ok := old[k]
+			switch {
+			case t != table || ok && slices.Equal(rules, next[k]):
+			case ok && iptUnordered[chain[strings.Index(chain, "-")+1:]] && !slices.Contains(rules, "(unknown)"):
+				edited = append(edited, chain)
+			default:
+				changed = append(changed, chain)
+				fmt.Fprintf(&b, ":%s - [0:0]\n", chain)
 			}
 		}
 		var gone []string
@@ -149,6 +155,20 @@ func iptScript(old, next iptState) string {
 				if _, ok := next[k]; !ok {
 					gone = append(gone, chain)
 					fmt.Fprintf(&b, ":%s - [0:0]\n", chain)
+				}
+			}
+		}
+		for _, chain := range edited {
+			k := table + "/" + chain
+			was, is := setOf(old[k]), setOf(next[k])
+			for _, r := range old[k] {
+				if !is[r] {
+					fmt.Fprintf(&b, "-D %s %s\n", chain, r)
+				}
+			}
+			for _, r := range next[k] {
+				if !was[r] {
+					fmt.Fprintf(&b, "-A %s %s\n", chain, r)
 				}
 			}
 		}
@@ -163,6 +183,14 @@ func iptScript(old, next iptState) string {
 		b.WriteString("COMMIT\n")
 	}
 	return b.String()
+}
+
+func setOf(rules []string) map[string]bool {
+	m := make(map[string]bool, len(rules))
+	for _, r := range rules {
+		m[r] = true
+	}
+	return m
 }
 
 // count is the number of rules the state programs.

@@ -272,7 +272,7 @@ func (p *Proxy) check() error {
 			return err
 		}
 	}
-	chain := iptPrefix(p.cfg.Instance) + "-SERVICES"
+	chain := iptPrefix(p.cfg.Instance) + "-CLUSTER"
 	out, err := p.cfg.Runner.Run("", "iptables", "-w", "5", "-t", "nat", "-S", chain)
 	if err == nil && strings.Count(out, "-A "+chain) != len(p.ipt["nat/"+chain]) {
 		err = fmt.Errorf("chain %s has lost rules", chain)
@@ -282,13 +282,15 @@ func (p *Proxy) check() error {
 
 // ensureJumps puts the rules leading into our chains into the built-in chains, once.
 func (p *Proxy) ensureJumps() error {
-	pre := iptPrefix(p.cfg.Instance)
-	// The chains must exist before rules can jump to them.
-	create := "*nat\n:" + pre + "-SERVICES - [0:0]\n:" + pre + "-POSTROUTING - [0:0]\nCOMMIT\n*filter\n:" + pre + "-FILTER - [0:0]\nCOMMIT\n"
-	if _, err := p.cfg.Runner.Run(create, "iptables-restore", "-w", "5", "--noflush"); err != nil {
-		return err
-	}
 	for _, j := range iptJumps(p.cfg.Instance) {
+		// The chain must exist before a rule can jump to it; if it does, it is kept as
+		// it is (traffic keeps flowing across a restart).
+		target := j[len(j)-1]
+		if _, err := p.cfg.Runner.Run("", "iptables", "-w", "5", j[0], j[1], "-S", target); err != nil {
+			if _, err := p.cfg.Runner.Run("", "iptables", "-w", "5", j[0], j[1], "-N", target); err != nil {
+				return err
+			}
+		}
 		check := append([]string{"-w", "5", j[0], j[1], "-C"}, j[2:]...)
 		if _, err := p.cfg.Runner.Run("", "iptables", check...); err == nil {
 			continue

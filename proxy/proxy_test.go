@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"flag"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -10,51 +13,290 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-func svc(name, ip string, ports ...corev1.ServicePort) *corev1.Service {
-	return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name}, Spec: corev1.ServiceSpec{ClusterIP: ip, Ports: ports}}
+var update = flag.Bool("update", false, "rewrite the golden rulesets in testdata")
+
+type svcOpt func(*corev1.Service)
+
+func svc(name, ip string, port int32, proto corev1.Protocol, opts ...svcOpt) *corev1.Service {
+	s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name}, Spec: corev1.ServiceSpec{
+		ClusterIP: ip, Type: corev1.ServiceTypeClusterIP,
+		Ports: []corev1.ServicePort{{Name: "p", Port: port, Protocol: proto}}}}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
-func slice(service string, port int32, eps ...discoveryv1.Endpoint) *discoveryv1.EndpointSlice {
+func nodePort(np int32, local bool) svcOpt {
+	return func(s *corev1.Service) {
+		s.Spec.Type, s.Spec.Ports[0].NodePort = corev1.ServiceTypeNodePort, np
+		if local {
+			s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+		}
+	}
+}
+
+func slice(service string, port int32, proto corev1.Protocol, eps ...discoveryv1.Endpoint) *discoveryv1.EndpointSlice {
 	return &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: service + "-x",
 		Labels: map[string]string{discoveryv1.LabelServiceName: service}},
-		Ports:     []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To(port), Protocol: ptr.To(corev1.ProtocolTCP)}},
+		Ports:     []discoveryv1.EndpointPort{{Name: ptr.To("p"), Port: ptr.To(port), Protocol: ptr.To(proto)}},
 		Endpoints: eps}
 }
 
-func ep(ip string, ready, serving, terminating bool) discoveryv1.Endpoint {
-	return discoveryv1.Endpoint{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{
+// ep is an endpoint on node1 unless node says otherwise.
+func ep(ip string, ready, serving, terminating bool, node ...string) discoveryv1.Endpoint {
+	n := "node1"
+	if len(node) > 0 {
+		n = node[0]
+	}
+	return discoveryv1.Endpoint{Addresses: []string{ip}, NodeName: ptr.To(n), Conditions: discoveryv1.EndpointConditions{
 		Ready: ptr.To(ready), Serving: ptr.To(serving), Terminating: ptr.To(terminating)}}
 }
 
-func TestBuildChoosesEndpoints(t *testing.T) {
-	http := corev1.ServicePort{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}
-	ports := Build("node1",
-		[]*corev1.Service{svc("a", "10.96.0.20", http), svc("b", "10.96.0.21", http), svc("c", "10.96.0.22", http),
-			svc("headless", corev1.ClusterIPNone, http)},
-		[]*discoveryv1.EndpointSlice{
-			slice("a", 8080, ep("10.244.0.3", true, true, false), ep("10.244.0.2", false, false, false), ep("10.244.0.4", false, true, true)),
-			slice("b", 8080, ep("10.244.0.5", false, true, true), ep("10.244.0.6", false, false, false)),
-		})
-	got := map[string]string{}
-	for _, p := range ports {
-		var eps []string
-		for _, e := range p.Internal {
-			eps = append(eps, e.IP)
+func ready(ip string, node ...string) discoveryv1.Endpoint { return ep(ip, true, true, false, node...) }
+
+const tcp, udp, sctp = corev1.ProtocolTCP, corev1.ProtocolUDP, corev1.ProtocolSCTP
+
+// cluster has a service of every kind the proxy programs.
+func cluster() ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+	dns := svc("dns", "10.96.0.11", 53, udp)
+	dns.Spec.Ports = append(dns.Spec.Ports, corev1.ServicePort{Name: "t", Port: 53, Protocol: tcp})
+	dnsTCP := slice("dns", 53, tcp, ready("10.244.0.6"))
+	dnsTCP.Name, dnsTCP.Ports[0].Name = "dns-tcp", ptr.To("t")
+	return []*corev1.Service{
+			svc("web", "10.96.0.10", 80, tcp),
+			dns,
+			svc("empty", "10.96.0.12", 80, tcp),
+			svc("term", "10.96.0.13", 80, tcp),
+			svc("local", "10.96.0.14", 80, tcp, func(s *corev1.Service) {
+				s.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyLocal)
+			}),
+			svc("np", "10.96.0.15", 80, tcp, nodePort(30080, true)),
+			svc("npc", "10.96.0.16", 80, tcp, nodePort(30081, false)),
+			svc("ext", "10.96.0.17", 80, tcp, func(s *corev1.Service) { s.Spec.ExternalIPs = []string{"192.0.2.50"} }),
+			svc("aff", "10.96.0.18", 80, tcp, func(s *corev1.Service) {
+				s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+				s.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr.To[int32](60)}}
+			}),
+			svc("sctp", "10.96.0.19", 9999, sctp),
+			svc("npempty", "10.96.0.20", 80, tcp, nodePort(30082, false)),
+			svc("headless", corev1.ClusterIPNone, 80, tcp),
+		}, []*discoveryv1.EndpointSlice{
+			slice("web", 8080, tcp, ready("10.244.0.2"), ready("10.244.0.3"), ready("10.244.0.4"), ep("10.244.0.5", false, false, false)),
+			slice("dns", 53, udp, ready("10.244.0.6")), dnsTCP,
+			slice("term", 80, tcp, ep("10.244.0.7", false, true, true), ep("10.244.0.99", false, false, true)),
+			slice("local", 80, tcp, ready("10.244.0.8", "node2")),
+			slice("np", 80, tcp, ready("10.244.0.9"), ready("10.244.0.10", "node2")),
+			slice("npc", 80, tcp, ready("10.244.0.11")),
+			slice("ext", 80, tcp, ready("10.244.0.12")),
+			slice("aff", 80, tcp, ready("10.244.0.13"), ready("10.244.0.14")),
+			slice("sctp", 9999, sctp, ready("10.244.0.15")),
+			slice("headless", 80, tcp, ready("10.244.0.16")),
 		}
-		got[p.Name] = p.ClusterIP + " " + strings.Join(eps, ",")
+}
+
+func ports(t *testing.T) []ServicePort {
+	services, slices := cluster()
+	return Build("node1", services, slices)
+}
+
+func TestBuild(t *testing.T) {
+	got := map[string]ServicePort{}
+	for _, p := range ports(t) {
+		got[p.Name+"/"+p.Protocol] = p
 	}
-	want := map[string]string{
-		"default/a:http": "10.96.0.20 10.244.0.3", // ready only
-		"default/b:http": "10.96.0.21 10.244.0.5", // none ready: serving+terminating
-		"default/c:http": "10.96.0.22 ",           // no endpoints
+	ips := func(eps []Endpoint) string {
+		var s []string
+		for _, e := range eps {
+			s = append(s, e.String())
+		}
+		return strings.Join(s, ",")
 	}
-	if len(got) != len(want) {
-		t.Errorf("ports %v (headless services get none)", got)
+	for _, c := range []struct{ key, internal, external string }{
+		{"default/web:p/tcp", "10.244.0.2:8080,10.244.0.3:8080,10.244.0.4:8080", "10.244.0.2:8080,10.244.0.3:8080,10.244.0.4:8080"},
+		{"default/term:p/tcp", "10.244.0.7:80", "10.244.0.7:80"}, // none ready: serving+terminating
+		{"default/empty:p/tcp", "", ""},
+		{"default/local:p/tcp", "", "10.244.0.8:80"}, // internal Local: no endpoint on node1
+		{"default/np:p/tcp", "10.244.0.10:80,10.244.0.9:80", "10.244.0.9:80"},
+		{"default/dns:p/udp", "10.244.0.6:53", "10.244.0.6:53"},
+		{"default/dns:t/tcp", "10.244.0.6:53", "10.244.0.6:53"},
+	} {
+		p, ok := got[c.key]
+		if !ok {
+			t.Errorf("no port %s", c.key)
+			continue
+		}
+		if ips(p.Internal) != c.internal || ips(p.External) != c.external {
+			t.Errorf("%s: internal %s external %s, want %s and %s", c.key, ips(p.Internal), ips(p.External), c.internal, c.external)
+		}
 	}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("%s = %q, want %q", k, got[k], v)
+	if _, ok := got["default/headless:p/tcp"]; ok {
+		t.Error("headless services get no rules")
+	}
+	if got["default/aff:p/tcp"].Affinity != 60 || got["default/web:p/tcp"].Affinity != 0 {
+		t.Error("session affinity timeout not carried")
+	}
+	if p := got["default/empty:p/tcp"]; p.HasEndpoints {
+		t.Error("empty has no endpoints")
+	}
+	if p := got["default/local:p/tcp"]; !p.HasEndpoints {
+		t.Error("local has endpoints, just not here: its traffic is dropped, not rejected")
+	}
+}
+
+// golden compares got with testdata/name, or rewrites it with -update.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		os.MkdirAll("testdata", 0o755)
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./proxy -update to create it)", err)
+	}
+	if string(want) != got {
+		t.Errorf("%s differs from the rendered ruleset (go test ./proxy -update rewrites it); got:\n%s", path, got)
+	}
+}
+
+func TestGoldenRulesets(t *testing.T) {
+	golden(t, "nftables.golden", nftScript("mc_proxy", "10.96.0.0/12", nil, buildNFT(ports(t))))
+	golden(t, "iptables.golden", iptScript(nil, buildIPT("mc", "10.96.0.0/12", ports(t))))
+}
+
+// tracedModes renders the cluster in both modes and returns a trace function per mode.
+func tracedModes(t *testing.T, affinity func(mode string, sp *ServicePort, e Endpoint) string, clients map[string]string) map[string]func(packet) string {
+	ps := ports(t)
+	aff := map[string]map[string][]string{ModeNFTables: {}, ModeIPTables: {}}
+	for client, epIP := range clients {
+		for i := range ps {
+			for _, e := range ps[i].Internal {
+				if e.IP == epIP {
+					for mode := range aff {
+						set := affinity(mode, &ps[i], e)
+						aff[mode][set] = append(aff[mode][set], client)
+					}
+				}
+			}
+		}
+	}
+	local := []string{"10.244.0.1", "192.168.1.10", "127.0.0.1"}
+	nft := parseNFT(t, nftScript("mc_proxy", "10.96.0.0/12", nil, buildNFT(ps)), tracer{t: t, local: local, affinity: aff[ModeNFTables]})
+	ipt := parseIPT(t, "mc", iptScript(nil, buildIPT("mc", "10.96.0.0/12", ps)), tracer{t: t, local: local, affinity: aff[ModeIPTables]})
+	return map[string]func(packet) string{ModeNFTables: nft.trace, ModeIPTables: ipt.trace}
+}
+
+func affinitySet(mode string, sp *ServicePort, e Endpoint) string {
+	if mode == ModeNFTables {
+		return "affinity-" + sp.EndpointID(e)
+	}
+	return "MC-SEP-" + strings.ToUpper(sp.EndpointID(e))
+}
+
+func TestTracePackets(t *testing.T) {
+	pod := func(dst, proto string, port int) packet {
+		return packet{src: "10.244.0.100", dst: dst, proto: proto, port: port}
+	}
+	outside := func(dst string, port int) packet {
+		return packet{src: "203.0.113.9", dst: dst, proto: "tcp", port: port}
+	}
+	node := func(dst string, port int) packet {
+		return packet{src: "10.244.0.1", dst: dst, proto: "tcp", port: port, output: true}
+	}
+	web := "dnat 10.244.0.2:8080 | dnat 10.244.0.3:8080 | dnat 10.244.0.4:8080"
+	cases := []struct {
+		name string
+		p    packet
+		want string
+	}{
+		{"ClusterIP picks any ready endpoint", pod("10.96.0.10", "tcp", 80), web},
+		{"hairpin is masqueraded", packet{src: "10.244.0.3", dst: "10.96.0.10", proto: "tcp", port: 80},
+			"dnat 10.244.0.2:8080 | dnat 10.244.0.3:8080 masq | dnat 10.244.0.4:8080"},
+		{"from the node", node("10.96.0.10", 80), web},
+		{"undefined port of a ClusterIP", pod("10.96.0.10", "tcp", 81), "reject"},
+		{"udp ClusterIP", pod("10.96.0.11", "udp", 53), "dnat 10.244.0.6:53"},
+		{"tcp port of the same service", pod("10.96.0.11", "tcp", 53), "dnat 10.244.0.6:53"},
+		{"no endpoints", pod("10.96.0.12", "tcp", 80), "reject"},
+		{"no endpoints, from the node", node("10.96.0.12", 80), "reject"},
+		{"serving and terminating fallback", pod("10.96.0.13", "tcp", 80), "dnat 10.244.0.7:80"},
+		{"internalTrafficPolicy Local without local endpoints", pod("10.96.0.14", "tcp", 80), "drop"},
+		{"unallocated service address", pod("10.96.5.5", "tcp", 80), "drop"},
+		{"NodePort, Local: client kept", outside("192.168.1.10", 30080), "dnat 10.244.0.9:80"},
+		{"NodePort from the node", node("192.168.1.10", 30080), "dnat 10.244.0.9:80"},
+		{"ClusterIP of a Local NodePort service", pod("10.96.0.15", "tcp", 80), "dnat 10.244.0.10:80 | dnat 10.244.0.9:80"},
+		{"NodePort, Cluster: masqueraded", outside("10.244.0.1", 30081), "dnat 10.244.0.11:80 masq"},
+		{"NodePort without endpoints", outside("192.168.1.10", 30082), "reject"},
+		{"NodePort on localhost is not served", node("127.0.0.1", 30081), "accept"},
+		{"externalIP", outside("192.0.2.50", 80), "dnat 10.244.0.12:80 masq"},
+		{"externalIP, other port", outside("192.0.2.50", 81), "accept"},
+		{"session affinity, new client", pod("10.96.0.18", "tcp", 80), "dnat 10.244.0.13:80 | dnat 10.244.0.14:80"},
+		{"session affinity, known client", packet{src: "10.244.0.77", dst: "10.96.0.18", proto: "tcp", port: 80}, "dnat 10.244.0.14:80"},
+		{"sctp", pod("10.96.0.19", "sctp", 9999), "dnat 10.244.0.15:9999"},
+		{"headless: not ours", pod("10.244.0.16", "tcp", 80), "accept"},
+		{"pod to pod", pod("10.244.0.3", "tcp", 8080), "accept"},
+	}
+	for mode, trace := range tracedModes(t, affinitySet, map[string]string{"10.244.0.77": "10.244.0.14"}) {
+		for _, c := range cases {
+			if got := trace(c.p); got != c.want {
+				t.Errorf("%s: %s: %+v → %s, want %s", mode, c.name, c.p, got, c.want)
+			}
 		}
 	}
 }
 
+// A change costs what it changes: adding one service to many adds elements and no
+// chain in nftables mode, and a few rules in iptables mode; the tracer then routes it.
+func TestDiffsAreSmall(t *testing.T) {
+	services, slices := cluster()
+	before := Build("node1", services, slices)
+	services = append(services, svc("new", "10.96.0.30", 80, tcp))
+	slices = append(slices, slice("new", 8080, tcp, ready("10.244.0.40"), ready("10.244.0.41"), ready("10.244.0.42")))
+	after := Build("node1", services, slices)
+
+	nftOld, nftNew := buildNFT(before), buildNFT(after)
+	diff := nftScript("mc_proxy", "10.96.0.0/12", nftOld, nftNew)
+	if strings.Contains(diff, "chain") || strings.Count(diff, "\n") != 4 {
+		t.Errorf("nftables diff for one new service (web already uses pick-3):\n%s", diff)
+	}
+	full := nftScript("mc_proxy", "10.96.0.0/12", nil, nftOld)
+	tr := parseNFT(t, full+diff, tracer{t: t, local: []string{"10.244.0.1"}})
+	if got := tr.trace(packet{src: "10.244.0.100", dst: "10.96.0.30", proto: "tcp", port: 80}); got != "dnat 10.244.0.40:8080 | dnat 10.244.0.41:8080 | dnat 10.244.0.42:8080" {
+		t.Errorf("after the diff: %s", got)
+	}
+	if nftScript("mc_proxy", "10.96.0.0/12", nftNew, buildNFT(after)) != "" {
+		t.Error("no change must render an empty script")
+	}
+	back := nftScript("mc_proxy", "10.96.0.0/12", nftNew, nftOld)
+	if strings.Contains(back, "chain") || !strings.Contains(back, "delete element ip mc_proxy service-ips { 10.96.0.30 . tcp . 80 }") {
+		t.Errorf("removing the service:\n%s", back)
+	}
+
+	iptOld, iptNew := buildIPT("mc", "10.96.0.0/12", before), buildIPT("mc", "10.96.0.0/12", after)
+	ipDiff := iptScript(iptOld, iptNew)
+	if n := strings.Count(ipDiff, "-A "); n != 1+3*2+3+1 { // CLUSTER, 3 SEP chains, SVC, CLUSTERIPS
+		t.Errorf("iptables diff for one new service has %d rules:\n%s", n, ipDiff)
+	}
+	ipBack := iptScript(iptNew, iptOld)
+	for _, want := range []string{"-D MC-CLUSTER ", "-D MC-CLUSTERIPS -d 10.96.0.30/32", "-X MC-SVC-"} {
+		if !strings.Contains(ipBack, want) {
+			t.Errorf("removing the service lacks %q:\n%s", want, ipBack)
+		}
+	}
+}
+
+func TestStaleUDP(t *testing.T) {
+	old := []ServicePort{{Name: "default/dns:p", ClusterIP: "10.96.0.10", Protocol: "udp", Port: 53, NodePort: 30053,
+		Internal: []Endpoint{{"10.244.0.2", 53}, {"10.244.0.3", 53}}, External: []Endpoint{{"10.244.0.2", 53}, {"10.244.0.3", 53}}},
+		{Name: "default/web:p", ClusterIP: "10.96.0.11", Protocol: "tcp", Port: 80, Internal: []Endpoint{{"10.244.0.4", 80}}}}
+	next := []ServicePort{{Name: "default/dns:p", ClusterIP: "10.96.0.10", Protocol: "udp", Port: 53, NodePort: 30053,
+		Internal: []Endpoint{{"10.244.0.3", 53}}, External: []Endpoint{{"10.244.0.3", 53}}}}
+	got := StaleUDP(old, next)
+	want := []StaleFlow{{Dst: "10.96.0.10", Port: 53, Endpoint: "10.244.0.2"}, {Port: 30053, Endpoint: "10.244.0.2"}}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("stale flows %+v, want %+v (TCP services need none)", got, want)
+	}
+}

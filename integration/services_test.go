@@ -1,0 +1,204 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// hostnames sends n requests from the node to url and counts the answers by pod.
+func (n *node) hostnames(t *testing.T, count int, target string) map[string]int {
+	seen := map[string]int{}
+	for range count {
+		if out, _, err := n.exec("curl", "-sS", "-m", "2", target); err == nil {
+			seen[out]++
+		}
+	}
+	return seen
+}
+
+func (n *node) clusterIP(t *testing.T, svc string) string {
+	ip, errOut, err := n.exec("kubectl", "get", "svc", svc, "-o", "jsonpath={.spec.clusterIP}")
+	if err != nil || ip == "" {
+		t.Fatalf("clusterIP of %s: %q %s", svc, ip, errOut)
+	}
+	return ip
+}
+
+// podShell runs a shell command inside a pod's container through agnhost netexec.
+func (n *node) podShell(ip, cmd string) (string, error) {
+	out, err := n.curlPod(ip, "/shell?cmd="+url.QueryEscape(cmd))
+	var reply struct{ Output, Error string }
+	json.Unmarshal([]byte(out), &reply)
+	if err == nil && reply.Error != "" {
+		err = fmt.Errorf("%s: %s", reply.Error, reply.Output)
+	}
+	return reply.Output, err
+}
+
+func TestServiceKinds(t *testing.T) { proxyModes(t, testServiceKinds) }
+
+func testServiceKinds(t *testing.T, n *node) {
+	if _, errOut, err := n.cli("apply", "-f", "testdata/services.yaml"); err != nil {
+		t.Fatal(errOut)
+	}
+	echo, sticky := n.clusterIP(t, "echo"), n.clusterIP(t, "sticky")
+	eventually(t, 30*time.Second, func() error {
+		if seen := n.hostnames(t, 20, "http://"+echo+"/hostname"); len(seen) != 2 {
+			return fmt.Errorf("20 requests reached %v, want both pods", seen)
+		}
+		return nil
+	})
+	pods := n.podStatuses(t, "app=echo")
+	byName := map[string]string{}
+	for _, p := range pods {
+		byName[p.Name] = p.IP
+	}
+
+	t.Run("NodePort on the node's address", func(t *testing.T) {
+		// The bridge address is one of the node's; from the node and from a pod.
+		if seen := n.hostnames(t, 20, "http://10.244.0.1:30080/hostname"); len(seen) != 2 {
+			t.Errorf("NodePort from the node reached %v", seen)
+		}
+		out, err := n.podShell(pods[0].IP, "busybox wget -qO- http://10.244.0.1:30080/hostname")
+		if _, ok := byName[out]; err != nil || !ok {
+			t.Errorf("NodePort from a pod: %q %v", out, err)
+		}
+	})
+
+	t.Run("hairpin", func(t *testing.T) {
+		// A pod reaches itself through its own service (about half the time).
+		self := pods[0]
+		eventually(t, 10*time.Second, func() error {
+			out, err := n.podShell(self.IP, "busybox wget -qO- http://"+echo+"/hostname")
+			if err != nil || out != self.Name {
+				return fmt.Errorf("got %q (%v), want the pod itself, %s", out, err, self.Name)
+			}
+			return nil
+		})
+	})
+
+	t.Run("session affinity sticks", func(t *testing.T) {
+		if seen := n.hostnames(t, 15, "http://"+sticky+"/hostname"); len(seen) != 1 {
+			t.Errorf("15 requests to a ClientIP-affinity service reached %v, want one pod", seen)
+		}
+	})
+
+	t.Run("UDP follows a replaced pod", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		// One socket: the same source port throughout, as a resolver would keep.
+		c, err := n.dialInNetns(ctx, "udp", echo+":53")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		ask := func() string {
+			c.SetDeadline(time.Now().Add(300 * time.Millisecond))
+			if _, err := c.Write([]byte("hostname")); err != nil {
+				return ""
+			}
+			buf := make([]byte, 256)
+			k, _ := c.Read(buf)
+			return string(buf[:k])
+		}
+		var first string
+		eventually(t, 10*time.Second, func() error {
+			if first = ask(); byName[first] == "" {
+				return fmt.Errorf("UDP answer %q", first)
+			}
+			return nil
+		})
+		if _, errOut, err := n.exec("kubectl", "delete", "pod", first, "--wait=false"); err != nil {
+			t.Fatal(errOut)
+		}
+		eventually(t, 20*time.Second, func() error {
+			if got := ask(); got == "" || got == first {
+				return fmt.Errorf("UDP from the same source port answered by %q after %s was deleted", got, first)
+			}
+			return nil
+		})
+	})
+
+	t.Run("a pod failing readiness leaves the rotation", func(t *testing.T) {
+		var live []podStatus
+		eventually(t, 30*time.Second, func() error {
+			live = nil
+			for _, p := range n.podStatuses(t, "app=echo") {
+				if p.Ready {
+					live = append(live, p)
+				}
+			}
+			if len(live) != 2 {
+				return fmt.Errorf("%d ready pods, want 2", len(live))
+			}
+			return nil
+		})
+		if _, err := n.podShell(live[0].IP, "touch /tmp/unready"); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 15*time.Second, func() error {
+			if seen := n.hostnames(t, 20, "http://"+echo+"/hostname"); len(seen) != 1 || seen[live[1].Name] != 20 {
+				return fmt.Errorf("with %s unready, 20 requests reached %v", live[0].Name, seen)
+			}
+			return nil
+		})
+		if _, err := n.podShell(live[0].IP, "rm /tmp/unready"); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 15*time.Second, func() error {
+			if seen := n.hostnames(t, 20, "http://"+echo+"/hostname"); len(seen) != 2 {
+				return fmt.Errorf("ready again, yet 20 requests reached %v", seen)
+			}
+			return nil
+		})
+	})
+}
+
+// Rules stay (and route) when the daemon is gone; cleanup then leaves no rule at all.
+func TestProxyRulesOutliveDaemonAndCleanup(t *testing.T) { proxyModes(t, testRulesOutliveDaemon) }
+
+func testRulesOutliveDaemon(t *testing.T, n *node) {
+	if _, errOut, err := n.cli("apply", "-f", "../manifests/backend.yaml"); err != nil {
+		t.Fatal(errOut)
+	}
+	ip := n.clusterIP(t, "backend")
+	eventually(t, 30*time.Second, func() error {
+		if seen := n.hostnames(t, 10, "http://"+ip+"/hostname"); len(seen) < 2 {
+			return fmt.Errorf("reached %v", seen)
+		}
+		return nil
+	})
+	n.stop(9)
+	if seen := n.hostnames(t, 10, "http://"+ip+"/hostname"); len(seen) < 2 {
+		t.Errorf("with the daemon gone, requests reached %v", seen)
+	}
+	if out, err := exec.Command("ip", "netns", "exec", n.netns, binary, "cleanup", "--instance", n.instance, "--data-dir", n.dataDir).CombinedOutput(); err != nil {
+		t.Fatalf("cleanup: %v\n%s", err, out)
+	}
+	ruleset, _, err := n.exec("nft", "list", "ruleset")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(ruleset, "\n") {
+		l := strings.TrimSpace(line)
+		switch {
+		case l == "", l == "}", strings.HasPrefix(l, "table "), strings.HasPrefix(l, "chain "), strings.HasPrefix(l, "type "):
+			if strings.Contains(l, n.instance) || strings.Contains(l, strings.ToUpper(n.instance)) {
+				t.Errorf("cleanup left %q", l)
+			}
+		default:
+			t.Errorf("cleanup left a rule: %q\n%s", l, ruleset)
+		}
+	}
+	if out, _, _ := n.exec("ip", "route", "show", "10.96.0.0/12"); out != "" {
+		t.Errorf("cleanup left the service route: %s", out)
+	}
+}

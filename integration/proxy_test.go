@@ -14,11 +14,11 @@ import (
 // ClusterIP traffic reaches a random ready pod, from the node and from a pod; a service
 // without endpoints refuses at once.
 // proxyModes runs a test once per proxy mode.
-func proxyModes(t *testing.T, test func(t *testing.T, n *node)) {
+func proxyModes(t *testing.T, test func(t *testing.T, n *node), flags ...string) {
 	for _, mode := range []string{"iptables", "nftables"} {
 		t.Run(mode, func(t *testing.T) {
 			n := newNode(t)
-			n.start("--proxy-mode", mode)
+			n.start(append([]string{"--proxy-mode", mode}, flags...)...)
 			test(t, n)
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -200,5 +201,54 @@ func testRulesOutliveDaemon(t *testing.T, n *node) {
 	}
 	if out, _, _ := n.exec("ip", "route", "show", "10.96.0.0/12"); out != "" {
 		t.Errorf("cleanup left the service route: %s", out)
+	}
+}
+
+// Rules flushed behind the daemon's back come back within the sync period, and the
+// log says so; /metrics shows the syncs.
+func TestProxyRepairsFlushedRules(t *testing.T) {
+	proxyModes(t, testRepair, "--proxy-sync-period", "1s")
+}
+
+func testRepair(t *testing.T, n *node) {
+	if _, errOut, err := n.cli("apply", "-f", "../manifests/backend.yaml"); err != nil {
+		t.Fatal(errOut)
+	}
+	ip := n.clusterIP(t, "backend")
+	eventually(t, 30*time.Second, func() error {
+		if seen := n.hostnames(t, 5, "http://"+ip+"/hostname"); len(seen) == 0 {
+			return fmt.Errorf("not routed yet")
+		}
+		return nil
+	})
+	if strings.Contains(strings.Join(n.cmd.Args, " "), "nftables") {
+		mustRun(t, "ip", "netns", "exec", n.netns, "nft", "flush", "table", "ip", n.instance+"_proxy")
+	} else {
+		mustRun(t, "ip", "netns", "exec", n.netns, "iptables", "-t", "nat", "-F")
+	}
+	if _, errOut, err := n.exec("curl", "-sS", "-m", "1", "http://"+ip+"/hostname"); err == nil {
+		t.Fatalf("flushing the rules did not break routing (%s)", errOut)
+	}
+	start := time.Now()
+	eventually(t, 5*time.Second, func() error {
+		_, _, err := n.exec("curl", "-sS", "-m", "1", "http://"+ip+"/hostname")
+		return err
+	})
+	t.Logf("repaired %s after the flush", time.Since(start).Round(time.Millisecond))
+	if log, _ := os.ReadFile(n.logPath); !strings.Contains(string(log), "proxy rules missing from the kernel; repairing") {
+		t.Errorf("no log line about the repair:\n%s", log)
+	}
+	metrics, errOut, err := n.exec("curl", "-sS", "--unix-socket", n.socket(), "http://localhost/metrics")
+	if err != nil {
+		t.Fatal(errOut)
+	}
+	for _, want := range []string{"kubeproxy_sync_full_proxy_rules_duration_seconds_count", "kubeproxy_sync_partial_proxy_rules_duration_seconds_count",
+		"kubeproxy_network_programming_duration_seconds_bucket", "minicluster_proxy_rules{mode="} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if !strings.Contains(metrics, `kubeproxy_sync_full_proxy_rules_duration_seconds_count{mode=`) {
+		t.Error("no full sync counted")
 	}
 }

@@ -15,21 +15,23 @@ const hairpinMark = "0x4000"
 // services: the kernel's cost of loading a ruleset grows with its chains (10,000
 // services with a chain per service and per endpoint take nft about a minute to load
 // here) but hardly with map elements. So one lookup in service-ips finds a service and
-// jumps to the shared chain for its endpoint count N, which picks an endpoint with one
-// more lookup: (ClusterIP, protocol, port, numgen mod N) in backends gives the DNAT
-// target. Only services with session affinity get chains of their own, as dynamic sets
-// of client addresses must be per endpoint.
+// jumps to the shared chain for its endpoint count N, which picks an index i with
+// numgen; the chain for index i then takes the DNAT target from map endpoint-i, keyed
+// by (destination, protocol, port). Only services with session affinity get chains of
+// their own, as dynamic sets of client addresses must be per endpoint. (A single map
+// keyed by numgen as well would need a typeof declaration, which nft 1.0.6 cannot read
+// back once the map holds a transport-header key.)
 
 // nftState is the proxy's table as data: the elements of every map and set, the
-// regular chains and their rules, and the affinity sets.
+// regular chains and their rules, and the maps and sets made on demand.
 type nftState struct {
 	elems  map[string]map[string]string // map or set → key → value ("" for sets)
 	chains map[string][]string
-	sets   map[string]int32 // affinity set → timeout seconds
+	decls  map[string]string // on-demand map or set → its declaration ("map {…}", "set {…}")
 }
 
 func newNFTState() *nftState {
-	s := &nftState{elems: map[string]map[string]string{}, chains: map[string][]string{}, sets: map[string]int32{}}
+	s := &nftState{elems: map[string]map[string]string{}, chains: map[string][]string{}, decls: map[string]string{}}
 	for _, m := range nftMaps {
 		s.elems[m] = map[string]string{}
 	}
@@ -37,26 +39,49 @@ func newNFTState() *nftState {
 }
 
 // The maps and sets the table always has, in declaration order.
-var nftMaps = []string{"service-ips", "service-nodeports", "backends", "nodeport-backends",
-	"no-endpoint-services", "no-endpoint-nodeports", "cluster-ips", "hairpin"}
+var nftMaps = []string{"service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports", "cluster-ips", "hairpin"}
 
-func (s *nftState) add(m, k, v string) { s.elems[m][k] = v }
-
-// pick returns the chain that picks among n endpoints by looking up backends (or
-// nodeport-backends), after marking the packet for masquerade when masq is set.
-func (s *nftState) pick(n int, nodePort, masq bool) string {
-	name, m, key := fmt.Sprintf("pick-%d", n), "backends", "ip daddr . meta l4proto . th dport"
-	if nodePort {
-		name, m, key = fmt.Sprintf("nodeport-pick-%d", n), "nodeport-backends", "meta l4proto . th dport"
+func (s *nftState) add(m, k, v string) {
+	if s.elems[m] == nil {
+		s.elems[m] = map[string]string{}
 	}
+	s.elems[m][k] = v
+}
+
+// pick returns the chain that picks among n endpoints, after marking the packet for
+// masquerade when masq is set; key says how its traffic is keyed in the endpoint maps.
+func (s *nftState) pick(n int, nodePort, masq bool) string {
+	prefix, keyType, key := "", "ipv4_addr . inet_proto . inet_service", "ip daddr . meta l4proto . th dport"
+	if nodePort {
+		prefix, keyType, key = "nodeport-", "inet_proto . inet_service", "meta l4proto . th dport"
+	}
+	name := fmt.Sprintf("%spick-%d", prefix, n)
 	if _, ok := s.chains[name]; !ok {
-		s.chains[name] = []string{fmt.Sprintf("meta l4proto { tcp, udp, sctp } dnat ip to %s . numgen random mod %d map @%s", key, n, m)}
+		var picks []string
+		for i := range n {
+			m := fmt.Sprintf("%sendpoint-%d", prefix, i)
+			picks = append(picks, fmt.Sprintf("%d : goto to-%s", i, m))
+			s.decls[m] = fmt.Sprintf("map { type %s : ipv4_addr . inet_service; }", keyType)
+			s.chains["to-"+m] = []string{fmt.Sprintf("meta l4proto { tcp, udp, sctp } dnat ip to %s map @%s", key, m)}
+		}
+		s.chains[name] = []string{fmt.Sprintf("numgen random mod %d vmap { %s }", n, strings.Join(picks, ", "))}
 	}
 	if !masq {
 		return name
 	}
 	s.chains["masq-"+name] = []string{fmt.Sprintf("meta mark set meta mark | %s goto %s", hairpinMark, name)}
 	return "masq-" + name
+}
+
+// endpoints adds the DNAT targets of key for the pick chain's endpoint maps.
+func (s *nftState) endpoints(key string, nodePort bool, eps []Endpoint) {
+	prefix := ""
+	if nodePort {
+		prefix = "nodeport-"
+	}
+	for i, e := range eps {
+		s.add(fmt.Sprintf("%sendpoint-%d", prefix, i), key, e.IP+" . "+fmt.Sprint(e.Port))
+	}
 }
 
 // affinity returns the chain of a session-affinity service for the endpoints eps: a
@@ -68,7 +93,7 @@ func (s *nftState) affinity(sp *ServicePort, eps []Endpoint, name string, masq b
 	}
 	for i, e := range eps {
 		epid := sp.EndpointID(e)
-		s.sets["affinity-"+epid] = sp.Affinity
+		s.decls["affinity-"+epid] = fmt.Sprintf("set { type ipv4_addr; flags dynamic,timeout; timeout %ds; }", sp.Affinity)
 		s.chains["endpoint-"+epid] = []string{
 			fmt.Sprintf("update @affinity-%s { ip saddr }", epid),
 			fmt.Sprintf("meta l4proto %s dnat ip to %s", sp.Protocol, e),
@@ -104,9 +129,7 @@ func buildNFT(ports []ServicePort) *nftState {
 			s.add("service-ips", key(sp.ClusterIP), "goto "+s.affinity(sp, sp.Internal, "affinity-"+sp.ID(), false))
 		default:
 			s.add("service-ips", key(sp.ClusterIP), "goto "+s.pick(len(sp.Internal), false, false))
-			for j, e := range sp.Internal {
-				s.add("backends", fmt.Sprintf("%s . %d", key(sp.ClusterIP), j), e.IP+" . "+fmt.Sprint(e.Port))
-			}
+			s.endpoints(key(sp.ClusterIP), false, sp.Internal)
 		}
 		if len(sp.ExternalIPs) == 0 && sp.NodePort == 0 {
 			continue
@@ -132,15 +155,11 @@ func buildNFT(ports []ServicePort) *nftState {
 		default:
 			for _, ip := range sp.ExternalIPs {
 				s.add("service-ips", key(ip), "goto "+s.pick(len(sp.External), false, masq))
-				for j, e := range sp.External {
-					s.add("backends", fmt.Sprintf("%s . %d", key(ip), j), e.IP+" . "+fmt.Sprint(e.Port))
-				}
+				s.endpoints(key(ip), false, sp.External)
 			}
 			if sp.NodePort != 0 {
 				s.add("service-nodeports", npKey, "goto "+s.pick(len(sp.External), true, masq))
-				for j, e := range sp.External {
-					s.add("nodeport-backends", fmt.Sprintf("%s . %d", npKey, j), e.IP+" . "+fmt.Sprint(e.Port))
-				}
+				s.endpoints(npKey, true, sp.External)
 			}
 		}
 	}
@@ -158,12 +177,6 @@ table ip %[1]s {
 	}
 	map service-nodeports {
 		type inet_proto . inet_service : verdict
-	}
-	map backends {
-		typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport
-	}
-	map nodeport-backends {
-		typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport
 	}
 	map no-endpoint-services {
 		type ipv4_addr . inet_proto . inet_service : verdict
@@ -228,9 +241,10 @@ func nftScript(table, serviceCIDR string, old, next *nftState) string {
 		b.WriteString(nftTable(table, serviceCIDR))
 		old = newNFTState()
 	}
-	for _, name := range sortedKeys(next.sets) {
-		if _, ok := old.sets[name]; !ok {
-			fmt.Fprintf(&b, "add set ip %s %s { type ipv4_addr; flags dynamic,timeout; timeout %ds; }\n", table, name, next.sets[name])
+	for _, name := range sortedKeys(next.decls) {
+		if _, ok := old.decls[name]; !ok {
+			kind, body, _ := strings.Cut(next.decls[name], " ")
+			fmt.Fprintf(&b, "add %s ip %s %s %s\n", kind, table, name, body)
 		}
 	}
 	for _, name := range sortedKeys(next.chains) {
@@ -257,7 +271,17 @@ func nftScript(table, serviceCIDR string, old, next *nftState) string {
 			fmt.Fprintf(&b, "flush chain ip %s %s\n", table, name)
 		}
 	}
-	for _, m := range nftMaps {
+	names := map[string]bool{}
+	for m := range old.elems {
+		names[m] = true
+	}
+	for m := range next.elems {
+		names[m] = true
+	}
+	for _, m := range sortedKeys(names) {
+		if _, kept := next.decls[m]; !kept && old.decls[m] != "" {
+			continue // the whole map goes below
+		}
 		var del, add []string
 		for _, k := range sortedKeys(old.elems[m]) {
 			if v, ok := next.elems[m][k]; !ok || v != old.elems[m][k] {
@@ -278,9 +302,10 @@ func nftScript(table, serviceCIDR string, old, next *nftState) string {
 	for _, name := range gone {
 		fmt.Fprintf(&b, "delete chain ip %s %s\n", table, name)
 	}
-	for _, name := range sortedKeys(old.sets) {
-		if _, ok := next.sets[name]; !ok {
-			fmt.Fprintf(&b, "delete set ip %s %s\n", table, name)
+	for _, name := range sortedKeys(old.decls) {
+		if _, ok := next.decls[name]; !ok {
+			kind, _, _ := strings.Cut(old.decls[name], " ")
+			fmt.Fprintf(&b, "delete %s ip %s %s\n", kind, table, name)
 		}
 	}
 	return b.String()
@@ -305,5 +330,5 @@ func (s *nftState) count() (rules, elements int) {
 	for _, e := range s.elems {
 		elements += len(e)
 	}
-	return rules, elements + len(s.sets)
+	return rules, elements
 }

@@ -56,9 +56,12 @@ type Config struct {
 	NodeName    string
 	ServiceCIDR netip.Prefix
 	// Bridge is the node bridge the service CIDR is routed to; "" leaves routes alone.
-	Bridge  string
-	Runner  Runner
-	Metrics prometheus.Registerer
+	Bridge string
+	// SyncPeriod is how often the rules are checked to be still in the kernel
+	// (repaired if not); default 30 s.
+	SyncPeriod time.Duration
+	Runner     Runner
+	Metrics    prometheus.Registerer
 	// Conntrack deletes stale UDP flows; nil uses netlink.
 	Conntrack func([]StaleFlow) error
 	Log       *slog.Logger
@@ -80,10 +83,6 @@ type Proxy struct {
 // Table is the proxy's nftables table for an instance.
 func Table(instance string) string { return instance + "_proxy" }
 
-// resync is how often the proxy checks its rules are still in the kernel, repairing
-// them if not.
-const resync = 30 * time.Second
-
 // New builds the proxy.
 func New(cfg Config) (*Proxy, error) {
 	if cfg.API == nil || cfg.Instance == "" || !cfg.ServiceCIDR.IsValid() {
@@ -95,6 +94,9 @@ func New(cfg Config) (*Proxy, error) {
 	case ModeIPTables, ModeNFTables:
 	default:
 		return nil, fmt.Errorf("proxy mode %q: must be %s or %s", cfg.Mode, ModeIPTables, ModeNFTables)
+	}
+	if cfg.SyncPeriod <= 0 {
+		cfg.SyncPeriod = 30 * time.Second
 	}
 	if cfg.Runner == nil {
 		cfg.Runner = Exec{}
@@ -129,7 +131,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	for _, r := range []*apiserver.Resource{reg.Lookup("", "services"), reg.Lookup("discovery.k8s.io", "endpointslices")} {
 		go controllers.WatchResource(ctx, p.cfg.API, r, p.cfg.Log, func(store.Object) { p.poke() })
 	}
-	tick := time.NewTicker(resync)
+	tick := time.NewTicker(p.cfg.SyncPeriod)
 	defer tick.Stop()
 	retry := time.NewTimer(0)
 	<-retry.C

@@ -77,7 +77,7 @@ type nftTracer struct {
 	elems  map[string]map[string]string
 }
 
-var nftCmd = regexp.MustCompile(`^(add|delete|flush) (chain|rule|element|set) ip \S+ (\S+) ?(.*)$`)
+var nftCmd = regexp.MustCompile(`^(add|delete|flush) (chain|rule|element|set|map) ip \S+ (\S+) ?(.*)$`)
 
 func parseNFT(t *testing.T, script string, tr tracer) *nftTracer {
 	n := &nftTracer{tracer: tr, chains: map[string][]string{}, elems: map[string]map[string]string{}}
@@ -100,7 +100,7 @@ func parseNFT(t *testing.T, script string, tr tracer) *nftTracer {
 				n.chains[m[3]] = nil
 			case "add rule":
 				n.chains[m[3]] = append(n.chains[m[3]], m[4])
-			case "add set":
+			case "add set", "add map":
 				n.elems[m[3]] = map[string]string{}
 			case "add element", "delete element":
 				body := strings.TrimSuffix(strings.TrimPrefix(m[4], "{ "), " }")
@@ -114,7 +114,7 @@ func parseNFT(t *testing.T, script string, tr tracer) *nftTracer {
 				}
 			case "delete chain":
 				delete(n.chains, m[3])
-			case "delete set":
+			case "delete set", "delete map":
 				delete(n.elems, m[3])
 			default:
 				t.Fatalf("tracer: command not understood: %s", l)
@@ -140,7 +140,7 @@ var (
 	reVmapLookup  = regexp.MustCompile(`^ip daddr \. meta l4proto \. th dport vmap @(\S+)$`)
 	reNodePorts   = regexp.MustCompile(`^ip daddr != 127\.0\.0\.0/8 fib daddr type local meta l4proto \. th dport vmap @(\S+)$`)
 	reGoto        = regexp.MustCompile(`^(jump|goto) (\S+)$`)
-	rePickMap     = regexp.MustCompile(`^meta l4proto \{ tcp, udp, sctp \} dnat ip to (ip daddr \. )?meta l4proto \. th dport \. numgen random mod (\d+) map @(\S+)$`)
+	reDNATMap     = regexp.MustCompile(`^meta l4proto \{ tcp, udp, sctp \} dnat ip to (ip daddr \. )?meta l4proto \. th dport map @(\S+)$`)
 	reMarkGoto    = regexp.MustCompile(`^meta mark set meta mark \| (0x[0-9a-f]+)(?: goto (\S+))?$`)
 	reMarkMasq    = regexp.MustCompile(`^meta mark & (0x[0-9a-f]+) == (0x[0-9a-f]+) masquerade$`)
 	reSetGoto     = regexp.MustCompile(`^ip (saddr|daddr) @(\S+) goto (\S+)$`)
@@ -206,25 +206,19 @@ func (n *nftTracer) run(p packet, s state, rules []string) []state {
 		case reGoto.MatchString(r):
 			m := reGoto.FindStringSubmatch(r)
 			return n.branch(p, s, m[1], m[2], rest)
-		case rePickMap.MatchString(r):
-			m := rePickMap.FindStringSubmatch(r)
-			mod, _ := strconv.Atoi(m[2])
+		case reDNATMap.MatchString(r):
+			m := reDNATMap.FindStringSubmatch(r)
 			key := key2
 			if m[1] != "" {
 				key = key3
 			}
-			var out []state
-			for i := range mod {
-				target, ok := n.elems[m[3]][fmt.Sprintf("%s . %d", key, i)]
-				if !ok {
-					n.t.Fatalf("tracer: %s has no element for %s . %d (numgen can pick it)", m[3], key, i)
-				}
-				ip, port, _ := strings.Cut(target, " . ")
-				ns := s
-				ns.dst, ns.port, ns.dnat, ns.done, ns.verdict = ip, atoi(port), true, true, "accept"
-				out = append(out, ns)
+			target, ok := n.elems[m[2]][key]
+			if !ok {
+				n.t.Fatalf("tracer: %s has no element for %s, yet numgen can pick it", m[2], key)
 			}
-			return out
+			ip, port, _ := strings.Cut(target, " . ")
+			s.dst, s.port, s.dnat, s.done, s.verdict = ip, atoi(port), true, true, "accept"
+			return []state{s}
 		case reMarkGoto.MatchString(r):
 			m := reMarkGoto.FindStringSubmatch(r)
 			s.mark |= parseMark(m[1])

@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -34,6 +35,8 @@ type serveConfig struct {
 	serviceCIDR, podCIDR                                         netip.Prefix
 	clusterDNS                                                   netip.Addr
 	proxyMode                                                    string
+	proxySyncPeriod                                              time.Duration
+	maxEndpointsPerSlice                                         int
 }
 
 var instanceName = regexp.MustCompile(`^[a-z][a-z0-9]{0,7}$`)
@@ -53,6 +56,8 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	host, _ := os.Hostname()
 	fs.StringVar(&c.nodeName, "node-name", strings.ToLower(host), "name of this node")
 	fs.StringVar(&c.proxyMode, "proxy-mode", proxy.ModeIPTables, "how services are programmed into the kernel: iptables or nftables")
+	fs.DurationVar(&c.proxySyncPeriod, "proxy-sync-period", 30*time.Second, "how often the proxy checks its rules are still in the kernel (and repairs them)")
+	fs.IntVar(&c.maxEndpointsPerSlice, "max-endpoints-per-slice", 100, "most endpoints one EndpointSlice holds")
 	dns := fs.String("cluster-dns", "10.96.0.10", "cluster DNS address written into pods' resolv.conf")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -78,6 +83,9 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	}
 	if c.proxyMode != proxy.ModeIPTables && c.proxyMode != proxy.ModeNFTables {
 		return nil, fmt.Errorf("--proxy-mode %q: must be %s or %s", c.proxyMode, proxy.ModeIPTables, proxy.ModeNFTables)
+	}
+	if c.proxySyncPeriod < 100*time.Millisecond || c.maxEndpointsPerSlice < 1 || c.maxEndpointsPerSlice > 1000 {
+		return nil, fmt.Errorf("--proxy-sync-period must be at least 100ms and --max-endpoints-per-slice 1 to 1000")
 	}
 	if store.PrefixSize(c.serviceCIDR) < 16 {
 		return nil, fmt.Errorf("--service-cidr %s is too small", c.serviceCIDR)
@@ -126,7 +134,7 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	runners, err := newControllers(srv.API(), log)
+	runners, err := newControllers(srv.API(), cfg.maxEndpointsPerSlice, log)
 	if err != nil {
 		return err
 	}
@@ -137,7 +145,7 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	srv.SetPodLogs(agent)
 	kubeProxy, err := proxy.New(proxy.Config{API: srv.API(), Instance: cfg.instance, Mode: cfg.proxyMode, NodeName: cfg.nodeName,
-		ServiceCIDR: cfg.serviceCIDR, Bridge: cfg.instance + "0", Metrics: metrics, Log: log})
+		ServiceCIDR: cfg.serviceCIDR, Bridge: cfg.instance + "0", SyncPeriod: cfg.proxySyncPeriod, Metrics: metrics, Log: log})
 	if err != nil {
 		return err
 	}
@@ -163,7 +171,7 @@ func serve(args []string, stderr io.Writer) error {
 type runner interface{ Run(context.Context) error }
 
 // newControllers builds every controller over the in-process API.
-func newControllers(api *apiserver.API, log *slog.Logger) ([]runner, error) {
+func newControllers(api *apiserver.API, maxPerSlice int, log *slog.Logger) ([]runner, error) {
 	ns, err := controllers.NewNamespace(controllers.NamespaceConfig{API: api, Log: log})
 	if err != nil {
 		return nil, err
@@ -184,7 +192,7 @@ func newControllers(api *apiserver.API, log *slog.Logger) ([]runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	slices, err := controllers.NewEndpointSlices(controllers.EndpointsConfig{API: api, Log: log})
+	slices, err := controllers.NewEndpointSlices(controllers.EndpointsConfig{API: api, Log: log, MaxEndpointsPerSlice: maxPerSlice})
 	if err != nil {
 		return nil, err
 	}

@@ -12,9 +12,6 @@ import (
 // drops live in one filter chain that only traffic to the service CIDR walks. Matching
 // is a linear walk, so the first packet's cost grows with the number of services.
 
-// iptChain is "table/chain".
-type iptState map[string][]string
-
 func iptPrefix(instance string) string { return strings.ToUpper(instance) }
 
 // iptJumps are the rules in the built-in chains that lead into ours, as iptables
@@ -35,33 +32,40 @@ func iptJumps(instance string) [][]string {
 	}
 }
 
-// Chains whose rules are independent of their order: their diffs are rule deletes and
-// appends, so one new service costs a rule, not a rewrite of the chain of all services.
-var iptUnordered = map[string]bool{"CLUSTER": true, "NODEPORTS": true, "NOENDPOINTS": true, "CLUSTERIPS": true}
+// Chains whose rules are independent of their order are collections in the ruleset:
+// their diffs are rule deletes and appends, so one new service costs a rule, not a
+// rewrite of the chain of all services.
+var iptUnordered = []string{"nat/CLUSTER", "nat/NODEPORTS", "filter/NOENDPOINTS", "filter/CLUSTERIPS", "filter/NODEPORT-REJECTS"}
 
-// buildIPT computes every chain the instance owns and its rules.
-func buildIPT(instance, serviceCIDR string, ports []ServicePort) iptState {
+// iptBase is the fixed part: the chains the built-in ones jump to, dispatching to the
+// collections of per-service rules.
+func iptBase(instance, serviceCIDR string) *ruleset {
 	p := iptPrefix(instance)
-	s := iptState{
-		"nat/" + p + "-SERVICES":       {"-j " + p + "-CLUSTER", "-m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j " + p + "-NODEPORTS"},
-		"nat/" + p + "-CLUSTER":        {},
-		"nat/" + p + "-NODEPORTS":      {},
-		"nat/" + p + "-POSTROUTING":    {"-m mark --mark " + hairpinMark + "/" + hairpinMark + " -j MASQUERADE"},
-		"filter/" + p + "-REJECT":      {"-p tcp -j REJECT --reject-with tcp-reset", "-j REJECT"},
-		"filter/" + p + "-NOENDPOINTS": {},
-		"filter/" + p + "-CLUSTERIPS":  {},
+	s := newRuleset()
+	s.chains["nat/"+p+"-SERVICES"] = []string{"-j " + p + "-CLUSTER", "-m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j " + p + "-NODEPORTS"}
+	s.chains["nat/"+p+"-POSTROUTING"] = []string{"-m mark --mark " + hairpinMark + "/" + hairpinMark + " -j MASQUERADE"}
+	s.chains["filter/"+p+"-REJECT"] = []string{"-p tcp -j REJECT --reject-with tcp-reset", "-j REJECT"}
+	// NodePorts without endpoints are on node addresses, outside the service CIDR; the
+	// rest of the service CIDR (unallocated addresses) is dropped.
+	s.chains["filter/"+p+"-FILTER"] = []string{"-j " + p + "-NODEPORT-REJECTS", "! -d " + serviceCIDR + " -j RETURN",
+		"-j " + p + "-NOENDPOINTS", "-j " + p + "-CLUSTERIPS", "-j DROP"}
+	for _, c := range iptUnordered {
+		table, chain, _ := strings.Cut(c, "/")
+		s.items[table+"/"+p+"-"+chain] = map[string]string{}
 	}
-	add := func(chain, rule string) { s["nat/"+p+"-"+chain] = append(s["nat/"+p+"-"+chain], rule) }
-	filter := func(chain, rule string) { s["filter/"+p+"-"+chain] = append(s["filter/"+p+"-"+chain], rule) }
-	var nodePortRejects []string
-	seenIP := map[string]bool{}
+	return s
+}
+
+// buildIPT computes the chains and collection rules of the given service ports.
+func buildIPT(instance string, ports []ServicePort) *ruleset {
+	p := iptPrefix(instance)
+	s := newRuleset()
+	add := func(chain, rule string) { s.chains["nat/"+p+"-"+chain] = append(s.chains["nat/"+p+"-"+chain], rule) }
+	collect := func(coll, rule string) { s.add(coll[:strings.Index(coll, "/")+1]+p+"-"+coll[strings.Index(coll, "/")+1:], rule, "") }
 	for i := range ports {
 		sp := &ports[i]
 		id := strings.ToUpper(sp.ID())
-		if !seenIP[sp.ClusterIP] {
-			seenIP[sp.ClusterIP] = true
-			filter("CLUSTERIPS", "-d "+sp.ClusterIP+"/32 -j "+p+"-REJECT")
-		}
+		collect("filter/CLUSTERIPS", "-d "+sp.ClusterIP+"/32 -j "+p+"-REJECT")
 		match := func(ip string, port int32) string {
 			m := fmt.Sprintf("-p %[1]s -m %[1]s --dport %[2]d", sp.Protocol, port)
 			if ip != "" {
@@ -71,7 +75,7 @@ func buildIPT(instance, serviceCIDR string, ports []ServicePort) iptState {
 		}
 		// pick fills chain with the choice among eps.
 		pick := func(chain string, eps []Endpoint, masq bool) {
-			s["nat/"+p+"-"+chain] = []string{}
+			s.chains["nat/"+p+"-"+chain] = []string{}
 			if masq {
 				add(chain, "-j MARK --or-mark "+hairpinMark)
 			}
@@ -82,7 +86,7 @@ func buildIPT(instance, serviceCIDR string, ports []ServicePort) iptState {
 					add(chain, fmt.Sprintf("-m recent --name %s-%s --rcheck --seconds %d --reap --mask 255.255.255.255 --rsource -j %s-%s", p, sep, sp.Affinity, p, sep))
 					dnat = fmt.Sprintf("-p %s -m recent --name %s-%s --set --mask 255.255.255.255 --rsource -j DNAT --to-destination %s", sp.Protocol, p, sep, e)
 				}
-				s["nat/"+p+"-"+sep] = []string{"-s " + e.IP + "/32 -j MARK --or-mark " + hairpinMark, dnat}
+				s.chains["nat/"+p+"-"+sep] = []string{"-s " + e.IP + "/32 -j MARK --or-mark " + hairpinMark, dnat}
 			}
 			for j, e := range eps {
 				sep := p + "-SEP-" + strings.ToUpper(sp.EndpointID(e))
@@ -95,12 +99,12 @@ func buildIPT(instance, serviceCIDR string, ports []ServicePort) iptState {
 		}
 		switch {
 		case !sp.HasEndpoints:
-			filter("NOENDPOINTS", match(sp.ClusterIP, sp.Port)+" -j "+p+"-REJECT")
+			collect("filter/NOENDPOINTS", match(sp.ClusterIP, sp.Port)+" -j "+p+"-REJECT")
 		case len(sp.Internal) == 0:
-			filter("NOENDPOINTS", match(sp.ClusterIP, sp.Port)+" -j DROP")
+			collect("filter/NOENDPOINTS", match(sp.ClusterIP, sp.Port)+" -j DROP")
 		default:
 			pick("SVC-"+id, sp.Internal, false)
-			add("CLUSTER", match(sp.ClusterIP, sp.Port)+" -j "+p+"-SVC-"+id)
+			collect("nat/CLUSTER", match(sp.ClusterIP, sp.Port)+" -j "+p+"-SVC-"+id)
 		}
 		if len(sp.ExternalIPs) == 0 && sp.NodePort == 0 {
 			continue
@@ -108,72 +112,93 @@ func buildIPT(instance, serviceCIDR string, ports []ServicePort) iptState {
 		if len(sp.External) == 0 {
 			verdict := map[bool]string{true: "-j DROP", false: "-j " + p + "-REJECT"}[sp.HasEndpoints]
 			for _, ip := range sp.ExternalIPs {
-				filter("NOENDPOINTS", match(ip, sp.Port)+" "+verdict)
+				collect("filter/NOENDPOINTS", match(ip, sp.Port)+" "+verdict)
 			}
 			if sp.NodePort != 0 {
-				nodePortRejects = append(nodePortRejects, "-m addrtype --dst-type LOCAL "+match("", sp.NodePort)+" "+verdict)
+				collect("filter/NODEPORT-REJECTS", "-m addrtype --dst-type LOCAL "+match("", sp.NodePort)+" "+verdict)
 			}
 			continue
 		}
 		pick("EXT-"+id, sp.External, !sp.ExternalLocal)
 		for _, ip := range sp.ExternalIPs {
-			add("CLUSTER", match(ip, sp.Port)+" -j "+p+"-EXT-"+id)
+			collect("nat/CLUSTER", match(ip, sp.Port)+" -j "+p+"-EXT-"+id)
 		}
 		if sp.NodePort != 0 {
-			add("NODEPORTS", match("", sp.NodePort)+" -j "+p+"-EXT-"+id)
+			collect("nat/NODEPORTS", match("", sp.NodePort)+" -j "+p+"-EXT-"+id)
 		}
 	}
-	// NodePorts without endpoints are on node addresses, outside the service CIDR; the
-	// rest of the service CIDR (unallocated addresses) is dropped.
-	s["filter/"+p+"-FILTER"] = append(nodePortRejects, "! -d "+serviceCIDR+" -j RETURN",
-		"-j "+p+"-NOENDPOINTS", "-j "+p+"-CLUSTERIPS", "-j DROP")
 	return s
 }
 
 // iptScript renders what turns old into next as one iptables-restore --noflush buffer:
-// changed chains are rewritten, removed ones deleted, others left alone.
-func iptScript(old, next iptState) string {
+// changed chains are rewritten, removed ones deleted, collections edited rule by rule,
+// others left alone. With old nil every chain of next is written and the chains in
+// stale that next lacks are deleted.
+func iptScript(old, next *ruleset, stale []string) string {
 	var b strings.Builder
+	full := old == nil
+	if full {
+		old = newRuleset()
+	}
 	for _, table := range []string{"nat", "filter"} {
-		fmt.Fprintf(&b, "*%s\n", table)
-		var changed, edited []string
-		for _, k := range sortedKeys(next) {
+		in := func(k string) (string, bool) {
 			t, chain, _ := strings.Cut(k, "/")
-			rules, ok := old[k]
-			switch {
-			case t != table || ok && slices.Equal(rules, next[k]):
-			case ok && iptUnordered[chain[strings.Index(chain, "-")+1:]] && !slices.Contains(rules, "(unknown)"):
-				edited = append(edited, chain)
-			default:
-				changed = append(changed, chain)
-				fmt.Fprintf(&b, ":%s - [0:0]\n", chain)
+			return chain, t == table
+		}
+		fmt.Fprintf(&b, "*%s\n", table)
+		var changed, gone []string
+		for _, k := range sortedKeys(next.chains) {
+			if chain, ok := in(k); ok {
+				if rules, had := old.chains[k]; full || !had || !slices.Equal(rules, next.chains[k]) {
+					changed = append(changed, k)
+					fmt.Fprintf(&b, ":%s - [0:0]\n", chain)
+				}
 			}
 		}
-		var gone []string
-		for _, k := range sortedKeys(old) {
-			if t, chain, _ := strings.Cut(k, "/"); t == table {
-				if _, ok := next[k]; !ok {
+		for _, k := range sortedKeys(old.chains) {
+			if chain, ok := in(k); ok {
+				if _, kept := next.chains[k]; !kept {
 					gone = append(gone, chain)
 					fmt.Fprintf(&b, ":%s - [0:0]\n", chain)
 				}
 			}
 		}
-		for _, chain := range edited {
-			k := table + "/" + chain
-			was, is := setOf(old[k]), setOf(next[k])
-			for _, r := range old[k] {
-				if !is[r] {
-					fmt.Fprintf(&b, "-D %s %s\n", chain, r)
+		if full {
+			for _, k := range sortedKeys(next.items) {
+				if chain, ok := in(k); ok {
+					fmt.Fprintf(&b, ":%s - [0:0]\n", chain)
 				}
 			}
-			for _, r := range next[k] {
-				if !was[r] {
-					fmt.Fprintf(&b, "-A %s %s\n", chain, r)
+			for _, k := range stale {
+				_, isChain := next.chains[k]
+				_, isColl := next.items[k]
+				if chain, ok := in(k); ok && !isChain && !isColl {
+					gone = append(gone, chain)
+					fmt.Fprintf(&b, ":%s - [0:0]\n", chain)
 				}
 			}
 		}
-		for _, chain := range changed {
-			for _, r := range next[table+"/"+chain] {
+		for _, k := range sortedKeys(old.items) {
+			if chain, ok := in(k); ok {
+				for _, r := range sortedKeys(old.items[k]) {
+					if _, kept := next.items[k][r]; !kept {
+						fmt.Fprintf(&b, "-D %s %s\n", chain, r)
+					}
+				}
+			}
+		}
+		for _, k := range sortedKeys(next.items) {
+			if chain, ok := in(k); ok {
+				for _, r := range sortedKeys(next.items[k]) {
+					if _, had := old.items[k][r]; !had {
+						fmt.Fprintf(&b, "-A %s %s\n", chain, r)
+					}
+				}
+			}
+		}
+		for _, k := range changed {
+			chain, _ := in(k)
+			for _, r := range next.chains[k] {
 				fmt.Fprintf(&b, "-A %s %s\n", chain, r)
 			}
 		}
@@ -185,25 +210,9 @@ func iptScript(old, next iptState) string {
 	return b.String()
 }
 
-func setOf(rules []string) map[string]bool {
-	m := make(map[string]bool, len(rules))
-	for _, r := range rules {
-		m[r] = true
-	}
-	return m
-}
-
-// count is the number of rules the state programs.
-func (s iptState) count() (rules int) {
-	for _, r := range s {
-		rules += len(r)
-	}
-	return rules
-}
-
 // parseIPTChains lists the chains with prefix in iptables-save output, as "table/chain".
-func parseIPTChains(save, prefix string) iptState {
-	s := iptState{}
+func parseIPTChains(save, prefix string) []string {
+	var s []string
 	table := ""
 	for line := range strings.SplitSeq(save, "\n") {
 		switch {
@@ -211,7 +220,7 @@ func parseIPTChains(save, prefix string) iptState {
 			table = line[1:]
 		case strings.HasPrefix(line, ":"+prefix+"-"):
 			chain, _, _ := strings.Cut(line[1:], " ")
-			s[table+"/"+chain] = []string{"(unknown)"}
+			s = append(s, table+"/"+chain)
 		}
 	}
 	return s

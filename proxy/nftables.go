@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 )
@@ -22,35 +21,12 @@ const hairpinMark = "0x4000"
 // keyed by numgen as well would need a typeof declaration, which nft 1.0.6 cannot read
 // back once the map holds a transport-header key.)
 
-// nftState is the proxy's table as data: the elements of every map and set, the
-// regular chains and their rules, and the maps and sets made on demand.
-type nftState struct {
-	elems  map[string]map[string]string // map or set → key → value ("" for sets)
-	chains map[string][]string
-	decls  map[string]string // on-demand map or set → its declaration ("map {…}", "set {…}")
-}
-
-func newNFTState() *nftState {
-	s := &nftState{elems: map[string]map[string]string{}, chains: map[string][]string{}, decls: map[string]string{}}
-	for _, m := range nftMaps {
-		s.elems[m] = map[string]string{}
-	}
-	return s
-}
-
-// The maps and sets the table always has, in declaration order.
+// The maps and sets the table always has.
 var nftMaps = []string{"service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports", "cluster-ips", "hairpin"}
-
-func (s *nftState) add(m, k, v string) {
-	if s.elems[m] == nil {
-		s.elems[m] = map[string]string{}
-	}
-	s.elems[m][k] = v
-}
 
 // pick returns the chain that picks among n endpoints, after marking the packet for
 // masquerade when masq is set; key says how its traffic is keyed in the endpoint maps.
-func (s *nftState) pick(n int, nodePort, masq bool) string {
+func pick(s *ruleset, n int, nodePort, masq bool) string {
 	prefix, keyType, key := "", "ipv4_addr . inet_proto . inet_service", "ip daddr . meta l4proto . th dport"
 	if nodePort {
 		prefix, keyType, key = "nodeport-", "inet_proto . inet_service", "meta l4proto . th dport"
@@ -74,7 +50,7 @@ func (s *nftState) pick(n int, nodePort, masq bool) string {
 }
 
 // endpoints adds the DNAT targets of key for the pick chain's endpoint maps.
-func (s *nftState) endpoints(key string, nodePort bool, eps []Endpoint) {
+func endpoints(s *ruleset, key string, nodePort bool, eps []Endpoint) {
 	prefix := ""
 	if nodePort {
 		prefix = "nodeport-"
@@ -86,7 +62,7 @@ func (s *nftState) endpoints(key string, nodePort bool, eps []Endpoint) {
 
 // affinity returns the chain of a session-affinity service for the endpoints eps: a
 // client seen within the timeout goes back to the endpoint it went to before.
-func (s *nftState) affinity(sp *ServicePort, eps []Endpoint, name string, masq bool) string {
+func affinity(s *ruleset, sp *ServicePort, eps []Endpoint, name string, masq bool) string {
 	var rules, picks []string
 	if masq {
 		rules = append(rules, fmt.Sprintf("meta mark set meta mark | %s", hairpinMark))
@@ -106,8 +82,8 @@ func (s *nftState) affinity(sp *ServicePort, eps []Endpoint, name string, masq b
 }
 
 // buildNFT computes the desired table contents.
-func buildNFT(ports []ServicePort) *nftState {
-	s := newNFTState()
+func buildNFT(ports []ServicePort) *ruleset {
+	s := newRuleset()
 	reject := "goto reject-chain"
 	for i := range ports {
 		sp := &ports[i]
@@ -126,10 +102,10 @@ func buildNFT(ports []ServicePort) *nftState {
 		case len(sp.Internal) == 0: // internalTrafficPolicy Local, no local endpoint
 			s.add("no-endpoint-services", key(sp.ClusterIP), "drop")
 		case sp.Affinity > 0:
-			s.add("service-ips", key(sp.ClusterIP), "goto "+s.affinity(sp, sp.Internal, "affinity-"+sp.ID(), false))
+			s.add("service-ips", key(sp.ClusterIP), "goto "+affinity(s, sp, sp.Internal, "affinity-"+sp.ID(), false))
 		default:
-			s.add("service-ips", key(sp.ClusterIP), "goto "+s.pick(len(sp.Internal), false, false))
-			s.endpoints(key(sp.ClusterIP), false, sp.Internal)
+			s.add("service-ips", key(sp.ClusterIP), "goto "+pick(s, len(sp.Internal), false, false))
+			endpoints(s, key(sp.ClusterIP), false, sp.Internal)
 		}
 		if len(sp.ExternalIPs) == 0 && sp.NodePort == 0 {
 			continue
@@ -145,7 +121,7 @@ func buildNFT(ports []ServicePort) *nftState {
 				s.add("no-endpoint-nodeports", npKey, verdict)
 			}
 		case sp.Affinity > 0:
-			chain := "goto " + s.affinity(sp, sp.External, "external-affinity-"+sp.ID(), masq)
+			chain := "goto " + affinity(s, sp, sp.External, "external-affinity-"+sp.ID(), masq)
 			for _, ip := range sp.ExternalIPs {
 				s.add("service-ips", key(ip), chain)
 			}
@@ -154,12 +130,12 @@ func buildNFT(ports []ServicePort) *nftState {
 			}
 		default:
 			for _, ip := range sp.ExternalIPs {
-				s.add("service-ips", key(ip), "goto "+s.pick(len(sp.External), false, masq))
-				s.endpoints(key(ip), false, sp.External)
+				s.add("service-ips", key(ip), "goto "+pick(s, len(sp.External), false, masq))
+				endpoints(s, key(ip), false, sp.External)
 			}
 			if sp.NodePort != 0 {
-				s.add("service-nodeports", npKey, "goto "+s.pick(len(sp.External), true, masq))
-				s.endpoints(npKey, true, sp.External)
+				s.add("service-nodeports", npKey, "goto "+pick(s, len(sp.External), true, masq))
+				endpoints(s, npKey, true, sp.External)
 			}
 		}
 	}
@@ -235,11 +211,11 @@ table ip %[1]s {
 
 // nftScript renders what turns old into next as one nft transaction; with old nil it
 // replaces the whole table.
-func nftScript(table, serviceCIDR string, old, next *nftState) string {
+func nftScript(table, serviceCIDR string, old, next *ruleset) string {
 	var b strings.Builder
 	if old == nil {
 		b.WriteString(nftTable(table, serviceCIDR))
-		old = newNFTState()
+		old = newRuleset()
 	}
 	for _, name := range sortedKeys(next.decls) {
 		if _, ok := old.decls[name]; !ok {
@@ -272,10 +248,10 @@ func nftScript(table, serviceCIDR string, old, next *nftState) string {
 		}
 	}
 	names := map[string]bool{}
-	for m := range old.elems {
+	for m := range old.items {
 		names[m] = true
 	}
-	for m := range next.elems {
+	for m := range next.items {
 		names[m] = true
 	}
 	for _, m := range sortedKeys(names) {
@@ -283,14 +259,14 @@ func nftScript(table, serviceCIDR string, old, next *nftState) string {
 			continue // the whole map goes below
 		}
 		var del, add []string
-		for _, k := range sortedKeys(old.elems[m]) {
-			if v, ok := next.elems[m][k]; !ok || v != old.elems[m][k] {
+		for _, k := range sortedKeys(old.items[m]) {
+			if v, ok := next.items[m][k]; !ok || v != old.items[m][k] {
 				del = append(del, k)
 			}
 		}
-		for _, k := range sortedKeys(next.elems[m]) {
-			if v, ok := old.elems[m][k]; !ok || v != next.elems[m][k] {
-				if v := next.elems[m][k]; v != "" {
+		for _, k := range sortedKeys(next.items[m]) {
+			if v, ok := old.items[m][k]; !ok || v != next.items[m][k] {
+				if v := next.items[m][k]; v != "" {
 					k += " : " + v
 				}
 				add = append(add, k)
@@ -320,15 +296,3 @@ func writeElements(b *strings.Builder, verb, table, m string, elems []string) {
 	}
 }
 
-func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
-
-// count is the number of rules and elements the state programs.
-func (s *nftState) count() (rules, elements int) {
-	for _, r := range s.chains {
-		rules += len(r)
-	}
-	for _, e := range s.elems {
-		elements += len(e)
-	}
-	return rules, elements
-}

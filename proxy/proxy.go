@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,7 +19,6 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/minicluster/minicluster/apiserver"
-	"github.com/minicluster/minicluster/controllers"
 	"github.com/minicluster/minicluster/store"
 )
 
@@ -73,11 +73,18 @@ type Proxy struct {
 	trigger chan struct{}
 	metrics *metrics
 
-	// Last programmed state; nil forces a full sync.
-	nft       *nftState
-	ipt       iptState
-	ports     []ServicePort
-	sliceSeen map[string]string // slice uid → resourceVersion programmed
+	mu       sync.Mutex // guards the cache below, which the watches fill
+	services map[string]*corev1.Service
+	slices   map[string]map[string]*discoveryv1.EndpointSlice // service key → slice key → slice
+	sliceSvc map[string]string                                // slice key → service key
+	listed   [2]bool                                          // services, slices
+	dirty    map[string]bool                                  // service keys changed since the last sync
+
+	// Owned by the sync loop.
+	agg       *aggregate
+	full      bool                         // the next sync rewrites everything
+	ports     map[string][]ServicePort     // service key → ports last programmed
+	sliceSeen map[string]map[string]string // service key → slice uid → resourceVersion programmed
 }
 
 // Table is the proxy's nftables table for an instance.
@@ -114,7 +121,10 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Proxy{cfg: cfg, trigger: make(chan struct{}, 1), metrics: m, sliceSeen: map[string]string{}}, nil
+	return &Proxy{cfg: cfg, trigger: make(chan struct{}, 1), metrics: m,
+		services: map[string]*corev1.Service{}, slices: map[string]map[string]*discoveryv1.EndpointSlice{},
+		sliceSvc: map[string]string{}, dirty: map[string]bool{},
+		agg: newAggregate(), full: true, ports: map[string][]ServicePort{}, sliceSeen: map[string]map[string]string{}}, nil
 }
 
 func (p *Proxy) poke() {
@@ -128,9 +138,8 @@ func (p *Proxy) poke() {
 // programmed before services and slices have been listed.
 func (p *Proxy) Run(ctx context.Context) error {
 	reg := p.cfg.API.Registry()
-	for _, r := range []*apiserver.Resource{reg.Lookup("", "services"), reg.Lookup("discovery.k8s.io", "endpointslices")} {
-		go controllers.WatchResource(ctx, p.cfg.API, r, p.cfg.Log, func(store.Object) { p.poke() })
-	}
+	go p.follow(ctx, reg.Lookup("", "services"), 0)
+	go p.follow(ctx, reg.Lookup("discovery.k8s.io", "endpointslices"), 1)
 	tick := time.NewTicker(p.cfg.SyncPeriod)
 	defer tick.Stop()
 	retry := time.NewTimer(0)
@@ -142,7 +151,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		case <-tick.C:
 			if err := p.check(); err != nil {
 				p.cfg.Log.Warn("proxy rules missing from the kernel; repairing", "mode", p.cfg.Mode, "err", err)
-				p.nft, p.ipt = nil, nil
+				p.full = true
 				p.poke()
 			}
 			continue
@@ -163,8 +172,96 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 }
 
-// Sync programs the current services and slices: a diff against the last sync, or the
-// whole ruleset after a failure or at start.
+// follow keeps the cache of resource r (0 services, 1 slices) from a list and a watch,
+// listing again when the watch ends.
+func (p *Proxy) follow(ctx context.Context, r *apiserver.Resource, which int) {
+	for ctx.Err() == nil {
+		objs, rev, err := p.cfg.API.List(r, "", apiserver.Selector{})
+		if err != nil {
+			p.cfg.Log.Error("proxy: list failed", "resource", r.Plural, "err", err)
+			select {
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		p.mu.Lock()
+		p.replace(which, objs)
+		p.listed[which] = true
+		p.mu.Unlock()
+		p.poke()
+		w, err := p.cfg.API.Watch(r, rev)
+		if err != nil {
+			continue
+		}
+		for open := true; open; {
+			select {
+			case ev, ok := <-w.Events():
+				if open = ok; ok {
+					p.mu.Lock()
+					p.update(ev.Object, ev.Type == store.Deleted)
+					p.mu.Unlock()
+					p.poke()
+				}
+			case <-ctx.Done():
+				open = false
+			}
+		}
+		w.Stop()
+	}
+}
+
+// replace swaps in a fresh list of services or slices; every service is then dirty.
+func (p *Proxy) replace(which int, objs []store.Object) {
+	for k := range p.services {
+		p.dirty[k] = true
+	}
+	for k := range p.slices {
+		p.dirty[k] = true
+	}
+	if which == 0 {
+		p.services = map[string]*corev1.Service{}
+	} else {
+		p.slices, p.sliceSvc = map[string]map[string]*discoveryv1.EndpointSlice{}, map[string]string{}
+	}
+	for _, o := range objs {
+		p.update(o, false)
+	}
+}
+
+func (p *Proxy) update(o store.Object, deleted bool) {
+	key := o.GetNamespace() + "/" + o.GetName()
+	switch o := o.(type) {
+	case *corev1.Service:
+		p.dirty[key] = true
+		if deleted {
+			delete(p.services, key)
+		} else {
+			p.services[key] = o
+		}
+	case *discoveryv1.EndpointSlice:
+		if old, ok := p.sliceSvc[key]; ok {
+			delete(p.slices[old], key)
+			if len(p.slices[old]) == 0 {
+				delete(p.slices, old)
+			}
+			delete(p.sliceSvc, key)
+			p.dirty[old] = true
+		}
+		svc := o.Namespace + "/" + o.Labels[discoveryv1.LabelServiceName]
+		p.dirty[svc] = true
+		if deleted || o.Labels[discoveryv1.LabelServiceName] == "" {
+			return
+		}
+		if p.slices[svc] == nil {
+			p.slices[svc] = map[string]*discoveryv1.EndpointSlice{}
+		}
+		p.slices[svc][key], p.sliceSvc[key] = o, svc
+	}
+}
+
+// Sync programs what changed since the last sync, or everything after a failure, a
+// repair or at start.
 func (p *Proxy) Sync() error {
 	start := time.Now()
 	if p.cfg.Bridge != "" {
@@ -172,101 +269,123 @@ func (p *Proxy) Sync() error {
 			return err
 		}
 	}
-	reg := p.cfg.API.Registry()
-	svcObjs, _, err := p.cfg.API.List(reg.Lookup("", "services"), "", apiserver.Selector{})
-	if err != nil {
+	before, after := newRuleset(), newRuleset()
+	var stale []StaleFlow
+	var triggers []time.Time
+	p.mu.Lock()
+	if !p.listed[0] || !p.listed[1] {
+		p.mu.Unlock()
+		return nil // a full list of both will poke again
+	}
+	dirty := p.dirty
+	p.dirty = map[string]bool{}
+	for key := range dirty {
+		var ports []ServicePort
+		seen := map[string]string{}
+		if svc := p.services[key]; svc != nil {
+			slices := make([]*discoveryv1.EndpointSlice, 0, len(p.slices[key]))
+			for _, s := range p.slices[key] {
+				slices = append(slices, s)
+				seen[string(s.UID)] = s.ResourceVersion
+				if p.sliceSeen[key][string(s.UID)] == s.ResourceVersion {
+					continue
+				}
+				if t, err := time.Parse(time.RFC3339Nano, s.Annotations[corev1.EndpointsLastChangeTriggerTime]); err == nil {
+					triggers = append(triggers, t)
+				}
+			}
+			ports = Build(p.cfg.NodeName, []*corev1.Service{svc}, slices)
+		}
+		var frag *ruleset
+		if len(ports) > 0 {
+			frag = p.build(ports)
+		}
+		p.agg.set(key, frag, before, after)
+		stale = append(stale, StaleUDP(p.ports[key], ports)...)
+		if len(ports) > 0 {
+			p.ports[key], p.sliceSeen[key] = ports, seen
+		} else {
+			delete(p.ports, key)
+			delete(p.sliceSeen, key)
+		}
+	}
+	p.mu.Unlock()
+	full := p.full
+	if err := p.apply(full, before, after); err != nil {
+		p.full = true // the kernel may have anything now: the next sync writes it all
 		return err
 	}
-	sliceObjs, _, err := p.cfg.API.List(reg.Lookup("discovery.k8s.io", "endpointslices"), "", apiserver.Selector{})
-	if err != nil {
-		return err
-	}
-	services := make([]*corev1.Service, len(svcObjs))
-	for i, o := range svcObjs {
-		services[i] = o.(*corev1.Service)
-	}
-	slices := make([]*discoveryv1.EndpointSlice, len(sliceObjs))
-	for i, o := range sliceObjs {
-		slices[i] = o.(*discoveryv1.EndpointSlice)
-	}
-	ports := Build(p.cfg.NodeName, services, slices)
-	full := p.nft == nil && p.ipt == nil
-	var rules, elements int
-	switch p.cfg.Mode {
-	case ModeNFTables:
-		next := buildNFT(ports)
-		script := nftScript(Table(p.cfg.Instance), p.cfg.ServiceCIDR.String(), p.nft, next)
-		if script != "" {
-			if _, err := p.cfg.Runner.Run(script, "nft", "-f", "-"); err != nil {
-				p.nft = nil
-				return err
-			}
-		}
-		p.nft = next
-		rules, elements = next.count()
-	default:
-		next := buildIPT(p.cfg.Instance, p.cfg.ServiceCIDR.String(), ports)
-		old := p.ipt
-		if old == nil {
-			if err := p.ensureJumps(); err != nil {
-				return err
-			}
-			// Whatever chains of ours the kernel has are rewritten or removed.
-			if old, err = p.iptExisting(); err != nil {
-				return err
-			}
-		}
-		if _, err := p.cfg.Runner.Run(iptScript(old, next), "iptables-restore", "-w", "5", "--noflush"); err != nil {
-			p.ipt = nil
-			return err
-		}
-		p.ipt = next
-		rules = next.count()
-	}
-	if stale := StaleUDP(p.ports, ports); len(stale) > 0 {
+	p.full = false
+	if len(stale) > 0 {
 		if err := p.cfg.Conntrack(stale); err != nil {
 			p.cfg.Log.Warn("could not delete stale UDP conntrack entries", "err", err)
 		}
 	}
-	p.ports = ports
 	took := time.Since(start)
-	p.metrics.observeSync(full, took, rules, elements)
-	p.observeProgramming(slices)
-	p.cfg.Log.Debug("proxy rules applied", "mode", p.cfg.Mode, "full", full, "services", len(services), "took", took)
+	p.metrics.observeSync(full, took, p.agg.rules, p.agg.elements)
+	now := time.Now()
+	for _, t := range triggers {
+		p.metrics.programming.Observe(now.Sub(t).Seconds())
+	}
+	p.cfg.Log.Debug("proxy rules applied", "mode", p.cfg.Mode, "full", full, "services", len(dirty), "took", took)
 	return nil
 }
 
-// observeProgramming records, for every slice that changed since the last sync, the
-// time from its trigger (the change that caused it) to now, when its rules are in place.
-func (p *Proxy) observeProgramming(slices []*discoveryv1.EndpointSlice) {
-	now := time.Now()
-	seen := make(map[string]string, len(slices))
-	for _, s := range slices {
-		seen[string(s.UID)] = s.ResourceVersion
-		if p.sliceSeen[string(s.UID)] == s.ResourceVersion {
-			continue
+// build renders one service's ports in the proxy's mode.
+func (p *Proxy) build(ports []ServicePort) *ruleset {
+	if p.cfg.Mode == ModeNFTables {
+		return buildNFT(ports)
+	}
+	return buildIPT(p.cfg.Instance, ports)
+}
+
+// apply writes the change from before to after, or everything when full.
+func (p *Proxy) apply(full bool, before, after *ruleset) error {
+	if p.cfg.Mode == ModeNFTables {
+		script := ""
+		if full {
+			script = nftScript(Table(p.cfg.Instance), p.cfg.ServiceCIDR.String(), nil, p.agg.full(newRuleset()))
+		} else {
+			script = nftScript(Table(p.cfg.Instance), p.cfg.ServiceCIDR.String(), before, after)
 		}
-		if t, err := time.Parse(time.RFC3339Nano, s.Annotations[corev1.EndpointsLastChangeTriggerTime]); err == nil {
-			p.metrics.programming.Observe(now.Sub(t).Seconds())
+		if script == "" {
+			return nil
+		}
+		_, err := p.cfg.Runner.Run(script, "nft", "-f", "-")
+		return err
+	}
+	var script string
+	if full {
+		if err := p.ensureJumps(); err != nil {
+			return err
+		}
+		// Whatever chains of ours the kernel has are rewritten or removed.
+		existing, err := p.iptExisting()
+		if err != nil {
+			return err
+		}
+		script = iptScript(nil, p.agg.full(iptBase(p.cfg.Instance, p.cfg.ServiceCIDR.String())), existing)
+	} else {
+		script = iptScript(before, after, nil)
+		if script == "*nat\nCOMMIT\n*filter\nCOMMIT\n" {
+			return nil
 		}
 	}
-	p.sliceSeen = seen
+	_, err := p.cfg.Runner.Run(script, "iptables-restore", "-w", "5", "--noflush")
+	return err
 }
 
 // check verifies our rules are still in the kernel.
 func (p *Proxy) check() error {
+	if p.full {
+		return nil // nothing to check yet
+	}
 	if p.cfg.Mode == ModeNFTables {
-		if p.nft == nil {
-			return nil
-		}
 		out, err := p.cfg.Runner.Run("", "nft", "list", "chain", "ip", Table(p.cfg.Instance), "services")
 		if err == nil && !strings.Contains(out, "vmap @service-nodeports") {
 			err = errors.New("chain services was flushed")
 		}
 		return err
-	}
-	if p.ipt == nil {
-		return nil
 	}
 	for _, j := range iptJumps(p.cfg.Instance) {
 		args := append([]string{"-w", "5", j[0], j[1], "-C"}, j[2:]...)
@@ -276,7 +395,7 @@ func (p *Proxy) check() error {
 	}
 	chain := iptPrefix(p.cfg.Instance) + "-CLUSTER"
 	out, err := p.cfg.Runner.Run("", "iptables", "-w", "5", "-t", "nat", "-S", chain)
-	if err == nil && strings.Count(out, "-A "+chain) != len(p.ipt["nat/"+chain]) {
+	if err == nil && strings.Count(out, "-A "+chain) != len(p.agg.items["nat/"+chain]) {
 		err = fmt.Errorf("chain %s has lost rules", chain)
 	}
 	return err
@@ -306,7 +425,7 @@ func (p *Proxy) ensureJumps() error {
 }
 
 // iptExisting lists the chains of ours the kernel has now.
-func (p *Proxy) iptExisting() (iptState, error) {
+func (p *Proxy) iptExisting() ([]string, error) {
 	out, err := p.cfg.Runner.Run("", "iptables-save", "-t", "nat")
 	if err != nil {
 		return nil, err
@@ -358,10 +477,10 @@ func Cleanup(instance string, r Runner) {
 			continue
 		}
 		fmt.Fprintf(&b, "*%s\n", table)
-		for _, k := range sortedKeys(chains) {
+		for _, k := range chains {
 			fmt.Fprintf(&b, ":%s - [0:0]\n", strings.TrimPrefix(k, table+"/"))
 		}
-		for _, k := range sortedKeys(chains) {
+		for _, k := range chains {
 			fmt.Fprintf(&b, "-X %s\n", strings.TrimPrefix(k, table+"/"))
 		}
 		b.WriteString("COMMIT\n")

@@ -37,7 +37,7 @@ func nodePort(np int32, local bool) svcOpt {
 }
 
 func slice(service string, port int32, proto corev1.Protocol, eps ...discoveryv1.Endpoint) *discoveryv1.EndpointSlice {
-	return &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: service + "-x",
+	return &discoveryv1.EndpointSlice{AddressType: discoveryv1.AddressTypeIPv4, ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: service + "-x",
 		Labels: map[string]string{discoveryv1.LabelServiceName: service}},
 		Ports:     []discoveryv1.EndpointPort{{Name: ptr.To("p"), Port: ptr.To(port), Protocol: ptr.To(proto)}},
 		Endpoints: eps}
@@ -165,7 +165,7 @@ func golden(t *testing.T, name, got string) {
 
 func TestGoldenRulesets(t *testing.T) {
 	golden(t, "nftables.golden", nftScript("mc_proxy", "10.96.0.0/12", nil, buildNFT(ports(t))))
-	golden(t, "iptables.golden", iptScript(nil, buildIPT("mc", "10.96.0.0/12", ports(t))))
+	golden(t, "iptables.golden", iptScript(nil, iptBase("mc", "10.96.0.0/12").merge(buildIPT("mc", ports(t))), nil))
 }
 
 // tracedModes renders the cluster in both modes and returns a trace function per mode.
@@ -186,7 +186,7 @@ func tracedModes(t *testing.T, affinity func(mode string, sp *ServicePort, e End
 	}
 	local := []string{"10.244.0.1", "192.168.1.10", "127.0.0.1"}
 	nft := parseNFT(t, nftScript("mc_proxy", "10.96.0.0/12", nil, buildNFT(ps)), tracer{t: t, local: local, affinity: aff[ModeNFTables]})
-	ipt := parseIPT(t, "mc", iptScript(nil, buildIPT("mc", "10.96.0.0/12", ps)), tracer{t: t, local: local, affinity: aff[ModeIPTables]})
+	ipt := parseIPT(t, "mc", iptScript(nil, iptBase("mc", "10.96.0.0/12").merge(buildIPT("mc", ps)), nil), tracer{t: t, local: local, affinity: aff[ModeIPTables]})
 	return map[string]func(packet) string{ModeNFTables: nft.trace, ModeIPTables: ipt.trace}
 }
 
@@ -248,43 +248,81 @@ func TestTracePackets(t *testing.T) {
 	}
 }
 
+// byService groups ports into the aggregate, one fragment per service, as the proxy does.
+func byService(ports []ServicePort, build func([]ServicePort) *ruleset) *aggregate {
+	a := newAggregate()
+	groups := map[string][]ServicePort{}
+	for _, sp := range ports {
+		svc, _, _ := strings.Cut(sp.Name, ":")
+		groups[svc] = append(groups[svc], sp)
+	}
+	for svc, ps := range groups {
+		a.set(svc, build(ps), newRuleset(), newRuleset())
+	}
+	return a
+}
+
 // A change costs what it changes: adding one service to many adds elements and no
 // chain in nftables mode, and a few rules in iptables mode; the tracer then routes it.
+// Removing it again takes exactly that away.
 func TestDiffsAreSmall(t *testing.T) {
-	services, slices := cluster()
-	before := Build("node1", services, slices)
-	services = append(services, svc("new", "10.96.0.30", 80, tcp))
-	slices = append(slices, slice("new", 8080, tcp, ready("10.244.0.40"), ready("10.244.0.41"), ready("10.244.0.42")))
-	after := Build("node1", services, slices)
+	newSvc := Build("node1", []*corev1.Service{svc("new", "10.96.0.30", 80, tcp)},
+		[]*discoveryv1.EndpointSlice{slice("new", 8080, tcp, ready("10.244.0.40"), ready("10.244.0.41"), ready("10.244.0.42"))})
+	const cidr = "10.96.0.0/12"
+	want := "dnat 10.244.0.40:8080 | dnat 10.244.0.41:8080 | dnat 10.244.0.42:8080"
+	to := packet{src: "10.244.0.100", dst: "10.96.0.30", proto: "tcp", port: 80}
 
-	nftOld, nftNew := buildNFT(before), buildNFT(after)
-	diff := nftScript("mc_proxy", "10.96.0.0/12", nftOld, nftNew)
+	agg := byService(ports(t), buildNFT)
+	full := nftScript("mc_proxy", cidr, nil, agg.full(newRuleset()))
+	before, after := newRuleset(), newRuleset()
+	agg.set("default/new", buildNFT(newSvc), before, after)
+	diff := nftScript("mc_proxy", cidr, before, after)
 	if strings.Contains(diff, "chain") || strings.Count(diff, "\n") != 6 { // cluster-ips, 3 endpoint maps, hairpin, service-ips
 		t.Errorf("nftables diff for one new service (web already uses pick-3):\n%s", diff)
 	}
-	full := nftScript("mc_proxy", "10.96.0.0/12", nil, nftOld)
-	tr := parseNFT(t, full+diff, tracer{t: t, local: []string{"10.244.0.1"}})
-	if got := tr.trace(packet{src: "10.244.0.100", dst: "10.96.0.30", proto: "tcp", port: 80}); got != "dnat 10.244.0.40:8080 | dnat 10.244.0.41:8080 | dnat 10.244.0.42:8080" {
+	if got := parseNFT(t, full+diff, tracer{t: t}).trace(to); got != want {
 		t.Errorf("after the diff: %s", got)
 	}
-	if nftScript("mc_proxy", "10.96.0.0/12", nftNew, buildNFT(after)) != "" {
-		t.Error("no change must render an empty script")
+	before, after = newRuleset(), newRuleset()
+	agg.set("default/new", buildNFT(newSvc), before, after)
+	if s := nftScript("mc_proxy", cidr, before, after); s != "" {
+		t.Errorf("setting the same service again must render nothing, got:\n%s", s)
 	}
-	back := nftScript("mc_proxy", "10.96.0.0/12", nftNew, nftOld)
+	before, after = newRuleset(), newRuleset()
+	agg.set("default/new", nil, before, after)
+	back := nftScript("mc_proxy", cidr, before, after)
 	if strings.Contains(back, "chain") || !strings.Contains(back, "delete element ip mc_proxy service-ips { 10.96.0.30 . tcp . 80 }") {
 		t.Errorf("removing the service:\n%s", back)
 	}
+	if got := parseNFT(t, full+diff+back, tracer{t: t}).trace(to); got != "drop" {
+		t.Errorf("after removing the service its address is unallocated, got %s", got)
+	}
 
-	iptOld, iptNew := buildIPT("mc", "10.96.0.0/12", before), buildIPT("mc", "10.96.0.0/12", after)
-	ipDiff := iptScript(iptOld, iptNew)
-	if n := strings.Count(ipDiff, "-A "); n != 1+3*2+3+1 { // CLUSTER, 3 SEP chains, SVC, CLUSTERIPS
+	build := func(ps []ServicePort) *ruleset { return buildIPT("mc", ps) }
+	agg = byService(ports(t), build)
+	ipFull := iptScript(nil, agg.full(iptBase("mc", cidr)), nil)
+	before, after = newRuleset(), newRuleset()
+	agg.set("default/new", build(newSvc), before, after)
+	ipDiff := iptScript(before, after, nil)
+	if n := strings.Count(ipDiff, "\n-A "); n != 1+3*2+3+1 { // CLUSTER, 3 SEP chains, SVC, CLUSTERIPS
 		t.Errorf("iptables diff for one new service has %d rules:\n%s", n, ipDiff)
 	}
-	ipBack := iptScript(iptNew, iptOld)
+	if got := parseIPT(t, "mc", ipFull+ipDiff, tracer{t: t}).trace(to); got != want {
+		t.Errorf("iptables, after the diff: %s", got)
+	}
+	before, after = newRuleset(), newRuleset()
+	agg.set("default/new", nil, before, after)
+	ipBack := iptScript(before, after, nil)
+	if got := parseIPT(t, "mc", ipFull+ipDiff+ipBack, tracer{t: t}).trace(to); got != "drop" {
+		t.Errorf("iptables, after removing the service its address is unallocated, got %s", got)
+	}
 	for _, want := range []string{"-D MC-CLUSTER ", "-D MC-CLUSTERIPS -d 10.96.0.30/32", "-X MC-SVC-"} {
 		if !strings.Contains(ipBack, want) {
 			t.Errorf("removing the service lacks %q:\n%s", want, ipBack)
 		}
+	}
+	if strings.Contains(ipBack, "-A ") {
+		t.Errorf("removing a service adds nothing:\n%s", ipBack)
 	}
 }
 

@@ -340,7 +340,24 @@ func parseIPT(t *testing.T, instance, script string, tr tracer) *iptTracer {
 			it.chains[table+"/"+strings.Fields(line[1:])[0]] = nil
 		case strings.HasPrefix(line, "-A "):
 			args := splitArgs(t, line)
+			if _, ok := it.chains[table+"/"+args[1]]; !ok {
+				t.Fatalf("tracer: -A to a missing chain: %s", line)
+			}
 			it.chains[table+"/"+args[1]] = append(it.chains[table+"/"+args[1]], args[2:])
+		case strings.HasPrefix(line, "-D "):
+			args := splitArgs(t, line)
+			k := table + "/" + args[1]
+			i := slices.IndexFunc(it.chains[k], func(r []string) bool { return slices.Equal(r, args[2:]) })
+			if i < 0 {
+				t.Fatalf("tracer: -D of a rule that is not there (iptables-restore would fail): %s", line)
+			}
+			it.chains[k] = slices.Delete(it.chains[k], i, i+1)
+		case strings.HasPrefix(line, "-X "):
+			k := table + "/" + strings.TrimPrefix(line, "-X ")
+			if len(it.chains[k]) > 0 {
+				t.Fatalf("tracer: -X of a chain with rules: %s", line)
+			}
+			delete(it.chains, k)
 		default:
 			t.Fatalf("tracer: restore line not understood: %s", line)
 		}

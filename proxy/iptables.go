@@ -61,7 +61,9 @@ func buildIPT(instance string, ports []ServicePort) *ruleset {
 	p := iptPrefix(instance)
 	s := newRuleset()
 	add := func(chain, rule string) { s.chains["nat/"+p+"-"+chain] = append(s.chains["nat/"+p+"-"+chain], rule) }
-	collect := func(coll, rule string) { s.add(coll[:strings.Index(coll, "/")+1]+p+"-"+coll[strings.Index(coll, "/")+1:], rule, "") }
+	collect := func(coll, rule string) {
+		s.add(coll[:strings.Index(coll, "/")+1]+p+"-"+coll[strings.Index(coll, "/")+1:], rule, "")
+	}
 	for i := range ports {
 		sp := &ports[i]
 		id := strings.ToUpper(sp.ID())

@@ -295,4 +295,3 @@ func writeElements(b *strings.Builder, verb, table, m string, elems []string) {
 		elems = elems[n:]
 	}
 }
-

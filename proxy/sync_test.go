@@ -20,7 +20,7 @@ import (
 
 // fakeRunner records what the proxy would run and can fail the next applies.
 type fakeRunner struct {
-	mu    sync.Mutex
+	mu     sync.Mutex
 	calls  [][]string // stdin, name, args...
 	fail   int
 	failed map[int]bool

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -228,12 +229,22 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/version":
 		writeJSONValue(w, versionInfo())
 		return
+	case "/debug/pprof/profile":
+		pprof.Profile(w, r)
+		return
+	case "/debug/pprof/trace":
+		pprof.Trace(w, r)
+		return
 	case "/metrics":
 		if h.metrics == nil {
 			writeError(w, apierrors.NewNotFound(schema.GroupResource{}, "metrics"))
 			return
 		}
 		h.metrics.ServeHTTP(w, r)
+		return
+	}
+	if name, ok := strings.CutPrefix(r.URL.Path, "/debug/pprof/"); ok {
+		pprof.Handler(name).ServeHTTP(w, r) // as kube-apiserver's --profiling, behind the token
 		return
 	}
 	if h.serveOpenAPI(w, r) {

@@ -27,21 +27,20 @@ const triggerAnnotation = "endpoints.kubernetes.io/last-change-trigger-time"
 type EndpointsConfig struct {
 	API *apiserver.API
 	Log *slog.Logger
+	// Informers are the shared caches to read from; nil: the controller keeps its own.
+	Informers *Informers
 	// MaxEndpointsPerSlice caps a slice (default 100, as Kubernetes).
 	MaxEndpointsPerSlice int
 }
 
 // selectedPods returns the pods a service with a selector picks, and the newest change
 // among them and the service (the trigger time); nil for services without a selector.
-func selectedPods(api *apiserver.API, svc *corev1.Service) ([]*corev1.Pod, time.Time, error) {
+func selectedPods(podCache *Cache, svc *corev1.Service) ([]*corev1.Pod, time.Time, error) {
 	if len(svc.Spec.Selector) == 0 || svc.Spec.Type == corev1.ServiceTypeExternalName {
 		return nil, time.Time{}, nil
 	}
 	sel := labels.SelectorFromSet(svc.Spec.Selector)
-	objs, _, err := api.List(api.Registry().Lookup("", "pods"), svc.Namespace, apiserver.Selector{Labels: sel})
-	if err != nil {
-		return nil, time.Time{}, err
-	}
+	objs := podCache.List(svc.Namespace, apiserver.Selector{Labels: sel})
 	trigger := svc.CreationTimestamp.Time
 	var pods []*corev1.Pod
 	for _, o := range objs {
@@ -111,6 +110,7 @@ type Endpoints struct {
 	api                   *apiserver.API
 	svcRes, epRes, podRes *apiserver.Resource
 	loop                  *Loop
+	watches               *serviceWatches
 }
 
 // NewEndpoints builds the Endpoints controller.
@@ -121,40 +121,61 @@ func NewEndpoints(cfg EndpointsConfig) (*Endpoints, error) {
 	reg := cfg.API.Registry()
 	c := &Endpoints{api: cfg.API, svcRes: reg.Lookup("", "services"), epRes: reg.Lookup("", "endpoints"), podRes: reg.Lookup("", "pods")}
 	c.loop = NewLoop("endpoints", cfg.Log, c.reconcile)
+	c.watches = newServiceWatches(cfg, c.loop, c.epRes)
 	return c, nil
 }
 
 // Run reconciles until ctx is cancelled.
 func (c *Endpoints) Run(ctx context.Context) error {
-	runServiceWatches(ctx, c.api, c.loop, c.svcRes, c.podRes, c.epRes)
-	c.loop.Run(ctx, 2)
+	if c.watches.start(ctx) {
+		c.loop.Run(ctx, 2)
+	}
 	return nil
 }
 
-// runServiceWatches enqueues a service on changes of itself, of the pods in its
-// namespace, and of the objects named after it (its Endpoints or slices).
-func runServiceWatches(ctx context.Context, api *apiserver.API, l *Loop, svcRes, podRes, own *apiserver.Resource) {
-	go WatchResource(ctx, api, svcRes, l.Log(), func(o store.Object) { l.Enqueue(key(o)) })
-	go WatchResource(ctx, api, podRes, l.Log(), func(o store.Object) {
-		objs, _, err := api.List(svcRes, o.GetNamespace(), apiserver.Selector{})
-		if err != nil {
-			return
-		}
-		for _, s := range objs {
+// serviceWatches enqueue a service on changes of itself, of the pods in its
+// namespace, and of the objects named after it (its Endpoints or slices), from the
+// shared caches the controller reads.
+type serviceWatches struct {
+	inf             *Informers
+	own             bool // the informers are the controller's own, to run
+	svc, pods, objs *Cache
+}
+
+func newServiceWatches(cfg EndpointsConfig, l *Loop, ownRes *apiserver.Resource) *serviceWatches {
+	w := &serviceWatches{inf: cfg.Informers}
+	if w.inf == nil {
+		w.inf, w.own = NewInformers(cfg.API, cfg.Log), true
+	}
+	reg := cfg.API.Registry()
+	w.svc, w.pods, w.objs = w.inf.For(reg.Lookup("", "services")), w.inf.For(reg.Lookup("", "pods")), w.inf.For(ownRes)
+	w.svc.OnChange(func(o store.Object) { l.Enqueue(key(o)) })
+	w.pods.OnChange(func(o store.Object) {
+		for _, s := range w.svc.List(o.GetNamespace(), apiserver.Selector{}) {
 			if sel := s.(*corev1.Service).Spec.Selector; len(sel) > 0 && labels.SelectorFromSet(sel).Matches(labels.Set(o.GetLabels())) {
 				l.Enqueue(key(s))
 			}
 		}
 	})
-	go WatchResource(ctx, api, own, l.Log(), func(o store.Object) {
+	w.objs.OnChange(func(o store.Object) {
 		name := o.GetLabels()["kubernetes.io/service-name"]
-		if name == "" && own.Plural == "endpoints" {
+		if name == "" && ownRes.Plural == "endpoints" {
 			name = o.GetName()
 		}
 		if name != "" {
 			l.Enqueue(o.GetNamespace() + "/" + name)
 		}
 	})
+	return w
+}
+
+// start runs the informers if they are the controller's own and waits for the caches
+// to fill; false when ctx ended first.
+func (w *serviceWatches) start(ctx context.Context) bool {
+	if w.own {
+		go w.inf.Run(ctx)
+	}
+	return w.svc.WaitSynced(ctx) && w.pods.WaitSynced(ctx) && w.objs.WaitSynced(ctx)
 }
 
 func (c *Endpoints) reconcile(ctx context.Context, k string) error {
@@ -170,7 +191,7 @@ func (c *Endpoints) reconcile(ctx context.Context, k string) error {
 	if len(svc.Spec.Selector) == 0 || svc.Spec.Type == corev1.ServiceTypeExternalName {
 		return nil // selector-less services' Endpoints belong to their users
 	}
-	pods, trigger, err := selectedPods(c.api, svc)
+	pods, trigger, err := selectedPods(c.watches.pods, svc)
 	if err != nil {
 		return err
 	}

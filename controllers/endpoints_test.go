@@ -1,10 +1,13 @@
 package controllers
 
 import (
+	"context"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -91,9 +94,40 @@ func sliceEndpoints(s *discoveryv1.EndpointSlice) string {
 }
 
 func newEndpointControllers(w *world, max int) (*Endpoints, *EndpointSlices) {
-	ep, _ := NewEndpoints(EndpointsConfig{API: w.api})
-	sl, _ := NewEndpointSlices(EndpointsConfig{API: w.api, MaxEndpointsPerSlice: max})
+	ep, _ := NewEndpoints(EndpointsConfig{API: w.api, Informers: w.inf})
+	sl, _ := NewEndpointSlices(EndpointsConfig{API: w.api, MaxEndpointsPerSlice: max, Informers: w.inf})
 	return ep, sl
+}
+
+// reconcile runs f for k once the caches hold what the store holds, as they would
+// (a moment later) in a running controller.
+func (w *world) reconcile(f func(context.Context, string) error, k string) error {
+	w.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for _, c := range w.inf.caches {
+		for {
+			objs, _, err := w.api.List(c.res, "", apiserver.Selector{})
+			if err != nil {
+				w.t.Fatal(err)
+			}
+			want := map[string]string{}
+			for _, o := range objs {
+				want[o.GetNamespace()+"/"+o.GetName()] = o.GetResourceVersion()
+			}
+			got := map[string]string{}
+			for _, o := range c.List("", apiserver.Selector{}) {
+				got[o.GetNamespace()+"/"+o.GetName()] = o.GetResourceVersion()
+			}
+			if maps.Equal(got, want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				w.t.Fatalf("cache of %s did not catch up with the store", c.res.Plural)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return f(w.ctx, k)
 }
 
 func TestEndpointsAndSlicesFollowPods(t *testing.T) {
@@ -111,10 +145,10 @@ func TestEndpointsAndSlicesFollowPods(t *testing.T) {
 			} {
 				w.seedPod(p)
 			}
-			if err := ep.reconcile(w.ctx, "default/b"); err != nil {
+			if err := w.reconcile(ep.reconcile, "default/b"); err != nil {
 				t.Fatal(err)
 			}
-			if err := sl.reconcile(w.ctx, "default/b"); err != nil {
+			if err := w.reconcile(sl.reconcile, "default/b"); err != nil {
 				t.Fatal(err)
 			}
 			obj, err := w.api.Get(w.res("endpoints"), "default", "b")
@@ -177,7 +211,7 @@ func TestSlicesSplitAndFollowScaleDown(t *testing.T) {
 	for i := 0; i < 250; i++ {
 		w.seedPod(podSpec{name: fmt.Sprint("p", i), ip: fmt.Sprintf("10.244.%d.%d", i/200, i%200+2), ready: true})
 	}
-	sl.reconcile(w.ctx, "default/b")
+	w.reconcile(sl.reconcile, "default/b")
 	slices := w.slices("b")
 	sizes := []int{}
 	for _, s := range slices {
@@ -191,7 +225,7 @@ func TestSlicesSplitAndFollowScaleDown(t *testing.T) {
 		zero := int64(0)
 		w.api.Delete(w.ctx, w.res("pods"), "default", fmt.Sprint("p", i), metav1.DeleteOptions{GracePeriodSeconds: &zero})
 	}
-	sl.reconcile(w.ctx, "default/b")
+	w.reconcile(sl.reconcile, "default/b")
 	if s := w.slices("b"); len(s) != 1 || len(s[0].Endpoints) != 0 {
 		t.Errorf("after all pods left: %d slices (want one empty placeholder)", len(s))
 	}
@@ -208,8 +242,8 @@ func TestMirroringUserSlicesAndDeletion(t *testing.T) {
 	mine := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "handmade", Labels: map[string]string{discoveryv1.LabelServiceName: "ext"}},
 		AddressType: discoveryv1.AddressTypeIPv4, Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"192.0.2.99"}}}}
 	w.api.Create(w.ctx, w.res("endpointslices"), "default", mine, false)
-	ep.reconcile(w.ctx, "default/ext")
-	sl.reconcile(w.ctx, "default/ext")
+	w.reconcile(ep.reconcile, "default/ext")
+	w.reconcile(sl.reconcile, "default/ext")
 	got, _ := w.api.Get(w.res("endpoints"), "default", "ext")
 	if addrs(got.(*corev1.Endpoints).Subsets[0].Addresses) != "192.0.2.10/" {
 		t.Errorf("the controller touched a selector-less service's Endpoints: %+v", got)
@@ -225,11 +259,11 @@ func TestMirroringUserSlicesAndDeletion(t *testing.T) {
 	}
 	// Deleting the selector service removes what the controllers made; the user's slice stays.
 	w.api.Create(w.ctx, w.res("services"), "default", backendService(false), false)
-	ep.reconcile(w.ctx, "default/b")
-	sl.reconcile(w.ctx, "default/b")
+	w.reconcile(ep.reconcile, "default/b")
+	w.reconcile(sl.reconcile, "default/b")
 	w.api.Delete(w.ctx, w.res("services"), "default", "b", metav1.DeleteOptions{})
-	ep.reconcile(w.ctx, "default/b")
-	sl.reconcile(w.ctx, "default/b")
+	w.reconcile(ep.reconcile, "default/b")
+	w.reconcile(sl.reconcile, "default/b")
 	if _, err := w.api.Get(w.res("endpoints"), "default", "b"); !apierrors.IsNotFound(err) {
 		t.Errorf("endpoints of a deleted service: %v", err)
 	}

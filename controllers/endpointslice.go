@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -33,6 +34,10 @@ type EndpointSlices struct {
 	svcRes, sliceRes, podRes, epRes *apiserver.Resource
 	loop                            *Loop
 	max                             int
+	watches                         *serviceWatches
+	// lastWrite is the newest revision this controller wrote; reads of the slice
+	// cache wait for it, so a reconcile never misses a slice the last one made.
+	lastWrite atomic.Int64
 }
 
 // NewEndpointSlices builds the EndpointSlice controller.
@@ -47,14 +52,17 @@ func NewEndpointSlices(cfg EndpointsConfig) (*EndpointSlices, error) {
 	c := &EndpointSlices{api: cfg.API, svcRes: reg.Lookup("", "services"), sliceRes: reg.Lookup("discovery.k8s.io", "endpointslices"),
 		podRes: reg.Lookup("", "pods"), epRes: reg.Lookup("", "endpoints"), max: cfg.MaxEndpointsPerSlice}
 	c.loop = NewLoop("endpointslice", cfg.Log, c.reconcile)
+	c.watches = newServiceWatches(cfg, c.loop, c.sliceRes)
+	c.watches.objs.IndexLabel(discoveryv1.LabelServiceName)
+	c.watches.inf.For(c.epRes).OnChange(func(o store.Object) { c.loop.Enqueue(key(o)) })
 	return c, nil
 }
 
 // Run reconciles until ctx is cancelled.
 func (c *EndpointSlices) Run(ctx context.Context) error {
-	runServiceWatches(ctx, c.api, c.loop, c.svcRes, c.podRes, c.sliceRes)
-	go WatchResource(ctx, c.api, c.epRes, c.loop.Log(), func(o store.Object) { c.loop.Enqueue(key(o)) })
-	c.loop.Run(ctx, 2)
+	if c.watches.start(ctx) && c.watches.inf.For(c.epRes).WaitSynced(ctx) {
+		c.loop.Run(ctx, 2)
+	}
 	return nil
 }
 
@@ -78,7 +86,7 @@ func (c *EndpointSlices) reconcile(ctx context.Context, k string) error {
 	case svc.Spec.Type == corev1.ServiceTypeExternalName:
 		return c.sync(ctx, ns, name, nil, managedBySlices, nil, time.Time{})
 	case len(svc.Spec.Selector) > 0:
-		pods, trigger, err := selectedPods(c.api, svc)
+		pods, trigger, err := selectedPods(c.watches.pods, svc)
 		if err != nil {
 			return err
 		}
@@ -183,9 +191,12 @@ func (c *EndpointSlices) chunk(contents []sliceContent) []sliceContent {
 // existing slices in name order, creating and deleting the difference.
 func (c *EndpointSlices) sync(ctx context.Context, ns, name string, owner store.Object, manager string, want []sliceContent, trigger time.Time) error {
 	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: name, discoveryv1.LabelManagedBy: manager})
-	objs, _, err := c.api.List(c.sliceRes, ns, apiserver.Selector{Labels: sel})
-	if err != nil {
-		return err
+	c.watches.objs.WaitRev(ctx, c.lastWrite.Load())
+	var objs []store.Object
+	for _, o := range c.watches.objs.ByLabel(ns, name) {
+		if sel.Matches(labels.Set(o.GetLabels())) {
+			objs = append(objs, o)
+		}
 	}
 	sort.Slice(objs, func(i, j int) bool { return objs[i].GetName() < objs[j].GetName() })
 	for i, sc := range want {
@@ -203,13 +214,14 @@ func (c *EndpointSlices) sync(ctx context.Context, ns, name string, owner store.
 			gvk := owner.GetObjectKind().GroupVersionKind()
 			slice.OwnerReferences = []metav1.OwnerReference{*controllerRef(owner, metav1.GroupVersionKind{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind})}
 		}
-		_, err := c.api.Create(ctx, c.sliceRes, ns, slice, false)
+		created, err := c.api.Create(ctx, c.sliceRes, ns, slice, false)
 		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
+		c.wrote(created)
 	}
 	for _, o := range objs[min(len(want), len(objs)):] {
 		if _, _, err := c.api.Delete(ctx, c.sliceRes, ns, o.GetName(), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
@@ -223,7 +235,7 @@ func (c *EndpointSlices) update(ctx context.Context, cur *discoveryv1.EndpointSl
 	if apiequality.Semantic.DeepEqual(cur.Ports, sc.ports) && apiequality.Semantic.DeepEqual(cur.Endpoints, sc.endpoints) {
 		return nil
 	}
-	_, err := c.api.Update(ctx, c.sliceRes, cur.Namespace, cur.Name, "", func(o store.Object) (store.Object, error) {
+	updated, err := c.api.Update(ctx, c.sliceRes, cur.Namespace, cur.Name, "", func(o store.Object) (store.Object, error) {
 		s := o.(*discoveryv1.EndpointSlice)
 		s.Ports, s.Endpoints = sc.ports, sc.endpoints
 		if s.Annotations == nil {
@@ -235,5 +247,15 @@ func (c *EndpointSlices) update(ctx context.Context, cur *discoveryv1.EndpointSl
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
+	if err == nil {
+		c.wrote(updated)
+	}
 	return err
+}
+
+// wrote records a write's revision for the next read of the cache.
+func (c *EndpointSlices) wrote(o store.Object) {
+	r := revOf(o)
+	for cur := c.lastWrite.Load(); r > cur && !c.lastWrite.CompareAndSwap(cur, r); cur = c.lastWrite.Load() {
+	}
 }

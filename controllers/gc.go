@@ -8,6 +8,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/minicluster/minicluster/apiserver"
@@ -18,6 +19,8 @@ import (
 type GCConfig struct {
 	API *apiserver.API
 	Log *slog.Logger
+	// Informers are the shared caches to read from; nil: the collector keeps its own.
+	Informers *Informers
 }
 
 // GarbageCollector deletes objects whose owners are gone and carries out the
@@ -25,8 +28,10 @@ type GCConfig struct {
 // It works level-triggered on the whole graph: every change schedules one scan (changes
 // arriving together share it), so a missed event is repaired by the next.
 type GarbageCollector struct {
-	api  *apiserver.API
-	loop *Loop
+	api    *apiserver.API
+	loop   *Loop
+	inf    *Informers
+	ownInf bool
 }
 
 const gcKey = "graph"
@@ -39,15 +44,26 @@ func NewGarbageCollector(cfg GCConfig) (*GarbageCollector, error) {
 	if cfg.API == nil {
 		return nil, errors.New("garbage collector: no API")
 	}
-	c := &GarbageCollector{api: cfg.API}
+	c := &GarbageCollector{api: cfg.API, inf: cfg.Informers}
+	if c.inf == nil {
+		c.inf, c.ownInf = NewInformers(cfg.API, cfg.Log), true
+	}
 	c.loop = NewLoop("garbagecollector", cfg.Log, func(ctx context.Context, _ string) error { return c.scan(ctx) })
+	for _, r := range c.api.Registry().Resources() {
+		c.inf.For(r).OnChange(func(store.Object) { c.loop.EnqueueAfter(gcKey, gcDelay) })
+	}
 	return c, nil
 }
 
 // Run collects until ctx is cancelled.
 func (c *GarbageCollector) Run(ctx context.Context) error {
+	if c.ownInf {
+		go c.inf.Run(ctx)
+	}
 	for _, r := range c.api.Registry().Resources() {
-		go WatchResource(ctx, c.api, r, c.loop.Log(), func(store.Object) { c.loop.EnqueueAfter(gcKey, gcDelay) })
+		if !c.inf.For(r).WaitSynced(ctx) {
+			return nil
+		}
 	}
 	c.loop.Run(ctx, 1)
 	return nil
@@ -65,11 +81,7 @@ func (c *GarbageCollector) scan(ctx context.Context) error {
 	byUID := map[types.UID]node{}
 	var all []node
 	for _, r := range c.api.Registry().Resources() {
-		objs, _, err := c.api.List(r, "", apiserver.Selector{})
-		if err != nil {
-			return err
-		}
-		for _, o := range objs {
+		for _, o := range c.inf.For(r).List("", apiserver.Selector{}) {
 			byUID[o.GetUID()] = node{r, o}
 			all = append(all, node{r, o})
 		}
@@ -80,7 +92,7 @@ func (c *GarbageCollector) scan(ctx context.Context) error {
 		for _, ref := range n.obj.GetOwnerReferences() {
 			owner, exists := byUID[ref.UID]
 			switch {
-			case !exists && allOwnersGone(n.obj, byUID):
+			case !exists && allOwnersGone(n.obj, byUID) && !c.ownerLive(n.obj.GetNamespace(), ref):
 				if err := c.delete(ctx, n, metav1.DeletePropagationBackground); err != nil {
 					return err
 				}
@@ -119,6 +131,22 @@ func (c *GarbageCollector) scan(ctx context.Context) error {
 		return ErrRequeue
 	}
 	return nil
+}
+
+// ownerLive asks the store whether the owner the caches lack is there after all (made
+// a moment ago, not in the cache yet): a dependent is never collected on stale data.
+func (c *GarbageCollector) ownerLive(ns string, ref metav1.OwnerReference) bool {
+	gv, _ := schema.ParseGroupVersion(ref.APIVersion)
+	for _, r := range c.api.Registry().Resources() {
+		if r.Group == gv.Group && r.Kind_ == ref.Kind {
+			if !r.Namespaced {
+				ns = ""
+			}
+			o, err := c.api.Get(r, ns, ref.Name)
+			return err == nil && o.GetUID() == ref.UID
+		}
+	}
+	return false
 }
 
 func allOwnersGone(o store.Object, byUID map[types.UID]node) bool {

@@ -25,14 +25,19 @@ type world struct {
 	rs  *ReplicaSet
 	gc  *GarbageCollector
 	ctx context.Context
+	inf *Informers
 }
 
 func newWorld(t *testing.T) *world {
 	api := newAPI(t)
 	d, _ := NewDeployment(DeploymentConfig{API: api})
 	rs, _ := NewReplicaSet(ReplicaSetConfig{API: api})
-	gc, _ := NewGarbageCollector(GCConfig{API: api})
-	return &world{t: t, api: api, d: d, rs: rs, gc: gc, ctx: context.Background()}
+	inf := NewInformers(api, nil)
+	gc, _ := NewGarbageCollector(GCConfig{API: api, Informers: inf})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go inf.Run(ctx)
+	return &world{t: t, api: api, d: d, rs: rs, gc: gc, ctx: ctx, inf: inf}
 }
 
 func (w *world) res(plural string) *apiserver.Resource {
@@ -102,7 +107,7 @@ func (w *world) reconcileAll() {
 			w.t.Fatalf("replicaset: %v", err)
 		}
 	}
-	if err := w.gc.scan(w.ctx); err != nil && err != ErrRequeue {
+	if err := w.reconcile(func(ctx context.Context, _ string) error { return w.gc.scan(ctx) }, ""); err != nil && err != ErrRequeue {
 		w.t.Fatalf("gc: %v", err)
 	}
 }
@@ -339,7 +344,7 @@ func TestGarbageCollectorPolicies(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i := 0; i < 10; i++ {
-				w.gc.scan(w.ctx)
+				w.reconcile(func(ctx context.Context, _ string) error { return w.gc.scan(ctx) }, "")
 			}
 			_, err := w.api.Get(w.res("deployments"), "default", "web")
 			if !apierrors.IsNotFound(err) {

@@ -22,7 +22,7 @@ type podStatus struct {
 	Waiting         string
 }
 
-func (n *node) podStatuses(t *testing.T, selector string) []podStatus {
+func (n *node) podStatuses(t testing.TB, selector string) []podStatus {
 	t.Helper()
 	out, errOut, err := n.cli("get", "pods", "-l", selector, "-o", "json")
 	if err != nil {

@@ -153,7 +153,7 @@ func (s *Store) Create(ctx context.Context, k *Kind, obj Object) (Object, error)
 	if err != nil {
 		return nil, err
 	}
-	return ev.Object, nil
+	return ev.Object.DeepCopyObject().(Object), nil
 }
 
 // UpdateFunc returns the new version of cur (a private copy it may modify).
@@ -185,7 +185,7 @@ func (s *Store) Update(ctx context.Context, k *Kind, ns, name string, fn UpdateF
 		if ev == nil {
 			return cur, nil
 		}
-		return ev.Object, nil
+		return ev.Object.DeepCopyObject().(Object), nil
 	}
 }
 
@@ -296,5 +296,5 @@ func (s *Store) Delete(ctx context.Context, k *Kind, ns, name string, pre Precon
 		obj, err := s.Get(k, ns, name)
 		return obj, false, err
 	}
-	return ev.Object, ev.Type == Deleted, nil
+	return ev.Object.DeepCopyObject().(Object), ev.Type == Deleted, nil
 }

@@ -25,6 +25,8 @@ type Event struct {
 	bucket string
 }
 
+// newEvent records a change. Watchers share the event's object: writers get a copy
+// back (see Create, Update, Delete), as they may go on to modify it.
 func newEvent(k *Kind, t EventType, obj, prev Object, rev int64) *Event {
 	return &Event{Type: t, Object: obj, Prev: prev, Rev: rev, bucket: k.Bucket}
 }

@@ -172,6 +172,7 @@ type runner interface{ Run(context.Context) error }
 
 // newControllers builds every controller over the in-process API.
 func newControllers(api *apiserver.API, maxPerSlice int, log *slog.Logger) ([]runner, error) {
+	inf := controllers.NewInformers(api, log)
 	ns, err := controllers.NewNamespace(controllers.NamespaceConfig{API: api, Log: log})
 	if err != nil {
 		return nil, err
@@ -184,19 +185,19 @@ func newControllers(api *apiserver.API, maxPerSlice int, log *slog.Logger) ([]ru
 	if err != nil {
 		return nil, err
 	}
-	gc, err := controllers.NewGarbageCollector(controllers.GCConfig{API: api, Log: log})
+	gc, err := controllers.NewGarbageCollector(controllers.GCConfig{API: api, Log: log, Informers: inf})
 	if err != nil {
 		return nil, err
 	}
-	ep, err := controllers.NewEndpoints(controllers.EndpointsConfig{API: api, Log: log})
+	ep, err := controllers.NewEndpoints(controllers.EndpointsConfig{API: api, Log: log, Informers: inf})
 	if err != nil {
 		return nil, err
 	}
-	slices, err := controllers.NewEndpointSlices(controllers.EndpointsConfig{API: api, Log: log, MaxEndpointsPerSlice: maxPerSlice})
+	slices, err := controllers.NewEndpointSlices(controllers.EndpointsConfig{API: api, Log: log, Informers: inf, MaxEndpointsPerSlice: maxPerSlice})
 	if err != nil {
 		return nil, err
 	}
-	return []runner{ns, deploy, rs, gc, ep, slices}, nil
+	return []runner{inf, ns, deploy, rs, gc, ep, slices}, nil
 }
 
 // cleanup removes what an instance created in the kernel (run it with the daemon stopped).

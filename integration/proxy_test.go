@@ -54,14 +54,29 @@ func testClusterIPRouting(t *testing.T, n *node) {
 	if _, errOut, err := n.exec("curl", "-sS", "-m", "3", "http://"+ip+":81/"); err == nil || !strings.Contains(errOut, "Couldn't connect") || time.Since(start) > 2*time.Second {
 		t.Errorf("undefined port: err=%v %q after %s", err, errOut, time.Since(start))
 	}
+	// From a client pod: 30 requests reach at least two of the three pods.
 	pods := n.podStatuses(t, "app=backend")
-	cmd := "for i in 1 2 3 4 5 6 7 8 9 10; do busybox wget -qO- http://" + ip + "/hostname; echo; done"
+	cmd := "for i in $(seq 30); do busybox wget -qO- http://" + ip + "/hostname; echo; done"
 	out, err := n.curlPod(pods[0].IP, "/shell?cmd="+url.QueryEscape(cmd))
 	var reply struct{ Output string }
 	json.Unmarshal([]byte(out), &reply)
-	if got := strings.Fields(reply.Output); err != nil || len(got) != 10 {
-		t.Errorf("from a pod through the ClusterIP: %q (%v)", reply.Output, err)
+	seen := map[string]int{}
+	for _, h := range strings.Fields(reply.Output) {
+		seen[h]++
 	}
+	if got := strings.Fields(reply.Output); err != nil || len(got) != 30 || len(seen) < 2 {
+		t.Errorf("30 requests from a pod through the ClusterIP reached %v (%v)", seen, err)
+	}
+	// 3 → 1: only the survivor answers.
+	if _, errOut, err := n.exec("kubectl", "scale", "deployment", "backend", "--replicas=1"); err != nil {
+		t.Fatal(errOut)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if seen := n.hostnames(t, 10, "http://"+ip+"/hostname"); len(seen) != 1 {
+			return fmt.Errorf("scaled to 1, requests reached %v", seen)
+		}
+		return nil
+	})
 	if _, errOut, err := n.exec("kubectl", "scale", "deployment", "backend", "--replicas=0"); err != nil {
 		t.Fatal(errOut)
 	}
@@ -73,12 +88,13 @@ func testClusterIPRouting(t *testing.T, n *node) {
 		}
 		return nil
 	})
-	if _, errOut, err := n.exec("kubectl", "scale", "deployment", "backend", "--replicas=1"); err != nil {
+	// And back to 3.
+	if _, errOut, err := n.exec("kubectl", "scale", "deployment", "backend", "--replicas=3"); err != nil {
 		t.Fatal(errOut)
 	}
 	eventually(t, 30*time.Second, func() error {
-		if _, _, err := n.exec("curl", "-sS", "-m", "2", "http://"+ip+"/hostname"); err != nil {
-			return err
+		if seen := n.hostnames(t, 20, "http://"+ip+"/hostname"); len(seen) < 2 {
+			return fmt.Errorf("scaled back to 3, requests reached %v", seen)
 		}
 		return nil
 	})

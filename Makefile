@@ -42,7 +42,7 @@ bench: build ## benchmarks: API and store, then pod start-up and the proxy again
 fuzz: ## run every fuzz target for FUZZTIME each
 	@for t in $$($(GO) test -list '^Fuzz' ./... | grep '^Fuzz'); do \
 		pkg=$$(grep -rl "func $$t(" --include='*_test.go' . | xargs -n1 dirname | head -1); \
-		echo "fuzz $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		echo "fuzz $$pkg $$t"; scripts/fuzz.sh $(GO) $$pkg $$t $(FUZZTIME) || exit 1; \
 	done
 
 lint: ## gofmt and go vet

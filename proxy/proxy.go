@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -265,7 +266,14 @@ func (p *Proxy) update(o store.Object, deleted bool) {
 func (p *Proxy) Sync() error {
 	start := time.Now()
 	if p.cfg.Bridge != "" {
-		if err := p.routeServiceCIDR(); err != nil {
+		err := p.routeServiceCIDR()
+		var notFound netlink.LinkNotFoundError
+		switch {
+		case errors.As(err, &notFound) || errors.Is(err, syscall.ENETDOWN):
+			// The node agent brings the bridge up at start; program the rules
+			// meanwhile and add the route a moment later.
+			time.AfterFunc(100*time.Millisecond, p.poke)
+		case err != nil:
 			return err
 		}
 	}
@@ -442,11 +450,14 @@ func (p *Proxy) iptExisting() ([]string, error) {
 func (p *Proxy) routeServiceCIDR() error {
 	br, err := netlink.LinkByName(p.cfg.Bridge)
 	if err != nil {
-		return fmt.Errorf("bridge %s: %w", p.cfg.Bridge, err)
+		return err
 	}
 	pfx := p.cfg.ServiceCIDR.Masked()
 	dst := &net.IPNet{IP: pfx.Addr().AsSlice(), Mask: net.CIDRMask(pfx.Bits(), pfx.Addr().BitLen())}
-	return netlink.RouteReplace(&netlink.Route{LinkIndex: br.Attrs().Index, Dst: dst})
+	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: br.Attrs().Index, Dst: dst}); err != nil {
+		return fmt.Errorf("route %s via %s: %w", pfx, p.cfg.Bridge, err)
+	}
+	return nil
 }
 
 // Cleanup removes the instance's rules in both modes (the route goes with the bridge).

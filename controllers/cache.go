@@ -63,7 +63,7 @@ func (in *Informers) Run(ctx context.Context) error {
 // shared: callers must not modify them.
 type Cache struct {
 	res      *apiserver.Resource
-	mu       sync.Mutex
+	mu       sync.RWMutex
 	cond     *sync.Cond
 	objs     map[string]map[string]store.Object // namespace → name → object
 	rev      int64                              // the newest revision seen
@@ -78,6 +78,9 @@ type Cache struct {
 func (c *Cache) IndexLabel(label string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.label == label {
+		return
+	}
 	c.label, c.byLabel = label, map[string]map[string]store.Object{}
 	for _, objs := range c.objs {
 		for _, o := range objs {
@@ -88,8 +91,8 @@ func (c *Cache) IndexLabel(label string) {
 
 // ByLabel returns the objects in ns whose indexed label has value.
 func (c *Cache) ByLabel(ns, value string) []store.Object {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	var out []store.Object
 	for _, o := range c.byLabel[ns+"/"+value] {
 		out = append(out, o)
@@ -151,15 +154,15 @@ func (c *Cache) WaitRev(ctx context.Context, rev int64) {
 
 // Get returns ns/name, or nil.
 func (c *Cache) Get(ns, name string) store.Object {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	return c.objs[ns][name]
 }
 
 // List returns the objects in ns ("" for all) that sel matches.
 func (c *Cache) List(ns string, sel apiserver.Selector) []store.Object {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	var out []store.Object
 	for n, objs := range c.objs {
 		if ns != "" && n != ns {

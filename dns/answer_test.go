@@ -1,0 +1,185 @@
+package dns
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	mdns "github.com/miekg/dns"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+)
+
+// fakeSource is a fixed cluster.
+type fakeSource struct {
+	synced     bool
+	namespaces []string
+	services   []*corev1.Service
+	slices     []*discoveryv1.EndpointSlice
+}
+
+func (f *fakeSource) Synced() bool               { return f.synced }
+func (f *fakeSource) Namespace(name string) bool { return slices.Contains(f.namespaces, name) }
+func (f *fakeSource) Service(ns, name string) *corev1.Service {
+	for _, s := range f.services {
+		if s.Namespace == ns && s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+func (f *fakeSource) Slices(ns, service string) []*discoveryv1.EndpointSlice {
+	var out []*discoveryv1.EndpointSlice
+	for _, s := range f.slices {
+		if s.Namespace == ns && s.Labels[discoveryv1.LabelServiceName] == service {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+func (f *fakeSource) PTR(ip netip.Addr) []string {
+	var out []string
+	for _, s := range f.services {
+		var recs []ptrRecord
+		recs = ptrRecords(s, f.Slices(s.Namespace, s.Name))
+		for _, r := range recs {
+			if r.ip == ip {
+				out = append(out, r.name)
+			}
+		}
+	}
+	return out
+}
+
+func service(ns, name, clusterIP string, ports ...corev1.ServicePort) *corev1.Service {
+	return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: corev1.ServiceSpec{ClusterIP: clusterIP, Type: corev1.ServiceTypeClusterIP, Ports: ports}}
+}
+
+func epSlice(ns, svc string, eps ...discoveryv1.Endpoint) *discoveryv1.EndpointSlice {
+	return &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: svc + "-x",
+		Labels: map[string]string{discoveryv1.LabelServiceName: svc}}, Endpoints: eps}
+}
+
+func ep(ip string, ready bool, hostname string) discoveryv1.Endpoint {
+	e := discoveryv1.Endpoint{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready)}}
+	if hostname != "" {
+		e.Hostname = ptr.To(hostname)
+	}
+	return e
+}
+
+func cluster() *fakeSource {
+	http := corev1.ServicePort{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}
+	db := service("default", "db", corev1.ClusterIPNone, corev1.ServicePort{Name: "pg", Port: 5432, Protocol: corev1.ProtocolTCP})
+	ext := service("default", "ext", "")
+	ext.Spec.Type, ext.Spec.ExternalName = corev1.ServiceTypeExternalName, "backend.default.svc.cluster.local"
+	empty := service("default", "nobody", corev1.ClusterIPNone)
+	return &fakeSource{synced: true, namespaces: []string{"default", "kube-system"},
+		services: []*corev1.Service{
+			service("default", "backend", "10.96.0.20", http, corev1.ServicePort{Port: 9000, Protocol: corev1.ProtocolTCP}),
+			service("kube-system", "kube-dns", "10.96.0.10", corev1.ServicePort{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}),
+			db, ext, empty,
+		},
+		slices: []*discoveryv1.EndpointSlice{
+			epSlice("default", "backend", ep("10.244.0.5", true, ""), ep("10.244.0.6", false, "")),
+			epSlice("default", "db", ep("10.244.0.7", true, "db-0"), ep("10.244.0.8", true, ""), ep("10.244.0.9", false, "db-2")),
+		}}
+}
+
+// ask returns the reply as zone-file lines: the rcode, then every record of every
+// section (with the section's initial), sorted within a section.
+func ask(t *testing.T, src Source, name string, qtype uint16) string {
+	t.Helper()
+	a := &Answerer{Zone: "cluster.local", TTL: 5, Serial: 1, Source: src,
+		Reverse: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12"), netip.MustParsePrefix("10.244.0.0/16")}}
+	req := new(mdns.Msg)
+	req.SetQuestion(name, qtype)
+	m := a.Answer(req)
+	out := []string{mdns.RcodeToString[m.Rcode]}
+	for _, sec := range []struct {
+		tag string
+		rrs []mdns.RR
+	}{{"an", m.Answer}, {"ns", m.Ns}, {"ex", m.Extra}} {
+		var lines []string
+		for _, rr := range sec.rrs {
+			lines = append(lines, sec.tag+" "+strings.Join(strings.Fields(rr.String()), " "))
+		}
+		slices.Sort(lines)
+		out = append(out, lines...)
+	}
+	return strings.Join(out, "\n")
+}
+
+const soa = "ns cluster.local. 5 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5"
+
+func TestAnswers(t *testing.T) {
+	src := cluster()
+	for _, c := range []struct {
+		name  string
+		qtype uint16
+		want  []string
+	}{
+		{"dns-version.cluster.local.", mdns.TypeTXT, []string{"NOERROR", `an dns-version.cluster.local. 5 IN TXT "1.1.0"`}},
+		{"backend.default.svc.cluster.local.", mdns.TypeA, []string{"NOERROR", "an backend.default.svc.cluster.local. 5 IN A 10.96.0.20"}},
+		{"BaCkEnD.DEFAULT.svc.Cluster.Local.", mdns.TypeA, []string{"NOERROR", "an BaCkEnD.DEFAULT.svc.Cluster.Local. 5 IN A 10.96.0.20"}},
+		{"backend.default.svc.cluster.local.", mdns.TypeAAAA, []string{"NOERROR", soa}},
+		{"backend.default.svc.cluster.local.", mdns.TypeTXT, []string{"NOERROR", soa}},
+		{"_http._tcp.backend.default.svc.cluster.local.", mdns.TypeSRV, []string{"NOERROR",
+			"an _http._tcp.backend.default.svc.cluster.local. 5 IN SRV 0 0 80 backend.default.svc.cluster.local.",
+			"ex backend.default.svc.cluster.local. 5 IN A 10.96.0.20"}},
+		{"_http._udp.backend.default.svc.cluster.local.", mdns.TypeSRV, []string{"NXDOMAIN", soa}},
+		{"_dns._udp.kube-dns.kube-system.svc.cluster.local.", mdns.TypeSRV, []string{"NOERROR",
+			"an _dns._udp.kube-dns.kube-system.svc.cluster.local. 5 IN SRV 0 0 53 kube-dns.kube-system.svc.cluster.local.",
+			"ex kube-dns.kube-system.svc.cluster.local. 5 IN A 10.96.0.10"}},
+		{"20.0.96.10.in-addr.arpa.", mdns.TypePTR, []string{"NOERROR", "an 20.0.96.10.in-addr.arpa. 5 IN PTR backend.default.svc.cluster.local."}},
+		{"5.0.244.10.in-addr.arpa.", mdns.TypePTR, []string{"NOERROR", "an 5.0.244.10.in-addr.arpa. 5 IN PTR 10-244-0-5.backend.default.svc.cluster.local."}},
+		{"7.0.244.10.in-addr.arpa.", mdns.TypePTR, []string{"NOERROR", "an 7.0.244.10.in-addr.arpa. 5 IN PTR db-0.db.default.svc.cluster.local."}},
+		{"99.0.244.10.in-addr.arpa.", mdns.TypePTR, []string{"NXDOMAIN", soa}},
+		{"db.default.svc.cluster.local.", mdns.TypeA, []string{"NOERROR",
+			"an db.default.svc.cluster.local. 5 IN A 10.244.0.7", "an db.default.svc.cluster.local. 5 IN A 10.244.0.8"}},
+		{"nobody.default.svc.cluster.local.", mdns.TypeA, []string{"NXDOMAIN", soa}},
+		{"db-0.db.default.svc.cluster.local.", mdns.TypeA, []string{"NOERROR", "an db-0.db.default.svc.cluster.local. 5 IN A 10.244.0.7"}},
+		{"10-244-0-8.db.default.svc.cluster.local.", mdns.TypeA, []string{"NOERROR", "an 10-244-0-8.db.default.svc.cluster.local. 5 IN A 10.244.0.8"}},
+		{"db-2.db.default.svc.cluster.local.", mdns.TypeA, []string{"NXDOMAIN", soa}}, // not ready
+		{"_pg._tcp.db.default.svc.cluster.local.", mdns.TypeSRV, []string{"NOERROR",
+			"an _pg._tcp.db.default.svc.cluster.local. 5 IN SRV 0 0 5432 10-244-0-8.db.default.svc.cluster.local.",
+			"an _pg._tcp.db.default.svc.cluster.local. 5 IN SRV 0 0 5432 db-0.db.default.svc.cluster.local.",
+			"ex 10-244-0-8.db.default.svc.cluster.local. 5 IN A 10.244.0.8",
+			"ex db-0.db.default.svc.cluster.local. 5 IN A 10.244.0.7"}},
+		{"x.backend.default.svc.cluster.local.", mdns.TypeA, []string{"NXDOMAIN", soa}},
+		{"ext.default.svc.cluster.local.", mdns.TypeA, []string{"NOERROR",
+			"an backend.default.svc.cluster.local. 5 IN A 10.96.0.20",
+			"an ext.default.svc.cluster.local. 5 IN CNAME backend.default.svc.cluster.local."}},
+		{"ext.default.svc.cluster.local.", mdns.TypeCNAME, []string{"NOERROR", "an ext.default.svc.cluster.local. 5 IN CNAME backend.default.svc.cluster.local."}},
+		{"x.ext.default.svc.cluster.local.", mdns.TypeA, []string{"NXDOMAIN", soa}},
+		{"10-244-0-5.default.pod.cluster.local.", mdns.TypeA, []string{"NOERROR", "an 10-244-0-5.default.pod.cluster.local. 5 IN A 10.244.0.5"}},
+		{"10-244-0-5.nowhere.pod.cluster.local.", mdns.TypeA, []string{"NXDOMAIN", soa}},
+		{"nothing.default.svc.cluster.local.", mdns.TypeA, []string{"NXDOMAIN", soa}},
+		{"backend.nowhere.svc.cluster.local.", mdns.TypeA, []string{"NXDOMAIN", soa}},
+		{"default.svc.cluster.local.", mdns.TypeA, []string{"NOERROR", soa}},
+		{"nowhere.svc.cluster.local.", mdns.TypeA, []string{"NXDOMAIN", soa}},
+		{"svc.cluster.local.", mdns.TypeA, []string{"NOERROR", soa}},
+		{"pod.cluster.local.", mdns.TypeA, []string{"NOERROR", soa}},
+		{"cluster.local.", mdns.TypeA, []string{"NOERROR", soa}},
+		{"cluster.local.", mdns.TypeSOA, []string{"NOERROR", "an cluster.local. 5 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 5"}},
+		{"cluster.local.", mdns.TypeNS, []string{"NOERROR", "an cluster.local. 5 IN NS ns.dns.cluster.local."}},
+		{"cluster.local.", mdns.TypeAXFR, []string{"REFUSED"}},
+		{"elsewhere.example.", mdns.TypeA, []string{"REFUSED"}}, // no forwarder configured
+	} {
+		if got, want := ask(t, src, c.name, c.qtype), strings.Join(c.want, "\n"); got != want {
+			t.Errorf("%s %s:\n got: %s\nwant: %s", c.name, mdns.TypeToString[c.qtype], strings.ReplaceAll(got, "\n", "\n      "), strings.ReplaceAll(want, "\n", "\n      "))
+		}
+	}
+}
+
+func TestNotSyncedIsServfail(t *testing.T) {
+	src := cluster()
+	src.synced = false
+	if got := ask(t, src, "backend.default.svc.cluster.local.", mdns.TypeA); got != "SERVFAIL" {
+		t.Errorf("before the index synced: %s", got)
+	}
+}

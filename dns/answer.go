@@ -249,6 +249,16 @@ func (a *Answerer) srv(svc *corev1.Service, name, port, proto string, qtype uint
 	if !found {
 		return nil, mdns.RcodeNameError
 	}
+	// Equal weights summing to about 100, as CoreDNS gives them.
+	var srvs []*mdns.SRV
+	for _, rr := range rrs {
+		if s, ok := rr.(*mdns.SRV); ok {
+			srvs = append(srvs, s)
+		}
+	}
+	for _, s := range srvs {
+		s.Weight = uint16(100 / len(srvs))
+	}
 	return rrs, mdns.RcodeSuccess
 }
 

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -98,6 +99,9 @@ func mustRun(t testing.TB, name string, args ...string) string {
 func (n *node) start(extra ...string) {
 	n.t.Helper()
 	args := append([]string{"netns", "exec", n.netns, binary, "serve", "--data-dir", n.dataDir, "--instance", n.instance}, extra...)
+	if !slices.Contains(extra, "--dns-upstream") {
+		args = append(args, "--dns-upstream", "none") // never the machine's resolver
+	}
 	log, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		n.t.Fatal(err)

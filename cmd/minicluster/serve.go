@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -23,6 +24,7 @@ import (
 	"github.com/minicluster/minicluster/apiserver"
 	"github.com/minicluster/minicluster/controllers"
 	"github.com/minicluster/minicluster/controllers/node"
+	clusterdns "github.com/minicluster/minicluster/dns"
 	"github.com/minicluster/minicluster/proxy"
 	"github.com/minicluster/minicluster/store"
 )
@@ -35,7 +37,8 @@ type serveConfig struct {
 	serviceCIDR, podCIDR                                         netip.Prefix
 	clusterDNS                                                   netip.Addr
 	proxyMode                                                    string
-	proxySyncPeriod                                              time.Duration
+	proxySyncPeriod, dnsTTL                                      time.Duration
+	dnsUpstreams                                                 []string
 	maxEndpointsPerSlice                                         int
 }
 
@@ -58,6 +61,8 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.proxyMode, "proxy-mode", proxy.ModeIPTables, "how services are programmed into the kernel: iptables or nftables")
 	fs.DurationVar(&c.proxySyncPeriod, "proxy-sync-period", 30*time.Second, "how often the proxy checks its rules are still in the kernel (and repairs them)")
 	fs.IntVar(&c.maxEndpointsPerSlice, "max-endpoints-per-slice", 100, "most endpoints one EndpointSlice holds")
+	fs.DurationVar(&c.dnsTTL, "dns-ttl", 5*time.Second, "TTL of cluster DNS answers")
+	upstream := fs.String("dns-upstream", "", "comma-separated upstream resolvers (host or host:port) for names outside the cluster domain; default: the host's nameservers, skipping loopback ones; none: no forwarding")
 	dns := fs.String("cluster-dns", "10.96.0.10", "cluster DNS address written into pods' resolv.conf")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -86,6 +91,24 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	}
 	if c.proxySyncPeriod < 100*time.Millisecond || c.maxEndpointsPerSlice < 1 || c.maxEndpointsPerSlice > 1000 {
 		return nil, fmt.Errorf("--proxy-sync-period must be at least 100ms and --max-endpoints-per-slice 1 to 1000")
+	}
+	switch *upstream {
+	case "none":
+	case "":
+		c.dnsUpstreams = clusterdns.HostUpstreams()
+	default:
+		for _, u := range strings.Split(*upstream, ",") {
+			if _, _, err := net.SplitHostPort(u); err != nil {
+				u = net.JoinHostPort(u, "53")
+			}
+			if _, err := netip.ParseAddrPort(u); err != nil {
+				return nil, fmt.Errorf("--dns-upstream %q: want IP or IP:port", u)
+			}
+			c.dnsUpstreams = append(c.dnsUpstreams, u)
+		}
+	}
+	if c.dnsTTL < time.Second {
+		return nil, fmt.Errorf("--dns-ttl must be at least 1s")
 	}
 	if store.PrefixSize(c.serviceCIDR) < 16 {
 		return nil, fmt.Errorf("--service-cidr %s is too small", c.serviceCIDR)
@@ -134,7 +157,8 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	runners, err := newControllers(srv.API(), cfg.maxEndpointsPerSlice, log)
+	inf := controllers.NewInformers(srv.API(), log)
+	runners, err := newControllers(srv.API(), inf, cfg.maxEndpointsPerSlice, log)
 	if err != nil {
 		return err
 	}
@@ -149,7 +173,13 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	runners = append(runners, agent, kubeProxy)
+	dnsServer, err := clusterdns.New(clusterdns.Config{API: srv.API(), Informers: inf, Zone: cfg.clusterDomain, TTL: cfg.dnsTTL,
+		Listen: store.NthAddr(cfg.podCIDR.Masked(), 0), Upstreams: cfg.dnsUpstreams,
+		Reverse: []netip.Prefix{cfg.serviceCIDR.Masked(), cfg.podCIDR.Masked()}, Metrics: metrics, Log: log})
+	if err != nil {
+		return err
+	}
+	runners = append(runners, agent, kubeProxy, dnsServer)
 	log.Info("starting", "instance", cfg.instance, "proxyMode", cfg.proxyMode, "dataDir", cfg.dataDir, "serviceCIDR", cfg.serviceCIDR, "podCIDR", cfg.podCIDR)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx) })
@@ -171,8 +201,7 @@ func serve(args []string, stderr io.Writer) error {
 type runner interface{ Run(context.Context) error }
 
 // newControllers builds every controller over the in-process API.
-func newControllers(api *apiserver.API, maxPerSlice int, log *slog.Logger) ([]runner, error) {
-	inf := controllers.NewInformers(api, log)
+func newControllers(api *apiserver.API, inf *controllers.Informers, maxPerSlice int, log *slog.Logger) ([]runner, error) {
 	ns, err := controllers.NewNamespace(controllers.NamespaceConfig{API: api, Log: log})
 	if err != nil {
 		return nil, err

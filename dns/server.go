@@ -1,0 +1,204 @@
+package dns
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	mdns "github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/minicluster/minicluster/apiserver"
+	"github.com/minicluster/minicluster/controllers"
+	"github.com/minicluster/minicluster/store"
+)
+
+// Config configures the cluster DNS server.
+type Config struct {
+	API       *apiserver.API
+	Informers *controllers.Informers
+	Zone      string
+	TTL       time.Duration
+	// Listen is the address served on UDP and TCP port 53 (the node's bridge address);
+	// it is published as kube-system/kube-dns's endpoint, so the proxy sends the
+	// cluster DNS address there.
+	Listen netip.Addr
+	Port   int // default 53
+	// Upstreams receive names outside the zone; none: forwarding off.
+	Upstreams []string
+	// Reverse are the networks (service and pod CIDRs) whose reverse names are ours.
+	Reverse []netip.Prefix
+	Metrics prometheus.Registerer
+	Log     *slog.Logger
+}
+
+// Server serves cluster DNS.
+type Server struct {
+	cfg      Config
+	index    *Index
+	answerer *Answerer
+	metrics  *metrics
+}
+
+// New builds the server; its index starts filling when the informers run.
+func New(cfg Config) (*Server, error) {
+	if cfg.API == nil || cfg.Informers == nil || !cfg.Listen.IsValid() {
+		return nil, errors.New("dns: API, informers and listen address are required")
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = 5 * time.Second
+	}
+	if cfg.Port == 0 {
+		cfg.Port = 53
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, index: NewIndex(cfg.API, cfg.Informers), metrics: m}
+	s.answerer = &Answerer{Zone: cfg.Zone, TTL: uint32(cfg.TTL / time.Second), Serial: uint32(time.Now().Unix()),
+		Source: s.index, Reverse: cfg.Reverse}
+	if len(cfg.Upstreams) > 0 {
+		f := newForwarder(cfg.Upstreams, m)
+		s.answerer.Forward = f.exchange
+	}
+	return s, nil
+}
+
+// Run serves until ctx is cancelled.
+func (s *Server) Run(ctx context.Context) error {
+	go s.index.Run(ctx)
+	addr := net.JoinHostPort(s.cfg.Listen.String(), fmt.Sprint(s.cfg.Port))
+	// The node agent puts the address on the bridge at start: wait for it.
+	var pc net.PacketConn
+	var ln net.Listener
+	for {
+		var err error
+		if pc, err = net.ListenPacket("udp", addr); err == nil {
+			if ln, err = net.Listen("tcp", addr); err == nil {
+				break
+			}
+			pc.Close()
+		}
+		if !errors.Is(err, syscall.EADDRNOTAVAIL) {
+			return fmt.Errorf("dns: listen %s: %w", addr, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	handler := mdns.HandlerFunc(s.serve)
+	udp := &mdns.Server{PacketConn: pc, Handler: handler}
+	tcp := &mdns.Server{Listener: ln, Handler: handler, ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}
+	errc := make(chan error, 2)
+	go func() { errc <- udp.ActivateAndServe() }()
+	go func() { errc <- tcp.ActivateAndServe() }()
+	s.cfg.Log.Info("cluster DNS serving", "addr", addr, "zone", s.cfg.Zone, "upstreams", s.cfg.Upstreams)
+	go s.publish(ctx)
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		s.cfg.Log.Error("dns server stopped", "err", err)
+	}
+	udp.Shutdown()
+	tcp.Shutdown()
+	return nil
+}
+
+// serve answers one query; a UDP answer that does not fit the client's buffer is
+// truncated with TC set, so the client asks again over TCP.
+func (s *Server) serve(w mdns.ResponseWriter, req *mdns.Msg) {
+	start := time.Now()
+	resp := s.answerer.Answer(req)
+	size := 512
+	if opt := req.IsEdns0(); opt != nil {
+		size = max(int(opt.UDPSize()), 512)
+		resp.SetEdns0(uint16(size), false)
+	}
+	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
+		resp.Truncate(size)
+	} else {
+		resp.Truncate(mdns.MaxMsgSize)
+	}
+	w.WriteMsg(resp)
+	qtype := "none"
+	if len(req.Question) > 0 {
+		qtype = mdns.TypeToString[req.Question[0].Qtype]
+	}
+	s.metrics.observe(qtype, mdns.RcodeToString[resp.Rcode], time.Since(start))
+}
+
+// publish keeps kube-system/kube-dns's Endpoints pointing at this server; the
+// EndpointSlice controller mirrors it and the proxy routes the service address here.
+func (s *Server) publish(ctx context.Context) {
+	res := s.cfg.API.Registry().Lookup("", "endpoints")
+	want := []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: s.cfg.Listen.String()}},
+		Ports: []corev1.EndpointPort{{Name: "dns", Port: int32(s.cfg.Port), Protocol: corev1.ProtocolUDP},
+			{Name: "dns-tcp", Port: int32(s.cfg.Port), Protocol: corev1.ProtocolTCP}}}}
+	for ctx.Err() == nil {
+		_, err := s.cfg.API.Update(ctx, res, "kube-system", "kube-dns", "", func(cur store.Object) (store.Object, error) {
+			cur.(*corev1.Endpoints).Subsets = want
+			return cur, nil
+		}, false)
+		if apierrors.IsNotFound(err) {
+			ep := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "kube-dns", Namespace: "kube-system",
+				Labels: map[string]string{"k8s-app": "kube-dns"}}, Subsets: want}
+			_, err = s.cfg.API.Create(ctx, res, "kube-system", ep, false)
+		}
+		if err == nil {
+			return
+		}
+		s.cfg.Log.Warn("could not publish the kube-dns endpoint; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// HostUpstreams are the host's nameservers for forwarding: systemd-resolved's real
+// upstreams when present, else /etc/resolv.conf's, without loopback addresses (a stub
+// there would send the queries back here, or to a resolver the pods cannot use).
+func HostUpstreams() []string {
+	for _, path := range []string{"/run/systemd/resolve/resolv.conf", "/etc/resolv.conf"} {
+		f, err := os.Open(path)
+		if err != nil {
+			continue
+		}
+		var out []string
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) < 2 || fields[0] != "nameserver" {
+				continue
+			}
+			if ip, err := netip.ParseAddr(fields[1]); err == nil && !ip.IsLoopback() {
+				out = append(out, net.JoinHostPort(ip.String(), "53"))
+			}
+		}
+		f.Close()
+		if len(out) > 0 {
+			return out
+		}
+	}
+	return nil
+}

@@ -6,37 +6,58 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	mdns "github.com/miekg/dns"
 )
 
-// fakeUpstream serves example.test. A 192.0.2.7 on 127.0.0.77:53 inside the node's netns.
-func (n *node) fakeUpstream(t *testing.T) {
+// fakeUpstream serves, on 127.0.0.77:53 (UDP and TCP) inside the node's netns,
+// example.test. A 192.0.2.7 and big.test. with 40 A records — truncated over UDP, as a
+// real server would, so the full answer needs TCP. It counts the queries it gets.
+func (n *node) fakeUpstream(t *testing.T) *atomic.Int32 {
 	var pc net.PacketConn
+	var ln net.Listener
 	n.inNetns(t, func() {
 		var err error
-		if pc, err = net.ListenPacket("udp", "127.0.0.77:53"); err != nil {
+		if pc, err = net.ListenPacket("udp", "127.0.0.77:53"); err == nil {
+			ln, err = net.Listen("tcp", "127.0.0.77:53")
+		}
+		if err != nil {
 			t.Error(err)
 		}
 	})
-	if pc == nil {
+	if pc == nil || ln == nil {
 		t.FailNow()
 	}
-	srv := &mdns.Server{PacketConn: pc, Handler: mdns.HandlerFunc(func(w mdns.ResponseWriter, r *mdns.Msg) {
+	queries := &atomic.Int32{}
+	handler := mdns.HandlerFunc(func(w mdns.ResponseWriter, r *mdns.Msg) {
+		queries.Add(1)
 		m := new(mdns.Msg)
 		m.SetReply(r)
-		if q := r.Question[0]; strings.EqualFold(q.Name, "example.test.") && q.Qtype == mdns.TypeA {
+		switch q := r.Question[0]; {
+		case strings.EqualFold(q.Name, "example.test.") && q.Qtype == mdns.TypeA:
 			rr, _ := mdns.NewRR("example.test. 60 IN A 192.0.2.7")
 			m.Answer = append(m.Answer, rr)
-		} else {
+		case strings.EqualFold(q.Name, "big.test.") && q.Qtype == mdns.TypeA:
+			for i := range 40 {
+				rr, _ := mdns.NewRR(fmt.Sprintf("big.test. 60 IN A 192.0.2.%d", i+1))
+				m.Answer = append(m.Answer, rr)
+			}
+			if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
+				m.Answer, m.Truncated = m.Answer[:1], true
+			}
+		default:
 			m.Rcode = mdns.RcodeNameError
 		}
 		w.WriteMsg(m)
-	})}
-	go srv.ActivateAndServe()
-	t.Cleanup(func() { srv.Shutdown() })
+	})
+	udp, tcp := &mdns.Server{PacketConn: pc, Handler: handler}, &mdns.Server{Listener: ln, Handler: handler}
+	go udp.ActivateAndServe()
+	go tcp.ActivateAndServe()
+	t.Cleanup(func() { udp.Shutdown(); tcp.Shutdown() })
+	return queries
 }
 
 func TestClusterDNS(t *testing.T) {
@@ -110,4 +131,66 @@ func TestClusterDNS(t *testing.T) {
 		return nil
 	})
 	t.Logf("a new service answered %s after its create returned", time.Since(start).Round(time.Millisecond))
+}
+
+// Answers that do not fit a UDP reply are truncated with TC set and come whole over
+// TCP or with a large enough EDNS0 buffer; a truncating upstream is asked again over
+// TCP, and its answer is cached.
+func TestDNSTransport(t *testing.T) {
+	n := newNode(t)
+	upstream := n.fakeUpstream(t)
+	n.start("--dns-upstream", "127.0.0.77:53")
+	c := n.socketClient()
+	var eps []string
+	for i := range 60 {
+		eps = append(eps, fmt.Sprintf("10.244.1.%d", i+1))
+	}
+	n.post(t, c, "/api/v1/namespaces/default/services", map[string]any{"metadata": map[string]any{"name": "many"},
+		"spec": map[string]any{"clusterIP": "None", "ports": []any{map[string]any{"name": "http", "port": 80}}}})
+	var endpoints []any
+	for _, ip := range eps {
+		endpoints = append(endpoints, map[string]any{"addresses": []string{ip}, "conditions": map[string]any{"ready": true}})
+	}
+	n.post(t, c, "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices", map[string]any{
+		"metadata":    map[string]any{"name": "many-x", "labels": map[string]string{"kubernetes.io/service-name": "many"}},
+		"addressType": "IPv4", "endpoints": endpoints, "ports": []any{map[string]any{"name": "http", "port": 80, "protocol": "TCP"}}})
+	query := func(network, name string, edns uint16) (*mdns.Msg, error) {
+		m := new(mdns.Msg)
+		m.SetQuestion(name, mdns.TypeA)
+		if edns > 0 {
+			m.SetEdns0(edns, false)
+		}
+		var r *mdns.Msg
+		var err error
+		n.inNetns(t, func() {
+			r, _, err = (&mdns.Client{Net: network, Timeout: 2 * time.Second}).Exchange(m, "10.96.0.10:53")
+		})
+		return r, err
+	}
+	eventually(t, 20*time.Second, func() error {
+		r, err := query("tcp", "many.default.svc.cluster.local.", 0)
+		if err != nil || len(r.Answer) != 60 {
+			return fmt.Errorf("over TCP: %v %v", r, err)
+		}
+		return nil
+	})
+	if r, err := query("udp", "many.default.svc.cluster.local.", 0); err != nil || !r.Truncated || len(r.Answer) == 60 {
+		t.Errorf("over UDP without EDNS0: want TC and part of the answer: %v %v", r, err)
+	} else if r.Compress = true; r.Len() > 512 {
+		t.Errorf("a UDP answer without EDNS0 of %d bytes (compressed)", r.Len())
+	}
+	if r, err := query("udp", "many.default.svc.cluster.local.", 4096); err != nil || r.Truncated || len(r.Answer) != 60 {
+		t.Errorf("over UDP with a 4096-byte EDNS0 buffer: %v", err)
+	}
+	r, err := query("udp", "big.test.", 4096)
+	if err != nil || len(r.Answer) != 40 {
+		t.Fatalf("forwarded big.test (the upstream truncates over UDP): %v %v", r, err)
+	}
+	asked := upstream.Load()
+	if r, err := query("udp", "big.test.", 4096); err != nil || len(r.Answer) != 40 || upstream.Load() != asked {
+		t.Errorf("asked again within the TTL: %v answers, upstream queried %d more times", len(r.Answer), upstream.Load()-asked)
+	}
+	if r, err := query("udp", "nothing.test.", 0); err != nil || r.Rcode != mdns.RcodeNameError {
+		t.Errorf("upstream NXDOMAIN passed on: %v %v", r, err)
+	}
 }

@@ -9,12 +9,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
 
 	mdns "github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -86,15 +88,32 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Run(ctx context.Context) error {
 	go s.index.Run(ctx)
 	addr := net.JoinHostPort(s.cfg.Listen.String(), fmt.Sprint(s.cfg.Port))
-	// The node agent puts the address on the bridge at start: wait for it.
-	var pc net.PacketConn
+	// The node agent puts the address on the bridge at start: wait for it. One UDP
+	// socket per CPU (SO_REUSEPORT), each with its own reader: a single socket's
+	// receive and send calls are what limits a DNS server's rate.
+	var pcs []net.PacketConn
 	var ln net.Listener
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1) })
+		return errors.Join(err, serr)
+	}}
 	for {
 		var err error
-		if pc, err = net.ListenPacket("udp", addr); err == nil {
+		pcs = nil
+		for range runtime.GOMAXPROCS(0) {
+			var pc net.PacketConn
+			if pc, err = lc.ListenPacket(ctx, "udp", addr); err != nil {
+				break
+			}
+			pcs = append(pcs, pc)
+		}
+		if err == nil {
 			if ln, err = net.Listen("tcp", addr); err == nil {
 				break
 			}
+		}
+		for _, pc := range pcs {
 			pc.Close()
 		}
 		if !errors.Is(err, syscall.EADDRNOTAVAIL) {
@@ -107,11 +126,14 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	handler := mdns.HandlerFunc(s.serve)
-	udp := &mdns.Server{PacketConn: pc, Handler: handler}
-	tcp := &mdns.Server{Listener: ln, Handler: handler, ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}
-	errc := make(chan error, 2)
-	go func() { errc <- udp.ActivateAndServe() }()
-	go func() { errc <- tcp.ActivateAndServe() }()
+	servers := []*mdns.Server{{Listener: ln, Handler: handler, ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}}
+	for _, pc := range pcs {
+		servers = append(servers, &mdns.Server{PacketConn: pc, Handler: handler})
+	}
+	errc := make(chan error, len(servers))
+	for _, srv := range servers {
+		go func() { errc <- srv.ActivateAndServe() }()
+	}
 	s.cfg.Log.Info("cluster DNS serving", "addr", addr, "zone", s.cfg.Zone, "upstreams", s.cfg.Upstreams)
 	go s.publish(ctx)
 	select {
@@ -119,8 +141,9 @@ func (s *Server) Run(ctx context.Context) error {
 	case err := <-errc:
 		s.cfg.Log.Error("dns server stopped", "err", err)
 	}
-	udp.Shutdown()
-	tcp.Shutdown()
+	for _, srv := range servers {
+		srv.Shutdown()
+	}
 	return nil
 }
 

@@ -41,6 +41,9 @@ type Config struct {
 	Upstreams []string
 	// Reverse are the networks (service and pod CIDRs) whose reverse names are ours.
 	Reverse []netip.Prefix
+	// Clients may have names outside the zone forwarded (the pod CIDR; loopback and
+	// the server's own address are always in): no open resolver for anyone else.
+	Clients []netip.Prefix
 	Metrics prometheus.Registerer
 	Log     *slog.Logger
 }
@@ -50,6 +53,7 @@ type Server struct {
 	cfg      Config
 	index    *Index
 	answerer *Answerer
+	local    *Answerer // the same without forwarding, for clients outside Clients
 	metrics  *metrics
 }
 
@@ -77,6 +81,8 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, index: NewIndex(cfg.API, cfg.Informers), metrics: m}
 	s.answerer = &Answerer{Zone: cfg.Zone, TTL: uint32(cfg.TTL / time.Second), Serial: uint32(time.Now().Unix()),
 		Source: s.index, Reverse: cfg.Reverse}
+	local := *s.answerer
+	s.local = &local
 	if len(cfg.Upstreams) > 0 {
 		f := newForwarder(cfg.Upstreams, m)
 		s.answerer.Forward = f.exchange
@@ -151,7 +157,11 @@ func (s *Server) Run(ctx context.Context) error {
 // truncated with TC set, so the client asks again over TCP.
 func (s *Server) serve(w mdns.ResponseWriter, req *mdns.Msg) {
 	start := time.Now()
-	resp := s.answerer.Answer(req)
+	a := s.answerer
+	if !s.mayRecurse(w.RemoteAddr()) {
+		a = s.local
+	}
+	resp := a.Answer(req)
 	size := 512
 	if opt := req.IsEdns0(); opt != nil {
 		size = max(int(opt.UDPSize()), 512)
@@ -168,6 +178,26 @@ func (s *Server) serve(w mdns.ResponseWriter, req *mdns.Msg) {
 		qtype = mdns.TypeToString[req.Question[0].Qtype]
 	}
 	s.metrics.observe(qtype, mdns.RcodeToString[resp.Rcode], time.Since(start))
+}
+
+func (s *Server) mayRecurse(addr net.Addr) bool {
+	var ip netip.Addr
+	switch a := addr.(type) {
+	case *net.UDPAddr:
+		ip, _ = netip.AddrFromSlice(a.IP)
+	case *net.TCPAddr:
+		ip, _ = netip.AddrFromSlice(a.IP)
+	}
+	ip = ip.Unmap()
+	if ip.IsLoopback() || ip == s.cfg.Listen {
+		return true
+	}
+	for _, p := range s.cfg.Clients {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // publish keeps kube-system/kube-dns's Endpoints pointing at this server; the

@@ -119,18 +119,31 @@ func TestClusterDNS(t *testing.T) {
 		t.Errorf("nslookup backend in a pod: %q", out)
 	}
 	// A new service answers at once.
-	if _, errOut, err := n.exec("kubectl", "create", "service", "clusterip", "fresh", "--tcp=80:8080"); err != nil {
+	fresh, errOut, err := n.exec("kubectl", "create", "service", "clusterip", "fresh", "--tcp=80:8080", "-o", "jsonpath={.spec.clusterIP}")
+	if err != nil || fresh == "" {
 		t.Fatal(errOut)
 	}
-	fresh := n.clusterIP(t, "fresh")
 	start := time.Now()
-	eventually(t, 5*time.Second, func() error {
-		if out, err := dig("fresh.default.svc.cluster.local"); err != nil || out != fresh {
-			return fmt.Errorf("fresh: %q %v", out, err)
+	var took time.Duration
+	n.inNetns(t, func() {
+		m := new(mdns.Msg)
+		m.SetQuestion("fresh.default.svc.cluster.local.", mdns.TypeA)
+		for time.Since(start) < 5*time.Second {
+			if r, _, err := new(mdns.Client).Exchange(m, "10.96.0.10:53"); err == nil && len(r.Answer) == 1 &&
+				r.Answer[0].(*mdns.A).A.String() == fresh {
+				took = time.Since(start)
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
 		}
-		return nil
 	})
-	t.Logf("a new service answered %s after its create returned", time.Since(start).Round(time.Millisecond))
+	if took == 0 {
+		t.Fatal("the new service is not answered")
+	}
+	t.Logf("a new service is answered %s after kubectl create returned", took.Round(time.Millisecond))
+	if took > 100*time.Millisecond {
+		t.Errorf("a new service took %s to be answered, want ≤ 100 ms", took)
+	}
 }
 
 // Answers that do not fit a UDP reply are truncated with TC set and come whole over
@@ -192,5 +205,33 @@ func TestDNSTransport(t *testing.T) {
 	}
 	if r, err := query("udp", "nothing.test.", 0); err != nil || r.Rcode != mdns.RcodeNameError {
 		t.Errorf("upstream NXDOMAIN passed on: %v %v", r, err)
+	}
+	// No open resolver: a client outside the pod CIDR and the node gets cluster names
+	// but no forwarding (an address of the test's own netns, TEST-NET-2).
+	mustRun(t, "ip", "-n", n.netns, "addr", "add", "198.51.100.5/32", "dev", "lo")
+	var outside, inside *mdns.Msg
+	n.inNetns(t, func() {
+		cl := &mdns.Client{Net: "udp", Timeout: 2 * time.Second, Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP("198.51.100.5")}}}
+		m := new(mdns.Msg)
+		m.SetQuestion("example.test.", mdns.TypeA)
+		outside, _, _ = cl.Exchange(m, "10.244.0.1:53")
+		m.SetQuestion("many.default.svc.cluster.local.", mdns.TypeA)
+		inside, _, _ = cl.Exchange(m, "10.244.0.1:53")
+	})
+	if outside == nil || outside.Rcode != mdns.RcodeRefused {
+		t.Errorf("forwarding for a client outside the cluster: %v, want REFUSED", outside)
+	}
+	if inside == nil || len(inside.Answer) == 0 {
+		t.Errorf("cluster names for a client outside the cluster: %v", inside)
+	}
+	metrics, errOut, err := n.exec("curl", "-sS", "--unix-socket", n.socket(), "http://localhost/metrics")
+	if err != nil {
+		t.Fatal(errOut)
+	}
+	for _, want := range []string{`coredns_dns_responses_total{rcode="NOERROR",type="A"}`, `coredns_dns_responses_total{rcode="REFUSED",type="A"} 1`,
+		"coredns_cache_hits_total 1", "coredns_dns_request_duration_seconds_bucket"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }

@@ -175,7 +175,8 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	dnsServer, err := clusterdns.New(clusterdns.Config{API: srv.API(), Informers: inf, Zone: cfg.clusterDomain, TTL: cfg.dnsTTL,
 		Listen: store.NthAddr(cfg.podCIDR.Masked(), 0), Upstreams: cfg.dnsUpstreams,
-		Reverse: []netip.Prefix{cfg.serviceCIDR.Masked(), cfg.podCIDR.Masked()}, Metrics: metrics, Log: log})
+		Reverse: []netip.Prefix{cfg.serviceCIDR.Masked(), cfg.podCIDR.Masked()}, Clients: []netip.Prefix{cfg.podCIDR.Masked()},
+		Metrics: metrics, Log: log})
 	if err != nil {
 		return err
 	}

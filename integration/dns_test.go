@@ -5,6 +5,7 @@ package integration
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -109,6 +110,46 @@ func TestClusterDNS(t *testing.T) {
 		out, err := dig(c.args...)
 		if err != nil || out != c.want {
 			t.Errorf("dig %v: %q (%v), want %q", c.args, out, err, c.want)
+		}
+	}
+	// Headless: the ready pods, each by its own name too; an ExternalName alias.
+	if _, errOut, err := n.cli("apply", "-f", "../manifests/headless.yaml"); err != nil {
+		t.Fatal(errOut)
+	}
+	if _, errOut, err := n.exec("kubectl", "create", "service", "externalname", "alias", "--external-name", "backend.default.svc.cluster.local"); err != nil {
+		t.Fatal(errOut)
+	}
+	var db0, db1 string
+	eventually(t, 30*time.Second, func() error {
+		for _, p := range n.podStatuses(t, "app=db") {
+			if !p.Ready {
+				return fmt.Errorf("%s not ready", p.Name)
+			}
+			*map[string]*string{"db-0": &db0, "db-1": &db1}[p.Name] = p.IP
+		}
+		if out, err := dig("db.default.svc.cluster.local"); err != nil || len(strings.Fields(out)) != 2 {
+			return fmt.Errorf("headless db: %q %v", out, err)
+		}
+		return nil
+	})
+	dashed := strings.ReplaceAll(pod.IP, ".", "-")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"db-0.db.default.svc.cluster.local"}, db0},
+		{[]string{"+tcp", "db-1.db.default.svc.cluster.local"}, db1},
+		{[]string{"_pg._tcp.db.default.svc.cluster.local", "SRV"}, "0 50 5432 db-0.db.default.svc.cluster.local.\n0 50 5432 db-1.db.default.svc.cluster.local."},
+		{[]string{"-x", db0}, "db-0.db.default.svc.cluster.local."},
+		{[]string{dashed + ".default.pod.cluster.local"}, pod.IP},
+		{[]string{"alias.default.svc.cluster.local"}, ip + "\nbackend.default.svc.cluster.local."}, // sorted
+		{[]string{"nothing.default.svc.cluster.local"}, ""},
+	} {
+		out, err := dig(c.args...)
+		lines := strings.Split(out, "\n")
+		slices.Sort(lines)
+		if got := strings.Join(lines, "\n"); err != nil || got != c.want {
+			t.Errorf("dig %v: %q (%v), want %q", c.args, got, err, c.want)
 		}
 	}
 	// busybox nslookup in a pod, through the search path.

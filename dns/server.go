@@ -122,13 +122,17 @@ func (s *Server) Run(ctx context.Context) error {
 		for _, pc := range pcs {
 			pc.Close()
 		}
+		wait := 100 * time.Millisecond
 		if !errors.Is(err, syscall.EADDRNOTAVAIL) {
-			return fmt.Errorf("dns: listen %s: %w", addr, err)
+			// Port 53 taken by another server, say: the rest of the cluster works on
+			// without DNS; say so, and keep trying.
+			s.cfg.Log.Error("cluster DNS cannot listen; retrying in 5s", "addr", addr, "err", err)
+			wait = 5 * time.Second
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(wait):
 		}
 	}
 	handler := mdns.HandlerFunc(s.serve)

@@ -137,12 +137,12 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	handler := mdns.HandlerFunc(s.serve)
 	servers := []*mdns.Server{{Listener: ln, Handler: handler, ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}}
-	for _, pc := range pcs {
-		servers = append(servers, &mdns.Server{PacketConn: pc, Handler: handler})
-	}
-	errc := make(chan error, len(servers))
+	errc := make(chan error, len(servers)+len(pcs))
 	for _, srv := range servers {
 		go func() { errc <- srv.ActivateAndServe() }()
+	}
+	for _, pc := range pcs {
+		go func() { errc <- s.serveUDP(pc) }()
 	}
 	s.cfg.Log.Info("cluster DNS serving", "addr", addr, "zone", s.cfg.Zone, "upstreams", s.cfg.Upstreams)
 	go s.publish(ctx)
@@ -154,8 +154,71 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, srv := range servers {
 		srv.Shutdown()
 	}
+	for _, pc := range pcs {
+		pc.Close()
+	}
 	return nil
 }
+
+// serveUDP answers the queries arriving on pc in its own goroutine, one at a time:
+// with a goroutine per query (as miekg/dns's server has) they queue on the socket's
+// write lock, each send running the receiver's whole network path. Queries that may be
+// forwarded, which wait for an upstream, get a goroutine of their own.
+func (s *Server) serveUDP(pc net.PacketConn) error {
+	buf := make([]byte, 65535)
+	for {
+		n, addr, err := pc.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			continue
+		}
+		req := new(mdns.Msg)
+		if req.Unpack(buf[:n]) != nil || req.Response {
+			continue // not a query: no answer, as a malformed packet gets none either
+		}
+		w := &udpWriter{pc: pc, addr: addr}
+		if s.mayForward(req) {
+			go s.serve(w, req)
+			continue
+		}
+		s.serve(w, req)
+	}
+}
+
+// mayForward says whether answering req may ask an upstream.
+func (s *Server) mayForward(req *mdns.Msg) bool {
+	if s.answerer.Forward == nil || len(req.Question) != 1 {
+		return false
+	}
+	name := strings.ToLower(req.Question[0].Name)
+	zone := mdns.Fqdn(strings.ToLower(s.cfg.Zone))
+	return !(name == zone || strings.HasSuffix(name, "."+zone))
+}
+
+// udpWriter is the ResponseWriter of a UDP query served by serveUDP.
+type udpWriter struct {
+	pc   net.PacketConn
+	addr net.Addr
+}
+
+func (w *udpWriter) LocalAddr() net.Addr  { return w.pc.LocalAddr() }
+func (w *udpWriter) RemoteAddr() net.Addr { return w.addr }
+func (w *udpWriter) Network() string      { return "udp" }
+func (w *udpWriter) WriteMsg(m *mdns.Msg) error {
+	b, err := m.Pack()
+	if err != nil {
+		return err
+	}
+	_, err = w.pc.WriteTo(b, w.addr)
+	return err
+}
+func (w *udpWriter) Write(b []byte) (int, error) { return w.pc.WriteTo(b, w.addr) }
+func (w *udpWriter) Close() error                { return nil }
+func (w *udpWriter) TsigStatus() error           { return nil }
+func (w *udpWriter) TsigTimersOnly(bool)         {}
+func (w *udpWriter) Hijack()                     {}
 
 // serve answers one query; a UDP answer that does not fit the client's buffer is
 // truncated with TC set, so the client asks again over TCP.

@@ -34,10 +34,11 @@ test-unit: ## unit tests (no root needed)
 test-integration: build ## end-to-end tests against the real binary in private network namespaces (root)
 	$(GO) test -count=1 -tags integration -timeout 20m ./integration/...
 
-bench: build ## benchmarks: API and store, then pod start-up and the proxy against the real daemon (root); see docs/benchmarks.md
+bench: build ## benchmarks: API and store, then pod start-up, the proxy and DNS against the real daemon (root); see docs/benchmarks.md
 	$(GO) test -run '^$$' -bench . -benchtime 3s -count 1 ./store/ ./apiserver/
 	$(GO) test -tags integration -run '^$$' -bench PodStartup -benchtime 20x -count 1 ./integration/
 	$(GO) test -tags integration -run '^$$' -bench Proxy -benchtime 1x -count 1 -timeout 60m ./integration/
+	$(GO) test -tags integration -run '^$$' -bench DNS -benchtime 1x -count 1 -timeout 20m ./integration/
 
 fuzz: ## run every fuzz target for FUZZTIME each
 	@for t in $$($(GO) test -list '^Fuzz' ./... | grep '^Fuzz'); do \

@@ -43,9 +43,7 @@ func (f *fakeSource) Slices(ns, service string) []*discoveryv1.EndpointSlice {
 func (f *fakeSource) PTR(ip netip.Addr) []string {
 	var out []string
 	for _, s := range f.services {
-		var recs []ptrRecord
-		recs = ptrRecords(s, f.Slices(s.Namespace, s.Name))
-		for _, r := range recs {
+		for _, r := range ptrRecords(s, f.Slices(s.Namespace, s.Name)) {
 			if r.ip == ip {
 				out = append(out, r.name)
 			}

@@ -21,9 +21,6 @@ const hairpinMark = "0x4000"
 // keyed by numgen as well would need a typeof declaration, which nft 1.0.6 cannot read
 // back once the map holds a transport-header key.)
 
-// The maps and sets the table always has.
-var nftMaps = []string{"service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports", "cluster-ips", "hairpin"}
-
 // pick returns the chain that picks among n endpoints, after marking the packet for
 // masquerade when masq is set; key says how its traffic is keyed in the endpoint maps.
 func pick(s *ruleset, n int, nodePort, masq bool) string {

@@ -204,6 +204,7 @@ type handler struct {
 	stopping chan struct{}
 	openapi  openAPI
 	logs     PodLogs
+	exec     PodExec
 	metrics  http.Handler
 }
 

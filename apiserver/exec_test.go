@@ -1,0 +1,76 @@
+package apiserver
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/gorilla/websocket"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// fakeExec echoes stdin to stdout, writes its command to stderr, and exits with the
+// length of the command.
+type fakeExec struct{}
+
+func (fakeExec) Exec(_ context.Context, _ *corev1.Pod, _ string, cmd []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	if stdin != nil {
+		io.Copy(stdout, stdin)
+	}
+	io.WriteString(stderr, strings.Join(cmd, " "))
+	return len(cmd) - 1, nil
+}
+
+// The v5.channel.k8s.io protocol as kubectl speaks it: stdin on channel 0 closed with
+// [255, 0], output on 1 and 2, and the exit code in a Status on channel 3.
+func TestExecProtocol(t *testing.T) {
+	s := newTestServer(t)
+	s.SetPodExec(fakeExec{})
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
+	if _, err := s.API().Create(context.Background(), s.API().Registry().Lookup("", "pods"), "default", pod, false); err != nil {
+		t.Fatal(err)
+	}
+	base := strings.Replace(s.url, "http://", "ws://", 1) + "/api/v1/namespaces/default/pods/p/exec?command=sh&command=-c&command=x&stdin=true&stdout=true&stderr=true"
+	d := websocket.Dialer{Subprotocols: []string{"v5.channel.k8s.io"}}
+	conn, resp, err := d.Dial(base, nil)
+	if err != nil {
+		t.Fatalf("dial: %v %v", err, resp)
+	}
+	defer conn.Close()
+	if conn.Subprotocol() != "v5.channel.k8s.io" {
+		t.Fatalf("subprotocol %q", conn.Subprotocol())
+	}
+	conn.WriteMessage(websocket.BinaryMessage, append([]byte{0}, "hello"...))
+	conn.WriteMessage(websocket.BinaryMessage, []byte{255, 0})
+	got := map[byte]string{}
+	for {
+		_, data, err := conn.ReadMessage()
+		if err != nil {
+			break
+		}
+		got[data[0]] += string(data[1:])
+	}
+	if got[1] != "hello" || got[2] != "sh -c x" {
+		t.Errorf("stdout %q, stderr %q", got[1], got[2])
+	}
+	var st metav1.Status
+	if err := json.Unmarshal([]byte(got[3]), &st); err != nil || st.Status != metav1.StatusFailure || st.Reason != "NonZeroExitCode" ||
+		st.Details == nil || len(st.Details.Causes) != 1 || st.Details.Causes[0].Type != "ExitCode" || st.Details.Causes[0].Message != "2" {
+		t.Errorf("status %q (%v)", got[3], err)
+	}
+	// Without an upgrade, or without a command: a Status, not a hang.
+	for _, url := range []string{s.url + "/api/v1/namespaces/default/pods/p/exec?command=sh", s.url + "/api/v1/namespaces/default/pods/p/exec"} {
+		r, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s: %d", url, r.StatusCode)
+		}
+	}
+}

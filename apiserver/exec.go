@@ -18,8 +18,22 @@ import (
 
 // PodExec runs commands in containers; the node agent provides it, as a kubelet does.
 type PodExec interface {
-	Exec(ctx context.Context, pod *corev1.Pod, container string, cmd []string, stdin io.Reader, stdout, stderr io.Writer) (int, error)
+	Exec(ctx context.Context, pod *corev1.Pod, opts ExecOptions) (int, error)
 }
+
+// ExecOptions are one command's streams. With TTY the command gets a terminal; its
+// output all comes on Stdout, and Resize carries the client's window sizes.
+type ExecOptions struct {
+	Container      string
+	Command        []string
+	TTY            bool
+	Stdin          io.Reader // nil: none
+	Stdout, Stderr io.Writer
+	Resize         <-chan TerminalSize
+}
+
+// TerminalSize is a resize message (channel 4).
+type TerminalSize struct{ Width, Height uint16 }
 
 // SetPodExec connects the node agent; until then pods/exec answers 503.
 func (s *Server) SetPodExec(p PodExec) { s.handler.exec = p }
@@ -32,10 +46,11 @@ const (
 	chanStdout   = 1
 	chanStderr   = 2
 	chanStatus   = 3
+	chanResize   = 4
 	chanClose    = 255
 )
 
-// podExec serves pods/exec over WebSocket (v5.channel.k8s.io), without a terminal.
+// podExec serves pods/exec over WebSocket (v5.channel.k8s.io).
 func (h *handler) podExec(w http.ResponseWriter, r *http.Request, pod *corev1.Pod) {
 	q := r.URL.Query()
 	cmd := q["command"]
@@ -45,9 +60,6 @@ func (h *handler) podExec(w http.ResponseWriter, r *http.Request, pod *corev1.Po
 		return
 	case len(cmd) == 0:
 		writeError(w, apierrors.NewBadRequest("you must specify at least 1 command"))
-		return
-	case isTrue(first(q["tty"])):
-		writeError(w, apierrors.NewBadRequest("tty is not supported yet: run without -t"))
 		return
 	case !websocket.IsWebSocketUpgrade(r):
 		writeError(w, apierrors.NewBadRequest("Upgrade request required"))
@@ -75,6 +87,7 @@ func (h *handler) podExec(w http.ResponseWriter, r *http.Request, pod *corev1.Po
 	// Read the whole time: stdin, its close, and the client's pings (answered by the
 	// library) — a client gone ends the command.
 	stdinR, stdinW := io.Pipe()
+	resize := make(chan TerminalSize, 4)
 	go func() {
 		defer cancel()
 		for {
@@ -89,6 +102,14 @@ func (h *handler) podExec(w http.ResponseWriter, r *http.Request, pod *corev1.Po
 				stdinW.Write(data[1:])
 			case data[0] == chanClose && len(data) > 1 && data[1] == chanStdin:
 				stdinW.Close()
+			case data[0] == chanResize:
+				var sz TerminalSize
+				if json.Unmarshal(data[1:], &sz) == nil {
+					select {
+					case resize <- sz:
+					default: // a burst of resizes: the last ones win soon enough
+					}
+				}
 			}
 		}
 	}()
@@ -96,9 +117,10 @@ func (h *handler) podExec(w http.ResponseWriter, r *http.Request, pod *corev1.Po
 	if isTrue(first(q["stdin"])) {
 		stdin = stdinR
 	}
-	code, err := h.exec.Exec(ctx, pod, first(q["container"]), cmd, stdin,
-		writerFunc(func(p []byte) (int, error) { return len(p), send(chanStdout, p) }),
-		writerFunc(func(p []byte) (int, error) { return len(p), send(chanStderr, p) }))
+	code, err := h.exec.Exec(ctx, pod, ExecOptions{Container: first(q["container"]), Command: cmd, TTY: isTrue(first(q["tty"])),
+		Stdin: stdin, Resize: resize,
+		Stdout: writerFunc(func(p []byte) (int, error) { return len(p), send(chanStdout, p) }),
+		Stderr: writerFunc(func(p []byte) (int, error) { return len(p), send(chanStderr, p) })})
 	st := metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusSuccess}
 	switch {
 	case err != nil:

@@ -17,12 +17,12 @@ import (
 // length of the command.
 type fakeExec struct{}
 
-func (fakeExec) Exec(_ context.Context, _ *corev1.Pod, _ string, cmd []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
-	if stdin != nil {
-		io.Copy(stdout, stdin)
+func (fakeExec) Exec(_ context.Context, _ *corev1.Pod, o ExecOptions) (int, error) {
+	if o.Stdin != nil {
+		io.Copy(o.Stdout, o.Stdin)
 	}
-	io.WriteString(stderr, strings.Join(cmd, " "))
-	return len(cmd) - 1, nil
+	io.WriteString(o.Stderr, strings.Join(o.Command, " "))
+	return len(o.Command) - 1, nil
 }
 
 // The v5.channel.k8s.io protocol as kubectl speaks it: stdin on channel 0 closed with

@@ -42,4 +42,13 @@ func TestKubectlExec(t *testing.T) {
 	if err != nil || string(b) != "hello\ndone\n" {
 		t.Errorf("kubectl exec -i: %q %v", b, err)
 	}
+	// With a terminal (kubectl itself on one, under script): the command sees a tty,
+	// its exit code comes back.
+	tty := exec.Command("ip", "netns", "exec", n.netns, "script", "-qec",
+		"stty cols 91 rows 27; kubectl exec -it "+pod+" -- sh -c 'tty; stty size; exit 4'", "/dev/null")
+	tty.Env = append(tty.Environ(), "KUBECONFIG="+n.dataDir+"/kubeconfig")
+	b, err = tty.CombinedOutput()
+	if !errors.As(err, &exit) || exit.ExitCode() != 4 || !strings.Contains(string(b), "/dev/pts/") || !strings.Contains(string(b), "27 91") {
+		t.Errorf("kubectl exec -it: %q %v", b, err)
+	}
 }

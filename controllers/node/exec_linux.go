@@ -10,14 +10,22 @@ import (
 	"os/exec"
 	"strconv"
 
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/creack/pty"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/minicluster/minicluster/apiserver"
 )
 
-// Exec runs cmd in a running container's namespaces (mount, UTS, network) with the
-// container's environment, as `kubectl exec` asks, and returns its exit code.
-func (a *Agent) Exec(ctx context.Context, pod *corev1.Pod, container string, cmd []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
-	name, err := logContainer(pod, container)
+// Exec runs a command in a running container's namespaces (mount, UTS, network) with
+// the container's environment, as `kubectl exec` asks, on a terminal if asked, and
+// returns its exit code.
+func (a *Agent) Exec(ctx context.Context, pod *corev1.Pod, o apiserver.ExecOptions) (int, error) {
+	name, err := logContainer(pod, o.Container)
 	if err != nil {
 		return 0, err
 	}
@@ -29,18 +37,61 @@ func (a *Agent) Exec(ctx context.Context, pod *corev1.Pod, container string, cmd
 	if err != nil {
 		return 0, fmt.Errorf("container %s: %w", name, err)
 	}
-	args := append([]string{"--target", strconv.Itoa(c.ShimPID), "--mount", "--uts", "--net", "--"}, cmd...)
+	args := append([]string{"--target", strconv.Itoa(c.ShimPID), "--mount", "--uts", "--net", "--"}, o.Command...)
 	run := exec.CommandContext(ctx, "nsenter", args...)
 	for _, kv := range bytes.Split(env, []byte{0}) {
 		if len(kv) > 0 {
 			run.Env = append(run.Env, string(kv))
 		}
 	}
-	run.Stdin, run.Stdout, run.Stderr = stdin, stdout, stderr
-	err = run.Run()
+	if o.TTY {
+		err = runOnTerminal(run, o)
+	} else {
+		run.Stdin, run.Stdout, run.Stderr = o.Stdin, o.Stdout, o.Stderr
+		err = run.Run()
+	}
 	var exit *exec.ExitError
 	if errors.As(err, &exit) {
 		return exit.ExitCode(), nil
 	}
 	return 0, err
+}
+
+// runOnTerminal runs cmd as the session leader of a new pseudo-terminal, copying the
+// client's stdin in and the terminal's output out, and applying resizes.
+func runOnTerminal(cmd *exec.Cmd, o apiserver.ExecOptions) error {
+	if !slices.ContainsFunc(cmd.Env, func(kv string) bool { return strings.HasPrefix(kv, "TERM=") }) {
+		cmd.Env = append(cmd.Env, "TERM=xterm")
+	}
+	tty, err := pty.Start(cmd)
+	if err != nil {
+		return err
+	}
+	defer tty.Close()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			select {
+			case sz := <-o.Resize:
+				pty.Setsize(tty, &pty.Winsize{Cols: sz.Width, Rows: sz.Height})
+			case <-done:
+				return
+			}
+		}
+	}()
+	if o.Stdin != nil {
+		go io.Copy(tty, o.Stdin)
+	}
+	copied := make(chan struct{})
+	go func() {
+		io.Copy(o.Stdout, tty) // ends with EIO once the command and its children are gone
+		close(copied)
+	}()
+	err = cmd.Wait()
+	select {
+	case <-copied:
+	case <-time.After(time.Second): // a background child holds the terminal open
+	}
+	return err
 }

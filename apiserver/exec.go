@@ -87,6 +87,11 @@ func (h *handler) podExec(w http.ResponseWriter, r *http.Request, pod *corev1.Po
 	// Read the whole time: stdin, its close, and the client's pings (answered by the
 	// library) — a client gone ends the command.
 	stdinR, stdinW := io.Pipe()
+	var stdin io.Reader
+	var stdinSink io.WriteCloser = nopWriteCloser{io.Discard} // stdin frames nobody asked for
+	if isTrue(first(q["stdin"])) {
+		stdin, stdinSink = stdinR, stdinW
+	}
 	resize := make(chan TerminalSize, 4)
 	go func() {
 		defer cancel()
@@ -96,27 +101,9 @@ func (h *handler) podExec(w http.ResponseWriter, r *http.Request, pod *corev1.Po
 				stdinW.CloseWithError(io.EOF)
 				return
 			}
-			switch {
-			case len(data) == 0:
-			case data[0] == chanStdin:
-				stdinW.Write(data[1:])
-			case data[0] == chanClose && len(data) > 1 && data[1] == chanStdin:
-				stdinW.Close()
-			case data[0] == chanResize:
-				var sz TerminalSize
-				if json.Unmarshal(data[1:], &sz) == nil {
-					select {
-					case resize <- sz:
-					default: // a burst of resizes: the last ones win soon enough
-					}
-				}
-			}
+			execFrame(data, stdinSink, resize)
 		}
 	}()
-	var stdin io.Reader
-	if isTrue(first(q["stdin"])) {
-		stdin = stdinR
-	}
 	code, err := h.exec.Exec(ctx, pod, ExecOptions{Container: first(q["container"]), Command: cmd, TTY: isTrue(first(q["tty"])),
 		Stdin: stdin, Resize: resize,
 		Stdout: writerFunc(func(p []byte) (int, error) { return len(p), send(chanStdout, p) }),
@@ -137,6 +124,30 @@ func (h *handler) podExec(w http.ResponseWriter, r *http.Request, pod *corev1.Po
 	mu.Unlock()
 }
 
+type nopWriteCloser struct{ io.Writer }
+
+func (nopWriteCloser) Close() error { return nil }
+
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// execFrame acts on one frame from the client: stdin data, stdin's close, or a resize;
+// anything else is ignored.
+func execFrame(data []byte, stdin io.WriteCloser, resize chan<- TerminalSize) {
+	switch {
+	case len(data) == 0:
+	case data[0] == chanStdin:
+		stdin.Write(data[1:])
+	case data[0] == chanClose && len(data) > 1 && data[1] == chanStdin:
+		stdin.Close()
+	case data[0] == chanResize:
+		var sz TerminalSize
+		if json.Unmarshal(data[1:], &sz) == nil {
+			select {
+			case resize <- sz:
+			default: // a burst of resizes: the last ones win soon enough
+			}
+		}
+	}
+}

@@ -74,3 +74,19 @@ func TestExecProtocol(t *testing.T) {
 		}
 	}
 }
+
+type sink struct{ closed bool }
+
+func (d *sink) Write(p []byte) (int, error) { return len(p), nil }
+func (d *sink) Close() error                { d.closed = true; return nil }
+
+// FuzzExecFrame: no client frame makes the server panic.
+func FuzzExecFrame(f *testing.F) {
+	for _, seed := range [][]byte{{0, 'h', 'i'}, {255, 0}, append([]byte{4}, `{"Width":80,"Height":24}`...), {4, '{'}, {}, {9}} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		resize := make(chan TerminalSize, 1)
+		execFrame(data, &sink{}, resize)
+	})
+}

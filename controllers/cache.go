@@ -119,7 +119,9 @@ func (c *Cache) index(o store.Object, add bool) {
 }
 
 // OnChange registers f to be called (outside the cache's lock) with every object that
-// is added, changed or deleted, and with everything again after a relist.
+// is added, changed or deleted — for a change also with the object before it, so that
+// handlers keyed by a label see both owners of an object that changed hands — and with
+// everything again after a relist.
 func (c *Cache) OnChange(f func(store.Object)) {
 	c.mu.Lock()
 	c.handlers = append(c.handlers, f)
@@ -243,6 +245,9 @@ func (c *Cache) follow(ctx context.Context, w *store.Watcher) {
 			c.mu.Unlock()
 			for _, h := range handlers {
 				h(ev.Object)
+				if ev.Prev != nil {
+					h(ev.Prev)
+				}
 			}
 		case <-ctx.Done():
 			return

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/minicluster/minicluster/apiserver"
+	"github.com/minicluster/minicluster/controllers"
 	"github.com/minicluster/minicluster/store"
 )
 
@@ -58,6 +60,8 @@ type Config struct {
 	ServiceCIDR netip.Prefix
 	// Bridge is the node bridge the service CIDR is routed to; "" leaves routes alone.
 	Bridge string
+	// Informers are the shared caches of services and slices; nil: the proxy keeps its own.
+	Informers *controllers.Informers
 	// SyncPeriod is how often the rules are checked to be still in the kernel
 	// (repaired if not); default 30 s.
 	SyncPeriod time.Duration
@@ -74,12 +78,13 @@ type Proxy struct {
 	trigger chan struct{}
 	metrics *metrics
 
-	mu       sync.Mutex // guards the cache below, which the watches fill
-	services map[string]*corev1.Service
-	slices   map[string]map[string]*discoveryv1.EndpointSlice // service key → slice key → slice
-	sliceSvc map[string]string                                // slice key → service key
-	listed   [2]bool                                          // services, slices
-	dirty    map[string]bool                                  // service keys changed since the last sync
+	inf              *controllers.Informers
+	ownInf           bool // the informers are the proxy's own, to run
+	services, slices *controllers.Cache
+	synced           atomic.Bool
+
+	mu    sync.Mutex
+	dirty map[string]bool // service keys changed since the last sync
 
 	// Owned by the sync loop.
 	agg       *aggregate
@@ -122,10 +127,29 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Proxy{cfg: cfg, trigger: make(chan struct{}, 1), metrics: m,
-		services: map[string]*corev1.Service{}, slices: map[string]map[string]*discoveryv1.EndpointSlice{},
-		sliceSvc: map[string]string{}, dirty: map[string]bool{},
-		agg: newAggregate(), full: true, ports: map[string][]ServicePort{}, sliceSeen: map[string]map[string]string{}}, nil
+	p := &Proxy{cfg: cfg, trigger: make(chan struct{}, 1), metrics: m, inf: cfg.Informers, dirty: map[string]bool{},
+		agg: newAggregate(), full: true, ports: map[string][]ServicePort{}, sliceSeen: map[string]map[string]string{}}
+	if p.inf == nil {
+		p.inf, p.ownInf = controllers.NewInformers(cfg.API, cfg.Log), true
+	}
+	reg := cfg.API.Registry()
+	p.services, p.slices = p.inf.For(reg.Lookup("", "services")), p.inf.For(reg.Lookup("discovery.k8s.io", "endpointslices"))
+	p.slices.IndexLabel(discoveryv1.LabelServiceName)
+	// A change (or, for a slice changing hands, its old self) makes its service dirty.
+	p.services.OnChange(func(o store.Object) { p.markDirty(o.GetNamespace(), o.GetName()) })
+	p.slices.OnChange(func(o store.Object) {
+		if name := o.GetLabels()[discoveryv1.LabelServiceName]; name != "" {
+			p.markDirty(o.GetNamespace(), name)
+		}
+	})
+	return p, nil
+}
+
+func (p *Proxy) markDirty(ns, name string) {
+	p.mu.Lock()
+	p.dirty[ns+"/"+name] = true
+	p.mu.Unlock()
+	p.poke()
 }
 
 func (p *Proxy) poke() {
@@ -138,9 +162,14 @@ func (p *Proxy) poke() {
 // Run syncs until ctx is cancelled; the rules stay when it returns. Nothing is
 // programmed before services and slices have been listed.
 func (p *Proxy) Run(ctx context.Context) error {
-	reg := p.cfg.API.Registry()
-	go p.follow(ctx, reg.Lookup("", "services"), 0)
-	go p.follow(ctx, reg.Lookup("discovery.k8s.io", "endpointslices"), 1)
+	if p.ownInf {
+		go p.inf.Run(ctx)
+	}
+	if !p.services.WaitSynced(ctx) || !p.slices.WaitSynced(ctx) {
+		return nil
+	}
+	p.synced.Store(true)
+	p.poke()
 	tick := time.NewTicker(p.cfg.SyncPeriod)
 	defer tick.Stop()
 	retry := time.NewTimer(0)
@@ -173,94 +202,6 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 }
 
-// follow keeps the cache of resource r (0 services, 1 slices) from a list and a watch,
-// listing again when the watch ends.
-func (p *Proxy) follow(ctx context.Context, r *apiserver.Resource, which int) {
-	for ctx.Err() == nil {
-		objs, rev, err := p.cfg.API.List(r, "", apiserver.Selector{})
-		if err != nil {
-			p.cfg.Log.Error("proxy: list failed", "resource", r.Plural, "err", err)
-			select {
-			case <-time.After(time.Second):
-			case <-ctx.Done():
-			}
-			continue
-		}
-		p.mu.Lock()
-		p.replace(which, objs)
-		p.listed[which] = true
-		p.mu.Unlock()
-		p.poke()
-		w, err := p.cfg.API.Watch(r, rev)
-		if err != nil {
-			continue
-		}
-		for open := true; open; {
-			select {
-			case ev, ok := <-w.Events():
-				if open = ok; ok {
-					p.mu.Lock()
-					p.update(ev.Object, ev.Type == store.Deleted)
-					p.mu.Unlock()
-					p.poke()
-				}
-			case <-ctx.Done():
-				open = false
-			}
-		}
-		w.Stop()
-	}
-}
-
-// replace swaps in a fresh list of services or slices; every service is then dirty.
-func (p *Proxy) replace(which int, objs []store.Object) {
-	for k := range p.services {
-		p.dirty[k] = true
-	}
-	for k := range p.slices {
-		p.dirty[k] = true
-	}
-	if which == 0 {
-		p.services = map[string]*corev1.Service{}
-	} else {
-		p.slices, p.sliceSvc = map[string]map[string]*discoveryv1.EndpointSlice{}, map[string]string{}
-	}
-	for _, o := range objs {
-		p.update(o, false)
-	}
-}
-
-func (p *Proxy) update(o store.Object, deleted bool) {
-	key := o.GetNamespace() + "/" + o.GetName()
-	switch o := o.(type) {
-	case *corev1.Service:
-		p.dirty[key] = true
-		if deleted {
-			delete(p.services, key)
-		} else {
-			p.services[key] = o
-		}
-	case *discoveryv1.EndpointSlice:
-		if old, ok := p.sliceSvc[key]; ok {
-			delete(p.slices[old], key)
-			if len(p.slices[old]) == 0 {
-				delete(p.slices, old)
-			}
-			delete(p.sliceSvc, key)
-			p.dirty[old] = true
-		}
-		svc := o.Namespace + "/" + o.Labels[discoveryv1.LabelServiceName]
-		p.dirty[svc] = true
-		if deleted || o.Labels[discoveryv1.LabelServiceName] == "" {
-			return
-		}
-		if p.slices[svc] == nil {
-			p.slices[svc] = map[string]*discoveryv1.EndpointSlice{}
-		}
-		p.slices[svc][key], p.sliceSvc[key] = o, svc
-	}
-}
-
 // Sync programs what changed since the last sync, or everything after a failure, a
 // repair or at start.
 func (p *Proxy) Sync() error {
@@ -280,19 +221,23 @@ func (p *Proxy) Sync() error {
 	before, after := newRuleset(), newRuleset()
 	var stale []StaleFlow
 	var triggers []time.Time
-	p.mu.Lock()
-	if !p.listed[0] || !p.listed[1] {
-		p.mu.Unlock()
-		return nil // a full list of both will poke again
+	if !p.synced.Load() {
+		return nil // Run pokes once both caches are filled
 	}
+	p.mu.Lock()
 	dirty := p.dirty
 	p.dirty = map[string]bool{}
+	p.mu.Unlock()
 	for key := range dirty {
 		var ports []ServicePort
 		seen := map[string]string{}
-		if svc := p.services[key]; svc != nil {
-			slices := make([]*discoveryv1.EndpointSlice, 0, len(p.slices[key]))
-			for _, s := range p.slices[key] {
+		ns, name, _ := strings.Cut(key, "/")
+		if o := p.services.Get(ns, name); o != nil {
+			svc := o.(*corev1.Service)
+			objs := p.slices.ByLabel(ns, name)
+			slices := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+			for _, o := range objs {
+				s := o.(*discoveryv1.EndpointSlice)
 				slices = append(slices, s)
 				seen[string(s.UID)] = s.ResourceVersion
 				if p.sliceSeen[key][string(s.UID)] == s.ResourceVersion {
@@ -317,7 +262,6 @@ func (p *Proxy) Sync() error {
 			delete(p.sliceSeen, key)
 		}
 	}
-	p.mu.Unlock()
 	full := p.full
 	if err := p.apply(full, before, after); err != nil {
 		p.full = true // the kernel may have anything now: the next sync writes it all

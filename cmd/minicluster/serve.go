@@ -170,7 +170,7 @@ func serve(args []string, stderr io.Writer) error {
 	srv.SetPodLogs(agent)
 	srv.SetPodExec(agent)
 	kubeProxy, err := proxy.New(proxy.Config{API: srv.API(), Instance: cfg.instance, Mode: cfg.proxyMode, NodeName: cfg.nodeName,
-		ServiceCIDR: cfg.serviceCIDR, Bridge: cfg.instance + "0", SyncPeriod: cfg.proxySyncPeriod, Metrics: metrics, Log: log})
+		ServiceCIDR: cfg.serviceCIDR, Bridge: cfg.instance + "0", Informers: inf, SyncPeriod: cfg.proxySyncPeriod, Metrics: metrics, Log: log})
 	if err != nil {
 		return err
 	}

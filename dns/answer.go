@@ -24,11 +24,29 @@ type Answerer struct {
 	zone string // lower-case FQDN
 }
 
+// NewAnswerer prepares a for answering (concurrently).
+func NewAnswerer(a Answerer) *Answerer {
+	a.zone = mdns.Fqdn(strings.ToLower(a.Zone))
+	return &a
+}
+
+// below returns the labels of name under the zone, the top one first, and whether name
+// is in the zone at all. name is lower-case.
+func (a *Answerer) below(name string) ([]string, bool) {
+	if name != a.zone && !strings.HasSuffix(name, "."+a.zone) {
+		return nil, false
+	}
+	rel := strings.TrimSuffix(strings.TrimSuffix(name, a.zone), ".")
+	if rel == "" {
+		return nil, true
+	}
+	labels := strings.Split(rel, ".")
+	slices.Reverse(labels)
+	return labels, true
+}
+
 // Answer computes the reply to req. It never fails: errors become rcodes.
 func (a *Answerer) Answer(req *mdns.Msg) *mdns.Msg {
-	if a.zone == "" {
-		a.zone = mdns.Fqdn(strings.ToLower(a.Zone))
-	}
 	m := new(mdns.Msg)
 	if len(req.Question) != 1 {
 		m.SetRcode(req, mdns.RcodeFormatError)
@@ -49,7 +67,8 @@ func (a *Answerer) Answer(req *mdns.Msg) *mdns.Msg {
 	if ip, ok := reverseAddr(name); ok {
 		return a.reverse(req, m, ip)
 	}
-	if name != a.zone && !strings.HasSuffix(name, "."+a.zone) {
+	labels, inZone := a.below(name)
+	if !inZone {
 		return a.forward(req, m)
 	}
 	if !a.Source.Synced() {
@@ -57,12 +76,6 @@ func (a *Answerer) Answer(req *mdns.Msg) *mdns.Msg {
 		return m
 	}
 	m.Authoritative = true
-	rel := strings.TrimSuffix(strings.TrimSuffix(name, a.zone), ".")
-	var labels []string
-	if rel != "" {
-		labels = strings.Split(rel, ".")
-		slices.Reverse(labels)
-	}
 	rrs, rcode := a.lookup(labels, q.Qtype, 0)
 	m.Rcode = rcode
 	if rcode == mdns.RcodeSuccess {
@@ -265,13 +278,7 @@ func (a *Answerer) srv(svc *corev1.Service, name, port, proto string, qtype uint
 // chase resolves an ExternalName target: inside the zone from the index, outside it
 // through the forwarder.
 func (a *Answerer) chase(target string, qtype uint16, depth int) []mdns.RR {
-	if target == a.zone || strings.HasSuffix(target, "."+a.zone) {
-		rel := strings.TrimSuffix(strings.TrimSuffix(target, a.zone), ".")
-		var labels []string
-		if rel != "" {
-			labels = strings.Split(rel, ".")
-			slices.Reverse(labels)
-		}
+	if labels, inZone := a.below(target); inZone {
 		rrs, _ := a.lookup(labels, qtype, depth+1)
 		return rrs
 	}

@@ -92,8 +92,8 @@ func cluster() *fakeSource {
 // section (with the section's initial), sorted within a section.
 func ask(t *testing.T, src Source, name string, qtype uint16) string {
 	t.Helper()
-	a := &Answerer{Zone: "cluster.local", TTL: 5, Serial: 1, Source: src,
-		Reverse: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12"), netip.MustParsePrefix("10.244.0.0/16")}}
+	a := NewAnswerer(Answerer{Zone: "cluster.local", TTL: 5, Serial: 1, Source: src,
+		Reverse: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12"), netip.MustParsePrefix("10.244.0.0/16")}})
 	req := new(mdns.Msg)
 	req.SetQuestion(name, qtype)
 	m := a.Answer(req)

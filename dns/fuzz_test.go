@@ -21,7 +21,7 @@ func FuzzAnswer(f *testing.F) {
 		b, _ := m.Pack()
 		f.Add(b)
 	}
-	a := &Answerer{Zone: "cluster.local", TTL: 5, Source: cluster(), Reverse: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}}
+	a := NewAnswerer(Answerer{Zone: "cluster.local", TTL: 5, Source: cluster(), Reverse: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req := new(mdns.Msg)
 		if req.Unpack(b) != nil {

@@ -79,8 +79,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, index: NewIndex(cfg.API, cfg.Informers), metrics: m}
-	s.answerer = &Answerer{Zone: cfg.Zone, TTL: uint32(cfg.TTL / time.Second), Serial: uint32(time.Now().Unix()),
-		Source: s.index, Reverse: cfg.Reverse}
+	s.answerer = NewAnswerer(Answerer{Zone: cfg.Zone, TTL: uint32(cfg.TTL / time.Second), Serial: uint32(time.Now().Unix()),
+		Source: s.index, Reverse: cfg.Reverse})
 	local := *s.answerer
 	s.local = &local
 	if len(cfg.Upstreams) > 0 {
@@ -192,9 +192,8 @@ func (s *Server) mayForward(req *mdns.Msg) bool {
 	if s.answerer.Forward == nil || len(req.Question) != 1 {
 		return false
 	}
-	name := strings.ToLower(req.Question[0].Name)
-	zone := mdns.Fqdn(strings.ToLower(s.cfg.Zone))
-	return !(name == zone || strings.HasSuffix(name, "."+zone))
+	_, inZone := s.answerer.below(strings.ToLower(req.Question[0].Name))
+	return !inZone
 }
 
 // udpWriter is the ResponseWriter of a UDP query served by serveUDP.

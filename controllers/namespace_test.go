@@ -2,8 +2,6 @@ package controllers
 
 import (
 	"context"
-	"net/netip"
-	"path/filepath"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -11,26 +9,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/minicluster/minicluster/apiserver"
+	"github.com/minicluster/minicluster/apiserver/apitest"
 	"github.com/minicluster/minicluster/store"
 )
 
-func newAPI(t *testing.T) *apiserver.API {
-	t.Helper()
-	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	srv, err := apiserver.New(apiserver.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:6443",
-		ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"), ClusterDomain: "cluster.local", Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Boot(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return srv.API()
-}
+func newAPI(t *testing.T) *apiserver.API { return apitest.NewAPI(t) }
 
 func pod(name string, finalizers ...string) *corev1.Pod {
 	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Finalizers: finalizers},

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/minicluster/minicluster/apiserver"
+	"github.com/minicluster/minicluster/apiserver/apitest"
 	"github.com/minicluster/minicluster/store"
 )
 
@@ -54,23 +54,7 @@ func (f *fakeRunner) scripts(name string) []string {
 	return out
 }
 
-func newAPI(t *testing.T) *apiserver.API {
-	t.Helper()
-	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	srv, err := apiserver.New(apiserver.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:6443",
-		ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"), ClusterDomain: "cluster.local", Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Boot(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return srv.API()
-}
+func newAPI(t *testing.T) *apiserver.API { return apitest.NewAPI(t) }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()

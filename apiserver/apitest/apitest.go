@@ -1,0 +1,32 @@
+// Package apitest gives tests of other packages a booted in-process API over a real
+// bbolt store in a temporary directory.
+package apitest
+
+import (
+	"context"
+	"net/netip"
+	"path/filepath"
+	"testing"
+
+	"github.com/minicluster/minicluster/apiserver"
+	"github.com/minicluster/minicluster/store"
+)
+
+// NewAPI opens a store, boots an API server over it (no listener) and returns its API.
+func NewAPI(t testing.TB) *apiserver.API {
+	t.Helper()
+	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	srv, err := apiserver.New(apiserver.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:6443",
+		ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"), ClusterDomain: "cluster.local", Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Boot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return srv.API()
+}

@@ -89,6 +89,7 @@ type Proxy struct {
 	// Owned by the sync loop.
 	agg       *aggregate
 	full      bool                         // the next sync rewrites everything
+	routed    bool                         // the service CIDR route is in place
 	ports     map[string][]ServicePort     // service key → ports last programmed
 	sliceSeen map[string]map[string]string // service key → slice uid → resourceVersion programmed
 }
@@ -206,7 +207,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 // repair or at start.
 func (p *Proxy) Sync() error {
 	start := time.Now()
-	if p.cfg.Bridge != "" {
+	if p.cfg.Bridge != "" && (p.full || !p.routed) {
+		// Once, and again with every full sync (a repair): not on each change.
 		err := p.routeServiceCIDR()
 		var notFound netlink.LinkNotFoundError
 		switch {
@@ -217,6 +219,7 @@ func (p *Proxy) Sync() error {
 		case err != nil:
 			return err
 		}
+		p.routed = err == nil
 	}
 	before, after := newRuleset(), newRuleset()
 	var stale []StaleFlow
@@ -331,6 +334,13 @@ func (p *Proxy) apply(full bool, before, after *ruleset) error {
 func (p *Proxy) check() error {
 	if p.full {
 		return nil // nothing to check yet
+	}
+	if p.cfg.Bridge != "" {
+		routes, err := netlink.RouteGet(p.cfg.ServiceCIDR.Masked().Addr().Next().AsSlice())
+		br, lerr := netlink.LinkByName(p.cfg.Bridge)
+		if err != nil || lerr != nil || len(routes) == 0 || routes[0].LinkIndex != br.Attrs().Index {
+			return fmt.Errorf("the service CIDR %s is not routed to %s", p.cfg.ServiceCIDR, p.cfg.Bridge)
+		}
 	}
 	if p.cfg.Mode == ModeNFTables {
 		out, err := p.cfg.Runner.Run("", "nft", "list", "chain", "ip", Table(p.cfg.Instance), "services")

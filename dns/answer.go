@@ -76,7 +76,7 @@ func (a *Answerer) Answer(req *mdns.Msg) *mdns.Msg {
 		return m
 	}
 	m.Authoritative = true
-	rrs, rcode := a.lookup(labels, q.Qtype, 0)
+	rrs, rcode := a.lookup(name, labels, q.Qtype, 0)
 	m.Rcode = rcode
 	if rcode == mdns.RcodeSuccess {
 		for _, rr := range rrs {
@@ -121,13 +121,9 @@ func (a *Answerer) addr(name string, ip netip.Addr, qtype uint16) mdns.RR {
 	return nil
 }
 
-// lookup answers labels (the name below the zone, top label first). An empty answer
-// with RcodeSuccess is NODATA.
-func (a *Answerer) lookup(labels []string, qtype uint16, depth int) ([]mdns.RR, int) {
-	name := a.zone
-	for _, l := range labels {
-		name = l + "." + name
-	}
+// lookup answers name (lower-case), whose labels below the zone are labels (top label
+// first). An empty answer with RcodeSuccess is NODATA.
+func (a *Answerer) lookup(name string, labels []string, qtype uint16, depth int) ([]mdns.RR, int) {
 	ok := func(rrs ...mdns.RR) ([]mdns.RR, int) {
 		var out []mdns.RR
 		for _, rr := range rrs {
@@ -279,7 +275,7 @@ func (a *Answerer) srv(svc *corev1.Service, name, port, proto string, qtype uint
 // through the forwarder.
 func (a *Answerer) chase(target string, qtype uint16, depth int) []mdns.RR {
 	if labels, inZone := a.below(target); inZone {
-		rrs, _ := a.lookup(labels, qtype, depth+1)
+		rrs, _ := a.lookup(target, labels, qtype, depth+1)
 		return rrs
 	}
 	if a.Forward == nil {

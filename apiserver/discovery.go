@@ -58,6 +58,8 @@ func (g *Registry) resourceList(gv schema.GroupVersion) *metav1.APIResourceList 
 				res.Verbs = metav1.Verbs{"get"}
 			case "exec":
 				res.Kind, res.Verbs = "PodExecOptions", metav1.Verbs{"create", "get"}
+			case "attach":
+				res.Kind, res.Verbs = "PodAttachOptions", metav1.Verbs{"create", "get"}
 			}
 			list.APIResources = append(list.APIResources, res)
 		}
@@ -109,6 +111,8 @@ func (g *Registry) aggregated(core bool) *apidiscoveryv2.APIGroupDiscoveryList {
 					verbs = []string{"get"}
 				case "exec":
 					sk, verbs = metav1.GroupVersionKind{Version: "v1", Kind: "PodExecOptions"}, []string{"create", "get"}
+				case "attach":
+					sk, verbs = metav1.GroupVersionKind{Version: "v1", Kind: "PodAttachOptions"}, []string{"create", "get"}
 				}
 				res.Subresources = append(res.Subresources, apidiscoveryv2.APISubresourceDiscovery{Subresource: sub, ResponseKind: &sk, Verbs: verbs})
 			}

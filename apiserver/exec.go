@@ -16,9 +16,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// PodExec runs commands in containers; the node agent provides it, as a kubelet does.
+// PodExec runs commands in containers and attaches to their main process; the node
+// agent provides it, as a kubelet does.
 type PodExec interface {
 	Exec(ctx context.Context, pod *corev1.Pod, opts ExecOptions) (int, error)
+	// Attach connects the streams to the container's process until it ends or ctx
+	// does; Command is unused. Stdin's end is the client closing it (stdinOnce).
+	Attach(ctx context.Context, pod *corev1.Pod, opts ExecOptions) error
 }
 
 // ExecOptions are one command's streams. With TTY the command gets a terminal; its
@@ -50,15 +54,15 @@ const (
 	chanClose    = 255
 )
 
-// podExec serves pods/exec over WebSocket (v5.channel.k8s.io).
-func (h *handler) podExec(w http.ResponseWriter, r *http.Request, pod *corev1.Pod) {
+// podExec serves pods/exec and pods/attach over WebSocket (v5.channel.k8s.io).
+func (h *handler) podExec(w http.ResponseWriter, r *http.Request, pod *corev1.Pod, attach bool) {
 	q := r.URL.Query()
 	cmd := q["command"]
 	switch {
 	case h.exec == nil:
 		writeError(w, apierrors.NewServiceUnavailable("no node agent to run commands"))
 		return
-	case len(cmd) == 0:
+	case len(cmd) == 0 && !attach:
 		writeError(w, apierrors.NewBadRequest("you must specify at least 1 command"))
 		return
 	case !websocket.IsWebSocketUpgrade(r):
@@ -104,10 +108,16 @@ func (h *handler) podExec(w http.ResponseWriter, r *http.Request, pod *corev1.Po
 			execFrame(data, stdinSink, resize)
 		}
 	}()
-	code, err := h.exec.Exec(ctx, pod, ExecOptions{Container: first(q["container"]), Command: cmd, TTY: isTrue(first(q["tty"])),
+	opts := ExecOptions{Container: first(q["container"]), Command: cmd, TTY: isTrue(first(q["tty"])),
 		Stdin: stdin, Resize: resize,
 		Stdout: writerFunc(func(p []byte) (int, error) { return len(p), send(chanStdout, p) }),
-		Stderr: writerFunc(func(p []byte) (int, error) { return len(p), send(chanStderr, p) })})
+		Stderr: writerFunc(func(p []byte) (int, error) { return len(p), send(chanStderr, p) })}
+	var code int
+	if attach {
+		err = h.exec.Attach(ctx, pod, opts)
+	} else {
+		code, err = h.exec.Exec(ctx, pod, opts)
+	}
 	st := metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusSuccess}
 	switch {
 	case err != nil:

@@ -25,6 +25,15 @@ func (fakeExec) Exec(_ context.Context, _ *corev1.Pod, o ExecOptions) (int, erro
 	return len(o.Command) - 1, nil
 }
 
+// Attach copies stdin to stdout, after a greeting naming the container.
+func (fakeExec) Attach(_ context.Context, _ *corev1.Pod, o ExecOptions) error {
+	io.WriteString(o.Stdout, "attached to "+o.Container+": ")
+	if o.Stdin != nil {
+		io.Copy(o.Stdout, o.Stdin)
+	}
+	return nil
+}
+
 // The v5.channel.k8s.io protocol as kubectl speaks it: stdin on channel 0 closed with
 // [255, 0], output on 1 and 2, and the exit code in a Status on channel 3.
 func TestExecProtocol(t *testing.T) {
@@ -61,6 +70,25 @@ func TestExecProtocol(t *testing.T) {
 	if err := json.Unmarshal([]byte(got[3]), &st); err != nil || st.Status != metav1.StatusFailure || st.Reason != "NonZeroExitCode" ||
 		st.Details == nil || len(st.Details.Causes) != 1 || st.Details.Causes[0].Type != "ExitCode" || st.Details.Causes[0].Message != "2" {
 		t.Errorf("status %q (%v)", got[3], err)
+	}
+	// Attach needs no command and ends with Success.
+	conn2, _, err := d.Dial(strings.Replace(s.url, "http://", "ws://", 1)+"/api/v1/namespaces/default/pods/p/attach?container=c&stdin=true&stdout=true", nil)
+	if err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	defer conn2.Close()
+	conn2.WriteMessage(websocket.BinaryMessage, append([]byte{0}, "hi"...))
+	conn2.WriteMessage(websocket.BinaryMessage, []byte{255, 0})
+	got = map[byte]string{}
+	for {
+		_, data, err := conn2.ReadMessage()
+		if err != nil {
+			break
+		}
+		got[data[0]] += string(data[1:])
+	}
+	if err := json.Unmarshal([]byte(got[3]), &st); err != nil || got[1] != "attached to c: hi" || st.Status != metav1.StatusSuccess {
+		t.Errorf("attach: stdout %q, status %q", got[1], got[3])
 	}
 	// Without an upgrade, or without a command: a Status, not a hang.
 	for _, url := range []string{s.url + "/api/v1/namespaces/default/pods/p/exec?command=sh", s.url + "/api/v1/namespaces/default/pods/p/exec"} {

@@ -3,7 +3,9 @@
 package integration
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -50,5 +52,134 @@ func TestKubectlExec(t *testing.T) {
 	b, err = tty.CombinedOutput()
 	if !errors.As(err, &exit) || exit.ExitCode() != 4 || !strings.Contains(string(b), "/dev/pts/") || !strings.Contains(string(b), "27 91") {
 		t.Errorf("kubectl exec -it: %q %v", b, err)
+	}
+}
+
+// kubectl attach to running pods (output only, and stdin with stdinOnce), the demo's
+// manifests attached to as a person would, logs of deploy/x and by selector, and
+// minicluster's own exec and logs.
+func TestAttachAndLogs(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	talk := "i=0; while true; do echo talk $i from $(hostname); i=$((i+1)); sleep 0.2; done"
+	if _, errOut, err := n.exec("kubectl", "create", "deployment", "talker", "--image=busybox:1.36", "--replicas=2", "--", "sh", "-c", talk); err != nil {
+		t.Fatal(errOut)
+	}
+	for _, f := range []string{"../manifests/nginx-demo.yaml", "testdata/echoer.yaml"} {
+		if _, errOut, err := n.cli("apply", "-f", f); err != nil {
+			t.Fatalf("%s: %s", f, errOut)
+		}
+	}
+	var talkers []string
+	eventually(t, 30*time.Second, func() error {
+		talkers = nil
+		for _, p := range n.podStatuses(t, "app=talker") {
+			if p.Phase == "Running" {
+				talkers = append(talkers, p.Name)
+			}
+		}
+		if len(talkers) != 2 {
+			return fmt.Errorf("running talkers: %v", talkers)
+		}
+		return nil
+	})
+	// Logs: deploy/x picks one pod; -l every pod the selector picks (10 lines each).
+	eventually(t, 10*time.Second, func() error {
+		out, _, err := n.exec("kubectl", "logs", "deploy/talker", "--tail=1")
+		if err != nil || !strings.HasPrefix(out, "talk ") {
+			return fmt.Errorf("logs deploy/talker: %q %v", out, err)
+		}
+		for _, logs := range [][]string{{"kubectl", "logs", "-l", "app=talker"}, {binary, "logs", "-l", "app=talker", "--data-dir", n.dataDir}} {
+			out, _, err := n.exec(logs[0], logs[1:]...)
+			if err != nil {
+				return fmt.Errorf("%v: %v", logs, err)
+			}
+			for _, p := range talkers {
+				if c := strings.Count(out, " from "+p+"\n"); c != 10 {
+					return fmt.Errorf("%v: %d lines from %s in %q", logs, c, p, out)
+				}
+			}
+		}
+		return nil
+	})
+
+	// Attach without stdin: the output from now on, until kubectl is stopped.
+	attach := n.kubectl("attach", talkers[0])
+	var buf bytes.Buffer
+	attach.Stdout = &buf
+	attach.Start()
+	before, _, _ := n.exec("kubectl", "logs", talkers[0], "--tail=1")
+	eventually(t, 10*time.Second, func() error {
+		if strings.Count(buf.String(), "talk ") < 3 {
+			return fmt.Errorf("attach output %q", buf.String())
+		}
+		return nil
+	})
+	attach.Process.Kill()
+	attach.Wait()
+	var first int
+	fmt.Sscanf(buf.String(), "talk %d", &first)
+	var last int
+	fmt.Sscanf(before, "talk %d", &last)
+	if first < last {
+		t.Errorf("attach began with an old line: %q, the log's last was %q before", buf.String(), before)
+	}
+
+	// Attach with stdin to a pod that keeps one (stdinOnce): closing it ends the pod.
+	eventually(t, 30*time.Second, func() error {
+		if p := n.podStatuses(t, "app=echoer"); len(p) != 1 || p[0].Phase != "Running" {
+			return fmt.Errorf("echoer: %v", p)
+		}
+		return nil
+	})
+	out, err := runWithin(n.kubectl("attach", "-i", "echoer"), "a\nb\n")
+	if err != nil || !strings.Contains(string(out), "got a\ngot b\n") {
+		t.Errorf("attach -i: %v %q", err, out)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if p := n.podStatuses(t, "app=echoer"); len(p) != 1 || p[0].Phase != "Succeeded" {
+			return fmt.Errorf("echoer after its stdin closed: %v", p)
+		}
+		return nil
+	})
+
+	// The dns-test manifest, attached to and typed into: its shell's exit ends the pod.
+	if _, errOut, err := n.cli("apply", "-f", "../manifests/dns-test.yaml"); err != nil {
+		t.Fatal(errOut)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if p := n.podStatuses(t, "run=dns-test"); len(p) != 1 || p[0].Phase != "Running" {
+			return fmt.Errorf("dns-test: %v", p)
+		}
+		out, _, _ := n.exec("kubectl", "get", "endpoints", "nginx-demo", "-o", "jsonpath={.subsets[*].addresses[*].ip}")
+		if out == "" {
+			return errors.New("nginx-demo has no ready endpoint")
+		}
+		return nil
+	})
+	out, err = runWithin(n.kubectl("attach", "-i", "dns-test"), "wget -qO- http://nginx-demo.default.svc.cluster.local | grep title\nexit 4\n")
+	if !strings.Contains(string(out), "<title>Welcome to nginx!</title>") {
+		t.Errorf("attach -i dns-test: %v %q", err, out)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if p := n.podStatuses(t, "run=dns-test"); len(p) != 1 || p[0].Phase != "Failed" {
+			return fmt.Errorf("dns-test after exit 4: %v", p)
+		}
+		return nil
+	})
+	if code, _, _ := n.exec("kubectl", "get", "pod", "dns-test", "-o", "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}"); code != "4" {
+		t.Errorf("dns-test exit code %q", code)
+	}
+
+	// minicluster exec: exit codes, stdin, and TYPE/NAME.
+	_, _, err = n.exec(binary, "exec", "--data-dir", n.dataDir, talkers[0], "--", "sh", "-c", "exit 3")
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 3 {
+		t.Errorf("minicluster exec exit 3: %v", err)
+	}
+	mc := exec.Command("ip", "netns", "exec", n.netns, binary, "exec", "-i", "--data-dir", n.dataDir, "deploy/talker", "--", "sh", "-c", "cat; hostname")
+	mc.Stdin = strings.NewReader("hi\n")
+	if b, err := mc.CombinedOutput(); err != nil || !strings.HasPrefix(string(b), "hi\ntalker-") {
+		t.Errorf("minicluster exec -i: %q %v", b, err)
 	}
 }

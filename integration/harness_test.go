@@ -75,8 +75,12 @@ func newNode(t testing.TB) *node {
 		n.stop(syscall.SIGKILL)
 		// A failed proxy sync is retried as a full one, which can hide a broken diff:
 		// no test expects one.
-		if log, _ := os.ReadFile(n.logPath); bytes.Contains(log, []byte("proxy sync failed")) {
+		log, _ := os.ReadFile(n.logPath)
+		if bytes.Contains(log, []byte("proxy sync failed")) {
 			t.Errorf("the daemon logged a failed proxy sync:\n%s", log)
+		} else if t.Failed() { // what the daemon said last, for the failure's story
+			lines := bytes.Split(bytes.TrimSpace(log), []byte("\n"))
+			t.Logf("the daemon's last log lines:\n%s", bytes.Join(lines[max(0, len(lines)-40):], []byte("\n")))
 		}
 		// Pod netns live beside the node's: remove them too, also after a failure.
 		exec.Command("ip", "netns", "exec", n.netns, binary, "cleanup", "--instance", n.instance, "--data-dir", n.dataDir).Run()

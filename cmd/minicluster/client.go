@@ -27,6 +27,7 @@ var errReported = errors.New("reported")
 // kubeconfig's credentials.
 type client struct {
 	http      *http.Client
+	rest      *rest.Config // for the streaming calls (exec)
 	host      string
 	namespace string
 	// explicitNS is the namespace given with -n, empty when none was.
@@ -123,7 +124,7 @@ func newClient(g globalFlags) (*client, error) {
 			ns = "default"
 		}
 	}
-	return &client{http: hc, host: strings.TrimSuffix(rc.Host, "/"), namespace: ns, explicitNS: g.namespace,
+	return &client{http: hc, rest: rc, host: strings.TrimSuffix(rc.Host, "/"), namespace: ns, explicitNS: g.namespace,
 		reg: apiserver.NewRegistry(&apiserver.Allocator{})}, nil
 }
 
@@ -137,6 +138,8 @@ func (c *client) runCommand(cmd string, args []string) error {
 		return c.delete(args)
 	case "logs":
 		return c.logs(args)
+	case "exec":
+		return c.exec(args)
 	default:
 		return c.version()
 	}

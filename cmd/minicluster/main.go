@@ -2,6 +2,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,7 +18,8 @@ Usage:
   minicluster apply -f FILE|DIR|-           create or update objects from manifests
   minicluster get TYPE[,TYPE] [NAME...]     list or show objects
   minicluster delete -f FILE | TYPE NAME... delete objects
-  minicluster logs [-f] [-c C] [--tail N] [--previous] POD|TYPE/NAME   print a container's log
+  minicluster logs [-f] [-c C] [--tail N] [--previous] POD|TYPE/NAME|-l SELECTOR   print containers' logs
+  minicluster exec [-i] [-t] [-c C] POD|TYPE/NAME -- COMMAND [ARGS...]   run a command in a container
   minicluster version                       show client and server versions
   minicluster cleanup [--instance mc]       remove the instance's bridge, veths and pod netns
 
@@ -44,7 +46,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return agnhost.Main([]string{"pause"}, stderr)
 	case "shim": // started by the node agent for each container
 		return node.ShimMain(args[1:], stderr)
-	case "apply", "get", "delete", "logs", "version":
+	case "apply", "get", "delete", "logs", "exec", "version":
 		var c *client
 		var cmdArgs []string
 		if c, cmdArgs, err = newClientFromArgs(rest); err == nil {
@@ -59,6 +61,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if err == nil {
 		return 0
+	}
+	var code exitCode
+	if errors.As(err, &code) {
+		return int(code)
 	}
 	if err != errReported {
 		fmt.Fprintf(stderr, "error: %v\n", err)

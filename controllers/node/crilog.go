@@ -20,6 +20,7 @@ type criWriter struct {
 	out    io.Writer
 	stream string
 	now    func() time.Time
+	hub    *hub // attached clients also get the output; nil: none
 }
 
 func (w *criWriter) Write(p []byte) (int, error) {
@@ -40,6 +41,13 @@ func (w *criWriter) Write(p []byte) (int, error) {
 	}
 	if _, err := w.out.Write(buf.Bytes()); err != nil {
 		return 0, err
+	}
+	if w.hub != nil {
+		ch := byte(frameStdout)
+		if w.stream == "stderr" {
+			ch = frameStderr
+		}
+		w.hub.broadcast(ch, p)
 	}
 	return len(p), nil
 }

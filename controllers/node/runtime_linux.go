@@ -244,7 +244,9 @@ func (a *Agent) startContainer(pod *corev1.Pod, sb sandbox, ctr *corev1.Containe
 	}
 	spec := ShimSpec{Argv: argv, Env: env, Dir: ctr.WorkingDir, Hostname: podHostname(pod),
 		Binds: map[string]string{"/etc/resolv.conf": filepath.Join("/etc/netns", sb.netns, "resolv.conf"), "/etc/hosts": hosts},
-		Tmpfs: []string{"/tmp", "/run", a.cfg.DataDir}, ExitFile: filepath.Join(dir, "exit.json")}
+		Tmpfs: []string{"/tmp", "/run", a.cfg.DataDir}, ExitFile: filepath.Join(dir, "exit.json"),
+		Attach: a.attachSocket(string(pod.UID), ctr.Name), Stdin: ctr.Stdin, StdinOnce: ctr.StdinOnce, TTY: ctr.TTY}
+	os.Remove(spec.Attach) // the last run's
 	specPath := filepath.Join(dir, "spec.json")
 	data, _ := json.Marshal(spec)
 	if err := os.WriteFile(specPath, data, 0o600); err != nil {

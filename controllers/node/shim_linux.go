@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -28,6 +30,13 @@ type ShimSpec struct {
 	Binds    map[string]string `json:"binds"` // target in the container → source file on the host
 	Tmpfs    []string          `json:"tmpfs"` // private empty directories (also hides the data dir)
 	ExitFile string            `json:"exitFile"`
+	// Attach is the unix socket the shim serves attaches on.
+	Attach string `json:"attach,omitempty"`
+	// Stdin keeps the program's stdin open for attached clients; StdinOnce ends it when
+	// the first client ends its own; TTY gives the program a terminal.
+	Stdin     bool `json:"stdin,omitempty"`
+	StdinOnce bool `json:"stdinOnce,omitempty"`
+	TTY       bool `json:"tty,omitempty"`
 }
 
 // exitRecord is what the shim leaves when the program ends.
@@ -64,7 +73,22 @@ func ShimMain(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
-	rec := run(&spec)
+	h, err := newHub(&spec)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	if spec.Attach != "" { // bound before the data dir disappears behind a tmpfs
+		ln, err := net.Listen("unix", spec.Attach)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 2
+		}
+		defer ln.Close()
+		go h.serve(ln)
+	}
+	rec := run(&spec, h)
+	h.end()
 	out, _ := json.Marshal(rec)
 	exitFile.Write(out)
 	exitFile.Sync()
@@ -75,7 +99,7 @@ func ShimMain(args []string, stderr io.Writer) int {
 	return int(rec.ExitCode)
 }
 
-func run(spec *ShimSpec) exitRecord {
+func run(spec *ShimSpec, h *hub) exitRecord {
 	rec := exitRecord{StartedAt: time.Now()}
 	fail := func(err error) exitRecord {
 		rec.ExitCode, rec.Error, rec.FinishedAt = 128, err.Error(), time.Now()
@@ -91,7 +115,7 @@ func run(spec *ShimSpec) exitRecord {
 		return fail(fmt.Errorf("set hostname: %w", err))
 	}
 	if len(spec.Argv) > 1 && spec.Argv[0] == self {
-		code, err := runBuiltin(spec)
+		code, err := runBuiltin(spec, h)
 		if err != nil {
 			return fail(err)
 		}
@@ -100,21 +124,57 @@ func run(spec *ShimSpec) exitRecord {
 	}
 	// SIGTERM reaches the program through the process group; the shim waits for it. It
 	// catches rather than ignores: an ignored signal would stay ignored in the program.
-	signal.Notify(make(chan os.Signal, 8), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	// A program on a terminal leads a session of its own: signals are passed on to it.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	cmd := exec.Command(spec.Argv[0], spec.Argv[1:]...)
 	if spec.Argv[0] == self {
 		cmd.Path = "/proc/self/exe"
 	}
 	cmd.Env, cmd.Dir = spec.Env, spec.Dir
 	// The agent gave the shim the log file as stdout: the program's output goes there as
-	// CRI records (os/exec copies through pipes, and Wait drains them).
+	// CRI records, and to attached clients (os/exec copies through pipes, and Wait
+	// drains them).
 	var mu sync.Mutex
-	cmd.Stdout = &criWriter{mu: &mu, out: os.Stdout, stream: "stdout", now: time.Now}
-	cmd.Stderr = &criWriter{mu: &mu, out: os.Stdout, stream: "stderr", now: time.Now}
+	stdout := &criWriter{mu: &mu, out: os.Stdout, stream: "stdout", now: time.Now, hub: h}
+	cmd.Stdout = stdout
+	cmd.Stderr = &criWriter{mu: &mu, out: os.Stdout, stream: "stderr", now: time.Now, hub: h}
+	term := h.term
+	switch {
+	case term != nil:
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = h.child, h.child, h.child
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+		if !slices.ContainsFunc(cmd.Env, func(kv string) bool { return strings.HasPrefix(kv, "TERM=") }) {
+			cmd.Env = append(cmd.Env, "TERM=xterm")
+		}
+	case h.child != nil:
+		cmd.Stdin = h.child
+	}
 	if err := cmd.Start(); err != nil {
 		return fail(fmt.Errorf("start %s: %w", spec.Argv[0], err))
 	}
+	if h.child != nil {
+		h.child.Close() // the program's now
+	}
+	copied := make(chan struct{})
+	if term != nil {
+		go func() {
+			io.Copy(stdout, term) // ends with EIO once the program and its children are gone
+			close(copied)
+		}()
+		go func() {
+			for sig := range sigs {
+				syscall.Kill(-cmd.Process.Pid, sig.(syscall.Signal))
+			}
+		}()
+	}
 	err := cmd.Wait()
+	if term != nil {
+		select {
+		case <-copied:
+		case <-time.After(time.Second): // a background child holds the terminal open
+		}
+	}
 	rec.FinishedAt = time.Now()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
@@ -189,7 +249,7 @@ func bindContent(target string, data []byte) error {
 // runBuiltin runs a built-in image (agnhost, pause) inside the shim itself: starting this
 // binary a second time per pod costs ~30 ms, the largest part of a pod's start. Its
 // output goes through the standard descriptors into the same CRI records.
-func runBuiltin(spec *ShimSpec) (int, error) {
+func runBuiltin(spec *ShimSpec, h *hub) (int, error) {
 	os.Clearenv()
 	for _, kv := range spec.Env {
 		if k, v, ok := strings.Cut(kv, "="); ok {
@@ -220,7 +280,7 @@ func runBuiltin(spec *ShimSpec) (int, error) {
 		copies.Add(1)
 		go func() {
 			defer copies.Done()
-			io.Copy(&criWriter{mu: &mu, out: logFile, stream: stream, now: time.Now}, r)
+			io.Copy(&criWriter{mu: &mu, out: logFile, stream: stream, now: time.Now, hub: h}, r)
 		}()
 	}
 	var code int

@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -116,6 +117,7 @@ func netexec(ctx context.Context, args []string, stderr io.Writer, exit func(int
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	logf := log.New(stderr, "", log.LstdFlags).Printf
 	if *udpPort > 0 {
 		pc, err := net.ListenPacket("udp", fmt.Sprintf(":%d", *udpPort))
 		if err != nil {
@@ -123,8 +125,19 @@ func netexec(ctx context.Context, args []string, stderr io.Writer, exit func(int
 		}
 		defer pc.Close()
 		go serveUDP(pc, udpReply)
+		logf("Started UDP server on port %d", *udpPort)
 	}
-	return serveHTTP(ctx, fmt.Sprintf(":%d", *httpPort), NetexecHandler(exit), false)
+	logf("Started HTTP server on port %d", *httpPort)
+	h := NetexecHandler(exit)
+	// Requests are logged as agnhost does, so `kubectl logs` shows the traffic; probes
+	// of /healthz are not.
+	logged := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			logf("%s %s", r.Method, r.URL.Path)
+		}
+		h.ServeHTTP(w, r)
+	})
+	return serveHTTP(ctx, fmt.Sprintf(":%d", *httpPort), logged, false)
 }
 
 func serveUDP(pc net.PacketConn, reply func(string, net.Addr) string) {

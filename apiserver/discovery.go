@@ -60,6 +60,8 @@ func (g *Registry) resourceList(gv schema.GroupVersion) *metav1.APIResourceList 
 				res.Kind, res.Verbs = "PodExecOptions", metav1.Verbs{"create", "get"}
 			case "attach":
 				res.Kind, res.Verbs = "PodAttachOptions", metav1.Verbs{"create", "get"}
+			case "portforward":
+				res.Kind, res.Verbs = "PodPortForwardOptions", metav1.Verbs{"create", "get"}
 			}
 			list.APIResources = append(list.APIResources, res)
 		}
@@ -113,6 +115,8 @@ func (g *Registry) aggregated(core bool) *apidiscoveryv2.APIGroupDiscoveryList {
 					sk, verbs = metav1.GroupVersionKind{Version: "v1", Kind: "PodExecOptions"}, []string{"create", "get"}
 				case "attach":
 					sk, verbs = metav1.GroupVersionKind{Version: "v1", Kind: "PodAttachOptions"}, []string{"create", "get"}
+				case "portforward":
+					sk, verbs = metav1.GroupVersionKind{Version: "v1", Kind: "PodPortForwardOptions"}, []string{"create", "get"}
 				}
 				res.Subresources = append(res.Subresources, apidiscoveryv2.APISubresourceDiscovery{Subresource: sub, ResponseKind: &sk, Verbs: verbs})
 			}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -23,6 +24,8 @@ type PodExec interface {
 	// Attach connects the streams to the container's process until it ends or ctx
 	// does; Command is unused. Stdin's end is the client closing it (stdinOnce).
 	Attach(ctx context.Context, pod *corev1.Pod, opts ExecOptions) error
+	// PortForward connects to port inside the pod's network namespace.
+	PortForward(ctx context.Context, pod *corev1.Pod, port int32) (net.Conn, error)
 }
 
 // ExecOptions are one command's streams. With TTY the command gets a terminal; its

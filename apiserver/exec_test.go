@@ -2,6 +2,8 @@ package apiserver
 
 import (
 	"context"
+	"errors"
+	"net"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -15,7 +17,7 @@ import (
 
 // fakeExec echoes stdin to stdout, writes its command to stderr, and exits with the
 // length of the command.
-type fakeExec struct{}
+type fakeExec struct{ echo string }
 
 func (fakeExec) Exec(_ context.Context, _ *corev1.Pod, o ExecOptions) (int, error) {
 	if o.Stdin != nil {
@@ -23,6 +25,14 @@ func (fakeExec) Exec(_ context.Context, _ *corev1.Pod, o ExecOptions) (int, erro
 	}
 	io.WriteString(o.Stderr, strings.Join(o.Command, " "))
 	return len(o.Command) - 1, nil
+}
+
+// PortForward connects to an echo server on loopback, whatever the port.
+func (f fakeExec) PortForward(ctx context.Context, _ *corev1.Pod, port int32) (net.Conn, error) {
+	if port == 1 {
+		return nil, errors.New("nothing listens on port 1")
+	}
+	return (&net.Dialer{}).DialContext(ctx, "tcp", f.echo)
 }
 
 // Attach copies stdin to stdout, after a greeting naming the container.

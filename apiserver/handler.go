@@ -90,10 +90,14 @@ func (h *handler) serveResource(w http.ResponseWriter, r *http.Request, req *req
 		h.getScale(w, req)
 	case req.sub == "log" && r.Method == http.MethodGet:
 		h.podLog(w, r, req)
-	case (req.sub == "exec" || req.sub == "attach") && (r.Method == http.MethodGet || r.Method == http.MethodPost):
+	case (req.sub == "exec" || req.sub == "attach" || req.sub == "portforward") && (r.Method == http.MethodGet || r.Method == http.MethodPost):
 		obj, err := h.api.Get(req.res, req.ns, req.name)
 		if err != nil {
 			writeError(w, err)
+			return
+		}
+		if req.sub == "portforward" {
+			h.podPortForward(w, r, obj.(*corev1.Pod))
 			return
 		}
 		h.podExec(w, r, obj.(*corev1.Pod), req.sub == "attach")

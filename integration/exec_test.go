@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -169,6 +170,24 @@ func TestAttachAndLogs(t *testing.T) {
 	})
 	if code, _, _ := n.exec("kubectl", "get", "pod", "dns-test", "-o", "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}"); code != "4" {
 		t.Errorf("dns-test exit code %q", code)
+	}
+
+	// kubectl port-forward: to the pod's localhost, from a local port of kubectl's.
+	pf := n.kubectl("port-forward", "deploy/nginx-demo", ":80")
+	pfOut, _ := pf.StdoutPipe()
+	if err := pf.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { pf.Process.Kill(); pf.Wait() }()
+	line, err := bufio.NewReader(pfOut).ReadString('\n')
+	var local int
+	if _, serr := fmt.Sscanf(line, "Forwarding from 127.0.0.1:%d -> 80", &local); err != nil || serr != nil {
+		t.Fatalf("port-forward said %q (%v)", line, err)
+	}
+	for range 2 {
+		if out, _, err := n.exec("curl", "-sS", fmt.Sprintf("http://127.0.0.1:%d/", local)); err != nil || !strings.Contains(out, "<title>Welcome to nginx!</title>") {
+			t.Errorf("through port-forward: %q %v", out, err)
+		}
 	}
 
 	// minicluster exec: exit codes, stdin, and TYPE/NAME.

@@ -1,0 +1,105 @@
+package apiserver
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/transport/spdy"
+)
+
+// client-go's port-forwarder — what kubectl port-forward runs — through both of the
+// transports kubectl uses: SPDY tunnelled in a WebSocket, and plain SPDY.
+func TestPortForward(t *testing.T) {
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	s := newTestServer(t)
+	s.SetPodExec(fakeExec{echo: echo.Addr().String()})
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
+	if _, err := s.API().Create(context.Background(), s.API().Registry().Lookup("", "pods"), "default", pod, false); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &rest.Config{Host: s.url}
+	u, _ := url.Parse(s.url + "/api/v1/namespaces/default/pods/p/portforward")
+	tunnel, err := portforward.NewSPDYOverWebsocketDialer(u, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	transport, upgrader, err := spdy.RoundTripperFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
+	for name, dialer := range map[string]httpstream.Dialer{"websocket": tunnel, "spdy": plain} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			ready := make(chan struct{})
+			// (client-go reports the error stream's message through klog, as kubectl shows it.)
+			fw, err := portforward.NewOnAddressesWithContext(ctx, dialer, []string{"127.0.0.1"}, []string{"0:8080", "0:1"}, ready, io.Discard, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- fw.ForwardPorts() }()
+			select {
+			case <-ready:
+			case err := <-done:
+				t.Fatalf("forward: %v", err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("not ready")
+			}
+			ports, _ := fw.GetPorts()
+			// Two connections at once, each its own stream pair.
+			for i := range 2 {
+				c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(int(ports[0].Local)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				msg := "hello " + strconv.Itoa(i)
+				c.Write([]byte(msg))
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				got := make([]byte, len(msg))
+				if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+					t.Errorf("echo %d: %q %v", i, got, err)
+				}
+				c.Close()
+			}
+			// A port nothing listens on: the connection ends.
+			c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(int(ports[1].Local)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || strings.Contains(err.Error(), "timeout") {
+				t.Errorf("port 1: read %d %v", n, err)
+			}
+			c.Close()
+			cancel()
+			<-done
+		})
+	}
+}

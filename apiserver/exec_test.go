@@ -2,10 +2,10 @@ package apiserver
 
 import (
 	"context"
-	"errors"
-	"net"
 	"encoding/json"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -144,7 +145,9 @@ func TestAttachAndLogs(t *testing.T) {
 		return nil
 	})
 
-	// The dns-test manifest, attached to and typed into: its shell's exit ends the pod.
+	// The dns-test manifest, attached to on a terminal after a daemon restart (the
+	// shim serves attaches, not the daemon): the window size arrives, the shell's exit
+	// ends the pod with its code.
 	if _, errOut, err := n.cli("apply", "-f", "../manifests/dns-test.yaml"); err != nil {
 		t.Fatal(errOut)
 	}
@@ -158,10 +161,24 @@ func TestAttachAndLogs(t *testing.T) {
 		}
 		return nil
 	})
-	out, err = runWithin(n.kubectl("attach", "-i", "dns-test"), "wget -qO- http://nginx-demo.default.svc.cluster.local | grep title\nexit 4\n")
-	if !strings.Contains(string(out), "<title>Welcome to nginx!</title>") {
-		t.Errorf("attach -i dns-test: %v %q", err, out)
+	n.stop(syscall.SIGKILL)
+	n.start()
+	term := n.onTerminal(t, "attach", "-it", "dns-test")
+	term.expect("try pressing enter")
+	term.send("\n")
+	for _, step := range []struct{ line, want string }{
+		{"stty size\n", "24 80"},
+		{"wget -qO- http://nginx-demo.default.svc.cluster.local | grep title\n", "<title>Welcome to nginx!</title>"},
+	} {
+		term.expect("/ # ")
+		term.settle()
+		term.send(step.line)
+		term.expect(step.want)
 	}
+	term.expect("/ # ")
+	term.settle()
+	term.send("exit 4\n")
+	term.wait()
 	eventually(t, 10*time.Second, func() error {
 		if p := n.podStatuses(t, "run=dns-test"); len(p) != 1 || p[0].Phase != "Failed" {
 			return fmt.Errorf("dns-test after exit 4: %v", p)

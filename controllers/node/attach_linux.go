@@ -68,6 +68,29 @@ func (a *Agent) attachSocket(uid, container string) string {
 	return filepath.Join(a.podDir(uid), fmt.Sprintf("%08x.sock", h.Sum32()))
 }
 
+// shortUnixPath names path so that it fits a socket address (108 bytes): a long one is
+// reached through /proc/self/fd and its directory opened; done closes that.
+func shortUnixPath(path string) (short string, done func(), err error) {
+	if len(path) < 100 {
+		return path, func() {}, nil
+	}
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return "", nil, err
+	}
+	return fmt.Sprintf("/proc/self/fd/%d/%s", dir.Fd(), filepath.Base(path)), func() { dir.Close() }, nil
+}
+
+// listenAttach binds a shim's attach socket.
+func listenAttach(path string) (net.Listener, error) {
+	short, done, err := shortUnixPath(path)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	return net.Listen("unix", short)
+}
+
 // Attach connects the streams to a running container's process, as `kubectl attach`
 // and `kubectl run -i` ask: its output from now on, and stdin if the container keeps
 // one open (spec stdin). It returns when the process ends or ctx does.
@@ -82,10 +105,15 @@ func (a *Agent) Attach(ctx context.Context, pod *corev1.Pod, o apiserver.ExecOpt
 	}
 	// A shim binds its socket a moment after it starts, and a client may attach the
 	// moment the pod runs.
+	sock, closeDir, err := shortUnixPath(a.attachSocket(string(pod.UID), name))
+	if err != nil {
+		return fmt.Errorf("attach to container %s: %w", name, err)
+	}
+	defer closeDir()
 	var d net.Dialer
 	var conn net.Conn
 	for deadline := time.Now().Add(5 * time.Second); ; {
-		if conn, err = d.DialContext(ctx, "unix", a.attachSocket(string(pod.UID), name)); err == nil {
+		if conn, err = d.DialContext(ctx, "unix", sock); err == nil {
 			break
 		}
 		if time.Now().After(deadline) || !c.alive() || ctx.Err() != nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -79,13 +78,13 @@ func ShimMain(args []string, stderr io.Writer) int {
 		return 2
 	}
 	if spec.Attach != "" { // bound before the data dir disappears behind a tmpfs
-		ln, err := net.Listen("unix", spec.Attach)
-		if err != nil {
-			fmt.Fprintln(stderr, err)
-			return 2
+		// Without it the container still runs, only nobody can attach: say so in its log.
+		if ln, err := listenAttach(spec.Attach); err != nil {
+			(&criWriter{mu: &sync.Mutex{}, out: os.Stdout, stream: "stderr", now: time.Now}).Write([]byte("minicluster: no attach: " + err.Error() + "\n"))
+		} else {
+			defer ln.Close()
+			go h.serve(ln)
 		}
-		defer ln.Close()
-		go h.serve(ln)
 	}
 	rec := run(&spec, h)
 	h.end()

@@ -1,0 +1,62 @@
+package node
+
+import (
+	"bufio"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// An attach socket whose path is longer than a socket address holds is still bound by
+// the shim and reached by the agent; frames go both ways.
+func TestAttachSocketLongPath(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 60), strings.Repeat("e", 60))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "0123abcd.sock")
+	ln, err := listenAttach(path)
+	if err != nil {
+		t.Fatalf("listen on a %d-byte path: %v", len(path), err)
+	}
+	defer ln.Close()
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("socket not where it belongs: %v", err)
+	}
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		ch, p, err := readFrame(bufio.NewReader(c))
+		if err == nil {
+			writeFrame(c, ch+1, append([]byte("echo "), p...))
+		}
+	}()
+	sock, done, err := shortUnixPath(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	writeFrame(c, frameStdin, []byte("hi"))
+	ch, p, err := readFrame(bufio.NewReader(c))
+	if err != nil || ch != frameStdout || string(p) != "echo hi" {
+		t.Errorf("frame %d %q %v", ch, p, err)
+	}
+}
+
+// A frame that claims more than the limit is refused, not allocated.
+func TestAttachFrameLimit(t *testing.T) {
+	_, _, err := readFrame(bufio.NewReader(strings.NewReader("\x00\xff\xff\xff\xff")))
+	if err == nil || !strings.Contains(err.Error(), "attach frame of") {
+		t.Errorf("err %v", err)
+	}
+}

@@ -69,6 +69,7 @@ func newNode(t testing.TB) *node {
 	t.Helper()
 	n := &node{t: t, instance: "t" + randomSuffix()[:5], dataDir: t.TempDir()}
 	n.netns = "mcit-" + n.instance
+	os.Chmod(n.dataDir, 0o700) // as the daemon makes it: it refuses a data dir others can use
 	n.logPath = filepath.Join(t.TempDir(), "daemon.log")
 	mustRun(t, "ip", "netns", "add", n.netns)
 	t.Cleanup(func() {

@@ -326,3 +326,27 @@ func TestGetWatchPrintsNewRows(t *testing.T) {
 		t.Fatal("get -w did not return when the server went away")
 	}
 }
+
+// The daemon refuses a data dir, or a file in it, that group or others can use.
+func TestCheckDataDir(t *testing.T) {
+	dir := t.TempDir()
+	os.Chmod(dir, 0o700) // as the daemon makes it
+	secret := filepath.Join(dir, "token")
+	if err := os.WriteFile(secret, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkDataDir(dir); err != nil {
+		t.Fatalf("a 0700 dir with a 0600 file: %v", err)
+	}
+	for _, c := range []struct {
+		path string
+		mode os.FileMode
+	}{{dir, 0o755}, {dir, 0o701}, {secret, 0o644}, {secret, 0o620}} {
+		os.Chmod(c.path, c.mode)
+		if err := checkDataDir(dir); err == nil || !strings.Contains(err.Error(), "unsafe data dir: "+c.path) {
+			t.Errorf("%s at %o: %v", c.path, c.mode, err)
+		}
+		os.Chmod(dir, 0o700)
+		os.Chmod(secret, 0o600)
+	}
+}

@@ -143,6 +143,9 @@ func serve(args []string, stderr io.Writer) error {
 	if err := os.MkdirAll(cfg.dataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
+	if err := checkDataDir(cfg.dataDir); err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	st, err := store.Open(store.Config{Path: filepath.Join(cfg.dataDir, "minicluster.db"), Log: log})
@@ -245,4 +248,32 @@ func cleanup(args []string, stderr io.Writer) error {
 	}
 	proxy.Cleanup(*instance, nil)
 	return node.Cleanup(*instance, *dataDir, slog.New(slog.NewTextHandler(stderr, nil)))
+}
+
+// checkDataDir refuses a data dir that others could read or change: it holds the CA key
+// and the token, and whoever has them has the API, which is root on this host. The dir
+// and everything directly in it must be the daemon user's and closed to group and others.
+func checkDataDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	paths := []string{dir}
+	for _, e := range entries {
+		paths = append(paths, filepath.Join(dir, e.Name()))
+	}
+	for _, p := range paths {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+		st, _ := fi.Sys().(*syscall.Stat_t)
+		switch {
+		case st != nil && int(st.Uid) != os.Geteuid():
+			return fmt.Errorf("unsafe data dir: %s is owned by uid %d, not %d (who runs the daemon); chown it or choose another --data-dir", p, st.Uid, os.Geteuid())
+		case fi.Mode().Perm()&0o077 != 0:
+			return fmt.Errorf("unsafe data dir: %s is open to group or others (%s); chmod go-rwx it or choose another --data-dir", p, fi.Mode())
+		}
+	}
+	return nil
 }

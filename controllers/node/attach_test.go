@@ -2,6 +2,7 @@ package node
 
 import (
 	"bufio"
+	"bytes"
 	"net"
 	"os"
 	"path/filepath"
@@ -60,3 +61,26 @@ func TestAttachFrameLimit(t *testing.T) {
 		t.Errorf("err %v", err)
 	}
 }
+
+// FuzzAttachFrames: whatever a client sends the shim's hub, nothing panics.
+func FuzzAttachFrames(f *testing.F) {
+	f.Add([]byte("\x00\x00\x00\x00\x02hi\xff\x00\x00\x00\x00"))
+	f.Add([]byte("\x04\x00\x00\x00\x18{\"Width\":80,\"Height\":24}"))
+	f.Add([]byte("\x04\x00\x00\x00\x01{"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		h := &hub{clients: map[chan frame]struct{}{}, stdin: nopCloser{}, once: true, resize: func(TerminalSize) {}}
+		r := bufio.NewReader(bytes.NewReader(data))
+		for {
+			ch, p, err := readFrame(r)
+			if err != nil {
+				return
+			}
+			h.input(ch, p)
+		}
+	})
+}
+
+type nopCloser struct{}
+
+func (nopCloser) Write(p []byte) (int, error) { return len(p), nil }
+func (nopCloser) Close() error                { return nil }

@@ -47,6 +47,9 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Metrics is served at /metrics (token required on TCP, as in Kubernetes).
 	Metrics prometheus.Gatherer
+	// MaxWatchesPerClient caps one client's open watches (default 500): a client
+	// opening them without end cannot exhaust the daemon.
+	MaxWatchesPerClient int
 }
 
 // Server is the API server component.
@@ -77,7 +80,11 @@ func New(cfg Config) (*Server, error) {
 	reg := NewRegistry(&Allocator{ServiceCIDR: cfg.ServiceCIDR.Masked(), NodePortBase: cfg.NodePortBase, NodePortCount: cfg.NodePortCount})
 	api := NewAPI(cfg.Store, reg, cfg.Log)
 	s := &Server{cfg: cfg, api: api, ready: make(chan struct{})}
-	s.handler = &handler{api: api, ready: s.ready, stopping: make(chan struct{})}
+	if cfg.MaxWatchesPerClient <= 0 { // unset
+		cfg.MaxWatchesPerClient = 500
+	}
+	s.handler = &handler{api: api, ready: s.ready, stopping: make(chan struct{}),
+		watches: &watchLimiter{max: cfg.MaxWatchesPerClient, open: map[string]int{}}}
 	if cfg.Metrics != nil {
 		s.handler.metrics = promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{})
 	}
@@ -206,6 +213,7 @@ type handler struct {
 	logs     PodLogs
 	exec     PodExec
 	metrics  http.Handler
+	watches  *watchLimiter
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {

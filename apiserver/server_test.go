@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -280,4 +282,53 @@ func TestServiceLifecycle(t *testing.T) {
 		{name: "its clusterIP is free again", method: "POST", path: "/api/v1/namespaces/default/services", contentType: jsonCT,
 			body: `{"metadata":{"name":"reuse"},"spec":{"clusterIP":"{{clusterIP}}","ports":[{"port":80}]}}`, wantCode: 201},
 	})
+}
+
+// One client's watches are capped: past the cap a 429 Status, and a closed watch frees
+// its place.
+func TestWatchCapPerClient(t *testing.T) {
+	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv, err := New(Config{DataDir: t.TempDir(), Listen: "127.0.0.1:6443", ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"), Store: st, MaxWatchesPerClient: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Boot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	open := func() *http.Response {
+		resp, err := http.Get(hs.URL + "/api/v1/namespaces/default/pods?watch=true")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	a, b := open(), open()
+	if a.StatusCode != 200 || b.StatusCode != 200 {
+		t.Fatalf("first two: %d %d", a.StatusCode, b.StatusCode)
+	}
+	c := open()
+	body, _ := io.ReadAll(c.Body)
+	if c.StatusCode != http.StatusTooManyRequests || !strings.Contains(string(body), "too many watches") {
+		t.Errorf("third: %d %s", c.StatusCode, body)
+	}
+	a.Body.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		d := open()
+		d.Body.Close()
+		if d.StatusCode == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a closed watch did not free its place: %d", d.StatusCode)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.Body.Close()
 }

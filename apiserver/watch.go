@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -17,6 +19,40 @@ import (
 
 	"github.com/minicluster/minicluster/store"
 )
+
+// watchLimiter counts each client's open watches.
+type watchLimiter struct {
+	mu   sync.Mutex
+	max  int
+	open map[string]int
+}
+
+func (l *watchLimiter) acquire(client string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open[client] >= l.max {
+		return false
+	}
+	l.open[client]++
+	return true
+}
+
+func (l *watchLimiter) release(client string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open[client]--; l.open[client] <= 0 {
+		delete(l.open, client)
+	}
+}
+
+// clientKey names who is asking: the address a TCP client comes from; everyone on
+// the unix socket (root) is one client.
+func clientKey(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return "the unix socket"
+}
 
 // bookmarkInterval is how often a watch that allows bookmarks gets one.
 var bookmarkInterval = 10 * time.Second
@@ -103,6 +139,12 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request, req *request) {
 		writeError(w, err)
 		return
 	}
+	client := clientKey(r)
+	if !h.watches.acquire(client) {
+		writeError(w, apierrors.NewTooManyRequests(fmt.Sprintf("too many watches from %s: at most %d at once", client, h.watches.max), 1))
+		return
+	}
+	defer h.watches.release(client)
 	flusher, ok := w.(http.Flusher)
 	if !ok {
 		writeError(w, apierrors.NewInternalError(fmt.Errorf("streaming unsupported")))

@@ -39,7 +39,7 @@ type serveConfig struct {
 	proxyMode                                                    string
 	proxySyncPeriod, dnsTTL                                      time.Duration
 	dnsUpstreams                                                 []string
-	maxEndpointsPerSlice                                         int
+	maxEndpointsPerSlice, maxWatches                             int
 }
 
 var instanceName = regexp.MustCompile(`^[a-z][a-z0-9]{0,7}$`)
@@ -61,6 +61,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.proxyMode, "proxy-mode", proxy.ModeIPTables, "how services are programmed into the kernel: iptables or nftables")
 	fs.DurationVar(&c.proxySyncPeriod, "proxy-sync-period", 30*time.Second, "how often the proxy checks its rules are still in the kernel (and repairs them)")
 	fs.IntVar(&c.maxEndpointsPerSlice, "max-endpoints-per-slice", 100, "most endpoints one EndpointSlice holds")
+	fs.IntVar(&c.maxWatches, "max-watches-per-client", 500, "most watches one client (address; the unix socket is one) may have open")
 	fs.DurationVar(&c.dnsTTL, "dns-ttl", 5*time.Second, "TTL of cluster DNS answers")
 	upstream := fs.String("dns-upstream", "", "comma-separated upstream resolvers (host or host:port) for names outside the cluster domain; default: the host's nameservers, skipping loopback ones; none: no forwarding")
 	dns := fs.String("cluster-dns", "10.96.0.10", "cluster DNS address written into pods' resolv.conf")
@@ -156,7 +157,8 @@ func serve(args []string, stderr io.Writer) error {
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := apiserver.New(apiserver.Config{DataDir: cfg.dataDir, Listen: cfg.listen, ServiceCIDR: cfg.serviceCIDR,
-		ClusterDomain: cfg.clusterDomain, ClusterDNS: cfg.clusterDNS, Store: st, Log: log, Metrics: metrics})
+		ClusterDomain: cfg.clusterDomain, ClusterDNS: cfg.clusterDNS, Store: st, Log: log, Metrics: metrics,
+		MaxWatchesPerClient: cfg.maxWatches})
 	if err != nil {
 		return err
 	}

@@ -103,8 +103,30 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	go controllers.WatchResource(ctx, a.cfg.API, a.podRes, a.cfg.Log, func(o store.Object) { a.loop.Enqueue(key(o)) })
 	go a.heartbeats(ctx)
+	go a.resync(ctx)
 	a.loop.Run(ctx, 4)
 	return nil
+}
+
+// resyncPeriod is how often every pod on the node is looked at again, so what changed
+// behind the daemon's back (a veth or netns deleted, say) is found without an event.
+var resyncPeriod = 10 * time.Second
+
+func (a *Agent) resync(ctx context.Context) {
+	t := time.NewTicker(resyncPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			a.mu.Lock()
+			for k := range a.sandboxes {
+				a.loop.Enqueue(k)
+			}
+			a.mu.Unlock()
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 func key(o store.Object) string { return o.GetNamespace() + "/" + o.GetName() }
@@ -214,10 +236,20 @@ func (a *Agent) ensureSandbox(pod *corev1.Pod) (sandbox, error) {
 	sb, ok := a.sandboxes[k]
 	a.mu.Unlock()
 	if ok && sb.uid == string(pod.UID) {
-		return sb, nil
+		what, err := a.net.repair(sb)
+		switch {
+		case what == "":
+			return sb, nil
+		case what != "netns":
+			a.cfg.Log.Warn("repaired the pod's network", "pod", k, "repaired", what, "err", err)
+			return sb, err
+		}
+		// Its netns was removed: as the kubelet does with a dead sandbox, a new one,
+		// and the containers start again in it.
+		a.cfg.Log.Warn("the pod's network namespace was removed; recreating the pod's sandbox", "pod", k, "netns", sb.netns)
 	}
 	if ok {
-		a.teardown(k) // a pod of the same name was replaced
+		a.teardown(k) // a pod of the same name was replaced, or its sandbox was lost
 	}
 	ip, err := a.ipam.allocate(string(pod.UID))
 	if err != nil {

@@ -154,6 +154,42 @@ func (n *network) configurePod(h netns.NsHandle, sb sandbox) error {
 	return nil
 }
 
+// repair puts back what was taken from a sandbox behind the daemon's back and says what
+// it repaired ("" when nothing was wrong). A sandbox whose netns is gone cannot be
+// repaired here (its containers hold the old one): that is reported as "netns".
+func (n *network) repair(sb sandbox) (string, error) {
+	h, err := netns.GetFromName(sb.netns)
+	if err != nil {
+		return "netns", nil
+	}
+	defer h.Close()
+	hostName := vethName(n.instance, sb.uid)
+	host, err := netlink.LinkByName(hostName)
+	if err == nil {
+		if host.Attrs().OperState == netlink.OperDown || host.Attrs().Flags&net.FlagUp == 0 {
+			return "veth down", netlink.LinkSetUp(host)
+		}
+		return "", nil
+	}
+	// The veth is gone (its pod end with it): a new pair, configured as at creation.
+	br, err := netlink.LinkByName(n.bridgeName())
+	if err != nil {
+		return "veth", fmt.Errorf("bridge: %w", err)
+	}
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostName, MasterIndex: br.Attrs().Index, MTU: br.Attrs().MTU, Flags: net.FlagUp},
+		PeerName: "eth0", PeerNamespace: netlink.NsFd(int(h))}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return "veth", fmt.Errorf("create veth %s: %w", hostName, err)
+	}
+	if host, err = netlink.LinkByName(hostName); err != nil {
+		return "veth", err
+	}
+	if err := n.configurePod(h, sb); err != nil {
+		return "veth", err
+	}
+	return "veth", netlink.LinkSetHairpin(host, true)
+}
+
 // newNamedNetns creates a netns bound at /run/netns/name without moving the daemon.
 func newNamedNetns(name string) (netns.NsHandle, error) {
 	runtime.LockOSThread()

@@ -1,0 +1,233 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	mdns "github.com/miekg/dns"
+)
+
+// kill -9 under load: while a client pod loops requests through a ClusterIP, a writer
+// creates and updates objects and DNS queries run, the daemon is killed with SIGKILL
+// and started again MC_KILLS times (20). Required: no failed service request, every
+// acknowledged write there afterwards (none lost, none twice), DNS answering within 1 s
+// of each start, and afterwards as many pod netns and bridge ports as pods, unique pod
+// IPs, and no rule pointing at anything that no longer exists.
+func TestKillUnderLoad(t *testing.T) {
+	kills := 20
+	if v, err := strconv.Atoi(os.Getenv("MC_KILLS")); err == nil {
+		kills = v
+	}
+	n := newNode(t)
+	n.start()
+	if _, errOut, err := n.cli("apply", "-f", "../manifests/backend.yaml"); err != nil {
+		t.Fatal(errOut)
+	}
+	ip := n.clusterIP(t, "backend")
+	eventually(t, 30*time.Second, func() error {
+		if seen := n.hostnames(t, 10, "http://"+ip+"/hostname"); len(seen) < 3 {
+			return fmt.Errorf("reached %v", seen)
+		}
+		return nil
+	})
+	// The client: a pod asking the ClusterIP in a loop, one line per answer, FAIL per
+	// failure; its log is a file, read at the end.
+	loop := `while true; do if wget -q -T 2 -O /dev/null http://` + ip + `/hostname; then echo ok; else echo FAIL; fi; sleep 0.02; done`
+	if _, errOut, err := n.exec("kubectl", "run", "client", "--image=busybox:1.36", "--", "sh", "-c", loop); err != nil {
+		t.Fatal(errOut)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if p := n.podStatuses(t, "run=client"); len(p) != 1 || p[0].Phase != "Running" {
+			return fmt.Errorf("client: %v", p)
+		}
+		return nil
+	})
+
+	// The writer: creates endpoints objects w-<i> and then labels each with its
+	// generation; every acknowledged write is recorded.
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	acked := map[string]string{} // name → the last label value the server acknowledged
+	var attempts, failures atomic.Int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c := n.socketClient()
+		c.Timeout = 2 * time.Second
+		for i := 0; ctx.Err() == nil; i++ {
+			name := fmt.Sprintf("w-%d", i/2)
+			var code int
+			var err error
+			if i%2 == 0 {
+				code, err = send(c, "POST", "/api/v1/namespaces/default/endpoints", fmt.Sprintf(`{"metadata":{"name":%q,"labels":{"gen":"0"}}}`, name))
+			} else {
+				code, err = send(c, "PATCH", "/api/v1/namespaces/default/endpoints/"+name, fmt.Sprintf(`{"metadata":{"labels":{"gen":"%d"}}}`, i))
+			}
+			attempts.Add(1)
+			switch {
+			case err == nil && (code == 201 || code == 200):
+				mu.Lock()
+				if i%2 == 0 {
+					acked[name] = "0"
+				} else {
+					acked[name] = strconv.Itoa(i)
+				}
+				mu.Unlock()
+			case err == nil && code == 409 && i%2 == 0: // a create whose answer was lost, retried
+				mu.Lock()
+				acked[name] = "0"
+				mu.Unlock()
+			default:
+				failures.Add(1)
+				i-- // not acknowledged (the daemon is down): the same write again
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}()
+	defer func() { stop(); wg.Wait() }()
+
+	// DNS: after each start, how long until the cluster DNS answers again.
+	var worstDNS time.Duration
+	for k := range kills {
+		time.Sleep(300 * time.Millisecond) // let the load run between kills
+		if err := n.stop(syscall.SIGKILL); err == nil || !strings.Contains(err.Error(), "killed") {
+			t.Fatalf("kill %d: %v", k, err)
+		}
+		start := time.Now()
+		n.start()
+		answered := n.dnsAnswers(t, "backend.default.svc.cluster.local", ip, 5*time.Second)
+		d := answered.Sub(start)
+		worstDNS = max(worstDNS, d)
+		if d > time.Second {
+			t.Errorf("restart %d: DNS answered %s after the daemon started", k, d)
+		}
+	}
+	time.Sleep(time.Second)
+	stop()
+	wg.Wait()
+	t.Logf("%d kills; DNS answering again at most %s after a start; writer: %d attempts, %d not acknowledged (daemon down)",
+		kills, worstDNS.Round(time.Millisecond), attempts.Load(), failures.Load())
+
+	// Every acknowledged write is there, once, with the last acknowledged label or a
+	// later one (an update whose answer was lost may have landed).
+	out, errOut, err := n.exec("kubectl", "get", "endpoints", "-o", `jsonpath={range .items[*]}{.metadata.name}={.metadata.labels.gen}{"\n"}{end}`)
+	if err != nil {
+		t.Fatal(errOut)
+	}
+	have := map[string]int{}
+	for line := range strings.Lines(out) {
+		name, gen, _ := strings.Cut(strings.TrimSpace(line), "=")
+		if strings.HasPrefix(name, "w-") {
+			if _, dup := have[name]; dup {
+				t.Errorf("%s listed twice", name)
+			}
+			have[name], _ = strconv.Atoi(gen)
+		}
+	}
+	for name, gen := range acked {
+		g, _ := strconv.Atoi(gen)
+		if got, ok := have[name]; !ok || got < g {
+			t.Errorf("acknowledged write lost: %s gen %s, have %d (present %v)", name, gen, got, ok)
+		}
+	}
+	if len(acked) < kills {
+		t.Errorf("only %d objects written: the writer hardly ran", len(acked))
+	}
+
+	// The client's requests: its log, read from the file (kill -9 loses no line there).
+	logs, _ := filepath.Glob(filepath.Join(n.dataDir, "pods", "*", "client", "*.log"))
+	var ok, failed int
+	for _, f := range logs {
+		data, _ := os.ReadFile(f)
+		ok += strings.Count(string(data), " ok\n")
+		failed += strings.Count(string(data), " FAIL\n")
+	}
+	t.Logf("client: %d requests answered, %d failed", ok, failed)
+	if failed != 0 || ok < 100 {
+		t.Errorf("client: %d answered, %d failed", ok, failed)
+	}
+
+	// What the kernel holds matches the pods: a netns and a bridge port each, unique IPs;
+	// every DNAT target an endpoint that exists.
+	pods := n.pods(t)
+	netnsOut := mustRun(t, "ip", "netns", "list")
+	var podNetns int
+	for line := range strings.Lines(netnsOut) {
+		if strings.HasPrefix(line, n.instance+"_") {
+			podNetns++
+		}
+	}
+	ports := strings.Count(mustRun(t, "ip", "-n", n.netns, "-o", "link", "show", "master", n.instance+"0"), "\n")
+	var ips []string
+	for _, p := range pods {
+		ips = append(ips, p.ip)
+	}
+	slices.Sort(ips)
+	if podNetns != len(pods) || ports != len(pods) || len(slices.Compact(ips)) != len(pods) {
+		t.Errorf("%d pods, %d pod netns, %d bridge ports, IPs %v", len(pods), podNetns, ports, ips)
+	}
+	rules := mustRun(t, "ip", "netns", "exec", n.netns, "iptables-save", "-t", "nat")
+	targets := regexp.MustCompile(`--to-destination ([0-9.]+):`).FindAllStringSubmatch(rules, -1)
+	for _, m := range targets {
+		if !slices.Contains(ips, m[1]) && m[1] != "10.244.0.1" && m[1] != "127.0.0.1" { // pods, the DNS server, the API
+			t.Errorf("a rule sends traffic to %s, which no pod has", m[1])
+		}
+	}
+}
+
+// send makes one API request over c and returns the status code.
+func send(c *http.Client, method, path, body string) (int, error) {
+	req, _ := http.NewRequest(method, "http://x"+path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if method == "PATCH" {
+		req.Header.Set("Content-Type", "application/merge-patch+json")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// dnsAnswers asks the cluster DNS for name until it answers want, and returns when.
+func (n *node) dnsAnswers(t *testing.T, name, want string, limit time.Duration) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		conn, err := n.dialInNetns(context.Background(), "udp", "10.96.0.10:53")
+		if err == nil {
+			c := &mdns.Conn{Conn: conn}
+			m := new(mdns.Msg)
+			m.SetQuestion(name+".", mdns.TypeA)
+			conn.SetDeadline(time.Now().Add(100 * time.Millisecond))
+			if c.WriteMsg(m) == nil {
+				if r, err := c.ReadMsg(); err == nil && len(r.Answer) == 1 {
+					if a, ok := r.Answer[0].(*mdns.A); ok && a.A.String() == want {
+						conn.Close()
+						return time.Now()
+					}
+				}
+			}
+			conn.Close()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("cluster DNS did not answer %s within %s", name, limit)
+	return time.Time{}
+}

@@ -69,9 +69,21 @@ type watchStream struct {
 	req     *request
 	columns bool      // the next Table event carries column definitions
 	frames  io.Writer // length-delimited frames, when the client watches in protobuf
+	// batch leaves flushing to the caller, who flushes when no event is waiting.
+	batch bool
 }
 
-func (s *watchStream) send(typ string, obj runtime.Object) error {
+func (s *watchStream) flush() {
+	if !s.batch {
+		s.flusher.Flush()
+	}
+}
+
+func (s *watchStream) send(typ string, obj runtime.Object) error { return s.sendEvent(typ, obj, nil) }
+
+// sendEvent sends one event; ev, when obj is its object, keeps the JSON line for the
+// other watchers of the same event.
+func (s *watchStream) sendEvent(typ string, obj runtime.Object, ev *store.Event) error {
 	if s.req.out.table && typ != "ERROR" && typ != "BOOKMARK" {
 		t := s.req.res.Table([]store.Object{obj.(store.Object)}, s.columns, includeObject(s.req))
 		s.columns = false
@@ -86,18 +98,30 @@ func (s *watchStream) send(typ string, obj runtime.Object) error {
 		if err := pbRaw.Encode(&metav1.WatchEvent{Type: typ, Object: runtime.RawExtension{Raw: buf.Bytes()}}, s.frames); err != nil {
 			return err
 		}
-		s.flusher.Flush()
+		s.flush()
 		return nil
 	}
-	data, err := json.Marshal(obj)
-	if err != nil {
+	encode := func() []byte {
+		data, err := json.Marshal(obj)
+		if err != nil {
+			return nil
+		}
+		line, _ := json.Marshal(watchEvent{Type: typ, Object: data})
+		return append(line, '\n')
+	}
+	var line []byte
+	if ev != nil && runtime.Object(ev.Object) == obj && !s.req.out.table {
+		line = ev.Memo("json "+typ, encode)
+	} else {
+		line = encode()
+	}
+	if line == nil {
+		return fmt.Errorf("encode %s event", typ)
+	}
+	if _, err := s.w.Write(line); err != nil {
 		return err
 	}
-	line, _ := json.Marshal(watchEvent{Type: typ, Object: data})
-	if _, err := s.w.Write(append(line, '\n')); err != nil {
-		return err
-	}
-	s.flusher.Flush()
+	s.flush()
 	return nil
 }
 
@@ -199,6 +223,10 @@ func (h *handler) follow(r *http.Request, stream *watchStream, watcher *store.Wa
 		defer t.Stop()
 		bookmarks = t.C
 	}
+	// Events are written as they come and flushed when none is waiting: one write to
+	// the connection per burst, not per event.
+	stream.batch = true
+	defer func() { stream.batch = false }()
 	for {
 		select {
 		case ev, ok := <-watcher.Events():
@@ -207,13 +235,17 @@ func (h *handler) follow(r *http.Request, stream *watchStream, watcher *store.Wa
 			}
 			last = ev.Rev
 			typ, obj := selectEvent(req, sel, ev)
-			if typ != "" && stream.send(typ, obj) != nil {
+			if typ != "" && stream.sendEvent(typ, obj, ev) != nil {
 				return
+			}
+			if len(watcher.Events()) == 0 {
+				stream.flusher.Flush()
 			}
 		case <-bookmarks:
 			if stream.bookmark(last, false) != nil {
 				return
 			}
+			stream.flusher.Flush()
 		case <-timeout.C:
 			return
 		case <-r.Context().Done():

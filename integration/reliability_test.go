@@ -6,10 +6,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +22,7 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 )
 
 // kill -9 under load: while a client pod loops requests through a ClusterIP, a writer
@@ -258,8 +261,10 @@ func TestWatchersUnderWriters(t *testing.T) {
 	from := list.Metadata.ResourceVersion
 
 	type seen struct {
-		mu  sync.Mutex
-		rvs []int64
+		mu      sync.Mutex
+		rvs     []int64
+		resumed int
+		expired bool
 	}
 	views := make([]*seen, watchers)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -269,28 +274,50 @@ func TestWatchersUnderWriters(t *testing.T) {
 		views[i] = &seen{}
 		ready.Add(1)
 		go func(v *seen) {
-			req, _ := http.NewRequestWithContext(ctx, "GET", "http://x/api/v1/namespaces/default/endpoints?watch=true&resourceVersion="+from, nil)
-			resp, err := n.socketClient().Do(req)
-			ready.Done()
-			if err != nil {
-				return
-			}
-			defer resp.Body.Close()
-			dec := json.NewDecoder(resp.Body)
-			for {
-				var ev struct {
-					Type   string
-					Object struct{ Metadata struct{ Name, ResourceVersion string } }
+			// As a client-go reflector: a watch the server ends (one that fell too far
+			// behind is cut) is resumed from the last revision seen; an expired one
+			// (410) cannot be, and shows as missing events.
+			last, first := from, true
+			for ctx.Err() == nil {
+				req, _ := http.NewRequestWithContext(ctx, "GET", "http://x/api/v1/namespaces/default/endpoints?watch=true&resourceVersion="+last, nil)
+				resp, err := n.socketClient().Do(req)
+				if first {
+					ready.Done()
+					first = false
 				}
-				if dec.Decode(&ev) != nil {
+				if err != nil {
 					return
 				}
-				if strings.HasPrefix(ev.Object.Metadata.Name, "l-") {
-					rv, _ := strconv.ParseInt(ev.Object.Metadata.ResourceVersion, 10, 64)
-					v.mu.Lock()
-					v.rvs = append(v.rvs, rv)
-					v.mu.Unlock()
+				dec := json.NewDecoder(resp.Body)
+				for {
+					var ev struct {
+						Type   string
+						Object struct {
+							Metadata struct{ Name, ResourceVersion string }
+						}
+					}
+					if dec.Decode(&ev) != nil {
+						break
+					}
+					if ev.Type == "ERROR" {
+						resp.Body.Close()
+						v.mu.Lock()
+						v.expired = true
+						v.mu.Unlock()
+						return
+					}
+					last = ev.Object.Metadata.ResourceVersion
+					if strings.HasPrefix(ev.Object.Metadata.Name, "l-") {
+						rv, _ := strconv.ParseInt(ev.Object.Metadata.ResourceVersion, 10, 64)
+						v.mu.Lock()
+						v.rvs = append(v.rvs, rv)
+						v.mu.Unlock()
+					}
 				}
+				resp.Body.Close()
+				v.mu.Lock()
+				v.resumed++
+				v.mu.Unlock()
 			}
 		}(views[i])
 	}
@@ -319,7 +346,9 @@ func TestWatchersUnderWriters(t *testing.T) {
 					errs.Add(1)
 					continue
 				}
-				var obj struct{ Metadata struct{ ResourceVersion string } }
+				var obj struct {
+					Metadata struct{ ResourceVersion string }
+				}
 				json.NewDecoder(resp.Body).Decode(&obj)
 				resp.Body.Close()
 				if resp.StatusCode != 200 && resp.StatusCode != 201 {
@@ -342,16 +371,26 @@ func TestWatchersUnderWriters(t *testing.T) {
 	eventually(t, 30*time.Second, func() error {
 		for i, v := range views {
 			v.mu.Lock()
-			got := len(v.rvs)
+			got, expired := len(v.rvs), v.expired
 			v.mu.Unlock()
-			if got < len(acked) {
+			if got < len(acked) && !expired {
 				return fmt.Errorf("watcher %d has %d of %d events", i, got, len(acked))
 			}
 		}
 		return nil
 	})
+	resumed := 0
+	for _, v := range views {
+		v.mu.Lock()
+		resumed += v.resumed
+		v.mu.Unlock()
+	}
+	t.Logf("watches resumed after the server cut them: %d", resumed)
 	for i, v := range views {
 		v.mu.Lock()
+		if v.expired {
+			t.Errorf("watcher %d could not resume: its revision expired", i)
+		}
 		if !slices.Equal(v.rvs, acked) {
 			t.Errorf("watcher %d saw %d events, not the %d acknowledged writes in order (first difference at %d)", i, len(v.rvs), len(acked), firstDiff(v.rvs, acked))
 		}
@@ -366,4 +405,83 @@ func firstDiff(a, b []int64) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// Connections under load: 100 clients on the node each open a new connection through
+// the backend's ClusterIP, ask, and close, for MC_LOAD_SECONDS (10; the run is
+// 60). Not one may fail.
+func TestConnectionsUnderLoad(t *testing.T) {
+	seconds := 10
+	if v, err := strconv.Atoi(os.Getenv("MC_LOAD_SECONDS")); err == nil {
+		seconds = v
+	}
+	n := newNode(t)
+	n.start()
+	if _, errOut, err := n.cli("apply", "-f", "../manifests/backend.yaml"); err != nil {
+		t.Fatal(errOut)
+	}
+	ip := n.clusterIP(t, "backend")
+	eventually(t, 30*time.Second, func() error {
+		if seen := n.hostnames(t, 10, "http://"+ip+"/hostname"); len(seen) < 3 {
+			return fmt.Errorf("reached %v", seen)
+		}
+		return nil
+	})
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	deadline := time.Now().Add(time.Duration(seconds) * time.Second)
+	var wg sync.WaitGroup
+	for range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Each client on a thread of its own in the node's netns (discarded after).
+			runtime.LockOSThread()
+			if err := setNetns(n.netns); err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err.Error())
+				return
+			}
+			buf := make([]byte, 512)
+			for time.Now().Before(deadline) {
+				err := func() error {
+					c, err := net.DialTimeout("tcp", ip+":80", 5*time.Second)
+					if err != nil {
+						return err
+					}
+					defer c.Close()
+					c.SetDeadline(time.Now().Add(5 * time.Second))
+					if _, err := c.Write([]byte("GET /hostname HTTP/1.1\r\nHost: backend\r\nConnection: close\r\n\r\n")); err != nil {
+						return err
+					}
+					k, err := c.Read(buf)
+					if err != nil || !strings.HasPrefix(string(buf[:k]), "HTTP/1.1 200") {
+						return fmt.Errorf("answer %q: %v", buf[:k], err)
+					}
+					return nil
+				}()
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("100 clients, %d s: %d requests on new connections (%.0f/s), %d failed", seconds, ok.Load(), float64(ok.Load())/float64(seconds), failed.Load())
+	if failed.Load() != 0 || ok.Load() < 100 {
+		t.Errorf("%d answered, %d failed; first failure: %v", ok.Load(), failed.Load(), firstErr.Load())
+	}
+}
+
+// setNetns moves the calling thread into the named netns; lock the thread first.
+func setNetns(name string) error {
+	f, err := os.Open("/run/netns/" + name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
 }

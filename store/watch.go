@@ -23,6 +23,24 @@ type Event struct {
 	Prev   Object
 	Rev    int64
 	bucket string
+	memoMu sync.Mutex
+	memo   map[string][]byte
+}
+
+// Memo returns what make returns for key, made once per event however many watchers
+// ask: each watcher serialising every event itself is what limits a watch's fan-out.
+func (e *Event) Memo(key string, make func() []byte) []byte {
+	e.memoMu.Lock()
+	defer e.memoMu.Unlock()
+	if b, ok := e.memo[key]; ok {
+		return b
+	}
+	if e.memo == nil {
+		e.memo = map[string][]byte{}
+	}
+	b := make()
+	e.memo[key] = b
+	return b
 }
 
 // newEvent records a change. Watchers share the event's object: writers get a copy

@@ -290,7 +290,16 @@ func (h *hub) client(conn net.Conn) {
 	}
 	h.clients[out] = struct{}{}
 	h.mu.Unlock()
+	leave := func() {
+		h.mu.Lock()
+		if _, ok := h.clients[out]; ok {
+			delete(h.clients, out)
+			close(out)
+		}
+		h.mu.Unlock()
+	}
 	go func() {
+		defer leave() // the client is gone
 		r := bufio.NewReader(conn)
 		for {
 			ch, p, err := readFrame(r)
@@ -302,12 +311,7 @@ func (h *hub) client(conn net.Conn) {
 	}()
 	for f := range out {
 		if writeFrame(conn, f.ch, f.p) != nil {
-			h.mu.Lock()
-			if _, ok := h.clients[out]; ok {
-				delete(h.clients, out)
-				close(out)
-			}
-			h.mu.Unlock()
+			leave()
 			for range out {
 			}
 			return

@@ -32,9 +32,14 @@ func (h *handler) podPortForward(w http.ResponseWriter, r *http.Request, pod *co
 		writeError(w, apierrors.NewServiceUnavailable("no node agent to forward ports"))
 		return
 	}
-	streams := make(chan httpstream.Stream, 8)
+	streams, closed := make(chan httpstream.Stream, 8), make(chan struct{})
+	defer close(closed)
 	onStream := func(s httpstream.Stream, _ <-chan struct{}) error {
-		streams <- s
+		select {
+		case streams <- s:
+		case <-closed:
+			s.Reset()
+		}
 		return nil
 	}
 	var conn httpstream.Connection
@@ -115,9 +120,7 @@ func (h *handler) forward(ctx context.Context, pod *corev1.Pod, data, errs https
 		return
 	}
 	defer c.Close()
-	var once sync.Once
 	done := make(chan struct{})
-	end := func() { once.Do(func() { close(done) }) }
 	go func() {
 		io.Copy(c, data)
 		if tc, ok := c.(interface{ CloseWrite() error }); ok {
@@ -126,7 +129,7 @@ func (h *handler) forward(ctx context.Context, pod *corev1.Pod, data, errs https
 	}()
 	go func() {
 		io.Copy(data, c)
-		end()
+		close(done)
 	}()
 	select {
 	case <-done:

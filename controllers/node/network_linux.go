@@ -158,15 +158,18 @@ func (n *network) configurePod(h netns.NsHandle, sb sandbox) error {
 // it repaired ("" when nothing was wrong). A sandbox whose netns is gone cannot be
 // repaired here (its containers hold the old one): that is reported as "netns".
 func (n *network) repair(sb sandbox) (string, error) {
+	if _, err := os.Stat(filepath.Join(netnsDir, sb.netns)); errors.Is(err, os.ErrNotExist) {
+		return "netns", nil
+	}
 	h, err := netns.GetFromName(sb.netns)
 	if err != nil {
-		return "netns", nil
+		return "", nil // not knowable now (out of descriptors, say): the next look
 	}
 	defer h.Close()
 	hostName := vethName(n.instance, sb.uid)
 	host, err := netlink.LinkByName(hostName)
 	if err == nil {
-		if host.Attrs().OperState == netlink.OperDown || host.Attrs().Flags&net.FlagUp == 0 {
+		if host.Attrs().Flags&net.FlagUp == 0 {
 			return "veth down", netlink.LinkSetUp(host)
 		}
 		return "", nil

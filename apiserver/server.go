@@ -151,9 +151,19 @@ func (s *Server) httpServer(h http.Handler) *http.Server {
 // shutdown ends watches first (they never finish on their own), then waits for
 // in-flight requests up to the timeout.
 func (s *Server) shutdown(servers []*http.Server) error {
+	// First a moment in which every answer closes its connection (and /readyz fails),
+	// so clients stop sending on kept-alive connections; only then are idle connections
+	// closed. Closing them at once would cut a request a client had just sent on one.
+	// The socket's name goes first: new clients find none, while those already queued
+	// are still accepted (closing a listener resets its queue).
 	close(s.handler.stopping)
+	os.Remove(SocketPath(s.cfg.DataDir))
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
+	select {
+	case <-time.After(min(shutdownDrain, s.cfg.ShutdownTimeout/2)):
+	case <-ctx.Done():
+	}
 	var wg sync.WaitGroup
 	for _, srv := range servers {
 		wg.Add(1)
@@ -216,7 +226,18 @@ type handler struct {
 	watches  *watchLimiter
 }
 
+// shutdownDrain is how long a stopping server keeps answering with Connection: close
+// before it closes idle connections.
+var shutdownDrain = time.Second
+
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	stopping := false
+	select {
+	case <-h.stopping:
+		stopping = true
+		w.Header().Set("Connection", "close")
+	default:
+	}
 	defer func() {
 		if v := recover(); v != nil && v != http.ErrAbortHandler {
 			h.api.log.Error("panic serving request", "path", r.URL.Path, "err", v)
@@ -230,6 +251,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/readyz":
 		select {
 		case <-h.ready:
+			if stopping {
+				http.Error(w, "[-]shutdown failed: the server is stopping", http.StatusInternalServerError)
+				return
+			}
 			w.Write([]byte("ok"))
 		default:
 			http.Error(w, "[-]boot-objects failed: not finished", http.StatusInternalServerError)

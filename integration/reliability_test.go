@@ -485,3 +485,102 @@ func setNetns(name string) error {
 	defer f.Close()
 	return unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
 }
+
+// Graceful shutdown under load: SIGTERM while writers and watchers are busy ends the
+// daemon within 10 s; every request it had taken gets its answer (a refusal to connect
+// once it stopped listening is fine, a connection cut mid-request is not), every watch
+// ends cleanly, and the pods and rules stay: the ClusterIP still answers.
+func TestGracefulShutdownUnderLoad(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	if _, errOut, err := n.cli("apply", "-f", "../manifests/backend.yaml"); err != nil {
+		t.Fatal(errOut)
+	}
+	ip := n.clusterIP(t, "backend")
+	eventually(t, 30*time.Second, func() error {
+		if seen := n.hostnames(t, 10, "http://"+ip+"/hostname"); len(seen) < 3 {
+			return fmt.Errorf("reached %v", seen)
+		}
+		return nil
+	})
+	var answered, refused atomic.Int64
+	var cut sync.Map // error text → true, for requests cut mid-way
+	stopWriters := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := n.socketClient()
+			for j := 0; ; j++ {
+				select {
+				case <-stopWriters:
+					return
+				default:
+				}
+				code, err := send(c, "POST", "/api/v1/namespaces/default/endpoints", fmt.Sprintf(`{"metadata":{"name":"g-%d-%d"}}`, w, j))
+				switch {
+				case err == nil && code == 201:
+					answered.Add(1)
+				case err != nil && (strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "no such file")):
+					refused.Add(1)
+					time.Sleep(10 * time.Millisecond)
+				case err == nil && code == 503: // refused by a server that is stopping
+					refused.Add(1)
+				default:
+					cut.Store(fmt.Sprintf("%d %v", code, err), true)
+				}
+			}
+		}()
+	}
+	var watchEnds sync.Map // how each watch ended
+	var watches sync.WaitGroup
+	for range 20 {
+		resp, err := n.socketClient().Get("http://x/api/v1/namespaces/default/endpoints?watch=true")
+		if err != nil {
+			t.Fatal(err)
+		}
+		watches.Add(1)
+		go func() {
+			defer watches.Done()
+			defer resp.Body.Close()
+			dec := json.NewDecoder(resp.Body)
+			for {
+				var ev map[string]any
+				if err := dec.Decode(&ev); err != nil {
+					watchEnds.Store(err.Error(), true)
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	start := time.Now()
+	if err := n.stop(syscall.SIGTERM); err != nil {
+		t.Errorf("daemon exit after SIGTERM: %v", err)
+	}
+	took := time.Since(start)
+	close(stopWriters)
+	wg.Wait()
+	watches.Wait()
+	t.Logf("SIGTERM → exit %s; writes answered %d, refused after the stop %d", took.Round(time.Millisecond), answered.Load(), refused.Load())
+	if took > 10*time.Second {
+		t.Errorf("shutdown took %s", took)
+	}
+	cut.Range(func(k, _ any) bool {
+		t.Errorf("a request cut mid-way: %v", k)
+		return true
+	})
+	watchEnds.Range(func(k, _ any) bool {
+		if k != "EOF" {
+			t.Errorf("a watch ended with %q, not cleanly", k)
+		}
+		return true
+	})
+	if answered.Load() < 10 {
+		t.Errorf("only %d writes answered before the stop", answered.Load())
+	}
+	if seen := n.hostnames(t, 10, "http://"+ip+"/hostname"); len(seen) < 2 {
+		t.Errorf("with the daemon stopped, the ClusterIP reached %v", seen)
+	}
+}

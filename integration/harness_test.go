@@ -184,13 +184,7 @@ func (n *node) dialInNetns(ctx context.Context, network, addr string) (net.Conn,
 	ch := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		f, err := os.Open("/run/netns/" + n.netns)
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+		if err := setNetns(n.netns); err != nil {
 			ch <- result{err: fmt.Errorf("setns: %w", err)}
 			return
 		}
@@ -213,4 +207,14 @@ func eventually(t *testing.T, timeout time.Duration, cond func() error) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("condition not met within %s: %v", timeout, err)
+}
+
+// setNetns moves the calling thread into the named netns; lock the thread first.
+func setNetns(name string) error {
+	f, err := os.Open("/run/netns/" + name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
 }

@@ -17,8 +17,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // inNetns runs f on a thread inside the node's netns (the thread is then discarded).
@@ -26,13 +24,7 @@ func (n *node) inNetns(b testing.TB, f func()) {
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		fd, err := os.Open("/run/netns/" + n.netns)
-		if err != nil {
-			done <- err
-			return
-		}
-		defer fd.Close()
-		if err := unix.Setns(int(fd.Fd()), unix.CLONE_NEWNET); err != nil {
+		if err := setNetns(n.netns); err != nil {
 			done <- err
 			return
 		}

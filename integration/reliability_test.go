@@ -22,7 +22,6 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
-	"golang.org/x/sys/unix"
 )
 
 // kill -9 under load: while a client pod loops requests through a ClusterIP, a writer
@@ -474,16 +473,6 @@ func TestConnectionsUnderLoad(t *testing.T) {
 	if failed.Load() != 0 || ok.Load() < 100 {
 		t.Errorf("%d answered, %d failed; first failure: %v", ok.Load(), failed.Load(), firstErr.Load())
 	}
-}
-
-// setNetns moves the calling thread into the named netns; lock the thread first.
-func setNetns(name string) error {
-	f, err := os.Open("/run/netns/" + name)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
 }
 
 // Graceful shutdown under load: SIGTERM while writers and watchers are busy ends the

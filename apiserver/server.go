@@ -144,8 +144,12 @@ func (s *Server) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
+// headerTimeout is how long a client has to send a request's headers: one that
+// trickles them (slowloris) is cut off.
+var headerTimeout = 10 * time.Second
+
 func (s *Server) httpServer(h http.Handler) *http.Server {
-	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.cfg.Log.Handler(), slog.LevelDebug)}
+	return &http.Server{Handler: h, ReadHeaderTimeout: headerTimeout, ErrorLog: slog.NewLogLogger(s.cfg.Log.Handler(), slog.LevelDebug)}
 }
 
 // shutdown ends watches first (they never finish on their own), then waits for

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -331,4 +332,53 @@ func TestWatchCapPerClient(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	b.Body.Close()
+}
+
+// A client that trickles its headers (slowloris) is cut off after the header timeout;
+// others are served meanwhile.
+func TestSlowHeadersCutOff(t *testing.T) {
+	defer func(d time.Duration) { headerTimeout = d }(headerTimeout)
+	headerTimeout = 300 * time.Millisecond
+	s := newTestServer(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := s.httpServer(s.Handler())
+	go srv.Serve(ln)
+	defer srv.Close()
+	slow, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	slow.Write([]byte("GET /version HTTP/1.1\r\nHost: x\r\n"))
+	start := time.Now()
+	other := make(chan error, 1)
+	go func() { // another client meanwhile
+		resp, err := http.Get("http://" + ln.Addr().String() + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		other <- err
+	}()
+	defer func() {
+		if err := <-other; err != nil {
+			t.Errorf("a well-behaved client: %v", err)
+		}
+	}()
+	for range 10 { // a header line every 100 ms, never the end
+		if _, err := slow.Write([]byte("X-Slow: 1\r\n")); err != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	slow.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, err := io.ReadAll(slow)
+	if took := time.Since(start); err != nil || took > 3*time.Second {
+		t.Errorf("slow client: read %q, %v after %s", b, err, took)
+	}
+	if strings.Contains(string(b), "200 OK") {
+		t.Errorf("the slow request was served: %q", b)
+	}
 }

@@ -3,6 +3,9 @@
 package integration
 
 import (
+	"bytes"
+	"context"
+	binenc "encoding/binary"
 	"fmt"
 	"net"
 	"slices"
@@ -275,4 +278,82 @@ func TestDNSTransport(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
+}
+
+// Malformed packets on the real sockets: garbage, truncated headers, responses, huge
+// claimed lengths and half-sent TCP messages get no answer and leave the server
+// answering — over UDP and TCP, and with the half-open TCP connections still open.
+func TestDNSMalformedPackets(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	n.waitDNS(t, "kubernetes.default.svc.cluster.local")
+	valid := new(mdns.Msg)
+	valid.SetQuestion("kubernetes.default.svc.cluster.local.", mdns.TypeA)
+	wire, _ := valid.Pack()
+	response := valid.Copy()
+	response.Response = true
+	respWire, _ := response.Pack()
+	bad := [][]byte{
+		{}, {0}, []byte("hello, world"), wire[:5], wire[:len(wire)-3], respWire,
+		append(append([]byte{}, wire[:4]...), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff), // counts far beyond the data
+		bytes.Repeat([]byte{0xc0, 0x0c}, 2000),                                                // compression pointers to themselves
+		make([]byte, 9000),                                                                    // larger than the receive buffer
+	}
+	udp, err := n.dialInNetns(context.Background(), "udp", "10.96.0.10:53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	for _, p := range bad {
+		udp.Write(p)
+	}
+	var halfOpen []net.Conn
+	for _, p := range bad {
+		c, err := n.dialInNetns(context.Background(), "tcp", "10.96.0.10:53")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write(binenc.BigEndian.AppendUint16(nil, uint16(len(p)+100))) // a length it never sends
+		c.Write(p)
+		halfOpen = append(halfOpen, c)
+	}
+	// Still answering, over both transports, with those connections open.
+	for _, network := range []string{"udp", "tcp"} {
+		c, err := n.dialInNetns(context.Background(), network, "10.96.0.10:53")
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn := &mdns.Conn{Conn: c}
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		conn.WriteMsg(valid)
+		r, err := conn.ReadMsg()
+		if err != nil || r.Rcode != mdns.RcodeSuccess || len(r.Answer) != 1 {
+			t.Errorf("%s after malformed packets: %v %v", network, r, err)
+		}
+		c.Close()
+	}
+	// Whatever the garbage sent over UDP got back is a well-formed response (a header
+	// it could read gets FORMERR, as DNS servers answer), and the valid query sent now is
+	// answered on the same socket.
+	udp.Write(wire)
+	udp.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 4096)
+	for {
+		k, err := udp.Read(buf)
+		if err != nil {
+			t.Fatalf("no answer to the valid query on the garbage socket: %v", err)
+		}
+		var r mdns.Msg
+		if err := r.Unpack(buf[:k]); err != nil || !r.Response {
+			t.Errorf("a reply that is no DNS response: %v %x", err, buf[:k])
+		}
+		if r.Id == valid.Id && r.Rcode == mdns.RcodeSuccess && len(r.Answer) == 1 {
+			break
+		}
+		if r.Rcode != mdns.RcodeFormatError {
+			t.Errorf("garbage answered with %s", mdns.RcodeToString[r.Rcode])
+		}
+	}
+	t.Logf("%d half-open TCP connections held while the server answered", len(halfOpen))
 }

@@ -7,7 +7,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -205,6 +207,15 @@ func TestAttachAndLogs(t *testing.T) {
 		if out, _, err := n.exec("curl", "-sS", fmt.Sprintf("http://127.0.0.1:%d/", local)); err != nil || !strings.Contains(out, "<title>Welcome to nginx!</title>") {
 			t.Errorf("through port-forward: %q %v", out, err)
 		}
+	}
+
+	// A container cannot read the daemon's data dir (token, CA key): it sees an empty
+	// private directory there.
+	if out, _, err := n.exec("kubectl", "exec", talkers[0], "--", "sh", "-c", "ls -A "+n.dataDir+"; cat "+n.dataDir+"/token"); err == nil || strings.TrimSpace(out) != "" {
+		t.Errorf("a container reads the data dir: %q %v", out, err)
+	}
+	if _, err := os.Stat(filepath.Join(n.dataDir, "token")); err != nil {
+		t.Errorf("the token is not where the check looked: %v", err)
 	}
 
 	// minicluster exec: exit codes, stdin, and TYPE/NAME.

@@ -287,6 +287,7 @@ func TestDNSMalformedPackets(t *testing.T) {
 	n := newNode(t)
 	n.start()
 	n.waitDNS(t, "kubernetes.default.svc.cluster.local")
+	before := n.goroutines(t)
 	valid := new(mdns.Msg)
 	valid.SetQuestion("kubernetes.default.svc.cluster.local.", mdns.TypeA)
 	wire, _ := valid.Pack()
@@ -355,5 +356,32 @@ func TestDNSMalformedPackets(t *testing.T) {
 			t.Errorf("garbage answered with %s", mdns.RcodeToString[r.Rcode])
 		}
 	}
-	t.Logf("%d half-open TCP connections held while the server answered", len(halfOpen))
+	t.Logf("%d half-open TCP connections held while the server answered; goroutines %d, %d before", len(halfOpen), n.goroutines(t), before)
+	// Nothing stays stuck: once the clients are gone (half-open ones are also cut by
+	// the server's 5 s read timeout), the daemon is back to its goroutines before.
+	for _, c := range halfOpen {
+		c.Close()
+	}
+	udp.Close()
+	eventually(t, 15*time.Second, func() error {
+		if now := n.goroutines(t); now > before+5 {
+			return fmt.Errorf("%d goroutines, %d before the malformed packets", now, before)
+		}
+		return nil
+	})
+}
+
+// goroutines is the daemon's goroutine count, from its pprof endpoint.
+func (n *node) goroutines(t *testing.T) int {
+	t.Helper()
+	resp, err := n.socketClient().Get("http://x/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var total int
+	if _, err := fmt.Fscanf(resp.Body, "goroutine profile: total %d", &total); err != nil {
+		t.Fatalf("goroutine profile: %v", err)
+	}
+	return total
 }

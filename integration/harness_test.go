@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -217,4 +218,12 @@ func setNetns(name string) error {
 	}
 	defer f.Close()
 	return unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
+}
+
+// envInt is the integer in environment variable name (a test's knob), else def.
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"runtime"
 	"sort"
 	"strconv"
@@ -177,10 +176,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // straight to the pod; and network programming latency over pod readiness flips. Run
 // it with -benchtime 1x.
 func BenchmarkProxy(b *testing.B) {
-	flips := 100
-	if v, err := strconv.Atoi(os.Getenv("MC_BENCH_FLIPS")); err == nil {
-		flips = v
-	}
+	flips := envInt("MC_BENCH_FLIPS", 100)
 	for _, mode := range []string{"iptables", "nftables"} {
 		b.Run(mode, func(b *testing.B) {
 			for range b.N {

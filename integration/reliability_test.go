@@ -31,22 +31,10 @@ import (
 // of each start, and afterwards as many pod netns and bridge ports as pods, unique pod
 // IPs, and no rule pointing at anything that no longer exists.
 func TestKillUnderLoad(t *testing.T) {
-	kills := 20
-	if v, err := strconv.Atoi(os.Getenv("MC_KILLS")); err == nil {
-		kills = v
-	}
+	kills := envInt("MC_KILLS", 20)
 	n := newNode(t)
 	n.start()
-	if _, errOut, err := n.cli("apply", "-f", "../manifests/backend.yaml"); err != nil {
-		t.Fatal(errOut)
-	}
-	ip := n.clusterIP(t, "backend")
-	eventually(t, 30*time.Second, func() error {
-		if seen := n.hostnames(t, 10, "http://"+ip+"/hostname"); len(seen) < 3 {
-			return fmt.Errorf("reached %v", seen)
-		}
-		return nil
-	})
+	ip := n.applyBackend(t, 3)
 	// The client: a pod asking the ClusterIP in a loop, one line per answer, FAIL per
 	// failure; its log is a file, read at the end.
 	loop := `while true; do if wget -q -T 2 -O /dev/null http://` + ip + `/hostname; then echo ok; else echo FAIL; fi; sleep 0.02; done`
@@ -66,40 +54,44 @@ func TestKillUnderLoad(t *testing.T) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	acked := map[string]string{} // name → the last label value the server acknowledged
-	var attempts, failures atomic.Int64
+	var attempts, failures, written atomic.Int64
+	// progress waits until the writer has had n more writes acknowledged.
+	progress := func(n int64) {
+		target := written.Load() + n
+		eventually(t, 10*time.Second, func() error {
+			if w := written.Load(); w < target {
+				return fmt.Errorf("%d writes acknowledged, waiting for %d", w, target)
+			}
+			return nil
+		})
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		c := n.socketClient()
 		c.Timeout = 2 * time.Second
 		for i := 0; ctx.Err() == nil; i++ {
-			name := fmt.Sprintf("w-%d", i/2)
+			name, gen := fmt.Sprintf("w-%d", i/2), "0"
 			var code int
 			var err error
 			if i%2 == 0 {
 				code, err = send(c, "POST", "/api/v1/namespaces/default/endpoints", fmt.Sprintf(`{"metadata":{"name":%q,"labels":{"gen":"0"}}}`, name))
 			} else {
-				code, err = send(c, "PATCH", "/api/v1/namespaces/default/endpoints/"+name, fmt.Sprintf(`{"metadata":{"labels":{"gen":"%d"}}}`, i))
+				gen = strconv.Itoa(i)
+				code, err = send(c, "PATCH", "/api/v1/namespaces/default/endpoints/"+name, fmt.Sprintf(`{"metadata":{"labels":{"gen":%q}}}`, gen))
 			}
 			attempts.Add(1)
-			switch {
-			case err == nil && (code == 201 || code == 200):
-				mu.Lock()
-				if i%2 == 0 {
-					acked[name] = "0"
-				} else {
-					acked[name] = strconv.Itoa(i)
-				}
-				mu.Unlock()
-			case err == nil && code == 409 && i%2 == 0: // a create whose answer was lost, retried
-				mu.Lock()
-				acked[name] = "0"
-				mu.Unlock()
-			default:
+			// 409 to a create: one whose answer was lost, sent again.
+			if err != nil || code != 201 && code != 200 && (code != 409 || i%2 != 0) {
 				failures.Add(1)
 				i-- // not acknowledged (the daemon is down): the same write again
 				time.Sleep(20 * time.Millisecond)
+				continue
 			}
+			mu.Lock()
+			acked[name] = gen
+			mu.Unlock()
+			written.Add(1)
 		}
 	}()
 	defer func() { stop(); wg.Wait() }()
@@ -107,7 +99,7 @@ func TestKillUnderLoad(t *testing.T) {
 	// DNS: after each start, how long until the cluster DNS answers again.
 	var worstDNS time.Duration
 	for k := range kills {
-		time.Sleep(300 * time.Millisecond) // let the load run between kills
+		progress(20) // the load runs between kills
 		if err := n.stop(syscall.SIGKILL); err == nil || !strings.Contains(err.Error(), "killed") {
 			t.Fatalf("kill %d: %v", k, err)
 		}
@@ -120,7 +112,7 @@ func TestKillUnderLoad(t *testing.T) {
 			t.Errorf("restart %d: DNS answered %s after the daemon started", k, d)
 		}
 	}
-	time.Sleep(time.Second)
+	progress(20)
 	stop()
 	wg.Wait()
 	t.Logf("%d kills; DNS answering again at most %s after a start; writer: %d attempts, %d not acknowledged (daemon down)",
@@ -240,10 +232,7 @@ func (n *node) dnsAnswers(t *testing.T, name, want string, limit time.Duration) 
 // resourceVersion. Every watcher must see exactly the acknowledged writes' revisions, in
 // order: no gap, no duplicate.
 func TestWatchersUnderWriters(t *testing.T) {
-	seconds := 10
-	if v, err := strconv.Atoi(os.Getenv("MC_LOAD_SECONDS")); err == nil {
-		seconds = v
-	}
+	seconds := envInt("MC_LOAD_SECONDS", 10)
 	const writers, watchers = 50, 100
 	n := newNode(t)
 	n.start()
@@ -410,22 +399,10 @@ func firstDiff(a, b []int64) int {
 // the backend's ClusterIP, ask, and close, for MC_LOAD_SECONDS (10; the issue's run is
 // 60). Not one may fail.
 func TestConnectionsUnderLoad(t *testing.T) {
-	seconds := 10
-	if v, err := strconv.Atoi(os.Getenv("MC_LOAD_SECONDS")); err == nil {
-		seconds = v
-	}
+	seconds := envInt("MC_LOAD_SECONDS", 10)
 	n := newNode(t)
 	n.start()
-	if _, errOut, err := n.cli("apply", "-f", "../manifests/backend.yaml"); err != nil {
-		t.Fatal(errOut)
-	}
-	ip := n.clusterIP(t, "backend")
-	eventually(t, 30*time.Second, func() error {
-		if seen := n.hostnames(t, 10, "http://"+ip+"/hostname"); len(seen) < 3 {
-			return fmt.Errorf("reached %v", seen)
-		}
-		return nil
-	})
+	ip := n.applyBackend(t, 3)
 	var ok, failed atomic.Int64
 	var firstErr atomic.Value
 	deadline := time.Now().Add(time.Duration(seconds) * time.Second)
@@ -482,16 +459,7 @@ func TestConnectionsUnderLoad(t *testing.T) {
 func TestGracefulShutdownUnderLoad(t *testing.T) {
 	n := newNode(t)
 	n.start()
-	if _, errOut, err := n.cli("apply", "-f", "../manifests/backend.yaml"); err != nil {
-		t.Fatal(errOut)
-	}
-	ip := n.clusterIP(t, "backend")
-	eventually(t, 30*time.Second, func() error {
-		if seen := n.hostnames(t, 10, "http://"+ip+"/hostname"); len(seen) < 3 {
-			return fmt.Errorf("reached %v", seen)
-		}
-		return nil
-	})
+	ip := n.applyBackend(t, 3)
 	var answered, refused atomic.Int64
 	var cut sync.Map // error text → true, for requests cut mid-way
 	stopWriters := make(chan struct{})
@@ -543,7 +511,12 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(time.Second)
+	eventually(t, 10*time.Second, func() error { // the load is running
+		if a := answered.Load(); a < 100 {
+			return fmt.Errorf("%d writes answered", a)
+		}
+		return nil
+	})
 	start := time.Now()
 	if err := n.stop(syscall.SIGTERM); err != nil {
 		t.Errorf("daemon exit after SIGTERM: %v", err)

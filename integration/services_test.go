@@ -15,6 +15,23 @@ import (
 )
 
 // hostnames sends n requests from the node to url and counts the answers by pod.
+// applyBackend applies manifests/backend.yaml and waits until 10 requests to its
+// ClusterIP reach at least pods of its pods; it returns the ClusterIP.
+func (n *node) applyBackend(t *testing.T, pods int) string {
+	t.Helper()
+	if _, errOut, err := n.cli("apply", "-f", "../manifests/backend.yaml"); err != nil {
+		t.Fatal(errOut)
+	}
+	ip := n.clusterIP(t, "backend")
+	eventually(t, 30*time.Second, func() error {
+		if seen := n.hostnames(t, 10, "http://"+ip+"/hostname"); len(seen) < pods {
+			return fmt.Errorf("10 requests reached %v", seen)
+		}
+		return nil
+	})
+	return ip
+}
+
 func (n *node) hostnames(t *testing.T, count int, target string) map[string]int {
 	seen := map[string]int{}
 	for range count {
@@ -167,16 +184,7 @@ func testServiceKinds(t *testing.T, n *node) {
 func TestProxyRulesOutliveDaemonAndCleanup(t *testing.T) { proxyModes(t, testRulesOutliveDaemon) }
 
 func testRulesOutliveDaemon(t *testing.T, n *node) {
-	if _, errOut, err := n.cli("apply", "-f", "../manifests/backend.yaml"); err != nil {
-		t.Fatal(errOut)
-	}
-	ip := n.clusterIP(t, "backend")
-	eventually(t, 30*time.Second, func() error {
-		if seen := n.hostnames(t, 10, "http://"+ip+"/hostname"); len(seen) < 2 {
-			return fmt.Errorf("reached %v", seen)
-		}
-		return nil
-	})
+	ip := n.applyBackend(t, 2)
 	n.stop(9)
 	if seen := n.hostnames(t, 10, "http://"+ip+"/hostname"); len(seen) < 2 {
 		t.Errorf("with the daemon gone, requests reached %v", seen)
@@ -211,16 +219,7 @@ func TestProxyRepairsFlushedRules(t *testing.T) {
 }
 
 func testRepair(t *testing.T, n *node) {
-	if _, errOut, err := n.cli("apply", "-f", "../manifests/backend.yaml"); err != nil {
-		t.Fatal(errOut)
-	}
-	ip := n.clusterIP(t, "backend")
-	eventually(t, 30*time.Second, func() error {
-		if seen := n.hostnames(t, 5, "http://"+ip+"/hostname"); len(seen) == 0 {
-			return fmt.Errorf("not routed yet")
-		}
-		return nil
-	})
+	ip := n.applyBackend(t, 1)
 	if strings.Contains(strings.Join(n.cmd.Args, " "), "nftables") {
 		mustRun(t, "ip", "netns", "exec", n.netns, "nft", "flush", "table", "ip", n.instance+"_proxy")
 	} else {

@@ -149,30 +149,20 @@ func (a *Answerer) lookup(name string, labels []string, qtype uint16, depth int)
 			return ok(&mdns.TXT{Hdr: a.hdr(name, mdns.TypeTXT), Txt: []string{"1.1.0"}})
 		}
 		return ok()
-	case labels[0] == "pod":
-		switch {
-		case n == 1:
-			return ok()
-		case !a.Source.Namespace(labels[1]):
-			return nx()
-		case n == 2:
-			return ok()
-		case n == 3:
-			ip, err := netip.ParseAddr(strings.ReplaceAll(labels[2], "-", "."))
-			if err != nil || !ip.Is4() {
-				return nx()
-			}
-			return ok(a.addr(name, ip, qtype))
-		}
+	case labels[0] != "svc" && labels[0] != "pod":
 		return nx()
-	case labels[0] != "svc":
-		return nx()
-	case n == 1:
+	case n == 1: // svc.<zone>, pod.<zone>
 		return ok()
 	case !a.Source.Namespace(labels[1]):
 		return nx()
-	case n == 2:
+	case n == 2: // <ns>.svc.<zone>, <ns>.pod.<zone>
 		return ok()
+	case labels[0] == "pod":
+		ip, err := netip.ParseAddr(strings.ReplaceAll(labels[2], "-", "."))
+		if n != 3 || err != nil || !ip.Is4() {
+			return nx()
+		}
+		return ok(a.addr(name, ip, qtype))
 	}
 	svc := a.Source.Service(labels[1], labels[2])
 	if svc == nil {

@@ -12,8 +12,9 @@ import (
 	"github.com/minicluster/minicluster/store"
 )
 
-// NewAPI opens a store, boots an API server over it (no listener) and returns its API.
-func NewAPI(t testing.TB) *apiserver.API {
+// NewServer opens a store and boots an API server over it (no listener); both close
+// when the test ends.
+func NewServer(t testing.TB) *apiserver.Server {
 	t.Helper()
 	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "db")})
 	if err != nil {
@@ -28,5 +29,8 @@ func NewAPI(t testing.TB) *apiserver.API {
 	if err := srv.Boot(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	return srv.API()
+	return srv
 }
+
+// NewAPI is NewServer's API.
+func NewAPI(t testing.TB) *apiserver.API { return NewServer(t).API() }

@@ -2,10 +2,8 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/pem"
 	"net/http/httptest"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -21,7 +19,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/minicluster/minicluster/apiserver"
-	"github.com/minicluster/minicluster/store"
+	"github.com/minicluster/minicluster/apiserver/apitest"
 )
 
 // cluster is an API server behind TLS and a token, and a kubeconfig for it.
@@ -33,25 +31,13 @@ type cluster struct {
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
-	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := apiserver.New(apiserver.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:6443",
-		ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"), ClusterDomain: "cluster.local", Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Boot(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	srv := apitest.NewServer(t)
 	ts := httptest.NewTLSServer(apiserver.RequireToken("tok", srv.Handler()))
 	var once sync.Once
 	closeAll := func() {
 		once.Do(func() {
 			ts.CloseClientConnections()
 			ts.Close()
-			st.Close()
 		})
 	}
 	t.Cleanup(closeAll)

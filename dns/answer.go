@@ -30,10 +30,16 @@ func NewAnswerer(a Answerer) *Answerer {
 	return &a
 }
 
+// inZone says whether name, in any case, is the zone or a name below it.
+func (a *Answerer) inZone(name string) bool {
+	k := len(name) - len(a.zone)
+	return k >= 0 && strings.EqualFold(name[k:], a.zone) && (k == 0 || name[k-1] == '.')
+}
+
 // below returns the labels of name under the zone, the top one first, and whether name
 // is in the zone at all. name is lower-case.
 func (a *Answerer) below(name string) ([]string, bool) {
-	if name != a.zone && !strings.HasSuffix(name, "."+a.zone) {
+	if !a.inZone(name) {
 		return nil, false
 	}
 	rel := strings.TrimSuffix(strings.TrimSuffix(name, a.zone), ".")

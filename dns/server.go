@@ -213,8 +213,7 @@ func (s *Server) mayForward(req *mdns.Msg) bool {
 	if s.answerer.Forward == nil || len(req.Question) != 1 {
 		return false
 	}
-	_, inZone := s.answerer.below(strings.ToLower(req.Question[0].Name))
-	return !inZone
+	return !s.answerer.inZone(req.Question[0].Name) // no copy: this runs for every query
 }
 
 // udpWriter is the ResponseWriter of a UDP query served by serveUDP.

@@ -30,7 +30,7 @@ func (a *Agent) Exec(ctx context.Context, pod *corev1.Pod, o apiserver.ExecOptio
 		return 0, err
 	}
 	c := a.loadState(string(pod.UID)).Containers[name]
-	if c == nil || c.ShimPID == 0 || c.Exit != nil || procStart(c.ShimPID) != c.ShimStart {
+	if c == nil || !c.alive() {
 		return 0, apierrors.NewBadRequest(fmt.Sprintf("container %s is not running", name))
 	}
 	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", c.ShimPID))

@@ -2,12 +2,9 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"runtime"
 
-	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
@@ -19,45 +16,17 @@ func (a *Agent) PortForward(ctx context.Context, pod *corev1.Pod, port int32) (n
 	if pod.Status.Phase != corev1.PodRunning {
 		return nil, apierrors.NewBadRequest(fmt.Sprintf("pod %s is not running", pod.Name))
 	}
-	target, err := netns.GetFromName(a.net.netnsName(pod.Namespace, pod.Name))
-	if err != nil {
-		return nil, fmt.Errorf("pod %s has no network namespace: %w", pod.Name, err)
-	}
-	defer target.Close()
-	// The socket is made in the namespace of the thread that makes it: dial from a
-	// goroutine on a thread of its own moved there. If it cannot move back, the thread
-	// ends with the goroutine.
-	type result struct {
-		conn net.Conn
-		err  error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- result{err: err}
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			done <- result{err: err}
-			return
-		}
+	var conn net.Conn
+	var dialErr error
+	err := inNetns(a.net.netnsName(pod.Namespace, pod.Name), func() {
 		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp4", fmt.Sprintf("127.0.0.1:%d", port))
-		if serr := netns.Set(orig); serr != nil {
-			if conn != nil {
-				conn.Close()
-			}
-			done <- result{err: errors.Join(err, serr)}
-			return
+		conn, dialErr = d.DialContext(ctx, "tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+	})
+	if err != nil {
+		if conn != nil {
+			conn.Close()
 		}
-		runtime.UnlockOSThread()
-		done <- result{conn, err}
-	}()
-	r := <-done
-	return r.conn, r.err
+		return nil, fmt.Errorf("pod %s network namespace: %w", pod.Name, err)
+	}
+	return conn, dialErr
 }

@@ -279,28 +279,44 @@ func (a *Agent) startContainer(pod *corev1.Pod, sb sandbox, ctr *corev1.Containe
 
 // startInNetns forks cmd from a thread inside the pod's netns, so the child starts there.
 func startInNetns(cmd *exec.Cmd, name string) error {
+	var startErr error
+	err := inNetns(name, func() { startErr = cmd.Start() })
+	return errors.Join(err, startErr)
+}
+
+// inNetns runs f on a thread of its own moved into the named netns (sockets and
+// children made there belong to it). A thread that cannot move back ends with its
+// goroutine instead of returning to the pool.
+func inNetns(name string, f func()) error {
 	target, err := netns.GetFromName(name)
 	if err != nil {
 		return err
 	}
 	defer target.Close()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(target); err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		f()
+		if err := netns.Set(orig); err != nil {
+			errc <- err // the thread stays locked and ends with this goroutine
+			return
+		}
 		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	startErr := cmd.Start()
-	if err := netns.Set(orig); err != nil {
-		return errors.Join(startErr, err) // the thread stays locked and dies with its goroutine
-	}
-	runtime.UnlockOSThread()
-	return startErr
+		errc <- nil
+	}()
+	return <-errc
 }
 
 // stopContainers signals every container of a pod: SIGTERM, then SIGKILL after grace;

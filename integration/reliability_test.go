@@ -351,8 +351,8 @@ func TestWatchersUnderWriters(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if errs.Load() != 0 {
-		t.Errorf("%d writes failed", errs.Load())
+	if errs.Load() != 0 || len(acked) < writers {
+		t.Errorf("%d writes failed, %d acknowledged", errs.Load(), len(acked))
 	}
 	slices.Sort(acked)
 	t.Logf("%d writers, %d s: %d writes acknowledged (%.0f/s); %d watchers", writers, seconds, len(acked), float64(len(acked))/float64(seconds), watchers)

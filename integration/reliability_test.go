@@ -55,12 +55,13 @@ func TestKillUnderLoad(t *testing.T) {
 	var mu sync.Mutex
 	acked := map[string]string{} // name → the last label value the server acknowledged
 	var attempts, failures, written atomic.Int64
-	// progress waits until the writer has had n more writes acknowledged.
-	progress := func(n int64) {
-		target := written.Load() + n
+	// progress waits until the writer has had 20 more writes acknowledged and the client
+	// 5 more answers: each kill lands amid traffic of both.
+	progress := func() {
+		writes, answers := written.Load()+20, clientLog(n).ok+5
 		eventually(t, 10*time.Second, func() error {
-			if w := written.Load(); w < target {
-				return fmt.Errorf("%d writes acknowledged, waiting for %d", w, target)
+			if w, a := written.Load(), clientLog(n).ok; w < writes || a < answers {
+				return fmt.Errorf("%d writes acknowledged, waiting for %d; %d answers, waiting for %d", w, writes, a, answers)
 			}
 			return nil
 		})
@@ -99,7 +100,7 @@ func TestKillUnderLoad(t *testing.T) {
 	// DNS: after each start, how long until the cluster DNS answers again.
 	var worstDNS time.Duration
 	for k := range kills {
-		progress(20) // the load runs between kills
+		progress() // the load runs between kills
 		if err := n.stop(syscall.SIGKILL); err == nil || !strings.Contains(err.Error(), "killed") {
 			t.Fatalf("kill %d: %v", k, err)
 		}
@@ -112,7 +113,7 @@ func TestKillUnderLoad(t *testing.T) {
 			t.Errorf("restart %d: DNS answered %s after the daemon started", k, d)
 		}
 	}
-	progress(20)
+	progress()
 	stop()
 	wg.Wait()
 	t.Logf("%d kills; DNS answering again at most %s after a start; writer: %d attempts, %d not acknowledged (daemon down)",
@@ -144,17 +145,11 @@ func TestKillUnderLoad(t *testing.T) {
 		t.Errorf("only %d objects written: the writer hardly ran", len(acked))
 	}
 
-	// The client's requests: its log, read from the file (kill -9 loses no line there).
-	logs, _ := filepath.Glob(filepath.Join(n.dataDir, "pods", "*", "client", "*.log"))
-	var ok, failed int
-	for _, f := range logs {
-		data, _ := os.ReadFile(f)
-		ok += strings.Count(string(data), " ok\n")
-		failed += strings.Count(string(data), " FAIL\n")
-	}
-	t.Logf("client: %d requests answered, %d failed", ok, failed)
-	if failed != 0 || ok < 100 {
-		t.Errorf("client: %d answered, %d failed", ok, failed)
+	// The client's requests, from its log.
+	c := clientLog(n)
+	t.Logf("client: %d requests answered, %d failed", c.ok, c.failed)
+	if c.failed != 0 || c.ok < 5*kills {
+		t.Errorf("client: %d answered, %d failed", c.ok, c.failed)
 	}
 
 	// What the kernel holds matches the pods: a netns and a bridge port each, unique IPs;
@@ -183,6 +178,18 @@ func TestKillUnderLoad(t *testing.T) {
 			t.Errorf("a rule sends traffic to %s, which no pod has", m[1])
 		}
 	}
+}
+
+// clientLog counts the client pod's answered and failed requests in its log, read from
+// the file (kill -9 loses no line there).
+func clientLog(n *node) (c struct{ ok, failed int }) {
+	logs, _ := filepath.Glob(filepath.Join(n.dataDir, "pods", "*", "client", "*.log"))
+	for _, f := range logs {
+		data, _ := os.ReadFile(f)
+		c.ok += strings.Count(string(data), " ok\n")
+		c.failed += strings.Count(string(data), " FAIL\n")
+	}
+	return c
 }
 
 // send makes one API request over c and returns the status code.

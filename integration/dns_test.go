@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -277,6 +278,22 @@ func TestDNSTransport(t *testing.T) {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+
+	// Unless configured: with --dns-forward-for naming its range, the same client is
+	// forwarded for.
+	if err := n.stop(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	n.start("--dns-upstream", "127.0.0.77:53", "--dns-forward-for", "198.51.100.0/24")
+	n.inNetns(t, func() {
+		cl := &mdns.Client{Net: "udp", Timeout: 2 * time.Second, Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP("198.51.100.5")}}}
+		m := new(mdns.Msg)
+		m.SetQuestion("example.test.", mdns.TypeA)
+		outside, _, _ = cl.Exchange(m, "10.244.0.1:53")
+	})
+	if outside == nil || outside.Rcode != mdns.RcodeSuccess || len(outside.Answer) == 0 {
+		t.Errorf("forwarding for a client in --dns-forward-for: %v", outside)
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/pem"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -209,11 +210,24 @@ func TestSplitCommandAndFlags(t *testing.T) {
 	}
 }
 
+func TestServeFlags(t *testing.T) {
+	c, err := parseServeFlags([]string{"--dns-forward-for", "192.168.1.7/16, 10.1.0.0/24", "--dns-upstream", "127.0.0.9"}, &bytes.Buffer{})
+	if err != nil || fmt.Sprint(c.dnsForwardFor) != "[192.168.0.0/16 10.1.0.0/24]" || fmt.Sprint(c.dnsUpstreams) != "[127.0.0.9:53]" {
+		t.Errorf("parsed %v %v: %v", c.dnsForwardFor, c.dnsUpstreams, err)
+	}
+	for _, bad := range [][]string{{"--dns-forward-for", "192.168.1.7"}, {"--dns-upstream", "resolver.example"}, {"--instance", "Mc"}, {"--dns-ttl", "0s"}} {
+		if _, err := parseServeFlags(bad, &bytes.Buffer{}); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
 func FuzzCommandLine(f *testing.F) {
 	f.Add("get svc -o wide -n x")
 	f.Add("apply -f")
 	f.Add("serve --service-cidr 10.0.0.0/99 --instance X")
 	f.Add("delete -f a b")
+	f.Add("serve --dns-forward-for 10.0.0.0/8,,x")
 	f.Fuzz(func(t *testing.T, line string) {
 		args := strings.Fields(line)
 		splitCommand(args)

@@ -39,6 +39,7 @@ type serveConfig struct {
 	proxyMode                                                    string
 	proxySyncPeriod, dnsTTL                                      time.Duration
 	dnsUpstreams                                                 []string
+	dnsForwardFor                                                []netip.Prefix
 	maxEndpointsPerSlice, maxWatches                             int
 }
 
@@ -64,6 +65,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.IntVar(&c.maxWatches, "max-watches-per-client", 500, "most watches one client (address; the unix socket is one) may have open")
 	fs.DurationVar(&c.dnsTTL, "dns-ttl", 5*time.Second, "TTL of cluster DNS answers")
 	upstream := fs.String("dns-upstream", "", "comma-separated upstream resolvers (host or host:port) for names outside the cluster domain; default: the host's nameservers, skipping loopback ones; none: no forwarding")
+	forwardFor := fs.String("dns-forward-for", "", "comma-separated CIDRs whose clients the cluster DNS also forwards for, besides the pod CIDR, the node and loopback (others get cluster names only: no open resolver)")
 	dns := fs.String("cluster-dns", "10.96.0.10", "cluster DNS address written into pods' resolv.conf")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -107,6 +109,13 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 			}
 			c.dnsUpstreams = append(c.dnsUpstreams, u)
 		}
+	}
+	for _, p := range strings.FieldsFunc(*forwardFor, func(r rune) bool { return r == ',' }) {
+		prefix, err := netip.ParsePrefix(strings.TrimSpace(p))
+		if err != nil {
+			return nil, fmt.Errorf("--dns-forward-for %q: want CIDRs such as 192.168.0.0/16", p)
+		}
+		c.dnsForwardFor = append(c.dnsForwardFor, prefix.Masked())
 	}
 	if c.dnsTTL < time.Second {
 		return nil, fmt.Errorf("--dns-ttl must be at least 1s")
@@ -181,7 +190,7 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	dnsServer, err := clusterdns.New(clusterdns.Config{API: srv.API(), Informers: inf, Zone: cfg.clusterDomain, TTL: cfg.dnsTTL,
 		Listen: store.NthAddr(cfg.podCIDR.Masked(), 0), Upstreams: cfg.dnsUpstreams,
-		Reverse: []netip.Prefix{cfg.serviceCIDR.Masked(), cfg.podCIDR.Masked()}, Clients: []netip.Prefix{cfg.podCIDR.Masked()},
+		Reverse: []netip.Prefix{cfg.serviceCIDR.Masked(), cfg.podCIDR.Masked()}, Clients: append([]netip.Prefix{cfg.podCIDR.Masked()}, cfg.dnsForwardFor...),
 		Metrics: metrics, Log: log})
 	if err != nil {
 		return err

@@ -28,8 +28,8 @@ import (
 // creates and updates objects and DNS queries run, the daemon is killed with SIGKILL
 // and started again MC_KILLS times (20). Required: no failed service request, every
 // acknowledged write there afterwards (none lost, none twice), DNS answering within 1 s
-// of each start, and afterwards as many pod netns and bridge ports as pods, unique pod
-// IPs, and no rule pointing at anything that no longer exists.
+// of each start, and afterwards as many pod netns, bridge ports and allocated addresses
+// as pods, unique pod IPs, and no rule pointing at anything that no longer exists.
 func TestKillUnderLoad(t *testing.T) {
 	kills := envInt("MC_KILLS", 20)
 	n := newNode(t)
@@ -168,8 +168,9 @@ func TestKillUnderLoad(t *testing.T) {
 		ips = append(ips, p.ip)
 	}
 	slices.Sort(ips)
-	if podNetns != len(pods) || ports != len(pods) || len(slices.Compact(ips)) != len(pods) {
-		t.Errorf("%d pods, %d pod netns, %d bridge ports, IPs %v", len(pods), podNetns, ports, ips)
+	allocated := int(n.metric(t, "minicluster_pod_ips_allocated"))
+	if podNetns != len(pods) || ports != len(pods) || allocated != len(pods) || len(slices.Compact(ips)) != len(pods) {
+		t.Errorf("%d pods, %d pod netns, %d bridge ports, %d addresses allocated, IPs %v", len(pods), podNetns, ports, allocated, ips)
 	}
 	rules := mustRun(t, "ip", "netns", "exec", n.netns, "iptables-save", "-t", "nat")
 	targets := regexp.MustCompile(`--to-destination ([0-9.]+):`).FindAllStringSubmatch(rules, -1)

@@ -177,7 +177,7 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	agent, err := node.New(node.Config{API: srv.API(), Instance: cfg.instance, NodeName: cfg.nodeName, PodCIDR: cfg.podCIDR,
-		ClusterDNS: cfg.clusterDNS, ClusterDomain: cfg.clusterDomain, DataDir: cfg.dataDir, Log: log})
+		ClusterDNS: cfg.clusterDNS, ClusterDomain: cfg.clusterDomain, DataDir: cfg.dataDir, Metrics: metrics, Log: log})
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/minicluster/minicluster/apiserver"
 	"github.com/minicluster/minicluster/controllers"
 	"github.com/minicluster/minicluster/store"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures the node agent.
@@ -35,6 +36,8 @@ type Config struct {
 	ClusterDomain string
 	// DataDir holds per-pod state and logs (and is hidden from pods).
 	DataDir string
+	// Metrics, if set, gets minicluster_pod_ips_allocated.
+	Metrics prometheus.Registerer
 	Log     *slog.Logger
 }
 
@@ -83,6 +86,13 @@ func New(cfg Config) (*Agent, error) {
 		net:       &network{instance: cfg.Instance, cidr: cfg.PodCIDR.Masked(), gateway: p.gateway(), log: cfg.Log},
 		sandboxes: map[string]sandbox{}, catalog: cat, self: self}
 	a.loop = controllers.NewLoop("node", cfg.Log, a.reconcile)
+	if cfg.Metrics != nil {
+		err := cfg.Metrics.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "minicluster_pod_ips_allocated",
+			Help: "Pod addresses the node agent holds (one per pod sandbox)."}, func() float64 { return float64(p.allocated()) }))
+		if err != nil {
+			return nil, err
+		}
+	}
 	if data, err := os.ReadFile("/etc/resolv.conf"); err == nil {
 		a.hostDNS = parseResolvConf(string(data))
 	}

@@ -40,6 +40,12 @@ func (p *ipam) release(ip netip.Addr) {
 	delete(p.used, ip)
 }
 
+func (p *ipam) allocated() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.used)
+}
+
 func (p *ipam) allocate(owner string) (netip.Addr, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -20,10 +20,11 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/minicluster/minicluster/apiserver"
 	"github.com/minicluster/minicluster/controllers"
 	"github.com/minicluster/minicluster/store"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures the node agent.

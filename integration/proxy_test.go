@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +23,14 @@ func proxyModes(t *testing.T, test func(t *testing.T, n *node), flags ...string)
 			test(t, n)
 		})
 	}
+}
+
+// proxyMode is the --proxy-mode the daemon was started with.
+func (n *node) proxyMode() string {
+	if i := slices.Index(n.cmd.Args, "--proxy-mode"); i >= 0 && i+1 < len(n.cmd.Args) {
+		return n.cmd.Args[i+1]
+	}
+	return "iptables"
 }
 
 func TestClusterIPRouting(t *testing.T) { proxyModes(t, testClusterIPRouting) }

@@ -30,10 +30,11 @@ import (
 // acknowledged write there afterwards (none lost, none twice), DNS answering within 1 s
 // of each start, and afterwards as many pod netns, bridge ports and allocated addresses
 // as pods, unique pod IPs, and no rule pointing at anything that no longer exists.
-func TestKillUnderLoad(t *testing.T) {
+func TestKillUnderLoad(t *testing.T) { proxyModes(t, testKillUnderLoad) }
+
+func testKillUnderLoad(t *testing.T, n *node) {
 	kills := envInt("MC_KILLS", 20)
-	n := newNode(t)
-	n.start()
+	mode := n.proxyMode()
 	ip := n.applyBackend(t, 3)
 	// The client: a pod asking the ClusterIP in a loop, one line per answer, FAIL per
 	// failure; its log is a file, read at the end.
@@ -105,7 +106,7 @@ func TestKillUnderLoad(t *testing.T) {
 			t.Fatalf("kill %d: %v", k, err)
 		}
 		start := time.Now()
-		n.start()
+		n.start("--proxy-mode", mode)
 		answered := n.dnsAnswers(t, "backend.default.svc.cluster.local", ip, 5*time.Second)
 		d := answered.Sub(start)
 		worstDNS = max(worstDNS, d)
@@ -153,7 +154,8 @@ func TestKillUnderLoad(t *testing.T) {
 	}
 
 	// What the kernel holds matches the pods: a netns and a bridge port each, unique IPs;
-	// every DNAT target an endpoint that exists.
+	// every DNAT target (iptables: --to-destination; nftables: the endpoint maps'
+	// values) an endpoint that exists.
 	pods := n.pods(t)
 	netnsOut := mustRun(t, "ip", "netns", "list")
 	var podNetns int
@@ -173,7 +175,13 @@ func TestKillUnderLoad(t *testing.T) {
 		t.Errorf("%d pods, %d pod netns, %d bridge ports, %d addresses allocated, IPs %v", len(pods), podNetns, ports, allocated, ips)
 	}
 	rules := mustRun(t, "ip", "netns", "exec", n.netns, "iptables-save", "-t", "nat")
-	targets := regexp.MustCompile(`--to-destination ([0-9.]+):`).FindAllStringSubmatch(rules, -1)
+	if mode == "nftables" {
+		rules = mustRun(t, "ip", "netns", "exec", n.netns, "nft", "list", "ruleset")
+	}
+	targets := regexp.MustCompile(`(?:--to-destination |dnat ip to |: )([0-9.]+)(?::| \. )[0-9]+`).FindAllStringSubmatch(rules, -1)
+	if len(targets) == 0 {
+		t.Errorf("no DNAT target in the %s rules:\n%s", mode, rules)
+	}
 	for _, m := range targets {
 		if !slices.Contains(ips, m[1]) && m[1] != "10.244.0.1" && m[1] != "127.0.0.1" { // pods, the DNS server, the API
 			t.Errorf("a rule sends traffic to %s, which no pod has", m[1])

@@ -220,7 +220,7 @@ func TestProxyRepairsFlushedRules(t *testing.T) {
 
 func testRepair(t *testing.T, n *node) {
 	ip := n.applyBackend(t, 1)
-	if strings.Contains(strings.Join(n.cmd.Args, " "), "nftables") {
+	if n.proxyMode() == "nftables" {
 		mustRun(t, "ip", "netns", "exec", n.netns, "nft", "flush", "table", "ip", n.instance+"_proxy")
 	} else {
 		mustRun(t, "ip", "netns", "exec", n.netns, "iptables", "-t", "nat", "-F")

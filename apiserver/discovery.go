@@ -171,6 +171,9 @@ func (h *handler) discovery(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeError(w, apierrors.NewGenericServerResponse(http.StatusNotFound, "get", schema.GroupResource{}, "",
-		"the server could not find the requested resource", 0, false))
+	writeError(w, errNoSuchResource)
 }
+
+// errNoSuchResource is kube-apiserver's answer for a path it serves nothing at.
+var errNoSuchResource = apierrors.NewGenericServerResponse(http.StatusNotFound, "get", schema.GroupResource{}, "",
+	"the server could not find the requested resource", 0, false)

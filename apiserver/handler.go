@@ -43,7 +43,7 @@ func (h *handler) parsePath(path string) (*request, error) {
 	default:
 		return nil, nil
 	}
-	notFound := apierrors.NewNotFound(schema404(group), "")
+	notFound := errNoSuchResource
 	if len(rest) == 0 {
 		return nil, nil
 	}

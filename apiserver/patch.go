@@ -5,7 +5,6 @@ import (
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -53,4 +52,3 @@ func fieldErrs(path string, value any, msg string) field.ErrorList {
 	return field.ErrorList{field.Invalid(field.NewPath(path), value, msg)}
 }
 
-func schema404(group string) schema.GroupResource { return schema.GroupResource{Group: group} }

@@ -151,6 +151,19 @@ func podFields(obj store.Object) fields.Set {
 	return s
 }
 
+// eventFields are kube-apiserver's selectable event fields; kubectl describe finds an
+// object's events with them.
+func eventFields(obj store.Object) fields.Set {
+	e := obj.(*corev1.Event)
+	s := metaFields(obj)
+	o := e.InvolvedObject
+	s["involvedObject.kind"], s["involvedObject.namespace"], s["involvedObject.name"] = o.Kind, o.Namespace, o.Name
+	s["involvedObject.uid"], s["involvedObject.apiVersion"] = string(o.UID), o.APIVersion
+	s["involvedObject.resourceVersion"], s["involvedObject.fieldPath"] = o.ResourceVersion, o.FieldPath
+	s["reason"], s["reportingComponent"], s["source"], s["type"] = e.Reason, e.ReportingController, e.Source.Component, e.Type
+	return s
+}
+
 func newResource[T any, PT interface {
 	*T
 	store.Object
@@ -205,7 +218,7 @@ func NewRegistry(alloc *Allocator) *Registry {
 
 	ev := newResource[corev1.Event]("", "v1", "Event", "events", true)
 	ev.ShortNames = []string{"ev"}
-	ev.validate, ev.table = validateEvent, eventTable
+	ev.validate, ev.table, ev.fieldSet = validateEvent, eventTable, eventFields
 
 	eps := newResource[discoveryv1.EndpointSlice]("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true)
 	eps.defaults, eps.validate, eps.table = defaultEndpointSlice, validateEndpointSlice, endpointSliceTable

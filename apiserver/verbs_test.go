@@ -133,6 +133,17 @@ func TestPodsSelectorsAndErrors(t *testing.T) {
 				}
 			}},
 		{name: "unsupported field", method: "GET", path: podsPath + "?fieldSelector=spec.foo%3Dx", wantCode: 400},
+		{name: "event about a", method: "POST", path: "/api/v1/namespaces/default/events", contentType: jsonCT,
+			body: `{"metadata":{"name":"a.1"},"involvedObject":{"kind":"Pod","name":"a","namespace":"default","uid":"u-a"},"reason":"Started","type":"Normal"}`, wantCode: 201},
+		{name: "event about b", method: "POST", path: "/api/v1/namespaces/default/events", contentType: jsonCT,
+			body: `{"metadata":{"name":"b.1"},"involvedObject":{"kind":"Pod","name":"b","namespace":"default","uid":"u-b"},"reason":"Started","type":"Normal"}`, wantCode: 201},
+		{name: "events by involved object (kubectl describe)", method: "GET", wantCode: 200,
+			path: "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Da,involvedObject.namespace%3Ddefault,involvedObject.kind%3DPod,involvedObject.uid%3Du-a",
+			check: func(t *testing.T, r response) {
+				if items, _ := get(r.object(), "items").([]any); len(items) != 1 || get(items[0].(map[string]any), "metadata", "name") != "a.1" {
+					t.Errorf("selected %v", items)
+				}
+			}},
 		{name: "bad label selector", method: "GET", path: podsPath + "?labelSelector=a%20in%20(", wantCode: 400},
 		{name: "invalid pod", method: "POST", path: podsPath, contentType: jsonCT,
 			body:     `{"metadata":{"name":"Bad_Name","labels":{"bad key":"v"}},"spec":{"containers":[{"name":"c","ports":[{"containerPort":70000,"protocol":"ICMP"}]}]}}`,

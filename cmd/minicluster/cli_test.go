@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -207,6 +209,29 @@ func TestSplitCommandAndFlags(t *testing.T) {
 	}
 	if code := run([]string{"--kubeconfig", "/nonexistent", "get", "svc"}, nil, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "kubeconfig") {
 		t.Errorf("missing kubeconfig: %d %q", code, errOut.String())
+	}
+}
+
+func TestDescribeHelpers(t *testing.T) {
+	for in, want := range map[string]string{"apiVersion": "API Version", "firstTimestamp": "First Timestamp", "uid": "UID",
+		"involvedObject": "Involved Object", "podIPs": "Pod IPs", "type": "Type"} {
+		if got := fieldTitle(in); got != want {
+			t.Errorf("fieldTitle(%q) = %q, want %q", in, got, want)
+		}
+	}
+	cpu := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")}
+	for _, c := range []struct {
+		res  corev1.ResourceRequirements
+		want corev1.PodQOSClass
+	}{
+		{corev1.ResourceRequirements{}, corev1.PodQOSBestEffort},
+		{corev1.ResourceRequirements{Limits: cpu}, corev1.PodQOSGuaranteed},
+		{corev1.ResourceRequirements{Limits: cpu, Requests: cpu}, corev1.PodQOSGuaranteed},
+		{corev1.ResourceRequirements{Requests: cpu}, corev1.PodQOSBurstable},
+	} {
+		if got := qosClass(corev1.PodSpec{Containers: []corev1.Container{{Resources: c.res}}}); got != c.want {
+			t.Errorf("qosClass(%v) = %s, want %s", c.res, got, c.want)
+		}
 	}
 }
 

@@ -140,6 +140,8 @@ func (c *client) runCommand(cmd string, args []string) error {
 		return c.logs(args)
 	case "exec":
 		return c.exec(args)
+	case "describe":
+		return c.describe(args)
 	default:
 		return c.version()
 	}

@@ -17,6 +17,7 @@ Usage:
   minicluster serve [flags]                 run the daemon
   minicluster apply -f FILE|DIR|-           create or update objects from manifests
   minicluster get TYPE[,TYPE] [NAME...]     list or show objects
+  minicluster describe TYPE [NAME...] [-l SELECTOR]   show objects in detail, with their events
   minicluster delete -f FILE | TYPE NAME... delete objects
   minicluster logs [-f] [-c C] [--tail N] [--previous] POD|TYPE/NAME|-l SELECTOR   print containers' logs
   minicluster exec [-i] [-t] [-c C] POD|TYPE/NAME -- COMMAND [ARGS...]   run a command in a container
@@ -46,7 +47,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return agnhost.Main([]string{"pause"}, stderr)
 	case "shim": // started by the node agent for each container
 		return node.ShimMain(args[1:], stderr)
-	case "apply", "get", "delete", "logs", "exec", "version":
+	case "apply", "get", "describe", "delete", "logs", "exec", "version":
 		var c *client
 		var cmdArgs []string
 		if c, cmdArgs, err = newClientFromArgs(rest); err == nil {

@@ -1,0 +1,53 @@
+//go:build integration
+
+package integration
+
+import (
+	"fmt"
+	"regexp"
+	"testing"
+	"time"
+)
+
+// minicluster describe prints what the installed kubectl describe prints, for every
+// kind the walkthrough shows — with an event, a name prefix and a missing object.
+func TestDescribeMatchesKubectl(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	n.applyBackend(t, 3)
+	uid, errOut, err := n.exec("kubectl", "get", "svc", "backend", "-o", "jsonpath={.metadata.uid}")
+	if err != nil {
+		t.Fatal(errOut)
+	}
+	event := `{"apiVersion":"v1","kind":"Event","metadata":{"name":"backend.1"},"type":"Warning","reason":"Tested","message":"a test event",
+		"involvedObject":{"apiVersion":"v1","kind":"Service","name":"backend","namespace":"default","uid":"` + uid + `"},
+		"source":{"component":"tester"},"count":2,"firstTimestamp":"2026-01-01T00:00:00Z","lastTimestamp":"2026-01-01T00:10:00Z"}`
+	if code, err := send(n.socketClient(), "POST", "/api/v1/namespaces/default/events", event); err != nil || code != 201 {
+		t.Fatalf("event: %d %v", code, err)
+	}
+	// Ages tick between the two commands; kubectl shows a lease minicluster does not serve.
+	age := regexp.MustCompile(`\b\d+(s|m|h|d|m\d+s|h\d+m)\b`)
+	lease := regexp.MustCompile(`(?m)^Lease:.*\n`)
+	same := func(s string) string { return lease.ReplaceAllString(age.ReplaceAllString(s, "AGE"), "") }
+	for _, args := range [][]string{
+		{"svc", "backend"}, {"svc"}, {"endpoints", "backend"}, {"endpointslices"}, {"deploy/backend"}, {"rs"},
+		{"pods", "backend"}, {"nodes"}, {"ns", "default"}, {"events"}, {"svc", "nope", "backend"}, {"pods", "-l", "app=none"},
+	} {
+		eventually(t, 10*time.Second, func() error {
+			want, wantErr, wantFail := n.exec("kubectl", append([]string{"describe"}, args...)...)
+			got, gotErr, gotFail := n.cli(append([]string{"describe"}, args...)...)
+			if same(got) != same(want) || gotErr != wantErr || (gotFail == nil) != (wantFail == nil) {
+				return fmt.Errorf("describe %v:\nkubectl (%v):\n%s%s\nminicluster (%v):\n%s%s", args, wantFail, want, wantErr, gotFail, got, gotErr)
+			}
+			return nil
+		})
+	}
+	// Not only the same as kubectl: what the walkthrough points at is there.
+	out, _, _ := n.cli("describe", "svc", "backend")
+	for _, want := range []string{`Endpoints:\s+10\.244\.0\.\d+:8080,10\.244\.0\.\d+:8080,10\.244\.0\.\d+:8080\n`,
+		`Warning\s+Tested\s+\S+ \(x2 over \S+\)\s+tester\s+a test event\n`} {
+		if !regexp.MustCompile(want).MatchString(out) {
+			t.Errorf("describe svc backend does not match %s:\n%s", want, out)
+		}
+	}
+}

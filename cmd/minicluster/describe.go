@@ -22,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/utils/ptr"
 
 	"github.com/minicluster/minicluster/apiserver"
 	"github.com/minicluster/minicluster/store"
@@ -253,13 +254,7 @@ func (d *describer) line(level int, format string, args ...any) {
 
 // multiline prints a map one "k<sep>v" per line, sorted, under title; <none> when empty.
 func (d *describer) multiline(level int, title, sep string, m map[string]string, skip ...string) {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		if !slices.Contains(skip, k) {
-			keys = append(keys, k)
-		}
-	}
-	slices.Sort(keys)
+	keys := slices.DeleteFunc(slices.Sorted(maps.Keys(m)), func(k string) bool { return slices.Contains(skip, k) })
 	if len(keys) == 0 {
 		d.line(level, "%s:\t<none>", title)
 		return
@@ -414,7 +409,7 @@ func (d *describer) slice(s *discoveryv1.EndpointSlice) {
 			if p.Protocol != nil {
 				proto = string(*p.Protocol)
 			}
-			d.line(1, "%s\t%s\t%s", orUnset(ptrString(p.Name)), port, proto)
+			d.line(1, "%s\t%s\t%s", orUnset(ptr.Deref(p.Name, "")), port, proto)
 		}
 	}
 	if len(s.Endpoints) == 0 {
@@ -426,20 +421,13 @@ func (d *describer) slice(s *discoveryv1.EndpointSlice) {
 		d.line(1, "- Addresses:\t%s", strings.Join(e.Addresses, ","))
 		d.line(2, "Conditions:")
 		d.line(3, "Ready:\t%s", ptrBool(e.Conditions.Ready))
-		d.line(2, "Hostname:\t%s", orUnset(ptrString(e.Hostname)))
+		d.line(2, "Hostname:\t%s", orUnset(ptr.Deref(e.Hostname, "")))
 		if e.TargetRef != nil {
 			d.line(2, "TargetRef:\t%s/%s", e.TargetRef.Kind, e.TargetRef.Name)
 		}
-		d.line(2, "NodeName:\t%s", orUnset(ptrString(e.NodeName)))
-		d.line(2, "Zone:\t%s", orUnset(ptrString(e.Zone)))
+		d.line(2, "NodeName:\t%s", orUnset(ptr.Deref(e.NodeName, "")))
+		d.line(2, "Zone:\t%s", orUnset(ptr.Deref(e.Zone, "")))
 	}
-}
-
-func ptrString(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }
 
 func ptrBool(b *bool) string {
@@ -690,7 +678,7 @@ func describeProbe(p *corev1.Probe) string {
 	case p.TCPSocket != nil:
 		return fmt.Sprintf("tcp-socket %s:%s %s", p.TCPSocket.Host, p.TCPSocket.Port.String(), attrs)
 	case p.GRPC != nil:
-		return fmt.Sprintf("grpc <pod>:%d %s %s", p.GRPC.Port, ptrString(p.GRPC.Service), attrs)
+		return fmt.Sprintf("grpc <pod>:%d %s %s", p.GRPC.Port, ptr.Deref(p.GRPC.Service, ""), attrs)
 	}
 	return "unknown " + attrs
 }
@@ -701,13 +689,9 @@ func (d *describer) deployment(dep *appsv1.Deployment, owned []appsv1.ReplicaSet
 	d.line(0, "CreationTimestamp:\t%s", dep.CreationTimestamp.Time.Format(time.RFC1123Z))
 	d.labels(0, dep)
 	d.line(0, "Selector:\t%s", metav1.FormatLabelSelector(dep.Spec.Selector))
-	var want int32 = 1
-	if dep.Spec.Replicas != nil {
-		want = *dep.Spec.Replicas
-	}
 	st := dep.Status
 	d.line(0, "Replicas:\t%d desired | %d updated | %d total | %d available | %d unavailable",
-		want, st.UpdatedReplicas, st.Replicas, st.AvailableReplicas, st.UnavailableReplicas)
+		ptr.Deref(dep.Spec.Replicas, 1), st.UpdatedReplicas, st.Replicas, st.AvailableReplicas, st.UnavailableReplicas)
 	d.line(0, "StrategyType:\t%s", dep.Spec.Strategy.Type)
 	d.line(0, "MinReadySeconds:\t%d", dep.Spec.MinReadySeconds)
 	if ru := dep.Spec.Strategy.RollingUpdate; ru != nil && ru.MaxUnavailable != nil && ru.MaxSurge != nil {
@@ -725,7 +709,7 @@ func (d *describer) deployment(dep *appsv1.Deployment, owned []appsv1.ReplicaSet
 	var oldRS []string
 	newRS := "<none>"
 	for _, rs := range owned {
-		s := fmt.Sprintf("%s (%d/%d replicas created)", rs.Name, rs.Status.Replicas, ptrInt32(rs.Spec.Replicas))
+		s := fmt.Sprintf("%s (%d/%d replicas created)", rs.Name, rs.Status.Replicas, ptr.Deref(rs.Spec.Replicas, 1))
 		if rs.Annotations["deployment.kubernetes.io/revision"] == dep.Annotations["deployment.kubernetes.io/revision"] {
 			newRS = s
 		} else if rs.Status.Replicas > 0 {
@@ -736,13 +720,6 @@ func (d *describer) deployment(dep *appsv1.Deployment, owned []appsv1.ReplicaSet
 	d.line(0, "NewReplicaSet:\t%s", newRS)
 }
 
-func ptrInt32(p *int32) int32 {
-	if p == nil {
-		return 1
-	}
-	return *p
-}
-
 func (d *describer) replicaSet(rs *appsv1.ReplicaSet, pods []corev1.Pod) {
 	d.line(0, "Name:\t%s", rs.Name)
 	d.line(0, "Namespace:\t%s", rs.Namespace)
@@ -751,7 +728,7 @@ func (d *describer) replicaSet(rs *appsv1.ReplicaSet, pods []corev1.Pod) {
 	if ref := metav1.GetControllerOf(rs); ref != nil {
 		d.line(0, "Controlled By:\t%s/%s", ref.Kind, ref.Name)
 	}
-	d.line(0, "Replicas:\t%d current / %d desired", rs.Status.Replicas, ptrInt32(rs.Spec.Replicas))
+	d.line(0, "Replicas:\t%d current / %d desired", rs.Status.Replicas, ptr.Deref(rs.Spec.Replicas, 1))
 	phases := map[corev1.PodPhase]int{}
 	for _, p := range pods {
 		phases[p.Status.Phase]++
@@ -910,18 +887,9 @@ func (d *describer) generic(obj store.Object) {
 			delete(md, k)
 		}
 	}
-	for _, k := range sortedKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		d.value(0, fieldTitle(k), m[k])
 	}
-}
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // value prints v under title: maps nested a level deeper, list items each starting
@@ -930,7 +898,7 @@ func (d *describer) value(level int, title string, v any) {
 	switch v := v.(type) {
 	case map[string]any:
 		d.line(level, "%s:", title)
-		for _, k := range sortedKeys(v) {
+		for _, k := range slices.Sorted(maps.Keys(v)) {
 			d.value(level+1, fieldTitle(k), v[k])
 		}
 	case []any:
@@ -941,7 +909,7 @@ func (d *describer) value(level int, title string, v any) {
 				d.line(level+1, "%v", item)
 				continue
 			}
-			for i, k := range sortedKeys(m) {
+			for i, k := range slices.Sorted(maps.Keys(m)) {
 				prefix := "  "
 				if i == 0 {
 					prefix = "- "

@@ -193,6 +193,25 @@ func TestPodsSelectorsAndErrors(t *testing.T) {
 				t.Errorf("%d pods left, want b, y, w", len(items))
 			}
 		}},
+		{name: "probe defaults", method: "POST", path: podsPath, contentType: jsonCT, wantCode: 201,
+			body: strings.Replace(podJSON("probed", `{}`), `"command":["sleep","1000"]`,
+				`"command":["sleep","1000"],"livenessProbe":{"httpGet":{"port":8080}},"readinessProbe":{"exec":{"command":["true"]},"periodSeconds":2}`, 1),
+			check: func(t *testing.T, r response) {
+				c := []any{"spec", "containers", 0}
+				for _, f := range []struct {
+					path []any
+					want any
+				}{
+					{[]any{"livenessProbe", "httpGet", "path"}, "/"}, {[]any{"livenessProbe", "httpGet", "scheme"}, "HTTP"},
+					{[]any{"livenessProbe", "timeoutSeconds"}, 1.0}, {[]any{"livenessProbe", "periodSeconds"}, 10.0},
+					{[]any{"livenessProbe", "successThreshold"}, 1.0}, {[]any{"livenessProbe", "failureThreshold"}, 3.0},
+					{[]any{"readinessProbe", "periodSeconds"}, 2.0}, {[]any{"readinessProbe", "failureThreshold"}, 3.0},
+				} {
+					if got := get(r.object(), append(c, f.path...)...); got != f.want {
+						t.Errorf("%v = %v, want %v (kube-apiserver's default)", f.path, got, f.want)
+					}
+				}
+			}},
 	})
 }
 

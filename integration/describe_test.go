@@ -5,6 +5,7 @@ package integration
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"testing"
 	"time"
 )
@@ -25,13 +26,27 @@ func TestDescribeMatchesKubectl(t *testing.T) {
 	if code, err := send(n.socketClient(), "POST", "/api/v1/namespaces/default/events", event); err != nil || code != 201 {
 		t.Fatalf("event: %d %v", code, err)
 	}
+	// A pod with what the backend's lack: resources, probes, environment, a failed run.
+	pod := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"done"},"spec":{"restartPolicy":"Never","containers":[{"name":"c",
+		"image":"busybox:1.36","command":["sh","-c","exit 3"],"env":[{"name":"A","value":"b"}],
+		"resources":{"requests":{"cpu":"100m"},"limits":{"cpu":"200m","memory":"64Mi"}},
+		"readinessProbe":{"exec":{"command":["true"]},"periodSeconds":5},"livenessProbe":{"httpGet":{"path":"/h","port":8080}}}]}}`
+	if code, err := send(n.socketClient(), "POST", "/api/v1/namespaces/default/pods", pod); err != nil || code != 201 {
+		t.Fatalf("pod: %d %v", code, err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if p := n.podStatuses(t, ""); !slices.ContainsFunc(p, func(s podStatus) bool { return s.Name == "done" && s.Phase == "Failed" }) {
+			return fmt.Errorf("pods: %v", p)
+		}
+		return nil
+	})
 	// Ages tick between the two commands; kubectl shows a lease minicluster does not serve.
 	age := regexp.MustCompile(`\b\d+(s|m|h|d|m\d+s|h\d+m)\b`)
 	lease := regexp.MustCompile(`(?m)^Lease:.*\n`)
 	same := func(s string) string { return lease.ReplaceAllString(age.ReplaceAllString(s, "AGE"), "") }
 	for _, args := range [][]string{
 		{"svc", "backend"}, {"svc"}, {"endpoints", "backend"}, {"endpointslices"}, {"deploy/backend"}, {"rs"},
-		{"pods", "backend"}, {"nodes"}, {"ns", "default"}, {"events"}, {"svc", "nope", "backend"}, {"pods", "-l", "app=none"},
+		{"pods", "backend"}, {"pod", "done"}, {"nodes"}, {"ns", "default"}, {"events"}, {"svc", "nope", "backend"}, {"pods", "-l", "app=none"},
 	} {
 		eventually(t, 10*time.Second, func() error {
 			want, wantErr, wantFail := n.exec("kubectl", append([]string{"describe"}, args...)...)

@@ -605,6 +605,8 @@ func (d *describer) containers(cs []corev1.Container, statuses []corev1.Containe
 			d.line(2, "Ready:\t%s", map[bool]string{true: "True", false: "False"}[st.Ready])
 			d.line(2, "Restart Count:\t%d", st.RestartCount)
 		}
+		d.resources(2, "Limits", c.Resources.Limits)
+		d.resources(2, "Requests", c.Resources.Requests)
 		for _, probe := range []struct {
 			title string
 			p     *corev1.Probe
@@ -639,11 +641,8 @@ func (d *describer) state(level int, title string, s corev1.ContainerState) {
 		d.line(level+1, "Started:\t%s", s.Running.StartedAt.Time.Format(time.RFC1123Z))
 	case s.Waiting != nil:
 		d.line(level, "%s:\tWaiting", title)
-		if s.Waiting.Reason != "" {
+		if s.Waiting.Reason != "" { // kubectl shows no message here: events carry it
 			d.line(level+1, "Reason:\t%s", s.Waiting.Reason)
-		}
-		if s.Waiting.Message != "" {
-			d.line(level+1, "Message:\t%s", s.Waiting.Message)
 		}
 	case s.Terminated != nil:
 		d.line(level, "%s:\tTerminated", title)
@@ -658,6 +657,18 @@ func (d *describer) state(level int, title string, s corev1.ContainerState) {
 		d.line(level+1, "Finished:\t%s", s.Terminated.FinishedAt.Time.Format(time.RFC1123Z))
 	default:
 		d.line(level, "%s:\tWaiting", title)
+	}
+}
+
+// resources prints a resource list under title, if it has any.
+func (d *describer) resources(level int, title string, list corev1.ResourceList) {
+	if len(list) == 0 {
+		return
+	}
+	d.line(level, "%s:", title)
+	for _, k := range slices.Sorted(maps.Keys(list)) {
+		q := list[k]
+		d.line(level+1, "%s:\t%s", k, q.String())
 	}
 }
 
@@ -774,18 +785,8 @@ func (d *describer) node(n *corev1.Node, pods []corev1.Pod) {
 	for _, a := range n.Status.Addresses {
 		d.line(1, "%s:\t%s", a.Type, a.Address)
 	}
-	for _, l := range []struct {
-		title string
-		list  corev1.ResourceList
-	}{{"Capacity", n.Status.Capacity}, {"Allocatable", n.Status.Allocatable}} {
-		if len(l.list) > 0 {
-			d.line(0, "%s:", l.title)
-			for _, k := range slices.Sorted(maps.Keys(l.list)) {
-				q := l.list[k]
-				d.line(1, "%s:\t%s", k, q.String())
-			}
-		}
-	}
+	d.resources(0, "Capacity", n.Status.Capacity)
+	d.resources(0, "Allocatable", n.Status.Allocatable)
 	i := n.Status.NodeInfo
 	d.line(0, "System Info:")
 	for _, f := range [][2]string{{"Machine ID", i.MachineID}, {"System UUID", i.SystemUUID}, {"Boot ID", i.BootID},

@@ -51,4 +51,3 @@ func applyPatch(pt types.PatchType, cur, patch []byte, schema any) (out []byte, 
 func fieldErrs(path string, value any, msg string) field.ErrorList {
 	return field.ErrorList{field.Invalid(field.NewPath(path), value, msg)}
 }
-

@@ -35,7 +35,9 @@ const (
 // DeploymentConfig configures the Deployment controller.
 type DeploymentConfig struct {
 	API *apiserver.API
-	Log *slog.Logger
+	// Events, if set, receives ScalingReplicaSet events.
+	Events *Events
+	Log    *slog.Logger
 }
 
 // Deployment rolls a Deployment's pod template out through ReplicaSets.
@@ -45,6 +47,7 @@ type Deployment struct {
 	rsRes *apiserver.Resource
 	loop  *Loop
 	now   func() time.Time
+	rec   *Recorder
 }
 
 var deployKind = metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}
@@ -55,7 +58,8 @@ func NewDeployment(cfg DeploymentConfig) (*Deployment, error) {
 		return nil, errors.New("deployment controller: no API")
 	}
 	reg := cfg.API.Registry()
-	c := &Deployment{api: cfg.API, dRes: reg.Lookup("apps", "deployments"), rsRes: reg.Lookup("apps", "replicasets"), now: time.Now}
+	c := &Deployment{api: cfg.API, dRes: reg.Lookup("apps", "deployments"), rsRes: reg.Lookup("apps", "replicasets"), now: time.Now,
+		rec: cfg.Events.For("deployment-controller", "")}
 	c.loop = NewLoop("deployment", cfg.Log, c.reconcile)
 	return c, nil
 }
@@ -223,7 +227,8 @@ func resolveFenceposts(d *appsv1.Deployment) (int32, int32) {
 }
 
 func (c *Deployment) scaleRS(ctx context.Context, rs *appsv1.ReplicaSet, n int32, d *appsv1.Deployment) error {
-	if ptr.Deref(rs.Spec.Replicas, 1) == n && rs.Annotations[desiredAnnotation] == strconv.Itoa(int(replicasOf(d))) {
+	from := ptr.Deref(rs.Spec.Replicas, 1)
+	if from == n && rs.Annotations[desiredAnnotation] == strconv.Itoa(int(replicasOf(d))) {
 		return nil
 	}
 	out, err := c.api.Update(ctx, c.rsRes, rs.Namespace, rs.Name, "", func(cur store.Object) (store.Object, error) {
@@ -238,6 +243,10 @@ func (c *Deployment) scaleRS(ctx context.Context, rs *appsv1.ReplicaSet, n int32
 	}, false)
 	if err == nil {
 		*rs = *out.(*appsv1.ReplicaSet)
+		if from != n {
+			c.rec.Event(d, corev1.EventTypeNormal, "ScalingReplicaSet", "Scaled %s replica set %s from %d to %d",
+				map[bool]string{true: "up", false: "down"}[n > from], rs.Name, from, n)
+		}
 	}
 	return err
 }

@@ -24,7 +24,9 @@ import (
 // ReplicaSetConfig configures the ReplicaSet controller.
 type ReplicaSetConfig struct {
 	API *apiserver.API
-	Log *slog.Logger
+	// Events, if set, receives SuccessfulCreate/SuccessfulDelete/FailedCreate events.
+	Events *Events
+	Log    *slog.Logger
 }
 
 // ReplicaSet keeps spec.replicas pods of a ReplicaSet's template in existence.
@@ -34,6 +36,7 @@ type ReplicaSet struct {
 	podRes *apiserver.Resource
 	loop   *Loop
 	now    func() time.Time
+	rec    *Recorder
 }
 
 // NewReplicaSet builds the controller.
@@ -42,7 +45,8 @@ func NewReplicaSet(cfg ReplicaSetConfig) (*ReplicaSet, error) {
 		return nil, errors.New("replicaset controller: no API")
 	}
 	reg := cfg.API.Registry()
-	c := &ReplicaSet{api: cfg.API, rsRes: reg.Lookup("apps", "replicasets"), podRes: reg.Lookup("", "pods"), now: time.Now}
+	c := &ReplicaSet{api: cfg.API, rsRes: reg.Lookup("apps", "replicasets"), podRes: reg.Lookup("", "pods"), now: time.Now,
+		rec: cfg.Events.For("replicaset-controller", "")}
 	c.loop = NewLoop("replicaset", cfg.Log, c.reconcile)
 	return c, nil
 }
@@ -153,21 +157,27 @@ func isActive(p *corev1.Pod) bool {
 func (c *ReplicaSet) scale(ctx context.Context, rs *appsv1.ReplicaSet, active []*corev1.Pod) error {
 	want := int(ptr.Deref(rs.Spec.Replicas, 1))
 	for i := len(active); i < want; i++ {
-		_, err := c.api.Create(ctx, c.podRes, rs.Namespace, podFromTemplate(rs), false)
+		pod, err := c.api.Create(ctx, c.podRes, rs.Namespace, podFromTemplate(rs), false)
 		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
 			return nil // the namespace controller is emptying it
 		}
 		if err != nil {
+			c.rec.Event(rs, corev1.EventTypeWarning, "FailedCreate", "Error creating: %v", err)
 			return fmt.Errorf("create pod for %s/%s: %w", rs.Namespace, rs.Name, err)
 		}
+		c.rec.Event(rs, corev1.EventTypeNormal, "SuccessfulCreate", "Created pod: %s", pod.GetName())
 	}
 	if len(active) <= want {
 		return nil
 	}
 	rankForDeletion(active)
 	for _, p := range active[:len(active)-want] {
-		if _, _, err := c.api.Delete(ctx, c.podRes, p.Namespace, p.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		_, _, err := c.api.Delete(ctx, c.podRes, p.Namespace, p.Name, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
 			return err
+		}
+		if err == nil {
+			c.rec.Event(rs, corev1.EventTypeNormal, "SuccessfulDelete", "Deleted pod: %s", p.Name)
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -30,8 +31,9 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	api := newAPI(t)
-	d, _ := NewDeployment(DeploymentConfig{API: api})
-	rs, _ := NewReplicaSet(ReplicaSetConfig{API: api})
+	events := startEvents(t, api, 0)
+	d, _ := NewDeployment(DeploymentConfig{API: api, Events: events})
+	rs, _ := NewReplicaSet(ReplicaSetConfig{API: api, Events: events})
 	inf := NewInformers(api, nil)
 	gc, _ := NewGarbageCollector(GCConfig{API: api, Informers: inf})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -207,6 +209,21 @@ func TestDeploymentCreatesReplicaSetAndPods(t *testing.T) {
 	if d.Annotations[revisionAnnotation] != "1" {
 		t.Errorf("deployment revision %q", d.Annotations[revisionAnnotation])
 	}
+	// What kubectl describe shows, from the controllers' events.
+	poll(t, func() error {
+		said := map[string]int{}
+		for _, e := range listEvents(t, w.api) {
+			said[e.InvolvedObject.Kind+" "+e.Source.Component+" "+e.Reason+": "+e.Message] += int(e.Count)
+		}
+		created := 0
+		for _, p := range pods {
+			created += said["ReplicaSet replicaset-controller SuccessfulCreate: Created pod: "+p.Name]
+		}
+		if said["Deployment deployment-controller ScalingReplicaSet: Scaled up replica set "+rs.Name+" from 0 to 3"] != 1 || created != 3 {
+			return fmt.Errorf("events: %v", said)
+		}
+		return nil
+	})
 }
 
 func TestRollingUpdateKeepsAvailability(t *testing.T) {

@@ -65,4 +65,13 @@ func TestDescribeMatchesKubectl(t *testing.T) {
 			t.Errorf("describe svc backend does not match %s:\n%s", want, out)
 		}
 	}
+	// The kubelet's and the scheduler's events, as kubectl describe pod shows them.
+	out, _, _ = n.exec("kubectl", "describe", "pod", "done")
+	for _, want := range []string{`Normal\s+Scheduled\s+\S+\s+default-scheduler\s+Successfully assigned default/done to \S+\n`,
+		`Normal\s+Pulled\s+\S+\s+kubelet\s+Container image "busybox:1.36" already present on machine\n`,
+		`Normal\s+Created\s+\S+\s+kubelet\s+Created container: c\n`, `Normal\s+Started\s+\S+\s+kubelet\s+Started container c\n`} {
+		if !regexp.MustCompile(want).MatchString(out) {
+			t.Errorf("kubectl describe pod done does not match %s:\n%s", want, out)
+		}
+	}
 }

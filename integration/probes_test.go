@@ -43,6 +43,18 @@ func TestProbes(t *testing.T) {
 	if s := state(); !strings.Contains(s, "web=true/0") {
 		t.Errorf("the healthy container was touched: %q", s)
 	}
+	// The kubelet's events say why (kubectl get events, found by field selector).
+	events, errOut, err := n.exec("kubectl", "get", "events", "--field-selector", "involvedObject.name=probed", "-o",
+		`jsonpath={range .items[*]}{.reason}/{.involvedObject.fieldPath}: {.message}{"\n"}{end}`)
+	if err != nil {
+		t.Fatal(errOut)
+	}
+	for _, want := range []string{"Unhealthy/spec.containers{live}: Liveness probe failed: ",
+		"Killing/spec.containers{live}: Container live failed liveness probe, will be restarted"} {
+		if !strings.Contains(events, want) {
+			t.Errorf("no event %q in:\n%s", want, events)
+		}
+	}
 	flip := func() string {
 		out, _, _ := n.exec("kubectl", "get", "pod", "flip", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
 		return out

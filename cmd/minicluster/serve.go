@@ -172,12 +172,17 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	inf := controllers.NewInformers(srv.API(), log)
-	runners, err := newControllers(srv.API(), inf, cfg.maxEndpointsPerSlice, log)
+	events, err := controllers.NewEvents(controllers.EventsConfig{API: srv.API(), Log: log})
+	if err != nil {
+		return err
+	}
+	runners, err := newControllers(srv.API(), inf, events, cfg.maxEndpointsPerSlice, log)
 	if err != nil {
 		return err
 	}
 	agent, err := node.New(node.Config{API: srv.API(), Instance: cfg.instance, NodeName: cfg.nodeName, PodCIDR: cfg.podCIDR,
-		ClusterDNS: cfg.clusterDNS, ClusterDomain: cfg.clusterDomain, DataDir: cfg.dataDir, Metrics: metrics, Log: log})
+		ClusterDNS: cfg.clusterDNS, ClusterDomain: cfg.clusterDomain, DataDir: cfg.dataDir, Metrics: metrics,
+		Events: events, Log: log})
 	if err != nil {
 		return err
 	}
@@ -217,16 +222,16 @@ func serve(args []string, stderr io.Writer) error {
 type runner interface{ Run(context.Context) error }
 
 // newControllers builds every controller over the in-process API.
-func newControllers(api *apiserver.API, inf *controllers.Informers, maxPerSlice int, log *slog.Logger) ([]runner, error) {
+func newControllers(api *apiserver.API, inf *controllers.Informers, events *controllers.Events, maxPerSlice int, log *slog.Logger) ([]runner, error) {
 	ns, err := controllers.NewNamespace(controllers.NamespaceConfig{API: api, Log: log})
 	if err != nil {
 		return nil, err
 	}
-	deploy, err := controllers.NewDeployment(controllers.DeploymentConfig{API: api, Log: log})
+	deploy, err := controllers.NewDeployment(controllers.DeploymentConfig{API: api, Events: events, Log: log})
 	if err != nil {
 		return nil, err
 	}
-	rs, err := controllers.NewReplicaSet(controllers.ReplicaSetConfig{API: api, Log: log})
+	rs, err := controllers.NewReplicaSet(controllers.ReplicaSetConfig{API: api, Events: events, Log: log})
 	if err != nil {
 		return nil, err
 	}
@@ -242,7 +247,7 @@ func newControllers(api *apiserver.API, inf *controllers.Informers, maxPerSlice 
 	if err != nil {
 		return nil, err
 	}
-	return []runner{inf, ns, deploy, rs, gc, ep, slices}, nil
+	return []runner{inf, events, ns, deploy, rs, gc, ep, slices}, nil
 }
 
 // cleanup removes what an instance created in the kernel (run it with the daemon stopped).

@@ -39,7 +39,10 @@ type Config struct {
 	DataDir string
 	// Metrics, if set, gets minicluster_pod_ips_allocated.
 	Metrics prometheus.Registerer
-	Log     *slog.Logger
+	// Events, if set, receives what happens to pods and their containers, as the
+	// kubelet (and the scheduler, for binding) report it.
+	Events *controllers.Events
+	Log    *slog.Logger
 }
 
 // Agent runs this node's pods.
@@ -53,6 +56,8 @@ type Agent struct {
 	hostDNS resolvConf
 	catalog *catalog
 	self    string // this binary: built-in images and the shim
+	// kubelet and scheduler record events under those components' names.
+	kubelet, scheduler *controllers.Recorder
 
 	mu          sync.Mutex
 	sandboxes   map[string]sandbox // by namespace/name
@@ -85,7 +90,8 @@ func New(cfg Config) (*Agent, error) {
 	reg := cfg.API.Registry()
 	a := &Agent{cfg: cfg, ipam: p, podRes: reg.Lookup("", "pods"), nodeRes: reg.Lookup("", "nodes"),
 		net:       &network{instance: cfg.Instance, cidr: cfg.PodCIDR.Masked(), gateway: p.gateway(), log: cfg.Log},
-		sandboxes: map[string]sandbox{}, catalog: cat, self: self}
+		sandboxes: map[string]sandbox{}, catalog: cat, self: self,
+		kubelet: cfg.Events.For("kubelet", cfg.NodeName), scheduler: cfg.Events.For("default-scheduler", "")}
 	a.loop = controllers.NewLoop("node", cfg.Log, a.reconcile)
 	if cfg.Metrics != nil {
 		err := cfg.Metrics.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "minicluster_pod_ips_allocated",
@@ -238,6 +244,9 @@ func (a *Agent) bind(ctx context.Context, pod *corev1.Pod) error {
 	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 		return nil
 	}
+	if err == nil {
+		a.scheduler.Event(pod, corev1.EventTypeNormal, "Scheduled", "Successfully assigned %s/%s to %s", pod.Namespace, pod.Name, a.cfg.NodeName)
+	}
 	return err
 }
 
@@ -299,6 +308,11 @@ func (a *Agent) terminate(pod *corev1.Pod) {
 	go func() {
 		defer a.terminating.Delete(pod.UID)
 		deadline := time.Now().Add(grace)
+		for name, c := range a.loadState(string(pod.UID)).Containers {
+			if c.alive() {
+				a.kubelet.ContainerEvent(pod, name, corev1.EventTypeNormal, "Killing", "Stopping container %s", name)
+			}
+		}
 		a.runPreStop(pod, deadline)
 		a.teardownWithin(key(pod), max(time.Until(deadline), 0))
 		zero, uid := int64(0), pod.UID

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -138,8 +139,12 @@ func (a *Agent) probeLoop(ctx context.Context, pod *corev1.Pod, ctr *corev1.Cont
 					continue
 				}
 				kd.next = now.Add(time.Duration(max(kd.probe.PeriodSeconds, 1)) * time.Second)
-				ok := runProbe(ctx, kd.probe, ctr, podIP, shimPID) == nil
-				verdict, changed := kd.c.observe(ok)
+				err := runProbe(ctx, kd.probe, ctr, podIP, shimPID)
+				if err != nil && ctx.Err() == nil {
+					a.kubelet.ContainerEvent(pod, ctr.Name, corev1.EventTypeWarning, "Unhealthy", "%s probe failed: %s",
+						strings.ToUpper(kd.name[:1])+kd.name[1:], err)
+				}
+				verdict, changed := kd.c.observe(err == nil)
 				switch {
 				case kd.name == "startup" && verdict && changed:
 					started = true
@@ -148,6 +153,7 @@ func (a *Agent) probeLoop(ctx context.Context, pod *corev1.Pod, ctr *corev1.Cont
 					set(func() { st.ready = verdict })
 				case (kd.name == "liveness" || kd.name == "startup") && changed && !verdict:
 					a.cfg.Log.Info("probe failed: restarting container", "pod", podKey, "container", ctr.Name, "probe", kd.name)
+					a.kubelet.ContainerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Killing", "Container %s failed %s probe, will be restarted", ctr.Name, kd.name)
 					syscall.Kill(-shimPID, syscall.SIGTERM)
 					time.AfterFunc(forcedGrace, func() { syscall.Kill(-shimPID, syscall.SIGKILL) })
 					return

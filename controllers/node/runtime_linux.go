@@ -186,6 +186,8 @@ func (a *Agent) syncOne(pod *corev1.Pod, sb sandbox, ctr *corev1.Container, c *c
 			c.NextStart = time.Now().Add(backoff(c.RestartCount))
 		}
 		if wait := time.Until(c.NextStart); wait > 0 {
+			a.kubelet.ContainerEvent(pod, ctr.Name, corev1.EventTypeWarning, "BackOff", "Back-off restarting failed container %s in pod %s_%s(%s)",
+				ctr.Name, pod.Name, pod.Namespace, pod.UID)
 			return wait, nil
 		}
 	}
@@ -193,8 +195,10 @@ func (a *Agent) syncOne(pod *corev1.Pod, sb sandbox, ctr *corev1.Container, c *c
 	switch {
 	case errors.Is(err, ErrImageUnavailable):
 		c.Waiting, c.Message = "ErrImageNeverPull", err.Error()
+		a.kubelet.ContainerEvent(pod, ctr.Name, corev1.EventTypeWarning, "ErrImageNeverPull", "%s", err)
 	case errors.Is(err, ErrContainerConfig):
 		c.Waiting, c.Message = "CreateContainerConfigError", err.Error()
+		a.kubelet.ContainerEvent(pod, ctr.Name, corev1.EventTypeWarning, "Failed", "Error: %s", err)
 	case err != nil:
 		return 0, err
 	default:
@@ -225,6 +229,7 @@ func (a *Agent) startContainer(pod *corev1.Pod, sb sandbox, ctr *corev1.Containe
 	if err != nil {
 		return err
 	}
+	a.kubelet.ContainerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine", ctr.Image)
 	dir := filepath.Join(a.podDir(string(pod.UID)), ctr.Name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -261,7 +266,9 @@ func (a *Agent) startContainer(pod *corev1.Pod, sb sandbox, ctr *corev1.Containe
 	cmd := exec.Command(a.self, "shim", specPath)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS}
+	a.kubelet.ContainerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Created", "Created container: %s", ctr.Name)
 	if err := startInNetns(cmd, sb.netns); err != nil {
+		a.kubelet.ContainerEvent(pod, ctr.Name, corev1.EventTypeWarning, "Failed", "Error: %s", err)
 		return fmt.Errorf("start %s: %w", ctr.Name, err)
 	}
 	c.ShimPID, c.ShimStart, c.StartedAt = cmd.Process.Pid, procStart(cmd.Process.Pid), time.Now().Truncate(time.Second)
@@ -273,6 +280,7 @@ func (a *Agent) startContainer(pod *corev1.Pod, sb sandbox, ctr *corev1.Containe
 		a.loop.Enqueue(k)
 	}()
 	a.ensureProbers(pod, ctr, c, sb.ip.String())
+	a.kubelet.ContainerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Started", "Started container %s", ctr.Name)
 	a.cfg.Log.Info("container started", "pod", k, "container", ctr.Name, "argv", strings.Join(argv, " "), "restarts", c.RestartCount)
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
@@ -241,7 +242,11 @@ func NewRegistry(alloc *Allocator) *Registry {
 	node.table = nodeTable
 	node.prepareUpdate = keepStatus
 
-	return &Registry{resources: []*Resource{ns, node, pod, svc, ep, ev, eps, deploy, rs}}
+	// Leases: the node agent's heartbeat, as the kubelet's (kube-node-lease/<node>).
+	lease := newResource[coordinationv1.Lease]("coordination.k8s.io", "v1", "Lease", "leases", true)
+	lease.table = leaseTable
+
+	return &Registry{resources: []*Resource{ns, node, pod, svc, ep, ev, eps, deploy, rs, lease}}
 }
 
 // keepStatus makes an update of the main resource leave status alone, as Kubernetes

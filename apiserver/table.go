@@ -7,12 +7,14 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/utils/ptr"
 
 	"github.com/minicluster/minicluster/store"
 )
@@ -320,6 +322,10 @@ var replicaSetTable = append(tableDef{
 }, workloadWide(
 	func(o store.Object) *corev1.PodSpec { return &o.(*appsv1.ReplicaSet).Spec.Template.Spec },
 	func(o store.Object) *metav1.LabelSelector { return o.(*appsv1.ReplicaSet).Spec.Selector })...)
+
+var leaseTable = tableDef{{name: "Holder", typ: "string", cell: func(o store.Object) any {
+	return ptr.Deref(o.(*coordinationv1.Lease).Spec.HolderIdentity, "")
+}}}
 
 var eventTable = tableDef{
 	{name: "Last Seen", typ: "string", cell: func(o store.Object) any {

@@ -171,8 +171,8 @@ func TestPodsSelectorsAndErrors(t *testing.T) {
 		{name: "namespace in body differs", method: "POST", path: podsPath, contentType: jsonCT,
 			body: strings.Replace(podJSON("p", `{}`), `"name":"p"`, `"name":"p","namespace":"kube-system"`, 1), wantCode: 400},
 		{name: "unknown resource", method: "GET", path: "/api/v1/namespaces/default/widgets", wantCode: 404},
-		{name: "unknown group", method: "GET", path: "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n", wantCode: 404,
-			check: func(t *testing.T, r response) { // kube-apiserver's words, which kubectl describe node shows
+		{name: "unknown group", method: "GET", path: "/apis/example.com/v1/namespaces/default/widgets/n", wantCode: 404,
+			check: func(t *testing.T, r response) { // kube-apiserver's words
 				if st := r.status(); st.Message != "the server could not find the requested resource" || st.Reason != metav1.StatusReasonNotFound {
 					t.Errorf("status %+v", st)
 				}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -40,10 +41,10 @@ func TestDescribeMatchesKubectl(t *testing.T) {
 		}
 		return nil
 	})
-	// Ages tick between the two commands; kubectl shows a lease minicluster does not serve.
+	// Ages tick between the two commands, and the node's lease is renewed.
 	age := regexp.MustCompile(`\b\d+(s|m|h|d|m\d+s|h\d+m)\b`)
-	lease := regexp.MustCompile(`(?m)^Lease:.*\n`)
-	same := func(s string) string { return lease.ReplaceAllString(age.ReplaceAllString(s, "AGE"), "") }
+	renewed := regexp.MustCompile(`(?m)^  RenewTime: .*\n`)
+	same := func(s string) string { return renewed.ReplaceAllString(age.ReplaceAllString(s, "AGE"), "") }
 	for _, args := range [][]string{
 		{"svc", "backend"}, {"svc"}, {"endpoints", "backend"}, {"endpointslices"}, {"deploy/backend"}, {"rs"},
 		{"pods", "backend"}, {"pod", "done"}, {"nodes"}, {"ns", "default"}, {"events"}, {"svc", "nope", "backend"}, {"pods", "-l", "app=none"},
@@ -65,6 +66,23 @@ func TestDescribeMatchesKubectl(t *testing.T) {
 			t.Errorf("describe svc backend does not match %s:\n%s", want, out)
 		}
 	}
+	// The node's lease is held by the node and renewed (every 10 s), as the kubelet's.
+	lease := func() string {
+		out, _, _ := n.exec("kubectl", "get", "lease", "-n", "kube-node-lease", "-o", `jsonpath={range .items[*]}{.metadata.name}={.spec.holderIdentity} {.spec.renewTime}{end}`)
+		return out
+	}
+	first := lease()
+	held, _, _ := strings.Cut(first, " ")
+	if name, holder, _ := strings.Cut(held, "="); name == "" || holder != name {
+		t.Errorf("lease %q: want the node holding its own", first)
+	}
+	eventually(t, 15*time.Second, func() error {
+		if now := lease(); now == first {
+			return fmt.Errorf("lease not renewed: %q", now)
+		}
+		return nil
+	})
+
 	// The kubelet's and the scheduler's events, as kubectl describe pod shows them.
 	out, _, _ = n.exec("kubectl", "describe", "pod", "done")
 	for _, want := range []string{`Normal\s+Scheduled\s+\S+\s+default-scheduler\s+Successfully assigned default/done to \S+\n`,

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -167,7 +168,12 @@ func (c *client) describeObject(d *describer, obj store.Object) bool {
 	case *corev1.Node:
 		var pods corev1.PodList
 		c.list("", "pods", "", url.Values{"fieldSelector": {"spec.nodeName=" + o.Name}}, &pods)
-		d.node(o, pods.Items)
+		lease := &coordinationv1.Lease{}
+		data, err := c.do(http.MethodGet, resourcePath(c.reg.Lookup("coordination.k8s.io", "leases"), corev1.NamespaceNodeLease, o.Name), nil, nil, "", "")
+		if err == nil {
+			err = json.Unmarshal(data, lease)
+		}
+		d.node(o, lease, err, pods.Items)
 	case *corev1.Service:
 		d.meta(o)
 		d.service(o, c.slicesOf(o))
@@ -749,7 +755,7 @@ func (d *describer) replicaSet(rs *appsv1.ReplicaSet, pods []corev1.Pod) {
 	d.template(rs.Spec.Template)
 }
 
-func (d *describer) node(n *corev1.Node, pods []corev1.Pod) {
+func (d *describer) node(n *corev1.Node, lease *coordinationv1.Lease, leaseErr error, pods []corev1.Pod) {
 	d.line(0, "Name:\t%s", n.Name)
 	var roles []string
 	for k := range n.Labels {
@@ -772,6 +778,26 @@ func (d *describer) node(n *corev1.Node, pods []corev1.Pod) {
 		d.line(0, "%s\t%s", title, t.ToString())
 	}
 	d.line(0, "Unschedulable:\t%t", n.Spec.Unschedulable)
+	if leaseErr != nil {
+		var apiErr *apiError
+		if errors.As(leaseErr, &apiErr) {
+			leaseErr = errors.New(apiErr.status.Message)
+		}
+		d.line(0, "Lease:\tFailed to get lease: %s", leaseErr)
+	} else {
+		d.line(0, "Lease:")
+		d.line(1, "HolderIdentity:\t%s", orUnset(ptr.Deref(lease.Spec.HolderIdentity, "")))
+		for _, t := range []struct {
+			title string
+			at    *metav1.MicroTime
+		}{{"AcquireTime", lease.Spec.AcquireTime}, {"RenewTime", lease.Spec.RenewTime}} {
+			at := "<unset>"
+			if t.at != nil {
+				at = t.at.Time.Format(time.RFC1123Z)
+			}
+			d.line(1, "%s:\t%s", t.title, at)
+		}
+	}
 	if len(n.Status.Conditions) > 0 {
 		d.line(0, "Conditions:")
 		d.line(1, "Type\tStatus\tLastHeartbeatTime\tLastTransitionTime\tReason\tMessage")

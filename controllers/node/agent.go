@@ -47,15 +47,16 @@ type Config struct {
 
 // Agent runs this node's pods.
 type Agent struct {
-	cfg     Config
-	net     *network
-	ipam    *ipam
-	podRes  *apiserver.Resource
-	nodeRes *apiserver.Resource
-	loop    *controllers.Loop
-	hostDNS resolvConf
-	catalog *catalog
-	self    string // this binary: built-in images and the shim
+	cfg      Config
+	net      *network
+	ipam     *ipam
+	podRes   *apiserver.Resource
+	nodeRes  *apiserver.Resource
+	leaseRes *apiserver.Resource
+	loop     *controllers.Loop
+	hostDNS  resolvConf
+	catalog  *catalog
+	self     string // this binary: built-in images and the shim
 	// kubelet and scheduler record events under those components' names.
 	kubelet, scheduler *controllers.Recorder
 
@@ -88,7 +89,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	p := newIPAM(cfg.PodCIDR)
 	reg := cfg.API.Registry()
-	a := &Agent{cfg: cfg, ipam: p, podRes: reg.Lookup("", "pods"), nodeRes: reg.Lookup("", "nodes"),
+	a := &Agent{cfg: cfg, ipam: p, podRes: reg.Lookup("", "pods"), nodeRes: reg.Lookup("", "nodes"), leaseRes: reg.Lookup("coordination.k8s.io", "leases"),
 		net:       &network{instance: cfg.Instance, cidr: cfg.PodCIDR.Masked(), gateway: p.gateway(), log: cfg.Log},
 		sandboxes: map[string]sandbox{}, catalog: cat, self: self,
 		kubelet: cfg.Events.For("kubelet", cfg.NodeName), scheduler: cfg.Events.For("default-scheduler", "")}

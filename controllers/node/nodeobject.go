@@ -10,10 +10,12 @@ import (
 	"syscall"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/minicluster/minicluster/apiserver"
 	"github.com/minicluster/minicluster/store"
@@ -81,6 +83,9 @@ func (a *Agent) registerNode(ctx context.Context) error {
 	if _, err := a.cfg.API.Create(ctx, a.nodeRes, "", n, false); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
+	if err := a.renewLease(ctx); err != nil {
+		return err
+	}
 	return a.postStatus(ctx)
 }
 
@@ -100,18 +105,52 @@ func (a *Agent) postStatus(ctx context.Context) error {
 }
 
 func (a *Agent) heartbeats(ctx context.Context) {
-	t := time.NewTicker(heartbeat)
-	defer t.Stop()
+	status, lease := time.NewTicker(heartbeat), time.NewTicker(leaseRenew)
+	defer status.Stop()
+	defer lease.Stop()
 	for {
+		var err error
 		select {
-		case <-t.C:
-			if err := a.postStatus(ctx); err != nil && ctx.Err() == nil {
-				a.cfg.Log.Warn("node heartbeat", "err", err)
-			}
+		case <-status.C:
+			err = a.postStatus(ctx)
+		case <-lease.C:
+			err = a.renewLease(ctx)
 		case <-ctx.Done():
 			return
 		}
+		if err != nil && ctx.Err() == nil {
+			a.cfg.Log.Warn("node heartbeat", "err", err)
+		}
 	}
+}
+
+// The kubelet's lease: renewed every 10 s, valid for 40.
+const (
+	leaseRenew    = 10 * time.Second
+	leaseDuration = 40
+)
+
+// renewLease keeps kube-node-lease/<node> held by this node, as the kubelet does; the
+// Node owns it.
+func (a *Agent) renewLease(ctx context.Context) error {
+	now := metav1.NewMicroTime(time.Now())
+	_, err := a.cfg.API.Update(ctx, a.leaseRes, corev1.NamespaceNodeLease, a.cfg.NodeName, "", func(cur store.Object) (store.Object, error) {
+		l := cur.(*coordinationv1.Lease)
+		l.Spec.RenewTime = &now
+		return l, nil
+	}, false)
+	if !apierrors.IsNotFound(err) {
+		return err
+	}
+	n, err := a.cfg.API.Get(a.nodeRes, "", a.cfg.NodeName)
+	if err != nil {
+		return err
+	}
+	l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: a.cfg.NodeName, Namespace: corev1.NamespaceNodeLease,
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: n.GetName(), UID: n.GetUID()}}},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(a.cfg.NodeName), LeaseDurationSeconds: ptr.To[int32](leaseDuration), RenewTime: &now}}
+	_, err = a.cfg.API.Create(ctx, a.leaseRes, corev1.NamespaceNodeLease, l, false)
+	return err
 }
 
 func utsString(b []int8) string {

@@ -208,7 +208,10 @@ func TestServiceLifecycle(t *testing.T) {
 				o := r.object()
 				ip, _ := get(o, "spec", "clusterIP").(string)
 				s.vars["clusterIP"] = ip
-				if addr, err := netip.ParseAddr(ip); err != nil || !netip.MustParsePrefix("10.96.0.0/12").Contains(addr) || addr.As4()[2] == 0 {
+				// The static band is the range's first 256 addresses, 10.96.0.0-10.96.0.255 (not
+				// every address whose third byte is 0: 10.109.0.108 is dynamic).
+				addr, err := netip.ParseAddr(ip)
+				if b := addr.As4(); err != nil || !netip.MustParsePrefix("10.96.0.0/12").Contains(addr) || b[1] == 96 && b[2] == 0 {
 					t.Errorf("clusterIP %q: want a dynamic address in 10.96.0.0/12 above the static band", ip)
 				}
 				for _, c := range []struct {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 
@@ -81,11 +82,31 @@ func (g *schemaGen) schemaOf(t reflect.Type) map[string]any {
 
 func (g *schemaGen) structSchema(t reflect.Type) map[string]any {
 	props := map[string]any{}
-	g.addFields(t, props)
-	return map[string]any{"type": "object", "properties": props}
+	var required []string
+	g.addFields(t, props, &required)
+	s := map[string]any{"type": "object", "properties": props}
+	if len(required) > 0 {
+		slices.Sort(required)
+		s["required"] = required
+	}
+	if d := swaggerDoc(t)[""]; d != "" {
+		s["description"] = d
+	}
+	return s
 }
 
-func (g *schemaGen) addFields(t reflect.Type, props map[string]any) {
+// swaggerDoc is the field documentation k8s.io/api types carry (kubectl explain shows it).
+func swaggerDoc(t reflect.Type) map[string]string {
+	if d, ok := reflect.Zero(t).Interface().(interface{ SwaggerDoc() map[string]string }); ok {
+		return d.SwaggerDoc()
+	}
+	return nil
+}
+
+// addFields adds t's fields to props; required collects those without omitempty, as
+// Kubernetes' openapi-gen marks them (kubectl explain shows -required-).
+func (g *schemaGen) addFields(t reflect.Type, props map[string]any, required *[]string) {
+	doc := swaggerDoc(t)
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
@@ -93,11 +114,14 @@ func (g *schemaGen) addFields(t reflect.Type, props map[string]any) {
 			continue
 		}
 		if strings.Contains(opts, "inline") || (f.Anonymous && name == "") {
-			g.addFields(f.Type, props)
+			g.addFields(f.Type, props, required)
 			continue
 		}
 		if name == "" {
 			name = f.Name
+		}
+		if !strings.Contains(opts, "omitempty") {
+			*required = append(*required, name)
 		}
 		s := g.schemaOf(f.Type)
 		if strategy := f.Tag.Get("patchStrategy"); strategy != "" {
@@ -105,6 +129,9 @@ func (g *schemaGen) addFields(t reflect.Type, props map[string]any) {
 			if key := f.Tag.Get("patchMergeKey"); key != "" {
 				s["x-kubernetes-patch-merge-key"] = key
 			}
+		}
+		if d := doc[name]; d != "" {
+			s = withExtensions(s, map[string]any{"description": d})
 		}
 		props[name] = s
 	}
@@ -133,6 +160,11 @@ func (g *Registry) openAPIDoc(gv schema.GroupVersion) map[string]any {
 		list, _ := Scheme.New(gv.WithKind(r.Kind_ + "List"))
 		listRef := gen.schemaOf(reflect.TypeOf(list))
 		gvk := map[string]any{"group": r.Group, "version": r.Version, "kind": r.Kind_}
+		// kubectl explain finds a kind's schema by this extension.
+		for kind, obj := range map[string]any{r.Kind_: r.New(), r.Kind_ + "List": list} {
+			gen.defs[defName(reflect.TypeOf(obj).Elem())].(map[string]any)["x-kubernetes-group-version-kind"] =
+				[]any{map[string]any{"group": r.Group, "version": r.Version, "kind": kind}}
+		}
 		op := func(action string, body bool, out map[string]any) map[string]any {
 			o := map[string]any{"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk,
 				"responses": map[string]any{"200": map[string]any{"description": "OK",

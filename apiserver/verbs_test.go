@@ -457,6 +457,15 @@ func TestOpenAPIv3(t *testing.T) {
 		get(doc, "components", "schemas", "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "properties", "creationTimestamp", "format") != "date-time" {
 		t.Errorf("creationTimestamp is not a date-time")
 	}
+	// What kubectl explain needs: the kind on its schema, descriptions, required fields.
+	deploy := get(doc, "components", "schemas", "io.k8s.api.apps.v1.Deployment")
+	if get(deploy, "x-kubernetes-group-version-kind", 0, "kind") != "Deployment" || !strings.HasPrefix(fmt.Sprint(get(deploy, "description")), "Deployment enables") {
+		t.Errorf("Deployment schema: kind %v, description %q", get(deploy, "x-kubernetes-group-version-kind"), get(deploy, "description"))
+	}
+	spec := get(doc, "components", "schemas", "io.k8s.api.apps.v1.DeploymentSpec")
+	if fmt.Sprint(get(spec, "required")) != "[selector template]" || get(spec, "properties", "replicas", "description") == nil {
+		t.Errorf("DeploymentSpec: required %v, replicas %v", get(spec, "required"), get(spec, "properties", "replicas"))
+	}
 	if code := s.do(t, "GET", "/openapi/v3/apis/nope/v1", "", "").code; code != 404 {
 		t.Errorf("unknown group-version: %d", code)
 	}

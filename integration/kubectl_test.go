@@ -43,6 +43,9 @@ func TestKubectl(t *testing.T) {
 	}{
 		{args: []string{"version"}, want: []string{"Server Version: v1.32.0-minicluster"}},
 		{args: []string{"api-resources"}, want: []string{"deployments", "deploy", "apps/v1", "endpointslices", "discovery.k8s.io/v1"}},
+		{args: []string{"explain", "pod.spec.containers.ports"}, want: []string{"FIELD: ports <[]ContainerPort>", "List of ports to expose from the container",
+			"containerPort\t<integer> -required-"}},
+		{args: []string{"explain", "svc.spec.type"}, want: []string{"KIND:       Service", "type determines how the Service is exposed"}},
 		{args: []string{"apply", "-f", b3}, want: []string{"service/backend created", "deployment.apps/backend created"}},
 		{args: []string{"apply", "-f", b3}, want: []string{"service/backend unchanged", "deployment.apps/backend unchanged"}},
 		{args: []string{"apply", "-f", b4}, want: []string{"deployment.apps/backend configured"}},

@@ -35,10 +35,7 @@ func (c *client) describe(args []string) error {
 	fs := flag.NewFlagSet("describe", flag.ContinueOnError)
 	fs.SetOutput(c.stderr)
 	var f getFlags
-	fs.BoolVar(&f.allNamespaces, "A", false, "describe across all namespaces")
-	fs.BoolVar(&f.allNamespaces, "all-namespaces", false, "describe across all namespaces")
-	fs.StringVar(&f.selector, "l", "", "label selector")
-	fs.StringVar(&f.selector, "selector", "", "label selector")
+	f.selectionFlags(fs)
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err

@@ -27,14 +27,19 @@ type getFlags struct {
 	output               string
 }
 
+// selectionFlags are the flags get and describe share: where and which objects.
+func (f *getFlags) selectionFlags(fs *flag.FlagSet) {
+	fs.BoolVar(&f.allNamespaces, "A", false, "across all namespaces")
+	fs.BoolVar(&f.allNamespaces, "all-namespaces", false, "across all namespaces")
+	fs.StringVar(&f.selector, "l", "", "label selector")
+	fs.StringVar(&f.selector, "selector", "", "label selector")
+}
+
 func (c *client) get(args []string) error {
 	fs := flag.NewFlagSet("get", flag.ContinueOnError)
 	fs.SetOutput(c.stderr)
 	var f getFlags
-	fs.BoolVar(&f.allNamespaces, "A", false, "list across all namespaces")
-	fs.BoolVar(&f.allNamespaces, "all-namespaces", false, "list across all namespaces")
-	fs.StringVar(&f.selector, "l", "", "label selector")
-	fs.StringVar(&f.selector, "selector", "", "label selector")
+	f.selectionFlags(fs)
 	fs.StringVar(&f.fieldSel, "field-selector", "", "field selector")
 	fs.StringVar(&f.output, "o", "", "output format: wide, yaml, json or name")
 	fs.StringVar(&f.output, "output", "", "output format: wide, yaml, json or name")

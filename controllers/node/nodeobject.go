@@ -83,8 +83,8 @@ func (a *Agent) registerNode(ctx context.Context) error {
 	if _, err := a.cfg.API.Create(ctx, a.nodeRes, "", n, false); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
-	if err := a.renewLease(ctx); err != nil {
-		return err
+	if err := a.renewLease(ctx); err != nil { // not needed to run pods: retried with the heartbeats
+		a.cfg.Log.Warn("node lease", "err", err)
 	}
 	return a.postStatus(ctx)
 }

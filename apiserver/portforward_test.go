@@ -2,9 +2,11 @@ package apiserver
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
@@ -102,4 +104,56 @@ func TestPortForward(t *testing.T) {
 			<-done
 		})
 	}
+}
+
+// pods/proxy and services/proxy carry a request to the pod (for a service, a ready
+// endpoint of the named port) and its answer back, without the API's token.
+func TestProxySubresources(t *testing.T) {
+	var gotAuth, gotPath string
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotAuth, gotPath = r.Header.Get("Authorization"), r.URL.RequestURI()
+		fmt.Fprintf(w, "%s %s", r.Method, r.URL.Path)
+	}))
+	defer backend.Close()
+	_, port, _ := net.SplitHostPort(backend.Listener.Addr().String())
+	s := newTestServer(t)
+	pod := `{"metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"busybox","ports":[{"name":"web","containerPort":` + port + `}]}]}}`
+	runSteps(t, s, []step{
+		{name: "pod", method: "POST", path: podsPath, contentType: jsonCT, body: pod, wantCode: 201},
+		{name: "no address yet", method: "GET", path: podsPath + "/p:web/proxy/x", wantCode: 503},
+		{name: "pod address", method: "PATCH", path: podsPath + "/p/status", contentType: mergeCT, body: `{"status":{"podIP":"127.0.0.1"}}`, wantCode: 200},
+		{name: "pod by port name", method: "GET", path: podsPath + "/p:web/proxy/a/b?q=1", headers: []string{"Authorization", "Bearer secret"}, wantCode: 200,
+			check: func(t *testing.T, r response) {
+				if string(r.body) != "GET /a/b" || gotPath != "/a/b?q=1" || gotAuth != "" {
+					t.Errorf("body %q, backend saw %q with Authorization %q", r.body, gotPath, gotAuth)
+				}
+			}},
+		{name: "pod by number, POST", method: "POST", path: podsPath + "/p:" + port + "/proxy/", body: "x", wantCode: 200,
+			check: func(t *testing.T, r response) {
+				if string(r.body) != "POST /" {
+					t.Errorf("body %q", r.body)
+				}
+			}},
+		{name: "unknown port name", method: "GET", path: podsPath + "/p:nope/proxy/", wantCode: 400},
+		{name: "bad scheme", method: "GET", path: podsPath + "/ftp:p:web/proxy/", wantCode: 400},
+		{name: "service", method: "POST", path: "/api/v1/namespaces/default/services", contentType: jsonCT, wantCode: 201,
+			body: `{"metadata":{"name":"s"},"spec":{"ports":[{"name":"http","port":80,"targetPort":"web"}]}}`},
+		{name: "service without endpoints", method: "GET", path: "/api/v1/namespaces/default/services/s:http/proxy/", wantCode: 503,
+			check: func(t *testing.T, r response) {
+				if !strings.Contains(r.status().Message, `no endpoints available for service "s"`) {
+					t.Errorf("message %q", r.status().Message)
+				}
+			}},
+		{name: "endpoints", method: "POST", path: "/api/v1/namespaces/default/endpoints", contentType: jsonCT, wantCode: 201,
+			body: `{"metadata":{"name":"s"},"subsets":[{"addresses":[{"ip":"127.0.0.1"}],"ports":[{"name":"http","port":` + port + `}]}]}`},
+		{name: "service by port number", method: "GET", path: "/api/v1/namespaces/default/services/s:80/proxy/hostname", wantCode: 200,
+			check: func(t *testing.T, r response) {
+				if string(r.body) != "GET /hostname" {
+					t.Errorf("body %q", r.body)
+				}
+			}},
+		{name: "service's only port", method: "GET", path: "/api/v1/namespaces/default/services/s/proxy", wantCode: 200},
+		{name: "unknown service port", method: "GET", path: "/api/v1/namespaces/default/services/s:81/proxy/", wantCode: 503},
+		{name: "missing service", method: "GET", path: "/api/v1/namespaces/default/services/nope/proxy/", wantCode: 404},
+	})
 }

@@ -194,7 +194,7 @@ func NewRegistry(alloc *Allocator) *Registry {
 
 	pod := newResource[corev1.Pod]("", "v1", "Pod", "pods", true)
 	pod.ShortNames, pod.Categories = []string{"po"}, []string{"all"}
-	pod.Subresources = []string{"status", "log", "exec", "attach", "portforward"}
+	pod.Subresources = []string{"status", "log", "exec", "attach", "portforward", "proxy"}
 	pod.defaults, pod.validate, pod.table = defaultPod, validatePod, podTable
 	pod.prepareUpdate = keepStatus
 	pod.fieldSet = podFields
@@ -206,7 +206,7 @@ func NewRegistry(alloc *Allocator) *Registry {
 
 	svc := newResource[corev1.Service]("", "v1", "Service", "services", true)
 	svc.ShortNames, svc.Categories = []string{"svc"}, []string{"all"}
-	svc.Subresources = []string{"status"}
+	svc.Subresources = []string{"status", "proxy"}
 	svc.nameFn = apivalidation.NameIsDNS1035Label
 	svc.defaults, svc.validate, svc.table = defaultService, validateService, serviceTable
 	svc.prepareUpdate = prepareServiceUpdate

@@ -285,7 +285,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		pprof.Handler(name).ServeHTTP(w, r) // as kube-apiserver's --profiling, behind the token
 		return
 	}
-	if h.serveOpenAPI(w, r) {
+	if h.serveOpenAPI(w, r) || h.serveProxy(w, r) {
 		return
 	}
 	req, err := h.parsePath(r.URL.Path)

@@ -66,6 +66,24 @@ func TestDescribeMatchesKubectl(t *testing.T) {
 			t.Errorf("describe svc backend does not match %s:\n%s", want, out)
 		}
 	}
+	// The API server's proxy subresources reach the service's pods (as kubectl proxy and
+	// kubectl get --raw use them).
+	seen := map[string]bool{}
+	for range 20 {
+		out, errOut, err := n.exec("kubectl", "get", "--raw", "/api/v1/namespaces/default/services/backend:http/proxy/hostname")
+		if err != nil || !strings.HasPrefix(out, "backend-") {
+			t.Fatalf("service proxy: %q %s %v", out, errOut, err)
+		}
+		seen[out] = true
+	}
+	if len(seen) < 2 {
+		t.Errorf("20 requests through the service proxy reached %v, want the endpoints chosen at random", seen)
+	}
+	pods := n.pods(t)
+	if out, errOut, err := n.exec("kubectl", "get", "--raw", "/api/v1/namespaces/default/pods/"+pods[0].name+":8080/proxy/hostname"); err != nil || out != pods[0].name {
+		t.Errorf("pod proxy to %s: %q %s %v", pods[0].name, out, errOut, err)
+	}
+
 	// The node's lease is held by the node and renewed (every 10 s), as the kubelet's.
 	lease := func() string {
 		out, _, _ := n.exec("kubectl", "get", "lease", "-n", "kube-node-lease", "-o", `jsonpath={range .items[*]}{.metadata.name}={.spec.holderIdentity} {.spec.renewTime}{end}`)

@@ -1,0 +1,152 @@
+package apiserver
+
+import (
+	"crypto/tls"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"regexp"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+)
+
+// proxyPath is a pods/proxy or services/proxy request: the object as
+// [scheme:]name[:port], then the path to ask it for.
+var proxyPath = regexp.MustCompile(`^/api/v1/namespaces/([^/]+)/(pods|services)/([^/]+)/proxy(/.*)?$`)
+
+// proxyTransport reaches pods as kube-apiserver does: over HTTPS without checking
+// their certificates.
+var proxyTransport = &http.Transport{Proxy: nil, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+
+// serveProxy serves the proxy subresources of pods and services: the request goes on
+// to the pod (for a service, one of its ready endpoints, chosen at random) and the
+// answer comes back, as with kube-apiserver (kubectl proxy, kubectl get --raw).
+func (h *handler) serveProxy(w http.ResponseWriter, r *http.Request) bool {
+	m := proxyPath.FindStringSubmatch(r.URL.Path)
+	if m == nil {
+		return false
+	}
+	ns, plural, id, path := m[1], m[2], m[3], m[4]
+	// name, name:port or scheme:name:port, as Kubernetes splits it
+	var scheme, name, port string
+	switch parts := strings.Split(id, ":"); len(parts) {
+	case 1:
+		name = parts[0]
+	case 2:
+		name, port = parts[0], parts[1]
+	case 3:
+		scheme, name, port = parts[0], parts[1], parts[2]
+	}
+	switch scheme {
+	case "":
+		scheme = "http"
+	case "http", "https":
+	default:
+		writeError(w, apierrors.NewBadRequest(fmt.Sprintf("invalid scheme %q: only http and https", scheme)))
+		return true
+	}
+	if name == "" {
+		writeError(w, apierrors.NewBadRequest(fmt.Sprintf("invalid name %q", id)))
+		return true
+	}
+	var target string
+	var err error
+	if plural == "pods" {
+		target, err = h.podTarget(ns, name, port, scheme)
+	} else {
+		target, err = h.serviceTarget(ns, name, port)
+	}
+	if err != nil {
+		writeError(w, err)
+		return true
+	}
+	if path == "" {
+		path = "/"
+	}
+	rp := &httputil.ReverseProxy{Transport: proxyTransport, Rewrite: func(pr *httputil.ProxyRequest) {
+		pr.Out.URL.Scheme, pr.Out.URL.Host, pr.Out.URL.Path, pr.Out.URL.RawPath, pr.Out.Host = scheme, target, path, "", target
+		pr.Out.Header.Del("Authorization") // the API's token is not the pod's business
+	}, ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+		writeError(w, apierrors.NewServiceUnavailable(fmt.Sprintf("error trying to reach %s %q: %v", strings.TrimSuffix(plural, "s"), name, err)))
+	}}
+	rp.ServeHTTP(w, r)
+	return true
+}
+
+func (h *handler) podTarget(ns, name, port, scheme string) (string, error) {
+	obj, err := h.api.Get(h.api.reg.Lookup("", "pods"), ns, name)
+	if err != nil {
+		return "", err
+	}
+	pod := obj.(*corev1.Pod)
+	if pod.Status.PodIP == "" {
+		return "", apierrors.NewServiceUnavailable(fmt.Sprintf("pod %q has no address yet", name))
+	}
+	switch {
+	case port == "" && scheme == "https":
+		port = "443"
+	case port == "":
+		port = "80"
+	default:
+		if _, err := strconv.Atoi(port); err != nil { // a named container port
+			found := false
+			for _, c := range pod.Spec.Containers {
+				for _, p := range c.Ports {
+					if p.Name == port {
+						port, found = strconv.Itoa(int(p.ContainerPort)), true
+					}
+				}
+			}
+			if !found {
+				return "", apierrors.NewBadRequest(fmt.Sprintf("no container port named %q in pod %q", port, name))
+			}
+		}
+	}
+	return net.JoinHostPort(pod.Status.PodIP, port), nil
+}
+
+// serviceTarget is a ready endpoint of the service port named or numbered port (or
+// the service's only port).
+func (h *handler) serviceTarget(ns, name, port string) (string, error) {
+	obj, err := h.api.Get(h.api.reg.Lookup("", "services"), ns, name)
+	if err != nil {
+		return "", err
+	}
+	svc := obj.(*corev1.Service)
+	var sp *corev1.ServicePort
+	for i, p := range svc.Spec.Ports {
+		if p.Name == port || strconv.Itoa(int(p.Port)) == port || port == "" && len(svc.Spec.Ports) == 1 {
+			sp = &svc.Spec.Ports[i]
+			break
+		}
+	}
+	if sp == nil {
+		return "", apierrors.NewServiceUnavailable(fmt.Sprintf("no service port %q found for service %q", port, name))
+	}
+	eps, err := h.api.Get(h.api.reg.Lookup("", "endpoints"), ns, name)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return "", err
+	}
+	var targets []string
+	if eps != nil {
+		for _, ss := range eps.(*corev1.Endpoints).Subsets {
+			for _, p := range ss.Ports {
+				if p.Name != sp.Name {
+					continue
+				}
+				for _, a := range ss.Addresses {
+					targets = append(targets, net.JoinHostPort(a.IP, strconv.Itoa(int(p.Port))))
+				}
+			}
+		}
+	}
+	if len(targets) == 0 {
+		return "", apierrors.NewServiceUnavailable(fmt.Sprintf("no endpoints available for service %q", name))
+	}
+	return targets[rand.IntN(len(targets))], nil
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"net/http/httptest"
@@ -373,5 +374,68 @@ func TestCheckDataDir(t *testing.T) {
 		}
 		os.Chmod(dir, 0o700)
 		os.Chmod(secret, 0o600)
+	}
+}
+
+// describe without root: the endpoints line comes from the ready endpoints of the
+// service's slices, the events table from the object's events, a name that is no
+// object's is a prefix, and errors come after the output.
+func TestDescribe(t *testing.T) {
+	c := newCluster(t)
+	path := c.file(t, "web.yaml", `apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-abc, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- {addresses: [10.244.0.5], conditions: {ready: true}}
+- {addresses: [10.244.0.6], conditions: {ready: false}}
+`)
+	if _, errOut, code := c.run(t, "", "apply", "-f", path); code != 0 {
+		t.Fatal(errOut)
+	}
+	out, _, _ := c.run(t, "", "get", "svc", "web", "-o", "json")
+	var svc struct{ Metadata struct{ UID string } }
+	if err := json.Unmarshal([]byte(out), &svc); err != nil || svc.Metadata.UID == "" {
+		t.Fatalf("get svc web: %q %v", out, err)
+	}
+	uid := svc.Metadata.UID
+	event := c.file(t, "ev.yaml", `apiVersion: v1
+kind: Event
+metadata: {name: web.1}
+involvedObject: {apiVersion: v1, kind: Service, name: web, namespace: default, uid: `+uid+`}
+type: Warning
+reason: Tested
+message: twice
+source: {component: tester}
+count: 2
+firstTimestamp: "2026-01-01T00:00:00Z"
+lastTimestamp: "2026-01-01T00:10:00Z"
+`)
+	if _, errOut, code := c.run(t, "", "apply", "-f", event); code != 0 {
+		t.Fatal(errOut)
+	}
+	out, errOut, code := c.run(t, "", "describe", "svc", "nope", "we")
+	if code != 1 || errOut != "Error from server (NotFound): services \"nope\" not found\n" {
+		t.Errorf("exit %d, stderr %q", code, errOut)
+	}
+	for _, want := range []string{"Name:                     web\n", "Selector:                 app=web\n",
+		"Port:                     http  80/TCP\n", "TargetPort:               8080/TCP\n", "Endpoints:                10.244.0.5:8080\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("describe svc lacks %q:\n%s", want, out)
+		}
+	}
+	if !regexp.MustCompile(`Warning\s+Tested\s+\S+ \(x2 over \S+\)\s+tester\s+twice\n\n$`).MatchString(out) {
+		t.Errorf("no events table ending the output (and the prefix match's blank line):\n%s", out)
+	}
+	if _, errOut, code := c.run(t, "", "describe", "pods"); code != 0 || errOut != "No resources found in default namespace.\n" {
+		t.Errorf("no pods: exit %d, stderr %q", code, errOut)
 	}
 }

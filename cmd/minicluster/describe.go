@@ -56,7 +56,7 @@ func (c *client) describe(args []string) error {
 	}
 	// As kubectl: objects asked for (or listed) are separated by two blank lines; each
 	// object found by a name prefix ends with one.
-	printed, failed := 0, false
+	printed := 0
 	show := func(obj store.Object, matched bool) {
 		if !matched && printed > 0 {
 			fmt.Fprint(c.stdout, "\n\n")
@@ -75,16 +75,12 @@ func (c *client) describe(args []string) error {
 		w.Flush()
 	}
 	var errs []error // printed after the objects, as kubectl does
-	report := func(err error) {
-		errs = append(errs, err)
-		failed = true
-	}
 	found := false
 	for _, r := range resources {
 		if len(pos) == 1 {
 			all, err := c.listObjects(r, ns, c.listQuery(f, nil))
 			if err != nil {
-				report(err)
+				errs = append(errs, err)
 				continue
 			}
 			for _, obj := range all {
@@ -112,19 +108,19 @@ func (c *client) describe(args []string) error {
 				err = json.Unmarshal(data, obj)
 			}
 			if err != nil {
-				report(err)
+				errs = append(errs, err)
 				continue
 			}
 			show(obj, false)
 		}
 	}
-	if len(pos) == 1 && !found && !failed {
+	if len(pos) == 1 && !found && len(errs) == 0 {
 		c.noResources(resources[0], ns)
 	}
 	for _, err := range errs {
 		fmt.Fprintln(c.stderr, err)
 	}
-	if failed {
+	if len(errs) > 0 {
 		return errReported
 	}
 	return nil

@@ -198,6 +198,20 @@ func (c *client) do(method, path string, query url.Values, body []byte, contentT
 	return data, nil
 }
 
+// getInto GETs path with query q and decodes the answer into out.
+func (c *client) getInto(path string, q url.Values, out any) error {
+	data, err := c.do(http.MethodGet, path, q, nil, "", "")
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(data, out)
+}
+
+// list gets the list of a resource in ns, with query q, into out.
+func (c *client) list(group, plural, ns string, q url.Values, out any) error {
+	return c.getInto(resourcePath(c.reg.Lookup(group, plural), ns, ""), q, out)
+}
+
 func (c *client) send(method, path string, query url.Values, body []byte, contentType, accept string) (*http.Response, error) {
 	u := c.host + path
 	if len(query) > 0 {

@@ -90,7 +90,8 @@ func (c *client) describe(args []string) error {
 			continue
 		}
 		for _, name := range pos[1:] {
-			data, err := c.do(http.MethodGet, resourcePath(r, ns, name), nil, nil, "", "")
+			obj := r.New()
+			err := c.getInto(resourcePath(r, ns, name), nil, obj)
 			var apiErr *apiError
 			if errors.As(err, &apiErr) && apiErr.status.Code == http.StatusNotFound {
 				// As kubectl: a name that is not an object's is a prefix of objects' names.
@@ -102,10 +103,6 @@ func (c *client) describe(args []string) error {
 				if len(all) > 0 {
 					continue
 				}
-			}
-			obj := r.New()
-			if err == nil {
-				err = json.Unmarshal(data, obj)
 			}
 			if err != nil {
 				errs = append(errs, err)
@@ -128,14 +125,10 @@ func (c *client) describe(args []string) error {
 
 // listObjects lists r in ns as typed objects.
 func (c *client) listObjects(r *apiserver.Resource, ns string, q url.Values) ([]store.Object, error) {
-	data, err := c.do(http.MethodGet, resourcePath(r, ns, ""), q, nil, "", "")
-	if err != nil {
-		return nil, err
-	}
 	var list struct {
 		Items []json.RawMessage `json:"items"`
 	}
-	if err := json.Unmarshal(data, &list); err != nil {
+	if err := c.getInto(resourcePath(r, ns, ""), q, &list); err != nil {
 		return nil, err
 	}
 	objs := make([]store.Object, 0, len(list.Items))
@@ -162,10 +155,7 @@ func (c *client) describeObject(d *describer, obj store.Object) bool {
 		var pods corev1.PodList
 		c.list("", "pods", "", url.Values{"fieldSelector": {"spec.nodeName=" + o.Name}}, &pods)
 		lease := &coordinationv1.Lease{}
-		data, err := c.do(http.MethodGet, resourcePath(c.reg.Lookup("coordination.k8s.io", "leases"), corev1.NamespaceNodeLease, o.Name), nil, nil, "", "")
-		if err == nil {
-			err = json.Unmarshal(data, lease)
-		}
+		err := c.getInto(resourcePath(c.reg.Lookup("coordination.k8s.io", "leases"), corev1.NamespaceNodeLease, o.Name), nil, lease)
 		d.node(o, lease, err, pods.Items)
 	case *corev1.Service:
 		d.meta(o)
@@ -187,15 +177,6 @@ func (c *client) describeObject(d *describer, obj store.Object) bool {
 		d.generic(obj)
 	}
 	return true
-}
-
-// list gets the list of a resource in ns, with query q, into out.
-func (c *client) list(group, plural, ns string, q url.Values, out any) error {
-	data, err := c.do(http.MethodGet, resourcePath(c.reg.Lookup(group, plural), ns, ""), q, nil, "", "")
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(data, out)
 }
 
 func (c *client) slicesOf(svc *corev1.Service) []discoveryv1.EndpointSlice {

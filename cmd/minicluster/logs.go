@@ -2,19 +2,18 @@ package main
 
 import (
 	"bufio"
-	"sync"
-
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"golang.org/x/sync/errgroup"
 	"io"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 
+	"golang.org/x/sync/errgroup"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -128,14 +127,8 @@ func (c *client) podLog(pod string, q url.Values, out io.Writer) error {
 
 // podsMatching lists the names of the pods a label selector picks.
 func (c *client) podsMatching(selector string) ([]string, error) {
-	list, err := c.do(http.MethodGet, resourcePath(c.reg.Lookup("", "pods"), c.namespace, ""), url.Values{"labelSelector": {selector}}, nil, "", "")
-	if err != nil {
-		return nil, err
-	}
-	var pods struct {
-		Items []metav1.PartialObjectMetadata `json:"items"`
-	}
-	if err := json.Unmarshal(list, &pods); err != nil {
+	var pods metav1.PartialObjectMetadataList
+	if err := c.list("", "pods", c.namespace, url.Values{"labelSelector": {selector}}, &pods); err != nil {
 		return nil, err
 	}
 	var names []string
@@ -159,16 +152,15 @@ func (c *client) podFor(arg string) (string, error) {
 	if r.Plural == "pods" {
 		return name, nil
 	}
-	data, err := c.do(http.MethodGet, resourcePath(r, c.namespace, name), nil, nil, "", "")
-	if err != nil {
-		return "", err
-	}
 	var obj struct {
 		Spec struct {
 			Selector *metav1.LabelSelector `json:"selector"`
 		} `json:"spec"`
 	}
-	if err := json.Unmarshal(data, &obj); err != nil || obj.Spec.Selector == nil {
+	if err := c.getInto(resourcePath(r, c.namespace, name), nil, &obj); err != nil {
+		return "", err
+	}
+	if obj.Spec.Selector == nil {
 		return "", fmt.Errorf("cannot find the pods of %s", arg)
 	}
 	sel, err := metav1.LabelSelectorAsSelector(obj.Spec.Selector)

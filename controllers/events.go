@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
 
 	"github.com/minicluster/minicluster/apiserver"
 	"github.com/minicluster/minicluster/store"
@@ -28,19 +30,20 @@ type EventsConfig struct {
 	Log *slog.Logger
 }
 
-// Events writes the core/v1 Events that controllers and the node agent record, as
-// client-go's recorder does: one Event per object, reason and message, whose count and
-// lastTimestamp grow when it happens again. Recording never waits for the store: a
-// full queue drops the event. Events older than the TTL are deleted.
+// Events writes the core/v1 Events that controllers and the node agent record through
+// client-go's event correlator, as its recorder does: a repeat bumps the count and
+// lastTimestamp of the Event already saying the same, many similar ones are combined,
+// and one source's events about one object are rate-limited (25 at once, then one per
+// 5 min), so a probe failing every second does not write every second. Recording
+// never waits for the store: a full queue drops the event. Events older than the TTL
+// are deleted.
 type Events struct {
-	api   *apiserver.API
-	res   *apiserver.Resource
-	ttl   time.Duration
-	log   *slog.Logger
-	queue chan *corev1.Event
-
-	mu   sync.Mutex
-	seen map[string]string // object UID, reason, message → the Event's name
+	api        *apiserver.API
+	res        *apiserver.Resource
+	ttl        time.Duration
+	log        *slog.Logger
+	queue      chan *corev1.Event
+	correlator *record.EventCorrelator // used by Run's goroutine alone
 }
 
 // NewEvents builds the event writer.
@@ -55,7 +58,7 @@ func NewEvents(cfg EventsConfig) (*Events, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	return &Events{api: cfg.API, res: cfg.API.Registry().Lookup("", "events"), ttl: cfg.TTL, log: cfg.Log,
-		queue: make(chan *corev1.Event, 1000), seen: map[string]string{}}, nil
+		queue: make(chan *corev1.Event, 1000), correlator: record.NewEventCorrelator(clock.RealClock{})}, nil
 }
 
 // Recorder records events from one component (and host, for the kubelet).
@@ -121,34 +124,30 @@ func (e *Events) Run(ctx context.Context) error {
 	}
 }
 
-// write creates ev, or bumps the count of the Event already saying the same.
+// write creates ev, or updates the Event the correlator says it repeats.
 func (e *Events) write(ctx context.Context, ev *corev1.Event) error {
-	k := string(ev.InvolvedObject.UID) + "\x00" + ev.InvolvedObject.FieldPath + "\x00" + ev.Reason + "\x00" + ev.Message
-	e.mu.Lock()
-	name, seen := e.seen[k]
-	e.mu.Unlock()
-	if seen {
-		_, err := e.api.Update(ctx, e.res, ev.Namespace, name, "", func(cur store.Object) (store.Object, error) {
-			c := cur.(*corev1.Event)
-			c.Count++
-			c.LastTimestamp = ev.LastTimestamp
-			return c, nil
-		}, false)
-		if err == nil {
-			return nil
-		}
-		// gone (expired, or its namespace emptied): a new one
-	}
 	ev.Name = fmt.Sprintf("%s.%x", ev.InvolvedObject.Name, time.Now().UnixNano())
-	if _, err := e.api.Create(ctx, e.res, ev.Namespace, ev, false); err != nil {
+	res, err := e.correlator.EventCorrelate(ev)
+	if err != nil || res.Skip {
 		return err
 	}
-	e.mu.Lock()
-	if len(e.seen) > 10000 {
-		clear(e.seen) // a bound; forgetting only means a new Event instead of a count
+	ev = res.Event
+	var out store.Object
+	if ev.Count > 1 {
+		out, err = e.api.Update(ctx, e.res, ev.Namespace, ev.Name, "", func(cur store.Object) (store.Object, error) {
+			c := cur.(*corev1.Event)
+			c.Count, c.Message, c.LastTimestamp = ev.Count, ev.Message, ev.LastTimestamp
+			return c, nil
+		}, false)
 	}
-	e.seen[k] = ev.Name
-	e.mu.Unlock()
+	if ev.Count <= 1 || apierrors.IsNotFound(err) { // new, or gone (expired, its namespace emptied)
+		ev.ResourceVersion = ""
+		out, err = e.api.Create(ctx, e.res, ev.Namespace, ev, false)
+	}
+	if err != nil {
+		return err
+	}
+	e.correlator.UpdateState(out.(*corev1.Event))
 	return nil
 }
 

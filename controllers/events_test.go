@@ -82,6 +82,30 @@ func TestEventsRecordAndCount(t *testing.T) {
 		}
 		return nil
 	})
+	// One source's events of one type about one object are rate-limited as client-go's
+	// are: a burst of 25 is written (counted), the rest dropped. Events are written in order,
+	// so once an event about another object is there, all of these were handled.
+	other, err := api.Create(context.Background(), api.Registry().Lookup("", "pods"), "default", pod("other"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 40 {
+		rec.Event(p, corev1.EventTypeWarning, "Unhealthy", "Readiness probe failed")
+	}
+	rec.Event(other.(*corev1.Pod), corev1.EventTypeNormal, "Marker", "after the others")
+	poll(t, func() error {
+		counts := map[string]int32{}
+		for _, e := range listEvents(t, api) {
+			counts[e.Reason] += e.Count
+		}
+		if counts["Marker"] != 1 {
+			return fmt.Errorf("events: %v", counts)
+		}
+		if counts["Unhealthy"] != 25-3 { // the 3 Warning BackOffs above drew on the same budget (source, object, type)
+			t.Errorf("Unhealthy counted %d times of 40, want 22 (a burst of 25, 3 used)", counts["Unhealthy"])
+		}
+		return nil
+	})
 	// A nil Events records nothing and does not panic (components built without one).
 	var none *Events
 	none.For("x", "").Event(p, corev1.EventTypeNormal, "R", "m")

@@ -142,14 +142,13 @@ func testKillUnderLoad(t *testing.T, n *node) {
 			t.Errorf("acknowledged write lost: %s gen %s, have %d (present %v)", name, gen, got, ok)
 		}
 	}
-	if len(acked) < kills {
-		t.Errorf("only %d objects written: the writer hardly ran", len(acked))
-	}
+	// (That there was traffic to lose is progress()'s doing: it fails the test when the
+	// writer or the client stalls.)
 
 	// The client's requests, from its log.
 	c := clientLog(n)
 	t.Logf("client: %d requests answered, %d failed", c.ok, c.failed)
-	if c.failed != 0 || c.ok < 5*kills {
+	if c.failed != 0 {
 		t.Errorf("client: %d answered, %d failed", c.ok, c.failed)
 	}
 

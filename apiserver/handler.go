@@ -43,7 +43,6 @@ func (h *handler) parsePath(path string) (*request, error) {
 	default:
 		return nil, nil
 	}
-	notFound := errNoSuchResource
 	if len(rest) == 0 {
 		return nil, nil
 	}
@@ -55,7 +54,7 @@ func (h *handler) parsePath(path string) (*request, error) {
 	}
 	req.res = h.api.reg.Lookup(group, rest[0])
 	if req.res == nil || req.res.Version != version || len(rest) > 3 {
-		return nil, notFound
+		return nil, errNoSuchResource
 	}
 	if len(rest) > 1 {
 		req.name = rest[1]
@@ -63,11 +62,11 @@ func (h *handler) parsePath(path string) (*request, error) {
 	if len(rest) > 2 {
 		req.sub = rest[2]
 		if !req.res.HasSubresource(req.sub) {
-			return nil, notFound
+			return nil, errNoSuchResource
 		}
 	}
 	if req.res.Namespaced && req.name != "" && req.ns == "" {
-		return nil, notFound
+		return nil, errNoSuchResource
 	}
 	return req, nil
 }

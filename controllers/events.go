@@ -10,8 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/tools/reference"
 	"k8s.io/utils/clock"
 
 	"github.com/minicluster/minicluster/apiserver"
@@ -86,17 +86,17 @@ func (r *Recorder) event(obj store.Object, fieldPath, eventType, reason, format 
 	if r == nil || r.events == nil {
 		return
 	}
-	ref := corev1.ObjectReference{Namespace: obj.GetNamespace(), Name: obj.GetName(), UID: obj.GetUID(),
-		ResourceVersion: obj.GetResourceVersion(), FieldPath: fieldPath}
-	if gvks, _, err := apiserver.Scheme.ObjectKinds(obj.(runtime.Object)); err == nil && len(gvks) > 0 {
-		ref.APIVersion, ref.Kind = gvks[0].GroupVersion().String(), gvks[0].Kind
+	ref, err := reference.GetPartialReference(apiserver.Scheme, obj, fieldPath)
+	if err != nil {
+		r.events.log.Debug("event about an object of no known kind", "reason", reason, "err", err)
+		return
 	}
 	ns := obj.GetNamespace()
 	if ns == "" {
 		ns = metav1.NamespaceDefault // events about cluster-scoped objects, as Kubernetes
 	}
 	now := metav1.Now()
-	ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Namespace: ns}, InvolvedObject: ref, Reason: reason,
+	ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Namespace: ns}, InvolvedObject: *ref, Reason: reason,
 		Message: fmt.Sprintf(format, args...), Type: eventType, Source: r.source, Count: 1,
 		FirstTimestamp: now, LastTimestamp: now, ReportingController: r.source.Component, ReportingInstance: r.source.Host}
 	select {

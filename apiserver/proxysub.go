@@ -21,7 +21,7 @@ var proxyPath = regexp.MustCompile(`^/api/v1/namespaces/([^/]+)/(pods|services)/
 
 // proxyTransport reaches pods as kube-apiserver does: over HTTPS without checking
 // their certificates.
-var proxyTransport = &http.Transport{Proxy: nil, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+var proxyTransport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
 
 // serveProxy serves the proxy subresources of pods and services: the request goes on
 // to the pod (for a service, one of its ready endpoints, chosen at random) and the

@@ -75,7 +75,6 @@ func (c *client) describe(args []string) error {
 		w.Flush()
 	}
 	var errs []error // printed after the objects, as kubectl does
-	found := false
 	for _, r := range resources {
 		if len(pos) == 1 {
 			all, err := c.listObjects(r, ns, c.listQuery(f, nil))
@@ -85,7 +84,6 @@ func (c *client) describe(args []string) error {
 			}
 			for _, obj := range all {
 				show(obj, false)
-				found = true
 			}
 			continue
 		}
@@ -111,7 +109,7 @@ func (c *client) describe(args []string) error {
 			show(obj, false)
 		}
 	}
-	if len(pos) == 1 && !found && len(errs) == 0 {
+	if len(pos) == 1 && printed == 0 && len(errs) == 0 {
 		c.noResources(resources[0], ns)
 	}
 	for _, err := range errs {

@@ -37,7 +37,7 @@ func (s *Server) Boot(ctx context.Context) error {
 	}
 	labels := map[string]string{"component": "apiserver", "provider": "kubernetes"}
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "kubernetes", Namespace: "default", Labels: labels},
-		Spec: corev1.ServiceSpec{ClusterIP: store.NthAddr(s.cfg.ServiceCIDR, 0).String(),
+		Spec: corev1.ServiceSpec{ClusterIP: nthAddr(s.cfg.ServiceCIDR, 0).String(),
 			Ports: []corev1.ServicePort{{Name: "https", Port: 443, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt(port)}}}}
 	if err := s.ensure(ctx, reg.Lookup("", "services"), svc); err != nil {
 		return err

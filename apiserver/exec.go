@@ -15,35 +15,37 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/remotecommand"
 )
 
 // PodExec runs commands in containers and attaches to their main process; the node
-// agent provides it, as a kubelet does.
+// agent's runtime provides it, as a kubelet does.
 type PodExec interface {
-	Exec(ctx context.Context, pod *corev1.Pod, opts ExecOptions) (int, error)
+	// Exec runs command in the container; with streams.Tty on a terminal (its output
+	// all on Stdout, resized as the client asks). It returns the command's exit code.
+	Exec(ctx context.Context, pod *corev1.Pod, container string, command []string, streams remotecommand.StreamOptions) (int, error)
 	// Attach connects the streams to the container's process until it ends or ctx
-	// does; Command is unused. Stdin's end is the client closing it (stdinOnce).
-	Attach(ctx context.Context, pod *corev1.Pod, opts ExecOptions) error
-	// PortForward connects to port inside the pod's network namespace.
+	// does. Stdin's end is the client closing it (stdinOnce).
+	Attach(ctx context.Context, pod *corev1.Pod, container string, streams remotecommand.StreamOptions) error
+}
+
+// PodPortForwarder connects to a port inside a pod's network namespace; the node agent
+// provides it.
+type PodPortForwarder interface {
 	PortForward(ctx context.Context, pod *corev1.Pod, port int32) (net.Conn, error)
 }
 
-// ExecOptions are one command's streams. With TTY the command gets a terminal; its
-// output all comes on Stdout, and Resize carries the client's window sizes.
-type ExecOptions struct {
-	Container      string
-	Command        []string
-	TTY            bool
-	Stdin          io.Reader // nil: none
-	Stdout, Stderr io.Writer
-	Resize         <-chan TerminalSize
+// sizeQueue hands a client's terminal sizes to the runtime; closed when the client's
+// connection ends, so the runtime's reader of it ends too.
+type sizeQueue chan remotecommand.TerminalSize
+
+func (q sizeQueue) Next() *remotecommand.TerminalSize {
+	sz, ok := <-q
+	if !ok {
+		return nil
+	}
+	return &sz
 }
-
-// TerminalSize is a resize message (channel 4).
-type TerminalSize struct{ Width, Height uint16 }
-
-// SetPodExec connects the node agent; until then pods/exec answers 503.
-func (s *Server) SetPodExec(p PodExec) { s.handler.exec = p }
 
 // The remote command protocol kubectl speaks: binary WebSocket frames whose first byte
 // is the channel.
@@ -99,9 +101,10 @@ func (h *handler) podExec(w http.ResponseWriter, r *http.Request, pod *corev1.Po
 	if isTrue(first(q["stdin"])) {
 		stdin, stdinSink = stdinR, stdinW
 	}
-	resize := make(chan TerminalSize, 4)
+	resize := make(sizeQueue, 4)
 	go func() {
 		defer cancel()
+		defer close(resize)
 		for {
 			_, data, err := conn.ReadMessage()
 			if err != nil {
@@ -111,15 +114,14 @@ func (h *handler) podExec(w http.ResponseWriter, r *http.Request, pod *corev1.Po
 			execFrame(data, stdinSink, resize)
 		}
 	}()
-	opts := ExecOptions{Container: first(q["container"]), Command: cmd, TTY: isTrue(first(q["tty"])),
-		Stdin: stdin, Resize: resize,
+	opts := remotecommand.StreamOptions{Tty: isTrue(first(q["tty"])), Stdin: stdin, TerminalSizeQueue: resize,
 		Stdout: writerFunc(func(p []byte) (int, error) { return len(p), send(chanStdout, p) }),
 		Stderr: writerFunc(func(p []byte) (int, error) { return len(p), send(chanStderr, p) })}
 	var code int
 	if attach {
-		err = h.exec.Attach(ctx, pod, opts)
+		err = h.exec.Attach(ctx, pod, first(q["container"]), opts)
 	} else {
-		code, err = h.exec.Exec(ctx, pod, opts)
+		code, err = h.exec.Exec(ctx, pod, first(q["container"]), cmd, opts)
 	}
 	st := metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusSuccess}
 	switch {
@@ -147,7 +149,7 @@ func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // execFrame acts on one frame from the client: stdin data, stdin's close, or a resize;
 // anything else is ignored.
-func execFrame(data []byte, stdin io.WriteCloser, resize chan<- TerminalSize) {
+func execFrame(data []byte, stdin io.WriteCloser, resize chan<- remotecommand.TerminalSize) {
 	switch {
 	case len(data) == 0:
 	case data[0] == chanStdin:
@@ -155,7 +157,7 @@ func execFrame(data []byte, stdin io.WriteCloser, resize chan<- TerminalSize) {
 	case data[0] == chanClose && len(data) > 1 && data[1] == chanStdin:
 		stdin.Close()
 	case data[0] == chanResize:
-		var sz TerminalSize
+		var sz remotecommand.TerminalSize
 		if json.Unmarshal(data[1:], &sz) == nil {
 			select {
 			case resize <- sz:

@@ -13,18 +13,19 @@ import (
 	"github.com/gorilla/websocket"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/remotecommand"
 )
 
 // fakeExec echoes stdin to stdout, writes its command to stderr, and exits with the
 // length of the command.
 type fakeExec struct{ echo string }
 
-func (fakeExec) Exec(_ context.Context, _ *corev1.Pod, o ExecOptions) (int, error) {
+func (fakeExec) Exec(_ context.Context, _ *corev1.Pod, _ string, command []string, o remotecommand.StreamOptions) (int, error) {
 	if o.Stdin != nil {
 		io.Copy(o.Stdout, o.Stdin)
 	}
-	io.WriteString(o.Stderr, strings.Join(o.Command, " "))
-	return len(o.Command) - 1, nil
+	io.WriteString(o.Stderr, strings.Join(command, " "))
+	return len(command) - 1, nil
 }
 
 // PortForward connects to an echo server on loopback, whatever the port.
@@ -36,8 +37,8 @@ func (f fakeExec) PortForward(ctx context.Context, _ *corev1.Pod, port int32) (n
 }
 
 // Attach copies stdin to stdout, after a greeting naming the container.
-func (fakeExec) Attach(_ context.Context, _ *corev1.Pod, o ExecOptions) error {
-	io.WriteString(o.Stdout, "attached to "+o.Container+": ")
+func (fakeExec) Attach(_ context.Context, _ *corev1.Pod, container string, o remotecommand.StreamOptions) error {
+	io.WriteString(o.Stdout, "attached to "+container+": ")
 	if o.Stdin != nil {
 		io.Copy(o.Stdout, o.Stdin)
 	}
@@ -47,8 +48,7 @@ func (fakeExec) Attach(_ context.Context, _ *corev1.Pod, o ExecOptions) error {
 // The v5.channel.k8s.io protocol as kubectl speaks it: stdin on channel 0 closed with
 // [255, 0], output on 1 and 2, and the exit code in a Status on channel 3.
 func TestExecProtocol(t *testing.T) {
-	s := newTestServer(t)
-	s.SetPodExec(fakeExec{})
+	s := newTestServer(t, func(c *Config) { c.Exec = fakeExec{} })
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
 	if _, err := s.API().Create(context.Background(), s.API().Registry().Lookup("", "pods"), "default", pod, false); err != nil {
 		t.Fatal(err)
@@ -124,7 +124,7 @@ func FuzzExecFrame(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		resize := make(chan TerminalSize, 1)
+		resize := make(chan remotecommand.TerminalSize, 1)
 		execFrame(data, &sink{}, resize)
 	})
 }

@@ -20,8 +20,6 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-
-	"github.com/minicluster/minicluster/store"
 )
 
 // Files in the data dir; every one is 0600.
@@ -129,7 +127,7 @@ func loadOrCreateCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 func servingNames(cfg Config) ([]string, []net.IP) {
 	dns := []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
 		"kubernetes.default.svc." + cfg.ClusterDomain}
-	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, store.NthAddr(cfg.ServiceCIDR, 0).AsSlice()}
+	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, nthAddr(cfg.ServiceCIDR, 0).AsSlice()}
 	if host, _, err := net.SplitHostPort(cfg.Listen); err == nil {
 		if ip := net.ParseIP(host); ip != nil {
 			ips = append(ips, ip)

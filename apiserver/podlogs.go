@@ -19,9 +19,6 @@ type PodLogs interface {
 	Logs(ctx context.Context, pod *corev1.Pod, opts *corev1.PodLogOptions, w io.Writer, flush func()) error
 }
 
-// SetPodLogs connects the node agent; until then pods/log answers 503.
-func (s *Server) SetPodLogs(p PodLogs) { s.handler.logs = p }
-
 func logOptions(q map[string][]string) (*corev1.PodLogOptions, error) {
 	o := &corev1.PodLogOptions{Container: first(q["container"]), Follow: isTrue(first(q["follow"])),
 		Previous: isTrue(first(q["previous"])), Timestamps: isTrue(first(q["timestamps"]))}

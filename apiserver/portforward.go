@@ -28,7 +28,7 @@ const (
 
 // podPortForward serves pods/portforward.
 func (h *handler) podPortForward(w http.ResponseWriter, r *http.Request, pod *corev1.Pod) {
-	if h.exec == nil {
+	if h.portForward == nil {
 		writeError(w, apierrors.NewServiceUnavailable("no node agent to forward ports"))
 		return
 	}
@@ -114,7 +114,7 @@ func (h *handler) forward(ctx context.Context, pod *corev1.Pod, data, errs https
 		fmt.Fprintf(errs, "invalid port %q", data.Headers().Get("port"))
 		return
 	}
-	c, err := h.exec.PortForward(ctx, pod, int32(port))
+	c, err := h.portForward.PortForward(ctx, pod, int32(port))
 	if err != nil {
 		fmt.Fprintf(errs, "error forwarding port %d to pod %s: %v", port, pod.Name, err)
 		return

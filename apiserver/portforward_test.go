@@ -38,8 +38,7 @@ func TestPortForward(t *testing.T) {
 			go func() { io.Copy(c, c); c.Close() }()
 		}
 	}()
-	s := newTestServer(t)
-	s.SetPodExec(fakeExec{echo: echo.Addr().String()})
+	s := newTestServer(t, func(c *Config) { c.PortForward = fakeExec{echo: echo.Addr().String()} })
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
 	if _, err := s.API().Create(context.Background(), s.API().Registry().Lookup("", "pods"), "default", pod, false); err != nil {
 		t.Fatal(err)

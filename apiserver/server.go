@@ -50,6 +50,14 @@ type Config struct {
 	// MaxWatchesPerClient caps one client's open watches (default 500): a client
 	// opening them without end cannot exhaust the daemon.
 	MaxWatchesPerClient int
+	// Logs, Exec and PortForward serve pods/log, exec, attach and portforward, as a
+	// kubelet does for kube-apiserver; without them those answer 503.
+	Logs        PodLogs
+	Exec        PodExec
+	PortForward PodPortForwarder
+	// EventTTL is how long an event is kept after it last happened (default one hour,
+	// kube-apiserver's --event-ttl).
+	EventTTL time.Duration
 }
 
 // Server is the API server component.
@@ -79,11 +87,14 @@ func New(cfg Config) (*Server, error) {
 	}
 	reg := NewRegistry(&Allocator{ServiceCIDR: cfg.ServiceCIDR.Masked(), NodePortBase: cfg.NodePortBase, NodePortCount: cfg.NodePortCount})
 	api := NewAPI(cfg.Store, reg, cfg.Log)
-	s := &Server{cfg: cfg, api: api, ready: make(chan struct{})}
+	if cfg.EventTTL <= 0 {
+		cfg.EventTTL = DefaultEventTTL
+	}
 	if cfg.MaxWatchesPerClient <= 0 { // unset
 		cfg.MaxWatchesPerClient = 500
 	}
-	s.handler = &handler{api: api, ready: s.ready, stopping: make(chan struct{}),
+	s := &Server{cfg: cfg, api: api, ready: make(chan struct{})}
+	s.handler = &handler{api: api, ready: s.ready, stopping: make(chan struct{}), logs: cfg.Logs, exec: cfg.Exec, portForward: cfg.PortForward,
 		watches: &watchLimiter{max: cfg.MaxWatchesPerClient, open: map[string]int{}}}
 	if cfg.Metrics != nil {
 		s.handler.metrics = promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{})
@@ -135,6 +146,10 @@ func (s *Server) Run(ctx context.Context) error {
 			return nil
 		})
 	}
+	g.Go(func() error {
+		s.expireEvents(gctx, s.cfg.EventTTL)
+		return nil
+	})
 	close(s.ready)
 	s.cfg.Log.Info("api server ready", "listen", tcpLn.Addr().String(), "socket", SocketPath(s.cfg.DataDir))
 	g.Go(func() error {
@@ -220,14 +235,15 @@ func RequireToken(token string, next http.Handler) http.Handler {
 
 // handler routes every API path.
 type handler struct {
-	api      *API
-	ready    chan struct{}
-	stopping chan struct{}
-	openapi  openAPI
-	logs     PodLogs
-	exec     PodExec
-	metrics  http.Handler
-	watches  *watchLimiter
+	api         *API
+	ready       chan struct{}
+	stopping    chan struct{}
+	openapi     openAPI
+	logs        PodLogs
+	exec        PodExec
+	portForward PodPortForwarder
+	metrics     http.Handler
+	watches     *watchLimiter
 }
 
 // shutdownDrain is how long a stopping server keeps answering with Connection: close

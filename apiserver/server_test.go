@@ -34,17 +34,24 @@ func (s *testServer) expand(v string) string {
 	return v
 }
 
-func newTestServer(t testing.TB) *testServer { return newTestServerHistory(t, 0) }
+// newTestServer serves a fresh store; configure changes the server's configuration.
+func newTestServer(t testing.TB, configure ...func(*Config)) *testServer {
+	return newTestServerHistory(t, 0, configure...)
+}
 
 // newTestServerHistory keeps only history events for watch resumption (0: the default).
-func newTestServerHistory(t testing.TB, history int) *testServer {
+func newTestServerHistory(t testing.TB, history int, configure ...func(*Config)) *testServer {
 	t.Helper()
 	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "db"), History: history})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Config{DataDir: t.TempDir(), Listen: "127.0.0.1:6443", ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"),
-		ClusterDomain: "cluster.local", Store: st})
+	cfg := Config{DataDir: t.TempDir(), Listen: "127.0.0.1:6443", ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"),
+		ClusterDomain: "cluster.local", Store: st}
+	for _, f := range configure {
+		f(&cfg)
+	}
+	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

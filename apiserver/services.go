@@ -3,12 +3,14 @@ package apiserver
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	utilnet "k8s.io/utils/net"
 
 	"github.com/minicluster/minicluster/store"
 )
@@ -27,6 +29,27 @@ type Allocator struct {
 	NodePortCount int
 }
 
+// hostCount is the number of usable host addresses in an IPv4 or IPv6 prefix, without
+// the network address (and the broadcast address for IPv4), for at most 24 host bits.
+func hostCount(p netip.Prefix) uint64 {
+	n := uint64(1) << min(p.Addr().BitLen()-p.Bits(), 24)
+	switch {
+	case n <= 2:
+		return 0
+	case p.Addr().Is4():
+		return n - 2
+	}
+	return n - 1
+}
+
+// nthAddr returns the address i+1 after the prefix's network address.
+func nthAddr(p netip.Prefix, i uint64) netip.Addr {
+	p = p.Masked()
+	ip, _ := utilnet.GetIndexedIP(&net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}, int(i+1))
+	a, _ := netip.AddrFromSlice(ip)
+	return a.Unmap()
+}
+
 func serviceOwner(s *corev1.Service) string { return s.Namespace + "/" + s.Name }
 
 func invalid(s *corev1.Service, errs ...*field.Error) error {
@@ -36,20 +59,20 @@ func invalid(s *corev1.Service, errs ...*field.Error) error {
 // staticBand is the low part of the range kept for requested addresses (as Kubernetes
 // does, KEP-3070), so that dynamic allocation never takes 10.96.0.10 from kube-dns.
 func (a *Allocator) staticBand() uint64 {
-	n := store.PrefixSize(a.ServiceCIDR)
+	n := hostCount(a.ServiceCIDR)
 	return min(max(n/16, 16), 256, n)
 }
 
 func (a *Allocator) claimClusterIP(t store.Txn, s *corev1.Service) error {
 	p := field.NewPath("spec", "clusterIPs").Index(0)
 	if s.Spec.ClusterIP == "" {
-		n, band := store.PrefixSize(a.ServiceCIDR), a.staticBand()
+		n, band := hostCount(a.ServiceCIDR), a.staticBand()
 		ip, err := t.ClaimAny(poolClusterIP, serviceOwner(s), n-band, func(i uint64) string {
-			return store.NthAddr(a.ServiceCIDR, band+i).String()
+			return nthAddr(a.ServiceCIDR, band+i).String()
 		})
 		if errors.Is(err, store.ErrFull) {
 			ip, err = t.ClaimAny(poolClusterIP, serviceOwner(s), band, func(i uint64) string {
-				return store.NthAddr(a.ServiceCIDR, i).String()
+				return nthAddr(a.ServiceCIDR, i).String()
 			})
 		}
 		if err != nil {

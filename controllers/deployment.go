@@ -3,10 +3,9 @@ package controllers
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash/fnv"
-	"log/slog"
+	"maps"
 	"sort"
 	"strconv"
 	"time"
@@ -16,12 +15,14 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/kubernetes"
+	appslisters "k8s.io/client-go/listers/apps/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
-
-	"github.com/minicluster/minicluster/apiserver"
-	"github.com/minicluster/minicluster/store"
 )
 
 // Annotations and labels of Kubernetes' deployment controller.
@@ -32,41 +33,35 @@ const (
 	hashLabel          = appsv1.DefaultDeploymentUniqueLabelKey // pod-template-hash
 )
 
-// DeploymentConfig configures the Deployment controller.
-type DeploymentConfig struct {
-	API *apiserver.API
-	// Events, if set, receives ScalingReplicaSet events.
-	Events *Events
-	Log    *slog.Logger
-}
-
 // Deployment rolls a Deployment's pod template out through ReplicaSets.
 type Deployment struct {
-	api   *apiserver.API
-	dRes  *apiserver.Resource
-	rsRes *apiserver.Resource
-	loop  *Loop
-	now   func() time.Time
-	rec   *Recorder
+	client      kubernetes.Interface
+	deployments appslisters.DeploymentLister
+	sets        appslisters.ReplicaSetLister
+	synced      []cache.InformerSynced
+	loop        *Loop
+	now         func() time.Time
+	rec         record.EventRecorder
 }
 
-var deployKind = metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}
+var deployKind = appsv1.SchemeGroupVersion.WithKind("Deployment")
 
 // NewDeployment builds the controller.
-func NewDeployment(cfg DeploymentConfig) (*Deployment, error) {
-	if cfg.API == nil {
-		return nil, errors.New("deployment controller: no API")
-	}
-	reg := cfg.API.Registry()
-	c := &Deployment{api: cfg.API, dRes: reg.Lookup("apps", "deployments"), rsRes: reg.Lookup("apps", "replicasets"), now: time.Now,
-		rec: cfg.Events.For("deployment-controller", "")}
+func NewDeployment(cfg WorkloadConfig) *Deployment {
+	cfg.defaults()
+	dInf, rsInf := cfg.Informers.Apps().V1().Deployments(), cfg.Informers.Apps().V1().ReplicaSets()
+	c := &Deployment{client: cfg.Client, deployments: dInf.Lister(), sets: rsInf.Lister(), now: time.Now, rec: cfg.Recorder,
+		synced: []cache.InformerSynced{dInf.Informer().HasSynced, rsInf.Informer().HasSynced}}
 	c.loop = NewLoop("deployment", cfg.Log, c.reconcile)
-	return c, nil
+	dInf.Informer().AddEventHandler(c.loop.Handler())
+	rsInf.Informer().AddEventHandler(ownerHandler(c.loop, "Deployment"))
+	return c
 }
 
 // Run reconciles until ctx is cancelled.
 func (c *Deployment) Run(ctx context.Context) error {
-	return runOwner(ctx, c.api, c.loop, c.dRes, c.rsRes, "Deployment")
+	c.loop.Run(ctx, 2, c.synced...)
+	return nil
 }
 
 // templateHash is the pod-template-hash of a template (without its own hash label).
@@ -94,41 +89,47 @@ func revision(o metav1.Object) int64 {
 	return n
 }
 
-func (c *Deployment) reconcile(ctx context.Context, k string) error {
-	ns, name := splitKey(k)
-	obj, err := c.api.Get(c.dRes, ns, name)
-	if apierrors.IsNotFound(err) {
+func (c *Deployment) reconcile(ctx context.Context, key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil
+	}
+	d, err := c.deployments.Deployments(ns).Get(name)
+	if apierrors.IsNotFound(err) || (err == nil && d.DeletionTimestamp != nil) {
 		return nil
 	}
 	if err != nil {
 		return err
-	}
-	d := obj.(*appsv1.Deployment)
-	if d.DeletionTimestamp != nil {
-		return nil
 	}
 	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
 	if err != nil {
 		return nil
 	}
-	owned, err := ownedBy(ctx, c.api, c.rsRes, d, deployKind, sel)
+	all, err := c.sets.ReplicaSets(ns).List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	owned, err := claim(d, sel, all, func(rs *appsv1.ReplicaSet) (*appsv1.ReplicaSet, error) {
+		rs = rs.DeepCopy()
+		rs.OwnerReferences = append(rs.OwnerReferences, *metav1.NewControllerRef(d, deployKind))
+		return c.client.AppsV1().ReplicaSets(ns).Update(ctx, rs, metav1.UpdateOptions{})
+	})
 	if err != nil {
 		return err
 	}
 	var newRS *appsv1.ReplicaSet
 	var old []*appsv1.ReplicaSet
-	for _, o := range owned {
-		rs := o.(*appsv1.ReplicaSet)
+	for _, rs := range owned {
 		if newRS == nil && sameTemplate(&rs.Spec.Template, &d.Spec.Template) {
-			newRS = rs
+			newRS = rs.DeepCopy()
 		} else {
-			old = append(old, rs)
+			old = append(old, rs.DeepCopy())
 		}
 	}
 	sort.Slice(old, func(i, j int) bool { return revision(old[i]) < revision(old[j]) })
 	if !d.Spec.Paused {
 		if newRS == nil {
-			if newRS, err = c.createNewRS(ctx, d, old); err != nil {
+			if d, newRS, err = c.createNewRS(ctx, d, old); err != nil {
 				return err
 			}
 		}
@@ -142,7 +143,9 @@ func (c *Deployment) reconcile(ctx context.Context, k string) error {
 	return c.updateStatus(ctx, d, newRS, old)
 }
 
-func (c *Deployment) createNewRS(ctx context.Context, d *appsv1.Deployment, old []*appsv1.ReplicaSet) (*appsv1.ReplicaSet, error) {
+// createNewRS creates the ReplicaSet of d's current template and records its revision
+// on d, which it returns as stored.
+func (c *Deployment) createNewRS(ctx context.Context, d *appsv1.Deployment, old []*appsv1.ReplicaSet) (*appsv1.Deployment, *appsv1.ReplicaSet, error) {
 	collisions := ptr.Deref(d.Status.CollisionCount, 0)
 	hash := templateHash(&d.Spec.Template, collisions)
 	tmpl := d.Spec.Template.DeepCopy()
@@ -159,48 +162,48 @@ func (c *Deployment) createNewRS(ctx context.Context, d *appsv1.Deployment, old 
 	for _, rs := range old {
 		next = max(next, revision(rs))
 	}
-	labelsCopy := map[string]string{}
-	for k, v := range tmpl.Labels {
-		labelsCopy[k] = v
-	}
 	rs := &appsv1.ReplicaSet{
-		ObjectMeta: metav1.ObjectMeta{Name: d.Name + "-" + hash, Labels: labelsCopy,
+		ObjectMeta: metav1.ObjectMeta{Name: d.Name + "-" + hash, Labels: maps.Clone(tmpl.Labels),
 			Annotations: map[string]string{revisionAnnotation: strconv.FormatInt(next+1, 10),
 				desiredAnnotation: strconv.Itoa(int(replicasOf(d))), maxAnnotation: strconv.Itoa(int(replicasOf(d) + surge(d)))},
-			OwnerReferences: []metav1.OwnerReference{*controllerRef(d, deployKind)}},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(d, deployKind)}},
 		Spec: appsv1.ReplicaSetSpec{Replicas: ptr.To[int32](0), MinReadySeconds: d.Spec.MinReadySeconds, Selector: sel, Template: *tmpl},
 	}
-	out, err := c.api.Create(ctx, c.rsRes, d.Namespace, rs, false)
-	if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
-		return nil, fmt.Errorf("namespace %s terminating: %w", d.Namespace, ErrRequeue)
-	}
-	if apierrors.IsAlreadyExists(err) {
-		// A name taken by a ReplicaSet with another template: bump collisionCount and retry.
-		_, err = c.api.Update(ctx, c.dRes, d.Namespace, d.Name, "status", func(cur store.Object) (store.Object, error) {
-			cur.(*appsv1.Deployment).Status.CollisionCount = ptr.To(collisions + 1)
-			return cur, nil
-		}, false)
-		if err == nil {
+	sets := c.client.AppsV1().ReplicaSets(d.Namespace)
+	out, err := sets.Create(ctx, rs, metav1.CreateOptions{})
+	switch {
+	case apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause):
+		return nil, nil, fmt.Errorf("namespace %s terminating: %w", d.Namespace, ErrRequeue)
+	case apierrors.IsAlreadyExists(err):
+		// Ours, made a moment ago and not in the cache yet; else a name taken by a
+		// ReplicaSet with another template: bump collisionCount and try another name.
+		cur, getErr := sets.Get(ctx, rs.Name, metav1.GetOptions{})
+		if getErr != nil {
+			return nil, nil, getErr
+		}
+		if ref := metav1.GetControllerOf(cur); ref != nil && ref.UID == d.UID && sameTemplate(&cur.Spec.Template, &d.Spec.Template) {
+			return nil, nil, fmt.Errorf("replicaset %s not in the cache yet: %w", rs.Name, ErrRequeue)
+		}
+		bumped := d.DeepCopy()
+		bumped.Status.CollisionCount = ptr.To(collisions + 1)
+		if _, err = c.client.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, bumped, metav1.UpdateOptions{}); err == nil {
 			err = fmt.Errorf("replicaset name %s taken: %w", rs.Name, ErrRequeue)
 		}
+		return nil, nil, err
+	case err != nil:
+		return nil, nil, err
 	}
-	if err != nil {
-		return nil, err
-	}
-	return out.(*appsv1.ReplicaSet), c.setRevision(ctx, d, next+1)
+	d, err = c.setRevision(ctx, d, next+1)
+	return d, out, err
 }
 
-func (c *Deployment) setRevision(ctx context.Context, d *appsv1.Deployment, rev int64) error {
-	_, err := c.api.Update(ctx, c.dRes, d.Namespace, d.Name, "", func(cur store.Object) (store.Object, error) {
-		ann := cur.GetAnnotations()
-		if ann == nil {
-			ann = map[string]string{}
-		}
-		ann[revisionAnnotation] = strconv.FormatInt(rev, 10)
-		cur.SetAnnotations(ann)
-		return cur, nil
-	}, false)
-	return err
+func (c *Deployment) setRevision(ctx context.Context, d *appsv1.Deployment, rev int64) (*appsv1.Deployment, error) {
+	d = d.DeepCopy()
+	if d.Annotations == nil {
+		d.Annotations = map[string]string{}
+	}
+	d.Annotations[revisionAnnotation] = strconv.FormatInt(rev, 10)
+	return c.client.AppsV1().Deployments(d.Namespace).Update(ctx, d, metav1.UpdateOptions{})
 }
 
 func replicasOf(d *appsv1.Deployment) int32 { return ptr.Deref(d.Spec.Replicas, 1) }
@@ -231,24 +234,23 @@ func (c *Deployment) scaleRS(ctx context.Context, rs *appsv1.ReplicaSet, n int32
 	if from == n && rs.Annotations[desiredAnnotation] == strconv.Itoa(int(replicasOf(d))) {
 		return nil
 	}
-	out, err := c.api.Update(ctx, c.rsRes, rs.Namespace, rs.Name, "", func(cur store.Object) (store.Object, error) {
-		r := cur.(*appsv1.ReplicaSet)
-		r.Spec.Replicas = ptr.To(n)
-		if r.Annotations == nil {
-			r.Annotations = map[string]string{}
-		}
-		r.Annotations[desiredAnnotation] = strconv.Itoa(int(replicasOf(d)))
-		r.Annotations[maxAnnotation] = strconv.Itoa(int(replicasOf(d) + surge(d)))
-		return r, nil
-	}, false)
-	if err == nil {
-		*rs = *out.(*appsv1.ReplicaSet)
-		if from != n {
-			c.rec.Event(d, corev1.EventTypeNormal, "ScalingReplicaSet", "Scaled %s replica set %s from %d to %d",
-				map[bool]string{true: "up", false: "down"}[n > from], rs.Name, from, n)
-		}
+	next := rs.DeepCopy()
+	next.Spec.Replicas = ptr.To(n)
+	if next.Annotations == nil {
+		next.Annotations = map[string]string{}
 	}
-	return err
+	next.Annotations[desiredAnnotation] = strconv.Itoa(int(replicasOf(d)))
+	next.Annotations[maxAnnotation] = strconv.Itoa(int(replicasOf(d) + surge(d)))
+	out, err := c.client.AppsV1().ReplicaSets(rs.Namespace).Update(ctx, next, metav1.UpdateOptions{})
+	if err != nil {
+		return err
+	}
+	*rs = *out
+	if from != n {
+		c.rec.Eventf(d, corev1.EventTypeNormal, "ScalingReplicaSet", "Scaled %s replica set %s from %d to %d",
+			map[bool]string{true: "up", false: "down"}[n > from], rs.Name, from, n)
+	}
+	return nil
 }
 
 // rollout moves replicas from the old ReplicaSets to the new one within the strategy's bounds.
@@ -314,7 +316,8 @@ func (c *Deployment) cleanup(ctx context.Context, d *appsv1.Deployment, old []*a
 		}
 	}
 	for i := 0; i < len(empty)-limit; i++ {
-		if _, _, err := c.api.Delete(ctx, c.rsRes, d.Namespace, empty[i].Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		err := c.client.AppsV1().ReplicaSets(d.Namespace).Delete(ctx, empty[i].Name, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
 			return err
 		}
 	}
@@ -353,10 +356,9 @@ func (c *Deployment) updateStatus(ctx context.Context, d *appsv1.Deployment, new
 	if apiequality.Semantic.DeepEqual(st, d.Status) {
 		return nil
 	}
-	_, err := c.api.Update(ctx, c.dRes, d.Namespace, d.Name, "status", func(cur store.Object) (store.Object, error) {
-		cur.(*appsv1.Deployment).Status = st
-		return cur, nil
-	}, false)
+	next := d.DeepCopy()
+	next.Status = st
+	_, err := c.client.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, next, metav1.UpdateOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}

@@ -2,9 +2,9 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sort"
 	"time"
 
@@ -14,62 +14,62 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
 
-	"github.com/minicluster/minicluster/apiserver"
-	"github.com/minicluster/minicluster/store"
+	"github.com/minicluster/minicluster/index"
 )
 
 // triggerAnnotation records when the change that produced an Endpoints or EndpointSlice
 // happened; the proxy measures network programming latency from it.
-const triggerAnnotation = "endpoints.kubernetes.io/last-change-trigger-time"
+const triggerAnnotation = corev1.EndpointsLastChangeTriggerTime
 
 // EndpointsConfig configures the Endpoints and EndpointSlice controllers.
 type EndpointsConfig struct {
-	API *apiserver.API
-	Log *slog.Logger
-	// Informers are the shared caches to read from; nil: the controller keeps its own.
-	Informers *Informers
+	Client    kubernetes.Interface
+	Informers informers.SharedInformerFactory
 	// MaxEndpointsPerSlice caps a slice (default 100, as Kubernetes).
 	MaxEndpointsPerSlice int
+	Log                  *slog.Logger
 }
 
 // selectedPods returns the pods a service with a selector picks, and the newest change
 // among them and the service (the trigger time); nil for services without a selector.
-func selectedPods(podCache *Cache, svc *corev1.Service) ([]*corev1.Pod, time.Time, error) {
+func selectedPods(podLister corelisters.PodLister, svc *corev1.Service) ([]*corev1.Pod, time.Time, error) {
 	if len(svc.Spec.Selector) == 0 || svc.Spec.Type == corev1.ServiceTypeExternalName {
 		return nil, time.Time{}, nil
 	}
-	sel := labels.SelectorFromSet(svc.Spec.Selector)
-	objs := podCache.List(svc.Namespace, apiserver.Selector{Labels: sel})
+	objs, err := podLister.Pods(svc.Namespace).List(labels.SelectorFromSet(svc.Spec.Selector))
+	if err != nil {
+		return nil, time.Time{}, err
+	}
 	trigger := svc.CreationTimestamp.Time
 	var pods []*corev1.Pod
-	for _, o := range objs {
-		p := o.(*corev1.Pod)
+	for _, p := range objs {
 		if p.Status.PodIP == "" || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
 		pods = append(pods, p)
 		for _, c := range p.Status.Conditions {
-			if c.LastTransitionTime.After(trigger) {
-				trigger = c.LastTransitionTime.Time
-			}
+			trigger = latest(trigger, c.LastTransitionTime.Time)
 		}
-		if p.DeletionTimestamp != nil && p.DeletionTimestamp.Add(-time.Duration(ptrInt64(p.DeletionGracePeriodSeconds))*time.Second).After(trigger) {
-			trigger = p.DeletionTimestamp.Add(-time.Duration(ptrInt64(p.DeletionGracePeriodSeconds)) * time.Second)
+		if p.DeletionTimestamp != nil {
+			trigger = latest(trigger, p.DeletionTimestamp.Add(-time.Duration(ptr.Deref(p.DeletionGracePeriodSeconds, 0))*time.Second))
 		}
-		if p.CreationTimestamp.After(trigger) {
-			trigger = p.CreationTimestamp.Time
-		}
+		trigger = latest(trigger, p.CreationTimestamp.Time)
 	}
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Status.PodIP < pods[j].Status.PodIP })
 	return pods, trigger, nil
 }
 
-func ptrInt64(p *int64) int64 {
-	if p == nil {
-		return 0
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
 	}
-	return *p
+	return a
 }
 
 // targetPort resolves a service port's targetPort for one pod: a number as is, a name
@@ -107,87 +107,73 @@ func endpointHostname(p *corev1.Pod, svc *corev1.Service) string {
 
 // Endpoints keeps each selector service's Endpoints object in step with its pods.
 type Endpoints struct {
-	api                   *apiserver.API
-	svcRes, epRes, podRes *apiserver.Resource
-	loop                  *Loop
-	watches               *serviceWatches
+	client    kubernetes.Interface
+	watches   *serviceWatches
+	endpoints corelisters.EndpointsLister
+	loop      *Loop
 }
 
 // NewEndpoints builds the Endpoints controller.
-func NewEndpoints(cfg EndpointsConfig) (*Endpoints, error) {
-	if cfg.API == nil {
-		return nil, errors.New("endpoints controller: no API")
-	}
-	reg := cfg.API.Registry()
-	c := &Endpoints{api: cfg.API, svcRes: reg.Lookup("", "services"), epRes: reg.Lookup("", "endpoints"), podRes: reg.Lookup("", "pods")}
+func NewEndpoints(cfg EndpointsConfig) *Endpoints {
+	epInf := cfg.Informers.Core().V1().Endpoints()
+	c := &Endpoints{client: cfg.Client, endpoints: epInf.Lister()}
 	c.loop = NewLoop("endpoints", cfg.Log, c.reconcile)
-	c.watches = newServiceWatches(cfg, c.loop, c.epRes)
-	return c, nil
+	c.watches = newServiceWatches(cfg, c.loop, epInf.Informer())
+	return c
 }
 
 // Run reconciles until ctx is cancelled.
 func (c *Endpoints) Run(ctx context.Context) error {
-	if c.watches.start(ctx) {
-		c.loop.Run(ctx, 2)
-	}
+	c.loop.Run(ctx, 2, c.watches.synced...)
 	return nil
 }
 
-// serviceWatches enqueue a service on changes of itself, of the pods in its
-// namespace, and of the objects named after it (its Endpoints or slices), from the
-// shared caches the controller reads.
+// serviceWatches enqueue a service on changes of itself, of the pods it selects (before
+// and after the change), and of the objects it owns (its Endpoints or slices).
 type serviceWatches struct {
-	inf             *Informers
-	own             bool // the informers are the controller's own, to run
-	svc, pods, objs *Cache
+	services corelisters.ServiceLister
+	pods     corelisters.PodLister
+	synced   []cache.InformerSynced
 }
 
-func newServiceWatches(cfg EndpointsConfig, l *Loop, ownRes *apiserver.Resource) *serviceWatches {
-	w := &serviceWatches{inf: cfg.Informers}
-	if w.inf == nil {
-		w.inf, w.own = NewInformers(cfg.API, cfg.Log), true
-	}
-	reg := cfg.API.Registry()
-	w.svc, w.pods, w.objs = w.inf.For(reg.Lookup("", "services")), w.inf.For(reg.Lookup("", "pods")), w.inf.For(ownRes)
-	w.svc.OnChange(func(o store.Object) { l.Enqueue(key(o)) })
-	w.pods.OnChange(func(o store.Object) {
-		for _, s := range w.svc.List(o.GetNamespace(), apiserver.Selector{}) {
-			if sel := s.(*corev1.Service).Spec.Selector; len(sel) > 0 && labels.SelectorFromSet(sel).Matches(labels.Set(o.GetLabels())) {
-				l.Enqueue(key(s))
+func newServiceWatches(cfg EndpointsConfig, l *Loop, own cache.SharedIndexInformer) *serviceWatches {
+	svcInf, podInf := cfg.Informers.Core().V1().Services(), cfg.Informers.Core().V1().Pods()
+	w := &serviceWatches{services: svcInf.Lister(), pods: podInf.Lister(),
+		synced: []cache.InformerSynced{svcInf.Informer().HasSynced, podInf.Informer().HasSynced, own.HasSynced}}
+	svcInf.Informer().AddEventHandler(l.Handler())
+	podChanged := func(obj any) {
+		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = t.Obj
+		}
+		p, ok := obj.(*corev1.Pod)
+		if !ok {
+			return
+		}
+		services, _ := w.services.Services(p.Namespace).List(labels.Everything())
+		for _, s := range services {
+			if len(s.Spec.Selector) > 0 && labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(p.Labels)) {
+				l.Enqueue(p.Namespace + "/" + s.Name)
 			}
 		}
-	})
-	w.objs.OnChange(func(o store.Object) {
-		name := o.GetLabels()["kubernetes.io/service-name"]
-		if name == "" && ownRes.Plural == "endpoints" {
-			name = o.GetName()
-		}
-		if name != "" {
-			l.Enqueue(o.GetNamespace() + "/" + name)
-		}
-	})
+	}
+	podInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: podChanged, DeleteFunc: podChanged,
+		UpdateFunc: func(old, obj any) { podChanged(old); podChanged(obj) }})
+	own.AddEventHandler(index.OnService(func(ns, name string) { l.Enqueue(ns + "/" + name) }))
 	return w
 }
 
-// start runs the informers if they are the controller's own and waits for the caches
-// to fill; false when ctx ended first.
-func (w *serviceWatches) start(ctx context.Context) bool {
-	if w.own {
-		go w.inf.Run(ctx)
+func (c *Endpoints) reconcile(ctx context.Context, key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil
 	}
-	return w.svc.WaitSynced(ctx) && w.pods.WaitSynced(ctx) && w.objs.WaitSynced(ctx)
-}
-
-func (c *Endpoints) reconcile(ctx context.Context, k string) error {
-	ns, name := splitKey(k)
-	obj, err := c.api.Get(c.svcRes, ns, name)
+	svc, err := c.watches.services.Services(ns).Get(name)
 	if apierrors.IsNotFound(err) {
 		return c.deleteManaged(ctx, ns, name)
 	}
 	if err != nil {
 		return err
 	}
-	svc := obj.(*corev1.Service)
 	if len(svc.Spec.Selector) == 0 || svc.Spec.Type == corev1.ServiceTypeExternalName {
 		return nil // selector-less services' Endpoints belong to their users
 	}
@@ -195,36 +181,37 @@ func (c *Endpoints) reconcile(ctx context.Context, k string) error {
 	if err != nil {
 		return err
 	}
-	want := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: svc.Name, Namespace: ns, Labels: map[string]string{},
+	want := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: svc.Name, Namespace: ns, Labels: maps.Clone(svc.Labels),
 		Annotations: map[string]string{triggerAnnotation: trigger.UTC().Format(time.RFC3339Nano)}},
 		Subsets: endpointSubsets(svc, pods)}
-	for k, v := range svc.Labels {
-		want.Labels[k] = v
+	if want.Labels == nil {
+		want.Labels = map[string]string{}
 	}
-	cur, err := c.api.Get(c.epRes, ns, name)
+	client := c.client.CoreV1().Endpoints(ns)
+	cur, err := c.endpoints.Endpoints(ns).Get(name)
 	if apierrors.IsNotFound(err) {
-		_, err = c.api.Create(ctx, c.epRes, ns, want, false)
-		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) || apierrors.IsAlreadyExists(err) {
+		_, err = client.Create(ctx, want, metav1.CreateOptions{})
+		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
 			return nil
+		}
+		if apierrors.IsAlreadyExists(err) {
+			return ErrRequeue // made a moment ago; the cache has not seen it yet
 		}
 		return err
 	}
 	if err != nil {
 		return err
 	}
-	ep := cur.(*corev1.Endpoints)
-	if apiequality.Semantic.DeepEqual(ep.Subsets, want.Subsets) && apiequality.Semantic.DeepEqual(ep.Labels, want.Labels) {
+	if apiequality.Semantic.DeepEqual(cur.Subsets, want.Subsets) && apiequality.Semantic.DeepEqual(cur.Labels, want.Labels) {
 		return nil // unchanged: keep the old trigger time
 	}
-	_, err = c.api.Update(ctx, c.epRes, ns, name, "", func(cur store.Object) (store.Object, error) {
-		e := cur.(*corev1.Endpoints)
-		e.Subsets, e.Labels = want.Subsets, want.Labels
-		if e.Annotations == nil {
-			e.Annotations = map[string]string{}
-		}
-		e.Annotations[triggerAnnotation] = want.Annotations[triggerAnnotation]
-		return e, nil
-	}, false)
+	next := cur.DeepCopy()
+	next.Subsets, next.Labels = want.Subsets, want.Labels
+	if next.Annotations == nil {
+		next.Annotations = map[string]string{}
+	}
+	next.Annotations[triggerAnnotation] = want.Annotations[triggerAnnotation]
+	_, err = client.Update(ctx, next, metav1.UpdateOptions{})
 	return err
 }
 
@@ -282,18 +269,18 @@ func strPtr(s string) *string {
 }
 
 func (c *Endpoints) deleteManaged(ctx context.Context, ns, name string) error {
-	obj, err := c.api.Get(c.epRes, ns, name)
+	ep, err := c.endpoints.Endpoints(ns).Get(name)
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	if obj.GetAnnotations()[triggerAnnotation] == "" {
+	if ep.Annotations[triggerAnnotation] == "" {
 		return nil // not one of ours (we always set the trigger time)
 	}
-	_, _, err = c.api.Delete(ctx, c.epRes, ns, name, metav1.DeleteOptions{})
-	if apierrors.IsNotFound(err) {
+	err = c.client.CoreV1().Endpoints(ns).Delete(ctx, name, metav1.DeleteOptions{Preconditions: metav1.NewUIDPreconditions(string(ep.UID))})
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 		return nil
 	}
 	return err

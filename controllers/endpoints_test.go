@@ -1,9 +1,8 @@
 package controllers
 
 import (
-	"context"
 	"fmt"
-	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -11,13 +10,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
-
-	"github.com/minicluster/minicluster/apiserver"
-	"github.com/minicluster/minicluster/store"
 )
 
 type podSpec struct {
@@ -31,29 +25,16 @@ func (w *world) seedPod(p podSpec) {
 	w.t.Helper()
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.name, Labels: map[string]string{"app": "b"}},
 		Spec: corev1.PodSpec{NodeName: "n1", Hostname: p.hostname, Subdomain: p.subdom,
-			Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
+			Containers: []corev1.Container{{Name: "c", Image: "busybox"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: p.ip,
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: condStatus(p.ready)}}}}
 	if p.namedPort {
 		pod.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}
 	}
 	if p.terminating {
-		pod.Finalizers = []string{"test/hold"} // keeps it while marked
+		pod.DeletionTimestamp = &metav1.Time{Time: time.Now()}
 	}
-	if _, err := w.api.Create(w.ctx, w.res("pods"), "default", pod, false); err != nil {
-		w.t.Fatal(err)
-	}
-	_, err := w.api.Update(w.ctx, w.res("pods"), "default", p.name, "status", func(cur store.Object) (store.Object, error) {
-		st := &cur.(*corev1.Pod).Status
-		st.Phase, st.PodIP = corev1.PodRunning, p.ip
-		st.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: condStatus(p.ready)}}
-		return cur, nil
-	}, false)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	if p.terminating {
-		zero := int64(0)
-		w.api.Delete(w.ctx, w.res("pods"), "default", p.name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
-	}
+	w.apply(pod)
 }
 
 func backendService(publishNotReady bool) *corev1.Service {
@@ -71,14 +52,24 @@ func addrs(list []corev1.EndpointAddress) string {
 	return strings.Join(s, ",")
 }
 
-func (w *world) slices(service string) []*discoveryv1.EndpointSlice {
-	objs, _, _ := w.api.List(w.res("endpointslices"), "default", apiserverSelector("kubernetes.io/service-name="+service))
+func (w *world) slicesOf(service string) []*discoveryv1.EndpointSlice {
 	var out []*discoveryv1.EndpointSlice
-	for _, o := range objs {
-		out = append(out, o.(*discoveryv1.EndpointSlice))
+	for _, s := range w.allSlices() {
+		if s.Labels[discoveryv1.LabelServiceName] == service {
+			out = append(out, s)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return len(out[i].Ports) > len(out[j].Ports) })
 	return out
+}
+
+func (w *world) endpointsOf(name string) *corev1.Endpoints {
+	for _, e := range w.endpoints() {
+		if e.Name == name {
+			return e
+		}
+	}
+	return nil
 }
 
 func sliceEndpoints(s *discoveryv1.EndpointSlice) string {
@@ -93,49 +84,11 @@ func sliceEndpoints(s *discoveryv1.EndpointSlice) string {
 	return strings.Join(parts, " ")
 }
 
-func newEndpointControllers(w *world, max int) (*Endpoints, *EndpointSlices) {
-	ep, _ := NewEndpoints(EndpointsConfig{API: w.api, Informers: w.inf})
-	sl, _ := NewEndpointSlices(EndpointsConfig{API: w.api, MaxEndpointsPerSlice: max, Informers: w.inf})
-	return ep, sl
-}
-
-// reconcile runs f for k once the caches hold what the store holds, as they would
-// (a moment later) in a running controller.
-func (w *world) reconcile(f func(context.Context, string) error, k string) error {
-	w.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for _, c := range w.inf.caches {
-		for {
-			objs, _, err := w.api.List(c.res, "", apiserver.Selector{})
-			if err != nil {
-				w.t.Fatal(err)
-			}
-			want := map[string]string{}
-			for _, o := range objs {
-				want[o.GetNamespace()+"/"+o.GetName()] = o.GetResourceVersion()
-			}
-			got := map[string]string{}
-			for _, o := range c.List("", apiserver.Selector{}) {
-				got[o.GetNamespace()+"/"+o.GetName()] = o.GetResourceVersion()
-			}
-			if maps.Equal(got, want) {
-				break
-			}
-			if time.Now().After(deadline) {
-				w.t.Fatalf("cache of %s did not catch up with the store", c.res.Plural)
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
-	return f(w.ctx, k)
-}
-
 func TestEndpointsAndSlicesFollowPods(t *testing.T) {
 	for _, publish := range []bool{false, true} {
 		t.Run(fmt.Sprintf("publishNotReadyAddresses=%v", publish), func(t *testing.T) {
 			w := newWorld(t)
-			ep, sl := newEndpointControllers(w, 100)
-			w.api.Create(w.ctx, w.res("services"), "default", backendService(publish), false)
+			w.apply(backendService(publish))
 			for _, p := range []podSpec{
 				{name: "p1", ip: "10.244.0.5", ready: true, namedPort: true, hostname: "h1", subdom: "b"},
 				{name: "p2", ip: "10.244.0.6", ready: false, namedPort: true},
@@ -145,17 +98,12 @@ func TestEndpointsAndSlicesFollowPods(t *testing.T) {
 			} {
 				w.seedPod(p)
 			}
-			if err := w.reconcile(ep.reconcile, "default/b"); err != nil {
-				t.Fatal(err)
+			w.reconcile(w.ep.reconcile, "default/b")
+			w.reconcile(w.slices.reconcile, "default/b")
+			e := w.endpointsOf("b")
+			if e == nil {
+				t.Fatal("no Endpoints made")
 			}
-			if err := w.reconcile(sl.reconcile, "default/b"); err != nil {
-				t.Fatal(err)
-			}
-			obj, err := w.api.Get(w.res("endpoints"), "default", "b")
-			if err != nil {
-				t.Fatal(err)
-			}
-			e := obj.(*corev1.Endpoints)
 			if len(e.Subsets) != 2 || e.Labels["tier"] != "x" || e.Annotations[triggerAnnotation] == "" {
 				t.Fatalf("endpoints %+v", e)
 			}
@@ -183,7 +131,7 @@ func TestEndpointsAndSlicesFollowPods(t *testing.T) {
 				t.Errorf("targetRef/nodeName %+v", both.Addresses[0])
 			}
 
-			slices := w.slices("b")
+			slices := w.slicesOf("b")
 			if len(slices) != 2 {
 				t.Fatalf("%d slices, want 2 (one per port set)", len(slices))
 			}
@@ -204,15 +152,14 @@ func TestEndpointsAndSlicesFollowPods(t *testing.T) {
 
 func TestSlicesSplitAndFollowScaleDown(t *testing.T) {
 	w := newWorld(t)
-	_, sl := newEndpointControllers(w, 100)
 	svc := backendService(false)
 	svc.Spec.Ports = svc.Spec.Ports[1:] // numeric port only
-	w.api.Create(w.ctx, w.res("services"), "default", svc, false)
+	w.apply(svc)
 	for i := 0; i < 250; i++ {
 		w.seedPod(podSpec{name: fmt.Sprint("p", i), ip: fmt.Sprintf("10.244.%d.%d", i/200, i%200+2), ready: true})
 	}
-	w.reconcile(sl.reconcile, "default/b")
-	slices := w.slices("b")
+	w.reconcile(w.slices.reconcile, "default/b")
+	slices := w.slicesOf("b")
 	sizes := []int{}
 	for _, s := range slices {
 		sizes = append(sizes, len(s.Endpoints))
@@ -221,35 +168,42 @@ func TestSlicesSplitAndFollowScaleDown(t *testing.T) {
 	if fmt.Sprint(sizes) != "[50 100 100]" {
 		t.Errorf("slice sizes %v, want [50 100 100]", sizes)
 	}
-	for i := 0; i < 250; i++ {
-		zero := int64(0)
-		w.api.Delete(w.ctx, w.res("pods"), "default", fmt.Sprint("p", i), metav1.DeleteOptions{GracePeriodSeconds: &zero})
+	// A reconcile right after its own writes waits for the cache to show them.
+	if err := w.slices.reconcile(w.ctx, "default/b"); err != ErrRequeue {
+		t.Errorf("reconcile before the cache shows the slices just made: %v, want ErrRequeue", err)
 	}
-	w.reconcile(sl.reconcile, "default/b")
-	if s := w.slices("b"); len(s) != 1 || len(s[0].Endpoints) != 0 {
+	if n := len(w.slicesOf("b")); n != 3 {
+		t.Errorf("%d slices after a reconcile on a stale cache, want still 3", n)
+	}
+	for i := 0; i < 250; i++ {
+		if err := w.client.CoreV1().Pods("default").Delete(w.ctx, fmt.Sprint("p", i), metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.reconcile(w.slices.reconcile, "default/b")
+	if s := w.slicesOf("b"); len(s) != 1 || len(s[0].Endpoints) != 0 {
 		t.Errorf("after all pods left: %d slices (want one empty placeholder)", len(s))
 	}
 }
 
 func TestMirroringUserSlicesAndDeletion(t *testing.T) {
 	w := newWorld(t)
-	ep, sl := newEndpointControllers(w, 100)
 	ext := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "ext"}, Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 5432}}}}
-	w.api.Create(w.ctx, w.res("services"), "default", ext, false)
+	w.apply(ext)
 	user := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "ext"}, Subsets: []corev1.EndpointSubset{{
 		Addresses: []corev1.EndpointAddress{{IP: "192.0.2.10"}}, Ports: []corev1.EndpointPort{{Port: 5432}}}}}
-	w.api.Create(w.ctx, w.res("endpoints"), "default", user, false)
+	w.apply(user)
 	mine := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "handmade", Labels: map[string]string{discoveryv1.LabelServiceName: "ext"}},
 		AddressType: discoveryv1.AddressTypeIPv4, Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"192.0.2.99"}}}}
-	w.api.Create(w.ctx, w.res("endpointslices"), "default", mine, false)
-	w.reconcile(ep.reconcile, "default/ext")
-	w.reconcile(sl.reconcile, "default/ext")
-	got, _ := w.api.Get(w.res("endpoints"), "default", "ext")
-	if addrs(got.(*corev1.Endpoints).Subsets[0].Addresses) != "192.0.2.10/" {
+	w.apply(mine)
+	w.reconcile(w.ep.reconcile, "default/ext")
+	w.reconcile(w.slices.reconcile, "default/ext")
+	got := w.endpointsOf("ext")
+	if addrs(got.Subsets[0].Addresses) != "192.0.2.10/" {
 		t.Errorf("the controller touched a selector-less service's Endpoints: %+v", got)
 	}
 	var mirrored *discoveryv1.EndpointSlice
-	for _, s := range w.slices("ext") {
+	for _, s := range w.slicesOf("ext") {
 		if s.Labels[discoveryv1.LabelManagedBy] == managedByMirror {
 			mirrored = s
 		}
@@ -258,24 +212,21 @@ func TestMirroringUserSlicesAndDeletion(t *testing.T) {
 		t.Fatalf("mirrored slice %+v", mirrored)
 	}
 	// Deleting the selector service removes what the controllers made; the user's slice stays.
-	w.api.Create(w.ctx, w.res("services"), "default", backendService(false), false)
-	w.reconcile(ep.reconcile, "default/b")
-	w.reconcile(sl.reconcile, "default/b")
-	w.api.Delete(w.ctx, w.res("services"), "default", "b", metav1.DeleteOptions{})
-	w.reconcile(ep.reconcile, "default/b")
-	w.reconcile(sl.reconcile, "default/b")
-	if _, err := w.api.Get(w.res("endpoints"), "default", "b"); !apierrors.IsNotFound(err) {
-		t.Errorf("endpoints of a deleted service: %v", err)
+	w.apply(backendService(false))
+	w.reconcile(w.ep.reconcile, "default/b")
+	w.reconcile(w.slices.reconcile, "default/b")
+	if err := w.client.CoreV1().Services("default").Delete(w.ctx, "b", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
 	}
-	if s := w.slices("b"); len(s) != 0 {
+	w.reconcile(w.ep.reconcile, "default/b")
+	w.reconcile(w.slices.reconcile, "default/b")
+	if e := w.endpointsOf("b"); e != nil {
+		t.Errorf("endpoints of a deleted service: %+v", e)
+	}
+	if s := w.slicesOf("b"); len(s) != 0 {
 		t.Errorf("%d slices of a deleted service", len(s))
 	}
-	if _, err := w.api.Get(w.res("endpointslices"), "default", "handmade"); err != nil {
-		t.Errorf("user slice removed: %v", err)
+	if s := w.slicesOf("ext"); !slices.ContainsFunc(s, func(s *discoveryv1.EndpointSlice) bool { return s.Name == "handmade" }) {
+		t.Errorf("user slice removed: %v", s)
 	}
-}
-
-func apiserverSelector(s string) apiserver.Selector {
-	sel, _ := labels.Parse(s)
-	return apiserver.Selector{Labels: sel}
 }

@@ -2,22 +2,25 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
-	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
-	"github.com/minicluster/minicluster/apiserver"
-	"github.com/minicluster/minicluster/store"
+	"github.com/minicluster/minicluster/index"
 )
 
 // Managers of EndpointSlices, as Kubernetes names them.
@@ -30,39 +33,39 @@ const (
 // selector) or with its user-managed Endpoints (mirroring, services without one).
 // Slices carrying no manager label of ours are the user's and are left alone.
 type EndpointSlices struct {
-	api                             *apiserver.API
-	svcRes, sliceRes, podRes, epRes *apiserver.Resource
-	loop                            *Loop
-	max                             int
-	watches                         *serviceWatches
-	// lastWrite is the newest revision this controller wrote; reads of the slice
-	// cache wait for it, so a reconcile never misses a slice the last one made.
-	lastWrite atomic.Int64
+	client    kubernetes.Interface
+	watches   *serviceWatches
+	slices    cache.Indexer
+	endpoints corelisters.EndpointsLister
+	loop      *Loop
+	max       int
+	// expect holds each service's last slice writes until the slice cache shows them,
+	// so a reconcile never creates again a slice the last one made.
+	expect *expectations
 }
 
 // NewEndpointSlices builds the EndpointSlice controller.
 func NewEndpointSlices(cfg EndpointsConfig) (*EndpointSlices, error) {
-	if cfg.API == nil {
-		return nil, errors.New("endpointslice controller: no API")
-	}
 	if cfg.MaxEndpointsPerSlice <= 0 {
 		cfg.MaxEndpointsPerSlice = 100
 	}
-	reg := cfg.API.Registry()
-	c := &EndpointSlices{api: cfg.API, svcRes: reg.Lookup("", "services"), sliceRes: reg.Lookup("discovery.k8s.io", "endpointslices"),
-		podRes: reg.Lookup("", "pods"), epRes: reg.Lookup("", "endpoints"), max: cfg.MaxEndpointsPerSlice}
+	sliceInf, epInf := cfg.Informers.Discovery().V1().EndpointSlices().Informer(), cfg.Informers.Core().V1().Endpoints()
+	if err := index.AddSlicesByService(sliceInf); err != nil {
+		return nil, err
+	}
+	c := &EndpointSlices{client: cfg.Client, slices: sliceInf.GetIndexer(), endpoints: epInf.Lister(),
+		max: cfg.MaxEndpointsPerSlice, expect: newExpectations()}
 	c.loop = NewLoop("endpointslice", cfg.Log, c.reconcile)
-	c.watches = newServiceWatches(cfg, c.loop, c.sliceRes)
-	c.watches.objs.IndexLabel(discoveryv1.LabelServiceName)
-	c.watches.inf.For(c.epRes).OnChange(func(o store.Object) { c.loop.Enqueue(key(o)) })
+	c.watches = newServiceWatches(cfg, c.loop, sliceInf)
+	c.watches.synced = append(c.watches.synced, epInf.Informer().HasSynced)
+	sliceInf.AddEventHandler(c.expect.handler())
+	epInf.Informer().AddEventHandler(c.loop.Handler())
 	return c, nil
 }
 
 // Run reconciles until ctx is cancelled.
 func (c *EndpointSlices) Run(ctx context.Context) error {
-	if c.watches.start(ctx) && c.watches.inf.For(c.epRes).WaitSynced(ctx) {
-		c.loop.Run(ctx, 2)
-	}
+	c.loop.Run(ctx, 2, c.watches.synced...)
 	return nil
 }
 
@@ -72,35 +75,41 @@ type sliceContent struct {
 	endpoints []discoveryv1.Endpoint
 }
 
-func (c *EndpointSlices) reconcile(ctx context.Context, k string) error {
-	ns, name := splitKey(k)
-	obj, err := c.api.Get(c.svcRes, ns, name)
+func (c *EndpointSlices) reconcile(ctx context.Context, key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil
+	}
+	if !c.expect.met(key, func(string, types.UID) bool { return false }) {
+		return ErrRequeue // the slice cache has not seen this controller's last writes
+	}
+	svc, err := c.watches.services.Services(ns).Get(name)
 	if apierrors.IsNotFound(err) {
-		return c.sync(ctx, ns, name, nil, managedBySlices, nil, time.Time{})
+		c.expect.forget(key)
+		return c.sync(ctx, key, nil, managedBySlices, nil, time.Time{})
 	}
 	if err != nil {
 		return err
 	}
-	svc := obj.(*corev1.Service)
 	switch {
 	case svc.Spec.Type == corev1.ServiceTypeExternalName:
-		return c.sync(ctx, ns, name, nil, managedBySlices, nil, time.Time{})
+		return c.sync(ctx, key, nil, managedBySlices, nil, time.Time{})
 	case len(svc.Spec.Selector) > 0:
 		pods, trigger, err := selectedPods(c.watches.pods, svc)
 		if err != nil {
 			return err
 		}
-		return c.sync(ctx, ns, name, svc, managedBySlices, c.chunk(podSlices(svc, pods)), trigger)
+		return c.sync(ctx, key, svc, managedBySlices, c.chunk(podSlices(svc, pods)), trigger)
 	}
 	// No selector: mirror the user's Endpoints.
-	epObj, err := c.api.Get(c.epRes, ns, name)
+	ep, err := c.endpoints.Endpoints(ns).Get(name)
 	if apierrors.IsNotFound(err) {
-		return c.sync(ctx, ns, name, nil, managedByMirror, nil, time.Time{})
+		return c.sync(ctx, key, nil, managedByMirror, nil, time.Time{})
 	}
 	if err != nil {
 		return err
 	}
-	return c.sync(ctx, ns, name, epObj, managedByMirror, c.chunk(mirrorSlices(epObj.(*corev1.Endpoints))), time.Now())
+	return c.sync(ctx, key, ep, managedByMirror, c.chunk(mirrorSlices(ep)), time.Now())
 }
 
 // podSlices groups a service's pods by the ports they serve.
@@ -187,21 +196,22 @@ func (c *EndpointSlices) chunk(contents []sliceContent) []sliceContent {
 	return out
 }
 
-// sync makes the slices of manager for service ns/name hold want (nil: none), reusing
-// existing slices in name order, creating and deleting the difference.
-func (c *EndpointSlices) sync(ctx context.Context, ns, name string, owner store.Object, manager string, want []sliceContent, trigger time.Time) error {
-	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: name, discoveryv1.LabelManagedBy: manager})
-	c.watches.objs.WaitRev(ctx, c.lastWrite.Load())
-	var objs []store.Object
-	for _, o := range c.watches.objs.ByLabel(ns, name) {
-		if sel.Matches(labels.Set(o.GetLabels())) {
-			objs = append(objs, o)
+// sync makes the slices of manager for service key hold want (nil: none), reusing
+// existing slices in name order, creating and deleting the difference; owner (the
+// service, or the mirrored Endpoints) owns the slices it creates.
+func (c *EndpointSlices) sync(ctx context.Context, key string, owner runtime.Object, manager string, want []sliceContent, trigger time.Time) error {
+	ns, name, _ := cache.SplitMetaNamespaceKey(key)
+	var slices []*discoveryv1.EndpointSlice
+	for _, s := range index.SlicesOf(c.slices, ns, name) {
+		if s.Labels[discoveryv1.LabelManagedBy] == manager {
+			slices = append(slices, s)
 		}
 	}
-	sort.Slice(objs, func(i, j int) bool { return objs[i].GetName() < objs[j].GetName() })
+	sort.Slice(slices, func(i, j int) bool { return slices[i].Name < slices[j].Name })
+	client := c.client.DiscoveryV1().EndpointSlices(ns)
 	for i, sc := range want {
-		if i < len(objs) {
-			if err := c.update(ctx, objs[i].(*discoveryv1.EndpointSlice), sc, trigger); err != nil {
+		if i < len(slices) {
+			if err := c.update(ctx, key, slices[i], sc, trigger); err != nil {
 				return err
 			}
 			continue
@@ -210,52 +220,44 @@ func (c *EndpointSlices) sync(ctx context.Context, ns, name string, owner store.
 			Labels:      map[string]string{discoveryv1.LabelServiceName: name, discoveryv1.LabelManagedBy: manager},
 			Annotations: map[string]string{triggerAnnotation: trigger.UTC().Format(time.RFC3339Nano)}},
 			AddressType: discoveryv1.AddressTypeIPv4, Ports: sc.ports, Endpoints: sc.endpoints}
-		if owner != nil {
-			gvk := owner.GetObjectKind().GroupVersionKind()
-			slice.OwnerReferences = []metav1.OwnerReference{*controllerRef(owner, metav1.GroupVersionKind{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind})}
+		if m, err := meta.Accessor(owner); err == nil {
+			gvk, _, _ := scheme.Scheme.ObjectKinds(owner)
+			slice.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(m, gvk[0])}
 		}
-		created, err := c.api.Create(ctx, c.sliceRes, ns, slice, false)
+		created, err := client.Create(ctx, slice, metav1.CreateOptions{})
 		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		c.wrote(created)
+		c.expect.wrote(key, created)
 	}
-	for _, o := range objs[min(len(want), len(objs)):] {
-		if _, _, err := c.api.Delete(ctx, c.sliceRes, ns, o.GetName(), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+	for _, s := range slices[min(len(want), len(slices)):] {
+		err := client.Delete(ctx, s.Name, metav1.DeleteOptions{Preconditions: metav1.NewUIDPreconditions(string(s.UID))})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 			return err
 		}
 	}
 	return nil
 }
 
-func (c *EndpointSlices) update(ctx context.Context, cur *discoveryv1.EndpointSlice, sc sliceContent, trigger time.Time) error {
+func (c *EndpointSlices) update(ctx context.Context, key string, cur *discoveryv1.EndpointSlice, sc sliceContent, trigger time.Time) error {
 	if apiequality.Semantic.DeepEqual(cur.Ports, sc.ports) && apiequality.Semantic.DeepEqual(cur.Endpoints, sc.endpoints) {
 		return nil
 	}
-	updated, err := c.api.Update(ctx, c.sliceRes, cur.Namespace, cur.Name, "", func(o store.Object) (store.Object, error) {
-		s := o.(*discoveryv1.EndpointSlice)
-		s.Ports, s.Endpoints = sc.ports, sc.endpoints
-		if s.Annotations == nil {
-			s.Annotations = map[string]string{}
-		}
-		s.Annotations[triggerAnnotation] = trigger.UTC().Format(time.RFC3339Nano)
-		return s, nil
-	}, false)
+	next := cur.DeepCopy()
+	next.Ports, next.Endpoints = sc.ports, sc.endpoints
+	if next.Annotations == nil {
+		next.Annotations = map[string]string{}
+	}
+	next.Annotations[triggerAnnotation] = trigger.UTC().Format(time.RFC3339Nano)
+	updated, err := c.client.DiscoveryV1().EndpointSlices(cur.Namespace).Update(ctx, next, metav1.UpdateOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
 	if err == nil {
-		c.wrote(updated)
+		c.expect.wrote(key, updated)
 	}
 	return err
-}
-
-// wrote records a write's revision for the next read of the cache.
-func (c *EndpointSlices) wrote(o store.Object) {
-	r := revOf(o)
-	for cur := c.lastWrite.Load(); r > cur && !c.lastWrite.CompareAndSwap(cur, r); cur = c.lastWrite.Load() {
-	}
 }

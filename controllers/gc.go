@@ -2,25 +2,33 @@ package controllers
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
+	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-
-	"github.com/minicluster/minicluster/apiserver"
-	"github.com/minicluster/minicluster/store"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
 )
 
 // GCConfig configures the garbage collector.
 type GCConfig struct {
-	API *apiserver.API
-	Log *slog.Logger
-	// Informers are the shared caches to read from; nil: the collector keeps its own.
-	Informers *Informers
+	// Discovery names the kinds to collect.
+	Discovery discovery.DiscoveryInterface
+	// Dynamic deletes and updates objects of any kind.
+	Dynamic dynamic.Interface
+	// Informers gives a shared informer for every kind; the collector starts those it
+	// adds.
+	Informers informers.SharedInformerFactory
+	Log       *slog.Logger
 }
 
 // GarbageCollector deletes objects whose owners are gone and carries out the
@@ -28,10 +36,21 @@ type GCConfig struct {
 // It works level-triggered on the whole graph: every change schedules one scan (changes
 // arriving together share it), so a missed event is repaired by the next.
 type GarbageCollector struct {
-	api    *apiserver.API
-	loop   *Loop
-	inf    *Informers
-	ownInf bool
+	cfg  GCConfig
+	loop *Loop
+	// Filled by Run from discovery.
+	kinds map[schema.GroupKind]gcKind
+	infs  []gcInformer
+}
+
+type gcKind struct {
+	gvr        schema.GroupVersionResource
+	namespaced bool
+}
+
+type gcInformer struct {
+	kind gcKind
+	inf  cache.SharedIndexInformer
 }
 
 const gcKey = "graph"
@@ -40,94 +59,117 @@ const gcKey = "graph"
 var gcDelay = 100 * time.Millisecond
 
 // NewGarbageCollector builds the collector.
-func NewGarbageCollector(cfg GCConfig) (*GarbageCollector, error) {
-	if cfg.API == nil {
-		return nil, errors.New("garbage collector: no API")
-	}
-	c := &GarbageCollector{api: cfg.API, inf: cfg.Informers}
-	if c.inf == nil {
-		c.inf, c.ownInf = NewInformers(cfg.API, cfg.Log), true
-	}
+func NewGarbageCollector(cfg GCConfig) *GarbageCollector {
+	c := &GarbageCollector{cfg: cfg, kinds: map[schema.GroupKind]gcKind{}}
 	c.loop = NewLoop("garbagecollector", cfg.Log, func(ctx context.Context, _ string) error { return c.scan(ctx) })
-	for _, r := range c.api.Registry().Resources() {
-		cache := c.inf.For(r)
-		cache.OnChange(func(o store.Object) {
-			// A scan costs a walk over every object (tens of milliseconds at 10k
-			// services): only changes that can give it work start one — an object
-			// with owners, one being deleted, or one gone (its dependents may be
-			// orphans). A node's heartbeat cannot.
-			if len(o.GetOwnerReferences()) > 0 || o.GetDeletionTimestamp() != nil || cache.Get(o.GetNamespace(), o.GetName()) == nil {
-				c.loop.EnqueueAfter(gcKey, gcDelay)
-			}
-		})
-	}
-	return c, nil
+	return c
 }
 
-// Run collects until ctx is cancelled.
+// Run finds the kinds to watch, then collects until ctx is cancelled.
 func (c *GarbageCollector) Run(ctx context.Context) error {
-	if c.ownInf {
-		go c.inf.Run(ctx)
+	if err := c.discover(); err != nil {
+		return fmt.Errorf("garbage collector: %w", err)
 	}
-	for _, r := range c.api.Registry().Resources() {
-		if !c.inf.For(r).WaitSynced(ctx) {
-			return nil
-		}
+	c.cfg.Informers.Start(ctx.Done()) // the informers added for kinds no one else watches
+	synced := make([]cache.InformerSynced, len(c.infs))
+	for i, x := range c.infs {
+		synced[i] = x.inf.HasSynced
 	}
-	c.loop.Run(ctx, 1)
+	c.loop.Run(ctx, 1, synced...)
 	return nil
 }
 
-type node struct {
-	res *apiserver.Resource
-	obj store.Object
+// discover takes an informer for every kind that can be listed, watched and deleted.
+func (c *GarbageCollector) discover() error {
+	lists, err := discovery.ServerPreferredResources(c.cfg.Discovery)
+	if err != nil {
+		return fmt.Errorf("discovery: %w", err)
+	}
+	lists = discovery.FilteredBy(discovery.SupportsAllVerbs{Verbs: []string{"list", "watch", "delete"}}, lists)
+	for _, l := range lists {
+		gv, err := schema.ParseGroupVersion(l.GroupVersion)
+		if err != nil {
+			continue
+		}
+		for _, r := range l.APIResources {
+			k := gcKind{gvr: gv.WithResource(r.Name), namespaced: r.Namespaced}
+			gi, err := c.cfg.Informers.ForResource(k.gvr)
+			if err != nil {
+				c.loop.log.Debug("not collecting a kind without a shared informer", "resource", k.gvr, "err", err)
+				continue
+			}
+			c.kinds[schema.GroupKind{Group: gv.Group, Kind: r.Kind}] = k
+			inf := gi.Informer()
+			inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: c.changed,
+				UpdateFunc: func(_, obj any) { c.changed(obj) },
+				DeleteFunc: func(any) { c.loop.EnqueueAfter(gcKey, gcDelay) }})
+			c.infs = append(c.infs, gcInformer{k, inf})
+		}
+	}
+	return nil
+}
+
+// changed schedules a scan for a change that can give it work. A scan walks every
+// object (tens of milliseconds at 10k services): an object with owners or being
+// deleted starts one (a deletion always does); a node's heartbeat cannot.
+func (c *GarbageCollector) changed(obj any) {
+	if o, err := meta.Accessor(obj); err == nil && (len(o.GetOwnerReferences()) > 0 || o.GetDeletionTimestamp() != nil) {
+		c.loop.EnqueueAfter(gcKey, gcDelay)
+	}
+}
+
+type gcNode struct {
+	kind gcKind
+	obj  metav1.Object
 }
 
 // scan walks every object once: dependents of vanished owners are deleted, dependents
 // of owners deleting in the foreground are deleted first, dependents of orphaning
 // owners lose the reference, and owners whose dependents are done lose the finalizer.
 func (c *GarbageCollector) scan(ctx context.Context) error {
-	byUID := map[types.UID]node{}
-	var all []node
-	for _, r := range c.api.Registry().Resources() {
-		for _, o := range c.inf.For(r).List("", apiserver.Selector{}) {
-			byUID[o.GetUID()] = node{r, o}
-			all = append(all, node{r, o})
+	byUID := map[types.UID]gcNode{}
+	var all []gcNode
+	for _, x := range c.infs {
+		for _, item := range x.inf.GetStore().List() {
+			o, err := meta.Accessor(item)
+			if err != nil {
+				continue
+			}
+			byUID[o.GetUID()] = gcNode{x.kind, o}
+			all = append(all, gcNode{x.kind, o})
 		}
 	}
 	dependents := map[types.UID]int{}
-	pending := false
 	for _, n := range all {
 		for _, ref := range n.obj.GetOwnerReferences() {
 			owner, exists := byUID[ref.UID]
+			var err error
 			switch {
-			case !exists && allOwnersGone(n.obj, byUID) && !c.ownerLive(n.obj.GetNamespace(), ref):
-				if err := c.delete(ctx, n, metav1.DeletePropagationBackground); err != nil {
-					return err
-				}
-			case exists && owner.obj.GetDeletionTimestamp() != nil && hasFinalizer(owner.obj, apiserver.FinalizerOrphan):
-				if err := c.dropOwner(ctx, n, ref.UID); err != nil {
-					return err
-				}
-			case exists && owner.obj.GetDeletionTimestamp() != nil && hasFinalizer(owner.obj, apiserver.FinalizerForeground):
+			case !exists && allOwnersGone(n.obj, byUID) && !c.ownerLive(ctx, n.obj.GetNamespace(), ref):
+				err = c.delete(ctx, n, metav1.DeletePropagationBackground)
+			case exists && deleting(owner.obj, metav1.FinalizerOrphanDependents):
+				err = c.dropOwner(ctx, n, ref.UID)
+			case exists && deleting(owner.obj, metav1.FinalizerDeleteDependents):
 				dependents[ref.UID]++
-				if err := c.delete(ctx, n, metav1.DeletePropagationForeground); err != nil {
-					return err
-				}
+				err = c.delete(ctx, n, metav1.DeletePropagationForeground)
 			case exists:
 				dependents[ref.UID]++
 			}
+			if err != nil {
+				return err
+			}
 		}
 	}
+	pending := false
 	for _, n := range all {
 		if n.obj.GetDeletionTimestamp() == nil {
 			continue
 		}
-		for _, f := range []string{apiserver.FinalizerForeground, apiserver.FinalizerOrphan} {
-			if !hasFinalizer(n.obj, f) {
+		for _, f := range []string{metav1.FinalizerDeleteDependents, metav1.FinalizerOrphanDependents} {
+			if !slices.Contains(n.obj.GetFinalizers(), f) {
 				continue
 			}
-			if f == apiserver.FinalizerForeground && dependents[n.obj.GetUID()] > 0 {
+			if f == metav1.FinalizerDeleteDependents && dependents[n.obj.GetUID()] > 0 {
 				pending = true
 				continue
 			}
@@ -142,23 +184,29 @@ func (c *GarbageCollector) scan(ctx context.Context) error {
 	return nil
 }
 
-// ownerLive asks the store whether the owner the caches lack is there after all (made
-// a moment ago, not in the cache yet): a dependent is never collected on stale data.
-func (c *GarbageCollector) ownerLive(ns string, ref metav1.OwnerReference) bool {
-	gv, _ := schema.ParseGroupVersion(ref.APIVersion)
-	for _, r := range c.api.Registry().Resources() {
-		if r.Group == gv.Group && r.Kind_ == ref.Kind {
-			if !r.Namespaced {
-				ns = ""
-			}
-			o, err := c.api.Get(r, ns, ref.Name)
-			return err == nil && o.GetUID() == ref.UID
-		}
-	}
-	return false
+// deleting: o is being deleted and waits for the collector with finalizer f.
+func deleting(o metav1.Object, f string) bool {
+	return o.GetDeletionTimestamp() != nil && slices.Contains(o.GetFinalizers(), f)
 }
 
-func allOwnersGone(o store.Object, byUID map[types.UID]node) bool {
+// ownerLive asks the API whether the owner the caches lack is there after all (made a
+// moment ago, not in the cache yet): a dependent is never collected on stale data.
+func (c *GarbageCollector) ownerLive(ctx context.Context, ns string, ref metav1.OwnerReference) bool {
+	gv, _ := schema.ParseGroupVersion(ref.APIVersion)
+	k, ok := c.kinds[schema.GroupKind{Group: gv.Group, Kind: ref.Kind}]
+	if !ok {
+		return false
+	}
+	client := c.cfg.Dynamic.Resource(k.gvr)
+	var res dynamic.ResourceInterface = client
+	if k.namespaced {
+		res = client.Namespace(ns)
+	}
+	o, err := res.Get(ctx, ref.Name, metav1.GetOptions{})
+	return err == nil && o.GetUID() == ref.UID
+}
+
+func allOwnersGone(o metav1.Object, byUID map[types.UID]gcNode) bool {
 	for _, ref := range o.GetOwnerReferences() {
 		if _, ok := byUID[ref.UID]; ok {
 			return false
@@ -167,59 +215,47 @@ func allOwnersGone(o store.Object, byUID map[types.UID]node) bool {
 	return true
 }
 
-func hasFinalizer(o store.Object, f string) bool {
-	for _, x := range o.GetFinalizers() {
-		if x == f {
-			return true
-		}
+func (c *GarbageCollector) resource(n gcNode) dynamic.ResourceInterface {
+	if n.kind.namespaced {
+		return c.cfg.Dynamic.Resource(n.kind.gvr).Namespace(n.obj.GetNamespace())
 	}
-	return false
+	return c.cfg.Dynamic.Resource(n.kind.gvr)
 }
 
-func (c *GarbageCollector) delete(ctx context.Context, n node, policy metav1.DeletionPropagation) error {
+func (c *GarbageCollector) delete(ctx context.Context, n gcNode, policy metav1.DeletionPropagation) error {
 	if n.obj.GetDeletionTimestamp() != nil {
 		return nil
 	}
-	uid := n.obj.GetUID()
-	c.loop.Log().Info("garbage collecting", "resource", n.res.Plural, "namespace", n.obj.GetNamespace(), "name", n.obj.GetName(), "propagation", policy)
-	_, _, err := c.api.Delete(ctx, n.res, n.obj.GetNamespace(), n.obj.GetName(),
-		metav1.DeleteOptions{PropagationPolicy: &policy, Preconditions: &metav1.Preconditions{UID: &uid}})
+	c.loop.log.Info("garbage collecting", "resource", n.kind.gvr.Resource, "namespace", n.obj.GetNamespace(), "name", n.obj.GetName(), "propagation", policy)
+	err := c.resource(n).Delete(ctx, n.obj.GetName(), metav1.DeleteOptions{PropagationPolicy: &policy,
+		Preconditions: metav1.NewUIDPreconditions(string(n.obj.GetUID()))})
 	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 		return nil // already gone, or replaced by a new object of the same name
 	}
 	return err
 }
 
-func (c *GarbageCollector) dropOwner(ctx context.Context, n node, owner types.UID) error {
-	_, err := c.api.Update(ctx, n.res, n.obj.GetNamespace(), n.obj.GetName(), "", func(cur store.Object) (store.Object, error) {
-		var keep []metav1.OwnerReference
-		for _, ref := range cur.GetOwnerReferences() {
-			if ref.UID != owner {
-				keep = append(keep, ref)
-			}
-		}
-		cur.SetOwnerReferences(keep)
-		return cur, nil
-	}, false)
+// patchMeta writes metadata fields of n with a merge patch that carries the cached
+// resourceVersion, so a change the cache has not seen yet makes it a conflict.
+func (c *GarbageCollector) patchMeta(ctx context.Context, n gcNode, fields map[string]any) error {
+	fields["resourceVersion"] = n.obj.GetResourceVersion()
+	patch, err := json.Marshal(map[string]any{"metadata": fields})
+	if err != nil {
+		return err
+	}
+	_, err = c.resource(n).Patch(ctx, n.obj.GetName(), types.MergePatchType, patch, metav1.PatchOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
 	return err
 }
 
-func (c *GarbageCollector) removeFinalizer(ctx context.Context, n node, f string) error {
-	_, err := c.api.Update(ctx, n.res, n.obj.GetNamespace(), n.obj.GetName(), "", func(cur store.Object) (store.Object, error) {
-		var keep []string
-		for _, x := range cur.GetFinalizers() {
-			if x != f {
-				keep = append(keep, x)
-			}
-		}
-		cur.SetFinalizers(keep)
-		return cur, nil
-	}, false)
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	return err
+func (c *GarbageCollector) dropOwner(ctx context.Context, n gcNode, owner types.UID) error {
+	keep := slices.DeleteFunc(slices.Clone(n.obj.GetOwnerReferences()), func(r metav1.OwnerReference) bool { return r.UID == owner })
+	return c.patchMeta(ctx, n, map[string]any{"ownerReferences": keep})
+}
+
+func (c *GarbageCollector) removeFinalizer(ctx context.Context, n gcNode, f string) error {
+	keep := slices.DeleteFunc(slices.Clone(n.obj.GetFinalizers()), func(x string) bool { return x == f })
+	return c.patchMeta(ctx, n, map[string]any{"finalizers": keep})
 }

@@ -4,17 +4,21 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 )
 
-// ErrRequeue asks for another pass later without logging an error (work in progress).
+// ErrRequeue asks for another pass later without logging an error (work in progress,
+// or a cache that has not yet seen the controller's own last write).
 var ErrRequeue = errors.New("requeue")
 
-// Loop is the level-triggered core every controller shares: events only enqueue keys;
-// workers call reconcile(key), which re-reads current state and is safe to repeat.
-// Failures are retried with exponential backoff.
+// Loop is the level-triggered core every controller shares (sample-controller's shape):
+// informer events only enqueue keys; workers call reconcile(key), which re-reads
+// current state and is safe to repeat. Failures are retried with exponential backoff.
 type Loop struct {
 	name      string
 	log       *slog.Logger
@@ -27,7 +31,7 @@ func NewLoop(name string, log *slog.Logger, reconcile func(context.Context, stri
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Loop{name: name, log: log, reconcile: reconcile, queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+	return &Loop{name: name, log: log.With("controller", name), reconcile: reconcile, queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 		workqueue.NewTypedItemExponentialFailureRateLimiter[string](50*time.Millisecond, 5*time.Second),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: name})}
 }
@@ -38,26 +42,36 @@ func (l *Loop) Enqueue(key string) { l.queue.Add(key) }
 // EnqueueAfter schedules key after d.
 func (l *Loop) EnqueueAfter(key string, d time.Duration) { l.queue.AddAfter(key, d) }
 
-// Log is the loop's logger.
-func (l *Loop) Log() *slog.Logger { return l.log }
+// EnqueueObject schedules the namespace/name of obj (a deleted one's tombstone too).
+func (l *Loop) EnqueueObject(obj any) {
+	if k, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+		l.queue.Add(k)
+	}
+}
 
-// Run processes keys with workers goroutines until ctx is cancelled.
-func (l *Loop) Run(ctx context.Context, workers int) {
-	go func() {
-		<-ctx.Done()
-		l.queue.ShutDown()
-	}()
-	done := make(chan struct{})
-	for i := 0; i < workers; i++ {
-		go func() {
+// Handler enqueues every object an informer delivers.
+func (l *Loop) Handler() cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{AddFunc: l.EnqueueObject,
+		UpdateFunc: func(_, obj any) { l.EnqueueObject(obj) }, DeleteFunc: l.EnqueueObject}
+}
+
+// Run waits for the caches, then processes keys with workers goroutines until ctx is
+// cancelled, and returns once every worker has stopped.
+func (l *Loop) Run(ctx context.Context, workers int, synced ...cache.InformerSynced) {
+	defer l.queue.ShutDown()
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+		return
+	}
+	stop := context.AfterFunc(ctx, l.queue.ShutDown)
+	defer stop()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
 			for l.next(ctx) {
 			}
-			done <- struct{}{}
-		}()
+		})
 	}
-	for i := 0; i < workers; i++ {
-		<-done
-	}
+	wg.Wait()
 }
 
 func (l *Loop) next(ctx context.Context) bool {
@@ -67,8 +81,9 @@ func (l *Loop) next(ctx context.Context) bool {
 	}
 	defer l.queue.Done(key)
 	if err := l.reconcile(ctx, key); err != nil {
-		if !errors.Is(err, ErrRequeue) && ctx.Err() == nil {
-			l.log.Error("reconcile failed", "controller", l.name, "key", key, "err", err)
+		// A conflict is a cache behind the store: the newer object is on its way.
+		if !errors.Is(err, ErrRequeue) && !apierrors.IsConflict(err) && ctx.Err() == nil {
+			l.log.Error("reconcile failed", "key", key, "err", err)
 		}
 		l.queue.AddRateLimited(key)
 		return true

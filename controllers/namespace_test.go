@@ -1,19 +1,11 @@
 package controllers
 
 import (
-	"context"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/minicluster/minicluster/apiserver"
-	"github.com/minicluster/minicluster/apiserver/apitest"
-	"github.com/minicluster/minicluster/store"
 )
-
-func newAPI(t *testing.T) *apiserver.API { return apitest.NewAPI(t) }
 
 func pod(name string, finalizers ...string) *corev1.Pod {
 	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Finalizers: finalizers},
@@ -21,58 +13,46 @@ func pod(name string, finalizers ...string) *corev1.Pod {
 }
 
 func TestNamespaceDeletionEmptiesThenRemoves(t *testing.T) {
-	api := newAPI(t)
-	ctx := context.Background()
-	reg := api.Registry()
-	nsRes, podRes, svcRes := reg.Lookup("", "namespaces"), reg.Lookup("", "pods"), reg.Lookup("", "services")
-	if _, err := api.Create(ctx, nsRes, "", &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team"}}, false); err != nil {
-		t.Fatal(err)
-	}
+	w := newWorld(t)
+	w.apply(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team"}, Spec: corev1.NamespaceSpec{Finalizers: []corev1.FinalizerName{corev1.FinalizerKubernetes}}})
 	for _, p := range []*corev1.Pod{pod("a"), pod("held", "example.com/hold")} {
-		if _, err := api.Create(ctx, podRes, "team", p, false); err != nil {
-			t.Fatal(err)
+		p.Namespace = "team"
+		w.apply(p)
+	}
+	w.apply(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "s", Namespace: "team"}, Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}})
+	names := func() []string {
+		var out []string
+		for _, p := range w.pods() {
+			out = append(out, p.Name)
 		}
+		for _, s := range list[*corev1.Service](w, "services") {
+			out = append(out, "svc/"+s.Name)
+		}
+		return out
 	}
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "s"}, Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}
-	if _, err := api.Create(ctx, svcRes, "team", svc, false); err != nil {
+	w.reconcile(w.ns.reconcile, "team")
+	diff(t, "a live namespace's content after a reconcile", []string{"a", "held", "svc/s"}, names())
+
+	if err := w.client.CoreV1().Namespaces().Delete(w.ctx, "team", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	c, err := NewNamespace(NamespaceConfig{API: api})
-	if err != nil {
+	w.sync()
+	if err := w.ns.reconcile(w.ctx, "team"); err == nil {
+		t.Fatal("reconcile finished while content remained")
+	}
+	diff(t, "content after the first pass (the held pod waits for its finalizer)", []string{"held"}, names())
+	if ns := list[*corev1.Namespace](w, "namespaces"); len(ns) != 2 {
+		t.Fatalf("namespace removed before its content: %d namespaces", len(ns))
+	}
+	held := w.pods()[0].DeepCopy()
+	held.Finalizers = nil
+	w.update(held)
+	if err := w.client.Tracker().Delete(w.resourceOf("Pod"), "team", "held"); err != nil { // as the API server, once the finalizer is gone
 		t.Fatal(err)
 	}
-	if err := c.reconcile(ctx, "team"); err != nil {
-		t.Fatalf("reconcile of a live namespace: %v", err)
-	}
-	if objs, _, _ := api.List(podRes, "team", apiserver.Selector{}); len(objs) != 2 {
-		t.Fatalf("a live namespace was emptied: %d pods", len(objs))
-	}
-	if _, _, err := api.Delete(ctx, nsRes, "", "team", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.reconcile(ctx, "team"); err == nil {
-		t.Fatal("reconcile finished while a pod with a finalizer remains")
-	}
-	if _, err := api.Get(nsRes, "", "team"); err != nil {
-		t.Fatalf("namespace removed before its content: %v", err)
-	}
-	if _, err := api.Get(svcRes, "team", "s"); !apierrors.IsNotFound(err) {
-		t.Errorf("service not deleted: %v", err)
-	}
-	_, err = api.Update(ctx, podRes, "team", "held", "", func(cur store.Object) (store.Object, error) {
-		cur.SetFinalizers(nil)
-		return cur, nil
-	}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.reconcile(ctx, "team"); err != nil {
-		t.Fatalf("reconcile after the content is gone: %v", err)
-	}
-	if _, err := api.Get(nsRes, "", "team"); !apierrors.IsNotFound(err) {
-		t.Errorf("namespace still present: %v", err)
-	}
-	if err := c.reconcile(ctx, "team"); err != nil {
-		t.Errorf("reconcile of a removed namespace must be a no-op: %v", err)
+	w.reconcile(w.ns.reconcile, "team")
+	team := list[*corev1.Namespace](w, "namespaces")[1]
+	if team.Name != "team" || len(team.Spec.Finalizers) != 0 {
+		t.Errorf("namespace %s not finalized: finalizers %v", team.Name, team.Spec.Finalizers)
 	}
 }

@@ -2,11 +2,9 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
-	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -15,135 +13,156 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	appslisters "k8s.io/client-go/listers/apps/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
-
-	"github.com/minicluster/minicluster/apiserver"
-	"github.com/minicluster/minicluster/store"
 )
 
-// ReplicaSetConfig configures the ReplicaSet controller.
-type ReplicaSetConfig struct {
-	API *apiserver.API
-	// Events, if set, receives SuccessfulCreate/SuccessfulDelete/FailedCreate events.
-	Events *Events
-	Log    *slog.Logger
+// WorkloadConfig configures the Deployment and ReplicaSet controllers.
+type WorkloadConfig struct {
+	Client    kubernetes.Interface
+	Informers informers.SharedInformerFactory
+	// Recorder receives the controller's events (nil: none).
+	Recorder record.EventRecorder
+	Log      *slog.Logger
+}
+
+func (c *WorkloadConfig) defaults() {
+	if c.Recorder == nil {
+		c.Recorder = &record.FakeRecorder{}
+	}
 }
 
 // ReplicaSet keeps spec.replicas pods of a ReplicaSet's template in existence.
 type ReplicaSet struct {
-	api    *apiserver.API
-	rsRes  *apiserver.Resource
-	podRes *apiserver.Resource
-	loop   *Loop
-	now    func() time.Time
-	rec    *Recorder
+	client  kubernetes.Interface
+	sets    appslisters.ReplicaSetLister
+	pods    corelisters.PodLister
+	synced  []cache.InformerSynced
+	loop    *Loop
+	expect  *expectations
+	now     func() time.Time
+	rec     record.EventRecorder
+	workers int
 }
 
 // NewReplicaSet builds the controller.
-func NewReplicaSet(cfg ReplicaSetConfig) (*ReplicaSet, error) {
-	if cfg.API == nil {
-		return nil, errors.New("replicaset controller: no API")
-	}
-	reg := cfg.API.Registry()
-	c := &ReplicaSet{api: cfg.API, rsRes: reg.Lookup("apps", "replicasets"), podRes: reg.Lookup("", "pods"), now: time.Now,
-		rec: cfg.Events.For("replicaset-controller", "")}
+func NewReplicaSet(cfg WorkloadConfig) *ReplicaSet {
+	cfg.defaults()
+	rsInf, podInf := cfg.Informers.Apps().V1().ReplicaSets(), cfg.Informers.Core().V1().Pods()
+	c := &ReplicaSet{client: cfg.Client, sets: rsInf.Lister(), pods: podInf.Lister(), expect: newExpectations(),
+		synced: []cache.InformerSynced{rsInf.Informer().HasSynced, podInf.Informer().HasSynced},
+		now:    time.Now, rec: cfg.Recorder, workers: 2}
 	c.loop = NewLoop("replicaset", cfg.Log, c.reconcile)
-	return c, nil
+	rsInf.Informer().AddEventHandler(c.loop.Handler())
+	podInf.Informer().AddEventHandler(c.expect.handler())
+	podInf.Informer().AddEventHandler(ownerHandler(c.loop, "ReplicaSet"))
+	return c
 }
 
 // Run reconciles until ctx is cancelled.
 func (c *ReplicaSet) Run(ctx context.Context) error {
-	return runOwner(ctx, c.api, c.loop, c.rsRes, c.podRes, "ReplicaSet")
+	c.loop.Run(ctx, c.workers, c.synced...)
+	return nil
 }
 
-func key(o store.Object) string { return o.GetNamespace() + "/" + o.GetName() }
-
-func splitKey(k string) (string, string) {
-	ns, name, _ := strings.Cut(k, "/")
-	return ns, name
-}
-
-// ownedBy lists objects of r in ns whose controller is owner, adopting orphans that
-// match sel (as Kubernetes' ControllerRefManager does).
-func ownedBy(ctx context.Context, api *apiserver.API, r *apiserver.Resource, owner store.Object, gvk metav1.GroupVersionKind, sel labels.Selector) ([]store.Object, error) {
-	objs, _, err := api.List(r, owner.GetNamespace(), apiserver.Selector{})
-	if err != nil {
-		return nil, err
-	}
-	var out []store.Object
-	for _, o := range objs {
-		ref := metav1.GetControllerOf(o)
-		switch {
-		case ref != nil && ref.UID == owner.GetUID():
-			out = append(out, o)
-		case ref == nil && o.GetDeletionTimestamp() == nil && sel.Matches(labels.Set(o.GetLabels())) && owner.GetDeletionTimestamp() == nil:
-			adopted, err := api.Update(ctx, r, o.GetNamespace(), o.GetName(), "", func(cur store.Object) (store.Object, error) {
-				if metav1.GetControllerOf(cur) != nil {
-					return nil, fmt.Errorf("%s/%s: %w", cur.GetNamespace(), cur.GetName(), ErrRequeue)
-				}
-				cur.SetOwnerReferences(append(cur.GetOwnerReferences(), *controllerRef(owner, gvk)))
-				return cur, nil
-			}, false)
-			if err != nil {
-				return nil, err
+// ownerHandler enqueues the controller (of ownerKind) of every object delivered, and
+// on a change of hands also the old one.
+func ownerHandler(l *Loop, ownerKind string) cache.ResourceEventHandler {
+	enqueue := func(obj any) {
+		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = t.Obj
+		}
+		if o, ok := obj.(metav1.Object); ok {
+			if ref := metav1.GetControllerOf(o); ref != nil && ref.Kind == ownerKind {
+				l.Enqueue(o.GetNamespace() + "/" + ref.Name)
 			}
-			out = append(out, adopted)
 		}
 	}
-	return out, nil
+	return cache.ResourceEventHandlerFuncs{AddFunc: enqueue, DeleteFunc: enqueue,
+		UpdateFunc: func(old, obj any) { enqueue(old); enqueue(obj) }}
 }
 
-func controllerRef(owner store.Object, gvk metav1.GroupVersionKind) *metav1.OwnerReference {
-	return &metav1.OwnerReference{APIVersion: metav1.GroupVersion{Group: gvk.Group, Version: gvk.Version}.String(), Kind: gvk.Kind,
-		Name: owner.GetName(), UID: owner.GetUID(), Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}
-}
+var rsKind = appsv1.SchemeGroupVersion.WithKind("ReplicaSet")
 
-var rsKind = metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "ReplicaSet"}
-
-func (c *ReplicaSet) reconcile(ctx context.Context, k string) error {
-	ns, name := splitKey(k)
-	obj, err := c.api.Get(c.rsRes, ns, name)
+func (c *ReplicaSet) reconcile(ctx context.Context, key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil
+	}
+	rs, err := c.sets.ReplicaSets(ns).Get(name)
 	if apierrors.IsNotFound(err) {
+		c.expect.forget(key)
 		return nil // the garbage collector removes its pods
 	}
 	if err != nil {
 		return err
 	}
-	rs := obj.(*appsv1.ReplicaSet)
 	sel, err := metav1.LabelSelectorAsSelector(rs.Spec.Selector)
 	if err != nil {
 		return nil // invalid selectors never pass validation
 	}
-	owned, err := ownedBy(ctx, c.api, c.podRes, rs, rsKind, sel)
+	all, err := c.pods.Pods(ns).List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	owned, err := claim(rs, sel, all, func(p *corev1.Pod) (*corev1.Pod, error) {
+		p = p.DeepCopy()
+		p.OwnerReferences = append(p.OwnerReferences, *metav1.NewControllerRef(rs, rsKind))
+		return c.client.CoreV1().Pods(ns).Update(ctx, p, metav1.UpdateOptions{})
+	})
 	if err != nil {
 		return err
 	}
 	var active []*corev1.Pod
-	for _, o := range owned {
-		if p := o.(*corev1.Pod); isActive(p) {
+	for _, p := range owned {
+		if isActive(p) {
 			active = append(active, p)
 		}
 	}
-	if rs.DeletionTimestamp == nil {
-		if err := c.scale(ctx, rs, active); err != nil {
-			return err
-		}
-		if active, err = c.activePods(rs); err != nil {
+	// Scale only on a cache that shows this controller's own last writes (else it
+	// would create the pods it has just created once more); report status either way.
+	synced := c.expect.met(key, c.podPresent(ns))
+	if synced && rs.DeletionTimestamp == nil {
+		if err := c.scale(ctx, key, rs, active); err != nil {
 			return err
 		}
 	}
-	return c.updateStatus(ctx, rs, active)
+	if err := c.updateStatus(ctx, rs, active); err != nil || synced {
+		return err
+	}
+	return ErrRequeue
 }
 
-func (c *ReplicaSet) activePods(rs *appsv1.ReplicaSet) ([]*corev1.Pod, error) {
-	objs, _, err := c.api.List(c.podRes, rs.Namespace, apiserver.Selector{})
-	if err != nil {
-		return nil, err
+// podPresent says whether the pod cache still holds a live pod of that name and UID.
+func (c *ReplicaSet) podPresent(ns string) func(string, types.UID) bool {
+	return func(name string, uid types.UID) bool {
+		p, err := c.pods.Pods(ns).Get(name)
+		return err == nil && p.UID == uid && p.DeletionTimestamp == nil
 	}
-	var out []*corev1.Pod
-	for _, o := range objs {
-		if ref := metav1.GetControllerOf(o); ref != nil && ref.UID == rs.UID && isActive(o.(*corev1.Pod)) {
-			out = append(out, o.(*corev1.Pod))
+}
+
+// claim returns the objects among all (owner's namespace) that owner controls,
+// adopting orphans that match sel, as Kubernetes' ControllerRefManager does; adopt
+// writes one orphan with owner's controller reference added.
+func claim[T metav1.Object](owner metav1.Object, sel labels.Selector, all []T, adopt func(T) (T, error)) ([]T, error) {
+	var out []T
+	for _, o := range all {
+		ref := metav1.GetControllerOf(o)
+		switch {
+		case ref != nil && ref.UID == owner.GetUID():
+			out = append(out, o)
+		case ref == nil && o.GetDeletionTimestamp() == nil && sel.Matches(labels.Set(o.GetLabels())) && owner.GetDeletionTimestamp() == nil:
+			adopted, err := adopt(o)
+			if err != nil {
+				return nil, fmt.Errorf("adopt %s/%s: %w", o.GetNamespace(), o.GetName(), err)
+			}
+			out = append(out, adopted)
 		}
 	}
 	return out, nil
@@ -154,30 +173,33 @@ func isActive(p *corev1.Pod) bool {
 	return p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed
 }
 
-func (c *ReplicaSet) scale(ctx context.Context, rs *appsv1.ReplicaSet, active []*corev1.Pod) error {
+func (c *ReplicaSet) scale(ctx context.Context, key string, rs *appsv1.ReplicaSet, active []*corev1.Pod) error {
 	want := int(ptr.Deref(rs.Spec.Replicas, 1))
+	pods := c.client.CoreV1().Pods(rs.Namespace)
 	for i := len(active); i < want; i++ {
-		pod, err := c.api.Create(ctx, c.podRes, rs.Namespace, podFromTemplate(rs), false)
+		pod, err := pods.Create(ctx, podFromTemplate(rs), metav1.CreateOptions{})
 		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
 			return nil // the namespace controller is emptying it
 		}
 		if err != nil {
-			c.rec.Event(rs, corev1.EventTypeWarning, "FailedCreate", "Error creating: %v", err)
-			return fmt.Errorf("create pod for %s/%s: %w", rs.Namespace, rs.Name, err)
+			c.rec.Eventf(rs, corev1.EventTypeWarning, "FailedCreate", "Error creating: %v", err)
+			return fmt.Errorf("create pod for %s: %w", key, err)
 		}
-		c.rec.Event(rs, corev1.EventTypeNormal, "SuccessfulCreate", "Created pod: %s", pod.GetName())
+		c.expect.wrote(key, pod)
+		c.rec.Eventf(rs, corev1.EventTypeNormal, "SuccessfulCreate", "Created pod: %s", pod.Name)
 	}
 	if len(active) <= want {
 		return nil
 	}
 	rankForDeletion(active)
 	for _, p := range active[:len(active)-want] {
-		_, _, err := c.api.Delete(ctx, c.podRes, p.Namespace, p.Name, metav1.DeleteOptions{})
-		if err != nil && !apierrors.IsNotFound(err) {
+		err := pods.Delete(ctx, p.Name, metav1.DeleteOptions{Preconditions: metav1.NewUIDPreconditions(string(p.UID))})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 			return err
 		}
 		if err == nil {
-			c.rec.Event(rs, corev1.EventTypeNormal, "SuccessfulDelete", "Deleted pod: %s", p.Name)
+			c.expect.deleted(key, p)
+			c.rec.Eventf(rs, corev1.EventTypeNormal, "SuccessfulDelete", "Deleted pod: %s", p.Name)
 		}
 	}
 	return nil
@@ -187,7 +209,7 @@ func podFromTemplate(rs *appsv1.ReplicaSet) *corev1.Pod {
 	t := rs.Spec.Template.DeepCopy()
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: rs.Name + "-", Labels: t.Labels, Annotations: t.Annotations,
-			OwnerReferences: []metav1.OwnerReference{*controllerRef(rs, rsKind)}},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(rs, rsKind)}},
 		Spec: t.Spec,
 	}
 }
@@ -197,19 +219,8 @@ func podFromTemplate(rs *appsv1.ReplicaSet) *corev1.Pod {
 // restarts first, newer before older.
 func rankForDeletion(pods []*corev1.Pod) {
 	score := func(p *corev1.Pod) []int64 {
-		ready := int64(0)
-		if podReady(p) {
-			ready = 1
-		}
-		scheduled := int64(0)
-		if p.Spec.NodeName != "" {
-			scheduled = 1
-		}
-		running := int64(0)
-		if p.Status.Phase == corev1.PodRunning {
-			running = 1
-		}
-		return []int64{scheduled, running, ready, -restarts(p), -p.CreationTimestamp.UnixNano()}
+		return []int64{boolInt(p.Spec.NodeName != ""), boolInt(p.Status.Phase == corev1.PodRunning), boolInt(podReady(p)),
+			-restarts(p), -p.CreationTimestamp.UnixNano()}
 	}
 	sort.SliceStable(pods, func(i, j int) bool {
 		a, b := score(pods[i]), score(pods[j])
@@ -220,6 +231,13 @@ func rankForDeletion(pods []*corev1.Pod) {
 		}
 		return pods[i].Name > pods[j].Name
 	})
+}
+
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func restarts(p *corev1.Pod) int64 {
@@ -267,16 +285,15 @@ func (c *ReplicaSet) updateStatus(ctx context.Context, rs *appsv1.ReplicaSet, ac
 		}
 	}
 	if !apiequality.Semantic.DeepEqual(st, rs.Status) {
-		_, err := c.api.Update(ctx, c.rsRes, rs.Namespace, rs.Name, "status", func(cur store.Object) (store.Object, error) {
-			cur.(*appsv1.ReplicaSet).Status = st
-			return cur, nil
-		}, false)
+		next := rs.DeepCopy()
+		next.Status = st
+		_, err := c.client.AppsV1().ReplicaSets(rs.Namespace).UpdateStatus(ctx, next, metav1.UpdateOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
 			return err
 		}
 	}
 	if waitForAvailable {
-		c.loop.EnqueueAfter(key(rs), time.Duration(rs.Spec.MinReadySeconds)*time.Second)
+		c.loop.EnqueueAfter(rs.Namespace+"/"+rs.Name, time.Duration(rs.Spec.MinReadySeconds)*time.Second)
 	}
 	return nil
 }

@@ -9,10 +9,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 
-	"github.com/minicluster/minicluster/apiserver"
-	"github.com/minicluster/minicluster/controllers"
-	"github.com/minicluster/minicluster/store"
+	"github.com/minicluster/minicluster/index"
 )
 
 // Source is what the answers are computed from. The daemon's is a set of watch-fed
@@ -26,11 +28,14 @@ type Source interface {
 	PTR(ip netip.Addr) []string
 }
 
-// Index is the daemon's Source: the controllers' shared caches of services,
+// Index is the daemon's Source: the shared informers' caches of services,
 // endpointslices and namespaces, plus a reverse map kept from their changes.
 type Index struct {
-	services, slices, namespaces *controllers.Cache
-	synced                       atomic.Bool
+	services   corelisters.ServiceLister
+	slices     cache.Indexer
+	namespaces corelisters.NamespaceLister
+	informers  []cache.InformerSynced
+	synced     atomic.Bool
 
 	mu      sync.RWMutex
 	reverse map[netip.Addr]map[string]int // address → name → how many records give it
@@ -42,49 +47,45 @@ type ptrRecord struct {
 	name string
 }
 
-// NewIndex builds the index over inf's caches; it fills as they do.
-func NewIndex(api *apiserver.API, inf *controllers.Informers) *Index {
-	reg := api.Registry()
-	x := &Index{services: inf.For(reg.Lookup("", "services")), slices: inf.For(reg.Lookup("discovery.k8s.io", "endpointslices")),
-		namespaces: inf.For(reg.Lookup("", "namespaces")),
-		reverse:    map[netip.Addr]map[string]int{}, contrib: map[string][]ptrRecord{}}
-	x.slices.IndexLabel(discoveryv1.LabelServiceName)
-	x.services.OnChange(func(o store.Object) { x.refresh(o.GetNamespace(), o.GetName()) })
-	x.slices.OnChange(func(o store.Object) {
-		if name := o.GetLabels()[discoveryv1.LabelServiceName]; name != "" {
-			x.refresh(o.GetNamespace(), name)
-		}
-	})
-	return x
+// NewIndex builds the index over the shared informers; it fills as they do.
+func NewIndex(services coreinformers.ServiceInformer, slices discoveryinformers.EndpointSliceInformer, namespaces coreinformers.NamespaceInformer) (*Index, error) {
+	sliceInf := slices.Informer()
+	if err := index.AddSlicesByService(sliceInf); err != nil {
+		return nil, err
+	}
+	x := &Index{services: services.Lister(), slices: sliceInf.GetIndexer(), namespaces: namespaces.Lister(),
+		informers: []cache.InformerSynced{services.Informer().HasSynced, sliceInf.HasSynced, namespaces.Informer().HasSynced},
+		reverse:   map[netip.Addr]map[string]int{}, contrib: map[string][]ptrRecord{}}
+	services.Informer().AddEventHandler(index.OnService(x.refresh))
+	sliceInf.AddEventHandler(index.OnService(x.refresh))
+	return x, nil
 }
 
-// Run marks the index synced once every cache has its first list.
+// Run marks the index synced once every informer has its first list.
 func (x *Index) Run(ctx context.Context) error {
-	if x.services.WaitSynced(ctx) && x.slices.WaitSynced(ctx) && x.namespaces.WaitSynced(ctx) {
+	if cache.WaitForCacheSync(ctx.Done(), x.informers...) {
 		x.synced.Store(true)
 	}
-	<-ctx.Done()
 	return nil
 }
 
 func (x *Index) Synced() bool { return x.synced.Load() }
 
-func (x *Index) Namespace(name string) bool { return x.namespaces.Get("", name) != nil }
+func (x *Index) Namespace(name string) bool {
+	_, err := x.namespaces.Get(name)
+	return err == nil
+}
 
 func (x *Index) Service(ns, name string) *corev1.Service {
-	if o := x.services.Get(ns, name); o != nil {
-		return o.(*corev1.Service)
+	svc, err := x.services.Services(ns).Get(name)
+	if err != nil {
+		return nil
 	}
-	return nil
+	return svc
 }
 
 func (x *Index) Slices(ns, service string) []*discoveryv1.EndpointSlice {
-	objs := x.slices.ByLabel(ns, service)
-	out := make([]*discoveryv1.EndpointSlice, len(objs))
-	for i, o := range objs {
-		out[i] = o.(*discoveryv1.EndpointSlice)
-	}
-	return out
+	return index.SlicesOf(x.slices, ns, service)
 }
 
 func (x *Index) PTR(ip netip.Addr) []string {

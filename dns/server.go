@@ -1,16 +1,14 @@
 package dns
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
-	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -21,16 +19,20 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/minicluster/minicluster/apiserver"
-	"github.com/minicluster/minicluster/controllers"
-	"github.com/minicluster/minicluster/store"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/util/retry"
 )
 
 // Config configures the cluster DNS server.
 type Config struct {
-	API       *apiserver.API
-	Informers *controllers.Informers
+	// Services, Slices and Namespaces are the shared informers answers come from.
+	Services   coreinformers.ServiceInformer
+	Slices     discoveryinformers.EndpointSliceInformer
+	Namespaces coreinformers.NamespaceInformer
+	// Endpoints publishes the server's address as kube-system/kube-dns's endpoint.
+	Endpoints typedcorev1.EndpointsGetter
 	Zone      string
 	TTL       time.Duration
 	// Listen is the address served on UDP and TCP port 53 (the node's bridge address);
@@ -56,12 +58,14 @@ type Server struct {
 	answerer *Answerer
 	local    *Answerer // the same without forwarding, for clients outside Clients
 	metrics  *metrics
+	// forwarding are the queries waiting for an upstream, each in its own goroutine.
+	forwarding sync.WaitGroup
 }
 
 // New builds the server; its index starts filling when the informers run.
 func New(cfg Config) (*Server, error) {
-	if cfg.API == nil || cfg.Informers == nil || !cfg.Listen.IsValid() {
-		return nil, errors.New("dns: API, informers and listen address are required")
+	if cfg.Services == nil || cfg.Slices == nil || cfg.Namespaces == nil || cfg.Endpoints == nil || !cfg.Listen.IsValid() {
+		return nil, errors.New("dns: informers, an endpoints client and a listen address are required")
 	}
 	if cfg.TTL <= 0 {
 		cfg.TTL = 5 * time.Second
@@ -79,7 +83,11 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, index: NewIndex(cfg.API, cfg.Informers), metrics: m}
+	x, err := NewIndex(cfg.Services, cfg.Slices, cfg.Namespaces)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, index: x, metrics: m}
 	s.answerer = NewAnswerer(Answerer{Zone: cfg.Zone, TTL: uint32(cfg.TTL / time.Second), Serial: uint32(time.Now().Unix()),
 		Source: s.index, Reverse: cfg.Reverse})
 	local := *s.answerer
@@ -93,7 +101,10 @@ func New(cfg Config) (*Server, error) {
 
 // Run serves until ctx is cancelled.
 func (s *Server) Run(ctx context.Context) error {
-	go s.index.Run(ctx)
+	var wg sync.WaitGroup
+	defer s.forwarding.Wait()
+	defer wg.Wait()
+	wg.Go(func() { s.index.Run(ctx) })
 	addr := net.JoinHostPort(s.cfg.Listen.String(), fmt.Sprint(s.cfg.Port))
 	// The node agent puts the address on the bridge at start: wait for it. One UDP
 	// socket per CPU (SO_REUSEPORT), each with its own reader: a single socket's
@@ -140,13 +151,13 @@ func (s *Server) Run(ctx context.Context) error {
 	servers := []*mdns.Server{{Listener: ln, Handler: handler, ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}}
 	errc := make(chan error, len(servers)+len(pcs))
 	for _, srv := range servers {
-		go func() { errc <- srv.ActivateAndServe() }()
+		wg.Go(func() { errc <- srv.ActivateAndServe() })
 	}
 	for _, pc := range pcs {
-		go func() { errc <- s.serveUDP(pc) }()
+		wg.Go(func() { errc <- s.serveUDP(pc) })
 	}
 	s.cfg.Log.Info("cluster DNS serving", "addr", addr, "zone", s.cfg.Zone, "upstreams", s.cfg.Upstreams)
-	go s.publish(ctx)
+	wg.Go(func() { s.publish(ctx) })
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
@@ -193,7 +204,7 @@ func (s *Server) serveUDP(pc net.PacketConn) error {
 				continue // not a query: no answer, as a malformed packet gets none either
 			}
 			if s.mayForward(req) {
-				go s.serve(&udpWriter{pc: pc, addr: m.Addr}, req)
+				s.forwarding.Go(func() { s.serve(&udpWriter{pc: pc, addr: m.Addr}, req) })
 				continue
 			}
 			s.serve(&udpWriter{pc: pc, addr: m.Addr, queue: &out, buf: packed[len(out)]}, req)
@@ -297,20 +308,25 @@ func (s *Server) mayRecurse(addr net.Addr) bool {
 // publish keeps kube-system/kube-dns's Endpoints pointing at this server; the
 // EndpointSlice controller mirrors it and the proxy routes the service address here.
 func (s *Server) publish(ctx context.Context) {
-	res := s.cfg.API.Registry().Lookup("", "endpoints")
 	want := []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: s.cfg.Listen.String()}},
 		Ports: []corev1.EndpointPort{{Name: "dns", Port: int32(s.cfg.Port), Protocol: corev1.ProtocolUDP},
 			{Name: "dns-tcp", Port: int32(s.cfg.Port), Protocol: corev1.ProtocolTCP}}}}
+	client := s.cfg.Endpoints.Endpoints(metav1.NamespaceSystem)
 	for ctx.Err() == nil {
-		_, err := s.cfg.API.Update(ctx, res, "kube-system", "kube-dns", "", func(cur store.Object) (store.Object, error) {
-			cur.(*corev1.Endpoints).Subsets = want
-			return cur, nil
-		}, false)
-		if apierrors.IsNotFound(err) {
-			ep := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "kube-dns", Namespace: "kube-system",
-				Labels: map[string]string{"k8s-app": "kube-dns"}}, Subsets: want}
-			_, err = s.cfg.API.Create(ctx, res, "kube-system", ep, false)
-		}
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			ep, err := client.Get(ctx, "kube-dns", metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				ep = &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "kube-dns", Labels: map[string]string{"k8s-app": "kube-dns"}}, Subsets: want}
+				_, err = client.Create(ctx, ep, metav1.CreateOptions{})
+				return err
+			}
+			if err != nil {
+				return err
+			}
+			ep.Subsets = want
+			_, err = client.Update(ctx, ep, metav1.UpdateOptions{})
+			return err
+		})
 		if err == nil {
 			return
 		}
@@ -327,22 +343,16 @@ func (s *Server) publish(ctx context.Context) {
 // there would send the queries back here, or to a resolver the pods cannot use).
 func HostUpstreams() []string {
 	for _, path := range []string{"/run/systemd/resolve/resolv.conf", "/etc/resolv.conf"} {
-		f, err := os.Open(path)
+		conf, err := mdns.ClientConfigFromFile(path)
 		if err != nil {
 			continue
 		}
 		var out []string
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			if len(fields) < 2 || fields[0] != "nameserver" {
-				continue
-			}
-			if ip, err := netip.ParseAddr(fields[1]); err == nil && !ip.IsLoopback() {
-				out = append(out, net.JoinHostPort(ip.String(), "53"))
+		for _, server := range conf.Servers {
+			if ip, err := netip.ParseAddr(server); err == nil && !ip.IsLoopback() {
+				out = append(out, net.JoinHostPort(ip.String(), conf.Port))
 			}
 		}
-		f.Close()
 		if len(out) > 0 {
 			return out
 		}

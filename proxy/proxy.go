@@ -11,18 +11,18 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 
-	"github.com/minicluster/minicluster/apiserver"
-	"github.com/minicluster/minicluster/controllers"
-	"github.com/minicluster/minicluster/store"
+	"github.com/minicluster/minicluster/index"
 )
 
 // Runner runs a program with stdin and returns its combined output; tests use a fake.
@@ -53,15 +53,16 @@ const (
 
 // Config configures the proxy.
 type Config struct {
-	API         *apiserver.API
+	// Services and Slices are the shared informers the proxy reads; it adds its
+	// handlers and the slices' service index in New.
+	Services    coreinformers.ServiceInformer
+	Slices      discoveryinformers.EndpointSliceInformer
 	Instance    string
 	Mode        string // ModeIPTables (default) or ModeNFTables
 	NodeName    string
 	ServiceCIDR netip.Prefix
 	// Bridge is the node bridge the service CIDR is routed to; "" leaves routes alone.
 	Bridge string
-	// Informers are the shared caches of services and slices; nil: the proxy keeps its own.
-	Informers *controllers.Informers
 	// SyncPeriod is how often the rules are checked to be still in the kernel
 	// (repaired if not); default 30 s.
 	SyncPeriod time.Duration
@@ -78,10 +79,9 @@ type Proxy struct {
 	trigger chan struct{}
 	metrics *metrics
 
-	inf              *controllers.Informers
-	ownInf           bool // the informers are the proxy's own, to run
-	services, slices *controllers.Cache
-	synced           atomic.Bool
+	services corelisters.ServiceLister
+	slices   cache.Indexer
+	synced   []cache.InformerSynced
 
 	mu    sync.Mutex
 	dirty map[string]bool // service keys changed since the last sync
@@ -99,8 +99,8 @@ func Table(instance string) string { return instance + "_proxy" }
 
 // New builds the proxy.
 func New(cfg Config) (*Proxy, error) {
-	if cfg.API == nil || cfg.Instance == "" || !cfg.ServiceCIDR.IsValid() {
-		return nil, errors.New("proxy: API, instance and service CIDR are required")
+	if cfg.Services == nil || cfg.Slices == nil || cfg.Instance == "" || !cfg.ServiceCIDR.IsValid() {
+		return nil, errors.New("proxy: informers, instance and service CIDR are required")
 	}
 	switch cfg.Mode {
 	case "":
@@ -128,21 +128,15 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{cfg: cfg, trigger: make(chan struct{}, 1), metrics: m, inf: cfg.Informers, dirty: map[string]bool{},
-		agg: newAggregate(), full: true, ports: map[string][]ServicePort{}, sliceSeen: map[string]map[string]string{}}
-	if p.inf == nil {
-		p.inf, p.ownInf = controllers.NewInformers(cfg.API, cfg.Log), true
+	svcInf, sliceInf := cfg.Services.Informer(), cfg.Slices.Informer()
+	if err := index.AddSlicesByService(sliceInf); err != nil {
+		return nil, err
 	}
-	reg := cfg.API.Registry()
-	p.services, p.slices = p.inf.For(reg.Lookup("", "services")), p.inf.For(reg.Lookup("discovery.k8s.io", "endpointslices"))
-	p.slices.IndexLabel(discoveryv1.LabelServiceName)
-	// A change (or, for a slice changing hands, its old self) makes its service dirty.
-	p.services.OnChange(func(o store.Object) { p.markDirty(o.GetNamespace(), o.GetName()) })
-	p.slices.OnChange(func(o store.Object) {
-		if name := o.GetLabels()[discoveryv1.LabelServiceName]; name != "" {
-			p.markDirty(o.GetNamespace(), name)
-		}
-	})
+	p := &Proxy{cfg: cfg, trigger: make(chan struct{}, 1), metrics: m, dirty: map[string]bool{},
+		services: cfg.Services.Lister(), slices: sliceInf.GetIndexer(), synced: []cache.InformerSynced{svcInf.HasSynced, sliceInf.HasSynced},
+		agg: newAggregate(), full: true, ports: map[string][]ServicePort{}, sliceSeen: map[string]map[string]string{}}
+	svcInf.AddEventHandler(index.OnService(p.markDirty))
+	sliceInf.AddEventHandler(index.OnService(p.markDirty))
 	return p, nil
 }
 
@@ -163,13 +157,9 @@ func (p *Proxy) poke() {
 // Run syncs until ctx is cancelled; the rules stay when it returns. Nothing is
 // programmed before services and slices have been listed.
 func (p *Proxy) Run(ctx context.Context) error {
-	if p.ownInf {
-		go p.inf.Run(ctx)
-	}
-	if !p.services.WaitSynced(ctx) || !p.slices.WaitSynced(ctx) {
+	if !cache.WaitForCacheSync(ctx.Done(), p.synced...) {
 		return nil
 	}
-	p.synced.Store(true)
 	p.poke()
 	tick := time.NewTicker(p.cfg.SyncPeriod)
 	defer tick.Stop()
@@ -195,7 +185,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		}
-		if err := p.Sync(); err != nil {
+		if err := p.sync(); err != nil {
 			p.cfg.Log.Error("proxy sync failed; retrying in 1s", "err", err)
 			p.metrics.errors.Inc()
 			retry.Reset(time.Second)
@@ -203,9 +193,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 }
 
-// Sync programs what changed since the last sync, or everything after a failure, a
-// repair or at start.
-func (p *Proxy) Sync() error {
+// sync programs what changed since the last sync, or everything after a failure, a
+// repair or at start. Only Run's loop calls it.
+func (p *Proxy) sync() error {
 	start := time.Now()
 	if p.cfg.Bridge != "" && (p.full || !p.routed) {
 		// Once, and again with every full sync (a repair): not on each change.
@@ -224,9 +214,6 @@ func (p *Proxy) Sync() error {
 	before, after := newRuleset(), newRuleset()
 	var stale []StaleFlow
 	var triggers []time.Time
-	if !p.synced.Load() {
-		return nil // Run pokes once both caches are filled
-	}
 	p.mu.Lock()
 	dirty := p.dirty
 	p.dirty = map[string]bool{}
@@ -235,13 +222,9 @@ func (p *Proxy) Sync() error {
 		var ports []ServicePort
 		seen := map[string]string{}
 		ns, name, _ := strings.Cut(key, "/")
-		if o := p.services.Get(ns, name); o != nil {
-			svc := o.(*corev1.Service)
-			objs := p.slices.ByLabel(ns, name)
-			slices := make([]*discoveryv1.EndpointSlice, 0, len(objs))
-			for _, o := range objs {
-				s := o.(*discoveryv1.EndpointSlice)
-				slices = append(slices, s)
+		if svc, err := p.services.Services(ns).Get(name); err == nil {
+			slices := index.SlicesOf(p.slices, ns, name)
+			for _, s := range slices {
 				seen[string(s.UID)] = s.ResourceVersion
 				if p.sliceSeen[key][string(s.UID)] == s.ResourceVersion {
 					continue

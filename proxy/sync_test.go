@@ -1,21 +1,20 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/cache"
 
-	"github.com/minicluster/minicluster/apiserver"
-	"github.com/minicluster/minicluster/apiserver/apitest"
-	"github.com/minicluster/minicluster/store"
+	"github.com/minicluster/minicluster/index"
 )
 
 // fakeRunner records what the proxy would run and can fail the next applies.
@@ -54,53 +53,82 @@ func (f *fakeRunner) scripts(name string) []string {
 	return out
 }
 
-func newAPI(t *testing.T) *apiserver.API { return apitest.NewAPI(t) }
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+// fakeCluster is the proxy's informers, not started: tests fill their indexers and call
+// the handlers the way a running informer would.
+type fakeCluster struct {
+	t        *testing.T
+	services cache.SharedIndexInformer
+	slices   cache.SharedIndexInformer
 }
 
-// The proxy follows the store through its watches and programs diffs; a failed apply
-// is followed by a full one. The scripts it ran, replayed in order into the tracer,
-// route as the objects say.
-func TestProxyFollowsTheStore(t *testing.T) {
-	api := newAPI(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	run := &fakeRunner{}
-	p, err := New(Config{API: api, Instance: "mc", Mode: ModeNFTables, NodeName: "node1",
-		ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"), Runner: run, Conntrack: func([]StaleFlow) error { return nil }})
+// newTestProxy builds a proxy in mode over fake informers, recording its runs in run.
+func newTestProxy(t *testing.T, mode string, run *fakeRunner) (*Proxy, *fakeCluster) {
+	t.Helper()
+	f := informers.NewSharedInformerFactory(fake.NewClientset(), 0)
+	p, err := New(Config{Services: f.Core().V1().Services(), Slices: f.Discovery().V1().EndpointSlices(), Instance: "mc", Mode: mode,
+		NodeName: "node1", ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"), Runner: run, Conntrack: func([]StaleFlow) error { return nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	go p.Run(ctx)
-	reg := api.Registry()
-	s := svc("web", "10.96.0.40", 80, tcp)
-	if _, err := api.Create(ctx, reg.Lookup("", "services"), "default", s, false); err != nil {
-		t.Fatal(err)
+	return p, &fakeCluster{t: t, services: f.Core().V1().Services().Informer(), slices: f.Discovery().V1().EndpointSlices().Informer()}
+}
+
+// set stores obj in its informer's cache and marks its service dirty, as an informer
+// delivering the change does.
+func (c *fakeCluster) set(p *Proxy, obj metav1.Object) {
+	c.t.Helper()
+	inf := c.services
+	if _, ok := obj.(*discoveryv1.EndpointSlice); ok {
+		inf = c.slices
 	}
+	if err := inf.GetIndexer().Update(obj); err != nil {
+		c.t.Fatal(err)
+	}
+	index.OnService(p.markDirty).OnAdd(obj, false)
+}
+
+// remove deletes obj from its informer's cache, marking its service dirty.
+func (c *fakeCluster) remove(p *Proxy, obj metav1.Object) {
+	c.t.Helper()
+	inf := c.services
+	if _, ok := obj.(*discoveryv1.EndpointSlice); ok {
+		inf = c.slices
+	}
+	if err := inf.GetIndexer().Delete(obj); err != nil {
+		c.t.Fatal(err)
+	}
+	index.OnService(p.markDirty).OnDelete(obj)
+}
+
+// The proxy programs the changes its informers deliver as diffs; a failed apply is
+// followed by a full one. The scripts it ran, replayed in order into the tracer, route
+// as the objects say.
+func TestProxyFollowsTheCluster(t *testing.T) {
+	run := &fakeRunner{}
+	p, c := newTestProxy(t, ModeNFTables, run)
 	trace := func() string {
 		return parseNFT(t, strings.Join(run.scripts("nft"), ""), tracer{t: t}).trace(packet{src: "10.244.0.100", dst: "10.96.0.40", proto: "tcp", port: 80})
 	}
-	waitFor(t, "the new service to be rejected", func() bool { return len(run.scripts("nft")) > 0 && trace() == "reject" })
+	sync := func(what string) {
+		t.Helper()
+		if err := p.sync(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	c.set(p, svc("web", "10.96.0.40", 80, tcp))
+	sync("the new service")
+	if got := trace(); got != "reject" {
+		t.Errorf("a service without endpoints: %s, want reject", got)
+	}
 	if !strings.HasPrefix(run.scripts("nft")[0], "table ip mc_proxy {}\ndelete table ip mc_proxy\n") {
 		t.Error("the first sync must replace the whole table")
 	}
 	sl := slice("web", 8080, tcp, ready("10.244.0.2"), ready("10.244.0.3"))
-	sl.Name = ""
-	sl.GenerateName = "web-"
-	created, err := api.Create(ctx, reg.Lookup("discovery.k8s.io", "endpointslices"), "default", sl, false)
-	if err != nil {
-		t.Fatal(err)
+	c.set(p, sl)
+	sync("the new slice")
+	if got, want := trace(), "dnat 10.244.0.2:8080 | dnat 10.244.0.3:8080"; got != want {
+		t.Errorf("with two ready endpoints: %s, want %s", got, want)
 	}
-	waitFor(t, "endpoints to be routed", func() bool { return trace() == "dnat 10.244.0.2:8080 | dnat 10.244.0.3:8080" })
 	last := run.scripts("nft")[len(run.scripts("nft"))-1]
 	if strings.Contains(last, "table ip") || strings.Contains(last, "10.96.0.1 ") {
 		t.Errorf("a change must be applied as a diff touching only what changed:\n%s", last)
@@ -109,24 +137,25 @@ func TestProxyFollowsTheStore(t *testing.T) {
 	run.mu.Lock()
 	run.fail = 1
 	run.mu.Unlock()
-	mutate := func(o store.Object) (store.Object, error) {
-		o.(*discoveryv1.EndpointSlice).Endpoints[1].Conditions.Ready = ptrBool(false)
-		return o, nil
+	sl = sl.DeepCopy()
+	sl.Endpoints[1].Conditions.Ready = ptrBool(false)
+	c.set(p, sl)
+	if err := p.sync(); err == nil {
+		t.Fatal("a failed apply must fail the sync")
 	}
-	if _, err := api.Update(ctx, reg.Lookup("discovery.k8s.io", "endpointslices"), "default", created.GetName(), "", mutate, false); err != nil {
-		t.Fatal(err)
+	sync("the retry")
+	ss := run.scripts("nft")
+	if !strings.HasPrefix(ss[len(ss)-1], "table ip mc_proxy {}") {
+		t.Errorf("the retry after a failed apply must write everything:\n%s", ss[len(ss)-1])
 	}
-	waitFor(t, "the unready endpoint to leave, after a retried full sync", func() bool {
-		ss := run.scripts("nft")
-		return strings.HasPrefix(ss[len(ss)-1], "table ip mc_proxy {}") && trace() == "dnat 10.244.0.2:8080"
-	})
-	if err := func() error {
-		_, _, err := api.Delete(ctx, reg.Lookup("", "services"), "default", "web", metav1.DeleteOptions{})
-		return err
-	}(); err != nil {
-		t.Fatal(err)
+	if got := trace(); got != "dnat 10.244.0.2:8080" {
+		t.Errorf("after the endpoint became unready: %s", got)
 	}
-	waitFor(t, "the deleted service's address to be unallocated", func() bool { return trace() == "drop" })
+	c.remove(p, svc("web", "10.96.0.40", 80, tcp))
+	sync("the deletion")
+	if got := trace(); got != "drop" {
+		t.Errorf("the deleted service's address: %s, want drop (unallocated)", got)
+	}
 }
 
 func ptrBool(b bool) *bool { return &b }
@@ -134,31 +163,27 @@ func ptrBool(b bool) *bool { return &b }
 // In iptables mode the first sync puts the jumps into the built-in chains and writes
 // every chain of ours; later ones only what changed.
 func TestProxyIPTablesSyncs(t *testing.T) {
-	api := newAPI(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	run := &fakeRunner{}
-	p, err := New(Config{API: api, Instance: "mc", NodeName: "node1", ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"),
-		Runner: run, Conntrack: func([]StaleFlow) error { return nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go p.Run(ctx)
-	reg := api.Registry()
-	if _, err := api.Create(ctx, reg.Lookup("", "services"), "default", svc("web", "10.96.0.40", 80, tcp), false); err != nil {
+	p, c := newTestProxy(t, ModeIPTables, run)
+	c.set(p, svc("web", "10.96.0.40", 80, tcp))
+	if err := p.sync(); err != nil {
 		t.Fatal(err)
 	}
 	trace := func(dst string) string {
 		return parseIPT(t, "mc", strings.Join(run.scripts("iptables-restore"), ""), tracer{t: t}).trace(packet{src: "10.244.0.100", dst: dst, proto: "tcp", port: 80})
 	}
-	waitFor(t, "the service to be rejected", func() bool { return len(run.scripts("iptables-restore")) > 0 && trace("10.96.0.40") == "reject" })
-	sl := slice("web", 8080, tcp, ready("10.244.0.2"))
-	if _, err := api.Create(ctx, reg.Lookup("discovery.k8s.io", "endpointslices"), "default", sl, false); err != nil {
+	if got := trace("10.96.0.40"); got != "reject" {
+		t.Errorf("a service without endpoints: %s, want reject", got)
+	}
+	c.set(p, slice("web", 8080, tcp, ready("10.244.0.2")))
+	if err := p.sync(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the endpoint to be routed", func() bool { return trace("10.96.0.40") == "dnat 10.244.0.2:8080" })
-	if got := trace("10.96.0.1"); got != "reject" {
-		t.Errorf("the kubernetes service (no endpoints here) %s", got)
+	if got := trace("10.96.0.40"); got != "dnat 10.244.0.2:8080" {
+		t.Errorf("one ready endpoint: %s", got)
+	}
+	if n := len(run.scripts("iptables-restore")); n != 2 {
+		t.Errorf("%d applies for two changes", n)
 	}
 	run.mu.Lock()
 	defer run.mu.Unlock()

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/netip"
 )
 
 // ErrTaken is returned when a requested value is held by another owner.
@@ -63,37 +62,4 @@ func (t Txn) ClaimAny(pool, owner string, n uint64, value func(i uint64) string)
 		}
 	}
 	return "", fmt.Errorf("%s: %w", pool, ErrFull)
-}
-
-// PrefixSize is the number of usable host addresses in an IPv4 or IPv6 prefix,
-// skipping the network address (and broadcast for IPv4), capped at 1<<24.
-func PrefixSize(p netip.Prefix) uint64 {
-	bits := p.Addr().BitLen() - p.Bits()
-	if bits > 24 {
-		bits = 24
-	}
-	n := uint64(1) << bits
-	if n <= 2 {
-		return 0
-	}
-	if p.Addr().Is4() {
-		return n - 2
-	}
-	return n - 1
-}
-
-// NthAddr returns the address i+1 after the prefix's network address.
-func NthAddr(p netip.Prefix, i uint64) netip.Addr {
-	a := p.Masked().Addr().As16()
-	carry := i + 1
-	for j := 15; j >= 0 && carry > 0; j-- {
-		sum := uint64(a[j]) + carry
-		a[j] = byte(sum)
-		carry = sum >> 8
-	}
-	addr := netip.AddrFrom16(a)
-	if p.Addr().Is4() {
-		return addr.Unmap()
-	}
-	return addr
 }

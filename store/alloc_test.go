@@ -3,37 +3,10 @@ package store
 import (
 	"context"
 	"errors"
-	"net/netip"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
 )
-
-func TestPrefixMath(t *testing.T) {
-	tests := []struct {
-		prefix string
-		size   uint64
-		nth    uint64
-		addr   string
-	}{
-		{"10.96.0.0/12", 1<<20 - 2, 0, "10.96.0.1"},
-		{"10.96.0.0/12", 1<<20 - 2, 255, "10.96.1.0"},
-		{"10.244.0.0/24", 254, 253, "10.244.0.254"},
-		{"192.168.0.0/30", 2, 1, "192.168.0.2"},
-		{"10.0.0.0/31", 0, 0, "10.0.0.1"},
-		{"fd00::/120", 255, 0, "fd00::1"},
-		{"10.0.0.0/8", 1<<24 - 2, 0, "10.0.0.1"},
-	}
-	for _, tt := range tests {
-		p := netip.MustParsePrefix(tt.prefix)
-		if got := PrefixSize(p); got != tt.size {
-			t.Errorf("PrefixSize(%s) = %d, want %d", tt.prefix, got, tt.size)
-		}
-		if got := NthAddr(p, tt.nth).String(); got != tt.addr {
-			t.Errorf("NthAddr(%s, %d) = %s, want %s", tt.prefix, tt.nth, got, tt.addr)
-		}
-	}
-}
 
 func TestClaimReleaseAndFull(t *testing.T) {
 	s := openStore(t, "")

@@ -7,8 +7,8 @@ import (
 	"io"
 	"os"
 
-	"github.com/minicluster/minicluster/controllers/node"
-	"github.com/minicluster/minicluster/controllers/node/agnhost"
+	"github.com/minicluster/minicluster/node/runtime"
+	"github.com/minicluster/minicluster/node/runtime/agnhost"
 )
 
 const usage = `minicluster turns one Linux host into a small Kubernetes-style cluster.
@@ -46,7 +46,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "pause": // built-in image registry.k8s.io/pause
 		return agnhost.Main([]string{"pause"}, stderr)
 	case "shim": // started by the node agent for each container
-		return node.ShimMain(args[1:], stderr)
+		return runtime.ShimMain(args[1:], stderr)
 	case "apply", "get", "describe", "delete", "logs", "exec", "version":
 		var c *client
 		var cmdArgs []string

@@ -23,8 +23,10 @@ import (
 
 	"github.com/minicluster/minicluster/apiserver"
 	"github.com/minicluster/minicluster/controllers"
-	"github.com/minicluster/minicluster/controllers/node"
 	clusterdns "github.com/minicluster/minicluster/dns"
+	"github.com/minicluster/minicluster/node"
+	"github.com/minicluster/minicluster/node/runtime"
+	"github.com/minicluster/minicluster/node/sandbox"
 	"github.com/minicluster/minicluster/proxy"
 	"github.com/minicluster/minicluster/store"
 )
@@ -120,7 +122,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	if c.dnsTTL < time.Second {
 		return nil, fmt.Errorf("--dns-ttl must be at least 1s")
 	}
-	if store.PrefixSize(c.serviceCIDR) < 16 {
+	if c.serviceCIDR.Addr().BitLen()-c.serviceCIDR.Bits() < 5 {
 		return nil, fmt.Errorf("--service-cidr %s is too small", c.serviceCIDR)
 	}
 	return c, nil
@@ -165,55 +167,65 @@ func serve(args []string, stderr io.Writer) error {
 	defer st.Close()
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	clients, err := newClients(apiserver.SocketPath(cfg.dataDir))
+	if err != nil {
+		return err
+	}
+	events := controllers.NewEvents(clients.typed)
+	rt, err := runtime.New(runtime.Config{DataDir: cfg.dataDir, Log: log})
+	if err != nil {
+		return err
+	}
+	core := clients.informers.Core().V1()
+	agent, err := node.New(node.Config{Client: clients.typed, Pods: core.Pods(), Services: core.Services(), Runtime: rt,
+		Instance: cfg.instance, NodeName: cfg.nodeName, PodCIDR: cfg.podCIDR, ClusterDNS: cfg.clusterDNS, ClusterDomain: cfg.clusterDomain,
+		Version: apiserver.Version, Metrics: metrics, Recorder: events.Recorder("kubelet", cfg.nodeName), Log: log})
+	if err != nil {
+		return err
+	}
 	srv, err := apiserver.New(apiserver.Config{DataDir: cfg.dataDir, Listen: cfg.listen, ServiceCIDR: cfg.serviceCIDR,
 		ClusterDomain: cfg.clusterDomain, ClusterDNS: cfg.clusterDNS, Store: st, Log: log, Metrics: metrics,
-		MaxWatchesPerClient: cfg.maxWatches})
+		MaxWatchesPerClient: cfg.maxWatches, Logs: rt, Exec: rt, PortForward: agent})
 	if err != nil {
 		return err
 	}
-	inf := controllers.NewInformers(srv.API(), log)
-	events, err := controllers.NewEvents(controllers.EventsConfig{API: srv.API(), Log: log})
+	kubeProxy, err := proxy.New(proxy.Config{Services: core.Services(), Slices: clients.informers.Discovery().V1().EndpointSlices(),
+		Instance: cfg.instance, Mode: cfg.proxyMode, NodeName: cfg.nodeName, ServiceCIDR: cfg.serviceCIDR, Bridge: cfg.instance + "0",
+		SyncPeriod: cfg.proxySyncPeriod, Metrics: metrics, Log: log})
 	if err != nil {
 		return err
 	}
-	runners, err := newControllers(srv.API(), inf, events, cfg.maxEndpointsPerSlice, log)
-	if err != nil {
-		return err
-	}
-	agent, err := node.New(node.Config{API: srv.API(), Instance: cfg.instance, NodeName: cfg.nodeName, PodCIDR: cfg.podCIDR,
-		ClusterDNS: cfg.clusterDNS, ClusterDomain: cfg.clusterDomain, DataDir: cfg.dataDir, Metrics: metrics,
-		Events: events, Log: log})
-	if err != nil {
-		return err
-	}
-	srv.SetPodLogs(agent)
-	srv.SetPodExec(agent)
-	kubeProxy, err := proxy.New(proxy.Config{API: srv.API(), Instance: cfg.instance, Mode: cfg.proxyMode, NodeName: cfg.nodeName,
-		ServiceCIDR: cfg.serviceCIDR, Bridge: cfg.instance + "0", Informers: inf, SyncPeriod: cfg.proxySyncPeriod, Metrics: metrics, Log: log})
-	if err != nil {
-		return err
-	}
-	dnsServer, err := clusterdns.New(clusterdns.Config{API: srv.API(), Informers: inf, Zone: cfg.clusterDomain, TTL: cfg.dnsTTL,
-		Listen: store.NthAddr(cfg.podCIDR.Masked(), 0), Upstreams: cfg.dnsUpstreams,
+	dnsServer, err := clusterdns.New(clusterdns.Config{Services: core.Services(), Slices: clients.informers.Discovery().V1().EndpointSlices(),
+		Namespaces: core.Namespaces(), Endpoints: clients.typed.CoreV1(), Zone: cfg.clusterDomain, TTL: cfg.dnsTTL,
+		Listen: sandbox.Gateway(cfg.podCIDR), Upstreams: cfg.dnsUpstreams,
 		Reverse: []netip.Prefix{cfg.serviceCIDR.Masked(), cfg.podCIDR.Masked()}, Clients: append([]netip.Prefix{cfg.podCIDR.Masked()}, cfg.dnsForwardFor...),
 		Metrics: metrics, Log: log})
 	if err != nil {
 		return err
 	}
-	runners = append(runners, agent, kubeProxy, dnsServer)
+	runners, err := newControllers(clients, events, cfg, log)
+	if err != nil {
+		return err
+	}
+	runners = append(runners, events, rt, agent, kubeProxy, dnsServer)
 	log.Info("starting", "instance", cfg.instance, "proxyMode", cfg.proxyMode, "dataDir", cfg.dataDir, "serviceCIDR", cfg.serviceCIDR, "podCIDR", cfg.podCIDR)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx) })
-	for _, c := range runners {
-		g.Go(func() error {
-			select {
-			case <-srv.Ready(): // controllers start once the API serves, as in k3s
-				return c.Run(gctx)
-			case <-gctx.Done():
-				return nil
-			}
-		})
-	}
+	g.Go(func() error {
+		// The components start once the API serves, as in k3s, and meet only through it.
+		select {
+		case <-srv.Ready():
+		case <-gctx.Done():
+			return nil
+		}
+		clients.informers.Start(gctx.Done())
+		defer clients.informers.Shutdown()
+		cg, cctx := errgroup.WithContext(gctx)
+		for _, c := range runners {
+			cg.Go(func() error { return c.Run(cctx) })
+		}
+		return cg.Wait()
+	})
 	err = g.Wait()
 	log.Info("stopped")
 	return err
@@ -221,33 +233,26 @@ func serve(args []string, stderr io.Writer) error {
 
 type runner interface{ Run(context.Context) error }
 
-// newControllers builds every controller over the in-process API.
-func newControllers(api *apiserver.API, inf *controllers.Informers, events *controllers.Events, maxPerSlice int, log *slog.Logger) ([]runner, error) {
-	ns, err := controllers.NewNamespace(controllers.NamespaceConfig{API: api, Log: log})
+// newControllers builds the controllers and the scheduler over the shared informers.
+func newControllers(c *clients, events *controllers.Events, cfg *serveConfig, log *slog.Logger) ([]runner, error) {
+	workload := controllers.WorkloadConfig{Client: c.typed, Informers: c.informers, Log: log}
+	endpoints := controllers.EndpointsConfig{Client: c.typed, Informers: c.informers, MaxEndpointsPerSlice: cfg.maxEndpointsPerSlice, Log: log}
+	slices, err := controllers.NewEndpointSlices(endpoints)
 	if err != nil {
 		return nil, err
 	}
-	deploy, err := controllers.NewDeployment(controllers.DeploymentConfig{API: api, Events: events, Log: log})
-	if err != nil {
-		return nil, err
-	}
-	rs, err := controllers.NewReplicaSet(controllers.ReplicaSetConfig{API: api, Events: events, Log: log})
-	if err != nil {
-		return nil, err
-	}
-	gc, err := controllers.NewGarbageCollector(controllers.GCConfig{API: api, Log: log, Informers: inf})
-	if err != nil {
-		return nil, err
-	}
-	ep, err := controllers.NewEndpoints(controllers.EndpointsConfig{API: api, Log: log, Informers: inf})
-	if err != nil {
-		return nil, err
-	}
-	slices, err := controllers.NewEndpointSlices(controllers.EndpointsConfig{API: api, Log: log, Informers: inf, MaxEndpointsPerSlice: maxPerSlice})
-	if err != nil {
-		return nil, err
-	}
-	return []runner{inf, events, ns, deploy, rs, gc, ep, slices}, nil
+	deploy, rs := workload, workload
+	deploy.Recorder, rs.Recorder = events.Recorder("deployment-controller", ""), events.Recorder("replicaset-controller", "")
+	return []runner{
+		controllers.NewNamespace(controllers.NamespaceConfig{Client: c.typed, Dynamic: c.dynamic, Informers: c.informers, Log: log}),
+		controllers.NewDeployment(deploy),
+		controllers.NewReplicaSet(rs),
+		controllers.NewGarbageCollector(controllers.GCConfig{Discovery: c.typed.Discovery(), Dynamic: c.dynamic, Informers: c.informers, Log: log}),
+		controllers.NewEndpoints(endpoints),
+		slices,
+		controllers.NewScheduler(controllers.SchedulerConfig{Client: c.typed, Informers: c.informers, NodeName: cfg.nodeName,
+			Recorder: events.Recorder("default-scheduler", ""), Log: log}),
+	}, nil
 }
 
 // cleanup removes what an instance created in the kernel (run it with the daemon stopped).

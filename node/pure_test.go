@@ -3,7 +3,6 @@ package node
 import (
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,45 +10,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 )
-
-func TestIPAM(t *testing.T) {
-	p := newIPAM(netip.MustParsePrefix("10.244.0.0/29")) // hosts .1-.6, .1 the gateway
-	var got []string
-	for i := 0; i < 5; i++ {
-		ip, err := p.allocate("p")
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, ip.String())
-	}
-	if want := "[10.244.0.2 10.244.0.3 10.244.0.4 10.244.0.5 10.244.0.6]"; fmtList(got) != want {
-		t.Errorf("allocated %v, want %s", got, want)
-	}
-	if _, err := p.allocate("p"); err != ErrNoAddress {
-		t.Errorf("full range: %v", err)
-	}
-	p.release(netip.MustParseAddr("10.244.0.3"))
-	p.release(netip.MustParseAddr("10.244.0.5"))
-	if ip, _ := p.allocate("q"); ip.String() != "10.244.0.3" {
-		t.Errorf("after wrapping: %s", ip)
-	}
-	p2 := newIPAM(netip.MustParsePrefix("10.244.0.0/29"))
-	p2.reserve(netip.MustParseAddr("10.244.0.2"), "adopted")
-	if ip, _ := p2.allocate("x"); ip.String() != "10.244.0.3" {
-		t.Errorf("reserved address handed out: %s", ip)
-	}
-}
-
-func fmtList(l []string) string {
-	s := "["
-	for i, x := range l {
-		if i > 0 {
-			s += " "
-		}
-		s += x
-	}
-	return s + "]"
-}
 
 func TestPodResolvConf(t *testing.T) {
 	host := parseResolvConf("# generated\nnameserver 192.0.2.53\nsearch corp.example\noptions edns0\n")
@@ -128,23 +88,6 @@ func TestPodHostsAndEnv(t *testing.T) {
 	}
 }
 
-func TestCRIRecords(t *testing.T) {
-	var buf strings.Builder
-	w := &criWriter{mu: &sync.Mutex{}, out: &buf, stream: "stdout", now: func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC) }}
-	w.Write([]byte("one\ntwo\npart"))
-	recs := readRecords(strings.NewReader(buf.String()))
-	var got string
-	for _, r := range recs {
-		got += r.render(false)
-	}
-	if got != "one\ntwo\npart" || len(recs) != 3 || !recs[2].partial {
-		t.Errorf("records %+v render %q", recs, got)
-	}
-	if ts := recs[0].render(true); ts != "2026-01-02T03:04:05.000000006Z one\n" {
-		t.Errorf("timestamped %q", ts)
-	}
-}
-
 func TestProbeThresholds(t *testing.T) {
 	c := &counter{probe: &corev1.Probe{SuccessThreshold: 2, FailureThreshold: 3}}
 	steps := []struct {
@@ -159,14 +102,5 @@ func TestProbeThresholds(t *testing.T) {
 		if v != s.verdict || ch != s.changed {
 			t.Errorf("step %d (ok=%v): verdict %v changed %v, want %v %v", i, s.ok, v, ch, s.verdict, s.changed)
 		}
-	}
-}
-
-func TestMasqueradeRules(t *testing.T) {
-	n := &network{instance: "mc", cidr: netip.MustParsePrefix("10.244.0.0/16")}
-	want := "table ip mc_node {}\ndelete table ip mc_node\ntable ip mc_node {\n\tchain postrouting {\n" +
-		"\t\ttype nat hook postrouting priority 100; policy accept;\n\t\tip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade\n\t}\n}\n"
-	if got := n.masqueradeRules(); got != want {
-		t.Errorf("got:\n%s\nwant:\n%s", got, want)
 	}
 }

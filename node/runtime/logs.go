@@ -1,4 +1,4 @@
-package node
+package runtime
 
 import (
 	"bufio"
@@ -19,12 +19,12 @@ var followPoll = 100 * time.Millisecond
 
 // Logs writes a container's log as GET pods/log asks for it (container, previous,
 // timestamps, tailLines, sinceSeconds/sinceTime, limitBytes, follow).
-func (a *Agent) Logs(ctx context.Context, pod *corev1.Pod, opts *corev1.PodLogOptions, w io.Writer, flush func()) error {
-	name, err := logContainer(pod, opts.Container)
+func (r *Runtime) Logs(ctx context.Context, pod *corev1.Pod, opts *corev1.PodLogOptions, w io.Writer, flush func()) error {
+	name, err := podContainer(pod, opts.Container)
 	if err != nil {
 		return err
 	}
-	c := a.loadState(string(pod.UID)).Containers[name]
+	c := r.State(string(pod.UID)).Containers[name]
 	if c == nil || c.ShimPID == 0 {
 		reason := "ContainerCreating"
 		if c != nil && c.Waiting != "" {
@@ -39,7 +39,7 @@ func (a *Agent) Logs(ctx context.Context, pod *corev1.Pod, opts *corev1.PodLogOp
 		}
 		run--
 	}
-	f, err := os.Open(filepath.Join(a.podDir(string(pod.UID)), name, fmt.Sprintf("%d.log", run)))
+	f, err := os.Open(filepath.Join(r.podDir(string(pod.UID)), name, fmt.Sprintf("%d.log", run)))
 	if err != nil {
 		return apierrors.NewBadRequest(fmt.Sprintf("container %q in pod %q: no log: %v", name, pod.Name, err))
 	}
@@ -68,15 +68,15 @@ func (a *Agent) Logs(ctx context.Context, pod *corev1.Pod, opts *corev1.PodLogOp
 	if !opts.Follow || opts.Previous {
 		return nil
 	}
-	return a.follow(ctx, pod, name, run, f, out, opts.Timestamps, flush)
+	return r.follow(ctx, pod, name, run, f, out, opts.Timestamps, flush)
 }
 
 // follow streams records appended to f until the run ends and the file stops growing.
-func (a *Agent) follow(ctx context.Context, pod *corev1.Pod, name string, run int32, f *os.File, out *limitedWriter, ts bool, flush func()) error {
-	r := bufio.NewReader(f)
+func (r *Runtime) follow(ctx context.Context, pod *corev1.Pod, name string, run int32, f *os.File, out *limitedWriter, ts bool, flush func()) error {
+	br := bufio.NewReader(f)
 	var pending string
 	for {
-		line, err := r.ReadString('\n')
+		line, err := br.ReadString('\n')
 		pending += line
 		if err == nil {
 			if rec, ok := parseRecord(strings.TrimSuffix(pending, "\n")); ok && !out.write(rec.render(ts)) {
@@ -86,8 +86,8 @@ func (a *Agent) follow(ctx context.Context, pod *corev1.Pod, name string, run in
 			continue
 		}
 		flush()
-		c := a.loadState(string(pod.UID)).Containers[name]
-		if c == nil || c.RestartCount != run || !c.alive() {
+		c := r.State(string(pod.UID)).Containers[name]
+		if c == nil || c.RestartCount != run || !c.Alive() {
 			return nil // the run ended and everything it wrote was sent
 		}
 		select {
@@ -98,7 +98,8 @@ func (a *Agent) follow(ctx context.Context, pod *corev1.Pod, name string, run in
 	}
 }
 
-func logContainer(pod *corev1.Pod, want string) (string, error) {
+// podContainer picks the container a request names (the only one, when it names none).
+func podContainer(pod *corev1.Pod, want string) (string, error) {
 	for _, c := range pod.Spec.InitContainers {
 		if c.Name == want {
 			return want, nil

@@ -1,4 +1,4 @@
-package node
+package runtime
 
 import (
 	"bufio"
@@ -19,7 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
-	"github.com/minicluster/minicluster/apiserver"
+	"k8s.io/client-go/tools/remotecommand"
 )
 
 // A shim serves attaches on a unix socket in its pod's directory, so they reach the
@@ -62,10 +62,10 @@ func readFrame(r *bufio.Reader) (byte, []byte, error) {
 
 // attachSocket is where a container's shim listens: short enough for a socket's path
 // limit (108 bytes) whatever the container's name.
-func (a *Agent) attachSocket(uid, container string) string {
+func (r *Runtime) attachSocket(uid, container string) string {
 	h := fnv.New32a()
 	h.Write([]byte(container))
-	return filepath.Join(a.podDir(uid), fmt.Sprintf("%08x.sock", h.Sum32()))
+	return filepath.Join(r.podDir(uid), fmt.Sprintf("%08x.sock", h.Sum32()))
 }
 
 // shortUnixPath names path so that it fits a socket address (108 bytes): a long one is
@@ -94,18 +94,18 @@ func listenAttach(path string) (net.Listener, error) {
 // Attach connects the streams to a running container's process, as `kubectl attach`
 // and `kubectl run -i` ask: its output from now on, and stdin if the container keeps
 // one open (spec stdin). It returns when the process ends or ctx does.
-func (a *Agent) Attach(ctx context.Context, pod *corev1.Pod, o apiserver.ExecOptions) error {
-	name, err := logContainer(pod, o.Container)
+func (r *Runtime) Attach(ctx context.Context, pod *corev1.Pod, container string, o remotecommand.StreamOptions) error {
+	name, err := podContainer(pod, container)
 	if err != nil {
 		return err
 	}
-	c := a.loadState(string(pod.UID)).Containers[name]
-	if c == nil || !c.alive() {
+	c := r.State(string(pod.UID)).Containers[name]
+	if c == nil || !c.Alive() {
 		return apierrors.NewBadRequest(fmt.Sprintf("container %s is not running", name))
 	}
 	// A shim binds its socket a moment after it starts, and a client may attach the
 	// moment the pod runs.
-	sock, closeDir, err := shortUnixPath(a.attachSocket(string(pod.UID), name))
+	sock, closeDir, err := shortUnixPath(r.attachSocket(string(pod.UID), name))
 	if err != nil {
 		return fmt.Errorf("attach to container %s: %w", name, err)
 	}
@@ -116,14 +116,15 @@ func (a *Agent) Attach(ctx context.Context, pod *corev1.Pod, o apiserver.ExecOpt
 		if conn, err = d.DialContext(ctx, "unix", sock); err == nil {
 			break
 		}
-		if time.Now().After(deadline) || !c.alive() || ctx.Err() != nil {
+		if time.Now().After(deadline) || !c.Alive() || ctx.Err() != nil {
 			return fmt.Errorf("attach to container %s: %w", name, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	defer conn.Close()
-	a.cfg.Log.Info("attached", "pod", key(pod), "container", name, "stdin", o.Stdin != nil, "tty", o.TTY)
-	defer a.cfg.Log.Info("detached", "pod", key(pod), "container", name)
+	key := pod.Namespace + "/" + pod.Name
+	r.log.Info("attached", "pod", key, "container", name, "stdin", o.Stdin != nil, "tty", o.Tty)
+	defer r.log.Info("detached", "pod", key, "container", name)
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	var wmu sync.Mutex
@@ -149,20 +150,13 @@ func (a *Agent) Attach(ctx context.Context, pod *corev1.Pod, o apiserver.ExecOpt
 			}
 		}()
 	}
-	go func() {
-		for {
-			select {
-			case sz := <-o.Resize:
-				b, _ := json.Marshal(sz)
-				send(frameResize, b)
-			case <-done:
-				return
-			}
-		}
-	}()
-	r := bufio.NewReader(conn)
+	forwardResizes(o.TerminalSizeQueue, func(sz remotecommand.TerminalSize) {
+		b, _ := json.Marshal(sz)
+		send(frameResize, b)
+	})
+	br := bufio.NewReader(conn)
 	for {
-		ch, p, err := readFrame(r)
+		ch, p, err := readFrame(br)
 		if err != nil {
 			if errors.Is(err, io.EOF) || ctx.Err() != nil {
 				return nil // the process ended, or the client left
@@ -195,7 +189,20 @@ type hub struct {
 }
 
 // TerminalSize is a window size from a client.
-type TerminalSize = apiserver.TerminalSize
+type TerminalSize = remotecommand.TerminalSize
+
+// forwardResizes applies every size q delivers until it delivers nil (the client's
+// connection has ended), in a goroutine of its own: the queue's owner ends it.
+func forwardResizes(q remotecommand.TerminalSizeQueue, apply func(remotecommand.TerminalSize)) {
+	if q == nil {
+		return
+	}
+	go func() {
+		for sz := q.Next(); sz != nil; sz = q.Next() {
+			apply(*sz)
+		}
+	}()
+}
 
 type frame struct {
 	ch byte

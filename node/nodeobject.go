@@ -5,7 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
+	goruntime "runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -15,10 +15,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
-
-	"github.com/minicluster/minicluster/apiserver"
-	"github.com/minicluster/minicluster/store"
 )
 
 // nodeIP is the node's InternalIP, as last found (listing every address costs more the
@@ -50,7 +48,7 @@ func (a *Agent) findNodeIP() netip.Addr {
 			return ip.Unmap()
 		}
 	}
-	return a.ipam.gateway()
+	return a.net.Gateway()
 }
 
 func (a *Agent) nodeStatus() corev1.NodeStatus {
@@ -60,7 +58,7 @@ func (a *Agent) nodeStatus() corev1.NodeStatus {
 	syscall.Uname(&uts)
 	capacity := corev1.ResourceList{
 		corev1.ResourcePods:   resource.MustParse("110"),
-		corev1.ResourceCPU:    *resource.NewQuantity(int64(runtime.NumCPU()), resource.DecimalSI),
+		corev1.ResourceCPU:    *resource.NewQuantity(int64(goruntime.NumCPU()), resource.DecimalSI),
 		corev1.ResourceMemory: *resource.NewQuantity(memoryBytes(), resource.BinarySI),
 	}
 	return corev1.NodeStatus{
@@ -70,17 +68,17 @@ func (a *Agent) nodeStatus() corev1.NodeStatus {
 		Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: a.nodeIP().String()},
 			{Type: corev1.NodeHostName, Address: a.cfg.NodeName}},
 		NodeInfo: corev1.NodeSystemInfo{KubeletVersion: "v1.32.0-minicluster", KubeProxyVersion: "v1.32.0-minicluster",
-			ContainerRuntimeVersion: "minicluster://" + apiserver.Version, OperatingSystem: runtime.GOOS, Architecture: runtime.GOARCH,
+			ContainerRuntimeVersion: "minicluster://" + a.cfg.Version, OperatingSystem: goruntime.GOOS, Architecture: goruntime.GOARCH,
 			KernelVersion: utsString(uts.Release[:]), OSImage: osImage()},
 	}
 }
 
 func (a *Agent) registerNode(ctx context.Context) error {
 	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: a.cfg.NodeName, Labels: map[string]string{
-		"kubernetes.io/hostname": a.cfg.NodeName, "kubernetes.io/os": runtime.GOOS, "kubernetes.io/arch": runtime.GOARCH,
+		"kubernetes.io/hostname": a.cfg.NodeName, "kubernetes.io/os": goruntime.GOOS, "kubernetes.io/arch": goruntime.GOARCH,
 		"node-role.kubernetes.io/control-plane": ""}},
 		Spec: corev1.NodeSpec{PodCIDR: a.cfg.PodCIDR.String(), PodCIDRs: []string{a.cfg.PodCIDR.String()}}}
-	if _, err := a.cfg.API.Create(ctx, a.nodeRes, "", n, false); err != nil && !apierrors.IsAlreadyExists(err) {
+	if _, err := a.client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
 	if err := a.renewLease(ctx); err != nil { // not needed to run pods: retried with the heartbeats
@@ -91,17 +89,21 @@ func (a *Agent) registerNode(ctx context.Context) error {
 
 func (a *Agent) postStatus(ctx context.Context) error {
 	st := a.nodeStatus()
-	_, err := a.cfg.API.Update(ctx, a.nodeRes, "", a.cfg.NodeName, "status", func(cur store.Object) (store.Object, error) {
-		node := cur.(*corev1.Node)
+	nodes := a.client.CoreV1().Nodes()
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		node, err := nodes.Get(ctx, a.cfg.NodeName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
 		for _, old := range node.Status.Conditions {
 			if old.Type == corev1.NodeReady && old.Status == corev1.ConditionTrue {
 				st.Conditions[0].LastTransitionTime = old.LastTransitionTime
 			}
 		}
 		node.Status = st
-		return node, nil
-	}, false)
-	return err
+		_, err = nodes.UpdateStatus(ctx, node, metav1.UpdateOptions{})
+		return err
+	})
 }
 
 func (a *Agent) heartbeats(ctx context.Context) {
@@ -134,22 +136,27 @@ const (
 // Node owns it.
 func (a *Agent) renewLease(ctx context.Context) error {
 	now := metav1.NewMicroTime(time.Now())
-	_, err := a.cfg.API.Update(ctx, a.leaseRes, corev1.NamespaceNodeLease, a.cfg.NodeName, "", func(cur store.Object) (store.Object, error) {
-		l := cur.(*coordinationv1.Lease)
+	leases := a.client.CoordinationV1().Leases(corev1.NamespaceNodeLease)
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		l, err := leases.Get(ctx, a.cfg.NodeName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
 		l.Spec.RenewTime = &now
-		return l, nil
-	}, false)
+		_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
+		return err
+	})
 	if !apierrors.IsNotFound(err) {
 		return err
 	}
-	n, err := a.cfg.API.Get(a.nodeRes, "", a.cfg.NodeName)
+	n, err := a.client.CoreV1().Nodes().Get(ctx, a.cfg.NodeName, metav1.GetOptions{})
 	if err != nil {
 		return err
 	}
 	l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: a.cfg.NodeName, Namespace: corev1.NamespaceNodeLease,
-		OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: n.GetName(), UID: n.GetUID()}}},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: n.Name, UID: n.UID}}},
 		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(a.cfg.NodeName), LeaseDurationSeconds: ptr.To[int32](leaseDuration), RenewTime: &now}}
-	_, err = a.cfg.API.Create(ctx, a.leaseRes, corev1.NamespaceNodeLease, l, false)
+	_, err = leases.Create(ctx, l, metav1.CreateOptions{})
 	return err
 }
 

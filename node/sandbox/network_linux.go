@@ -1,4 +1,4 @@
-package node
+package sandbox
 
 import (
 	"errors"
@@ -20,25 +20,49 @@ import (
 
 const netnsDir = "/run/netns"
 
-// sandbox is one pod's network: a named netns holding eth0 (alias = pod UID) with ip.
-type sandbox struct {
-	netns string
-	uid   string
-	ip    netip.Addr
+// Sandbox is one pod's network: a named netns holding eth0 (alias = pod UID) with IP.
+type Sandbox struct {
+	Netns string
+	UID   string
+	IP    netip.Addr
 }
 
-// network owns the node bridge and the pod sandboxes of one instance.
-type network struct {
+// Config configures a Network.
+type Config struct {
+	// Instance prefixes the bridge, veths, netns and nftables table.
+	Instance string
+	// CIDR is the pod CIDR; the bridge holds its first address.
+	CIDR netip.Prefix
+	Log  *slog.Logger
+}
+
+// Network owns the node bridge, the pod addresses and the pod sandboxes of one instance.
+type Network struct {
 	instance string
 	cidr     netip.Prefix
 	gateway  netip.Addr
+	ipam     *ipam
 	log      *slog.Logger
 }
 
-func (n *network) bridgeName() string { return n.instance + "0" }
+// New builds the network; nothing touches the kernel before Setup.
+func New(cfg Config) *Network {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Network{instance: cfg.Instance, cidr: cfg.CIDR.Masked(), gateway: Gateway(cfg.CIDR), ipam: newIPAM(cfg.CIDR), log: cfg.Log}
+}
 
-// netnsName is the pod's netns as users see it: <instance>_<namespace>_<pod>.
-func (n *network) netnsName(ns, pod string) string { return n.instance + "_" + ns + "_" + pod }
+func (n *Network) bridgeName() string { return n.instance + "0" }
+
+// Gateway is the bridge's address, every pod's default route.
+func (n *Network) Gateway() netip.Addr { return n.gateway }
+
+// Allocated counts the pod addresses held.
+func (n *Network) Allocated() int { return n.ipam.allocated() }
+
+// NetnsName is a pod's netns as users see it: <instance>_<namespace>_<pod>.
+func (n *Network) NetnsName(ns, pod string) string { return n.instance + "_" + ns + "_" + pod }
 
 // vethName is the host end of a pod's veth pair: the instance and a hash of the UID,
 // within the kernel's 15-character limit.
@@ -48,8 +72,8 @@ func vethName(instance, uid string) string {
 	return fmt.Sprintf("%sv%06x", instance, h.Sum32()&0xffffff)
 }
 
-// setup creates (or repairs) the bridge with the gateway address and turns on forwarding.
-func (n *network) setup() error {
+// Setup creates (or repairs) the bridge with the gateway address and turns on forwarding.
+func (n *Network) Setup() error {
 	br, err := netlink.LinkByName(n.bridgeName())
 	if err != nil {
 		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.bridgeName()}}); err != nil && !errors.Is(err, os.ErrExist) {
@@ -81,26 +105,34 @@ func (n *network) setup() error {
 	return nil
 }
 
-// create builds a sandbox: netns, veth pair on the bridge (hairpin on), eth0 with the
-// pod's address and a default route via the bridge, loopback up. On failure it removes
-// what it made.
-func (n *network) create(sb sandbox) (err error) {
-	n.remove(sb.netns, sb.uid) // a stale one from a crash, if any
-	defer func() {
-		if err != nil {
-			n.remove(sb.netns, sb.uid)
-		}
-	}()
-	h, err := newNamedNetns(sb.netns)
+// Create builds pod ns/name's sandbox: an address, a netns, a veth pair on the bridge
+// (hairpin on), eth0 with the address and a default route via the bridge, loopback up.
+// On failure it removes what it made.
+func (n *Network) Create(ns, name, uid string) (Sandbox, error) {
+	ip, err := n.ipam.allocate(uid)
 	if err != nil {
-		return fmt.Errorf("create netns %s: %w", sb.netns, err)
+		return Sandbox{}, err
+	}
+	sb := Sandbox{Netns: n.NetnsName(ns, name), UID: uid, IP: ip}
+	n.remove(sb.Netns, sb.UID) // a stale one from a crash, if any
+	if err := n.create(sb); err != nil {
+		n.Remove(sb)
+		return Sandbox{}, err
+	}
+	return sb, nil
+}
+
+func (n *Network) create(sb Sandbox) error {
+	h, err := newNamedNetns(sb.Netns)
+	if err != nil {
+		return fmt.Errorf("create netns %s: %w", sb.Netns, err)
 	}
 	defer h.Close()
 	br, err := netlink.LinkByName(n.bridgeName())
 	if err != nil {
 		return fmt.Errorf("bridge: %w", err)
 	}
-	hostName := vethName(n.instance, sb.uid)
+	hostName := vethName(n.instance, sb.UID)
 	// The peer is born inside the pod's netns as eth0, and the host end is born up on the
 	// bridge: moving or renaming devices costs extra round trips under the kernel's rtnl
 	// lock, which serialises every pod's network set-up.
@@ -122,7 +154,7 @@ func (n *network) create(sb sandbox) (err error) {
 	return nil
 }
 
-func (n *network) configurePod(h netns.NsHandle, sb sandbox) error {
+func (n *Network) configurePod(h netns.NsHandle, sb Sandbox) error {
 	nh, err := netlink.NewHandleAt(h)
 	if err != nil {
 		return err
@@ -132,10 +164,10 @@ func (n *network) configurePod(h netns.NsHandle, sb sandbox) error {
 	if err != nil {
 		return err
 	}
-	if err := nh.LinkSetAlias(eth, sb.uid); err != nil {
+	if err := nh.LinkSetAlias(eth, sb.UID); err != nil {
 		return err
 	}
-	addr := &netlink.Addr{IPNet: &net.IPNet{IP: sb.ip.AsSlice(), Mask: net.CIDRMask(n.cidr.Bits(), n.cidr.Addr().BitLen())}}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: sb.IP.AsSlice(), Mask: net.CIDRMask(n.cidr.Bits(), n.cidr.Addr().BitLen())}}
 	if err := nh.AddrAdd(eth, addr); err != nil {
 		return fmt.Errorf("address eth0: %w", err)
 	}
@@ -154,19 +186,19 @@ func (n *network) configurePod(h netns.NsHandle, sb sandbox) error {
 	return nil
 }
 
-// repair puts back what was taken from a sandbox behind the daemon's back and says what
+// Repair puts back what was taken from a sandbox behind the daemon's back and says what
 // it repaired ("" when nothing was wrong). A sandbox whose netns is gone cannot be
 // repaired here (its containers hold the old one): that is reported as "netns".
-func (n *network) repair(sb sandbox) (string, error) {
-	if _, err := os.Stat(filepath.Join(netnsDir, sb.netns)); errors.Is(err, os.ErrNotExist) {
+func (n *Network) Repair(sb Sandbox) (string, error) {
+	if _, err := os.Stat(filepath.Join(netnsDir, sb.Netns)); errors.Is(err, os.ErrNotExist) {
 		return "netns", nil
 	}
-	h, err := netns.GetFromName(sb.netns)
+	h, err := netns.GetFromName(sb.Netns)
 	if err != nil {
 		return "", nil // not knowable now (out of descriptors, say): the next look
 	}
 	defer h.Close()
-	hostName := vethName(n.instance, sb.uid)
+	hostName := vethName(n.instance, sb.UID)
 	host, err := netlink.LinkByName(hostName)
 	if err == nil {
 		if host.Attrs().Flags&net.FlagUp == 0 {
@@ -211,8 +243,16 @@ func newNamedNetns(name string) (netns.NsHandle, error) {
 	return h, err
 }
 
-// remove deletes a sandbox's veth, netns and /etc/netns entry; missing parts are fine.
-func (n *network) remove(name, uid string) {
+// Remove deletes a sandbox's veth, netns and /etc/netns entry (missing parts are fine)
+// and frees its address.
+func (n *Network) Remove(sb Sandbox) {
+	n.remove(sb.Netns, sb.UID)
+	if sb.IP.IsValid() {
+		n.ipam.release(sb.IP)
+	}
+}
+
+func (n *Network) remove(name, uid string) {
 	if uid != "" {
 		if l, err := netlink.LinkByName(vethName(n.instance, uid)); err == nil {
 			netlink.LinkDel(l)
@@ -229,8 +269,11 @@ func (n *network) remove(name, uid string) {
 	os.RemoveAll(filepath.Join("/etc/netns", name))
 }
 
-// list finds the instance's sandboxes (for adoption after a restart).
-func (n *network) list() ([]sandbox, error) {
+// Adopt takes over a sandbox found by List: its address is held again.
+func (n *Network) Adopt(sb Sandbox) { n.ipam.reserve(sb.IP, sb.UID) }
+
+// List finds the instance's sandboxes (for adoption after a restart).
+func (n *Network) List() ([]Sandbox, error) {
 	entries, err := os.ReadDir(netnsDir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -238,14 +281,14 @@ func (n *network) list() ([]sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []sandbox
+	var out []Sandbox
 	for _, e := range entries {
 		if !strings.HasPrefix(e.Name(), n.instance+"_") {
 			continue
 		}
-		sb := sandbox{netns: e.Name()}
+		sb := Sandbox{Netns: e.Name()}
 		if h, err := netns.GetFromName(e.Name()); err == nil {
-			sb.uid, sb.ip = readPodInterface(h)
+			sb.UID, sb.IP = readPodInterface(h)
 			h.Close()
 		}
 		out = append(out, sb)
@@ -272,8 +315,8 @@ func readPodInterface(h netns.NsHandle) (string, netip.Addr) {
 	return eth.Attrs().Alias, netip.Addr{}
 }
 
-// writeNetnsFile writes /etc/netns/<netns>/<file>, which `ip netns exec` mounts over /etc.
-func writeNetnsFile(netnsName, file, content string) error {
+// WriteFile writes /etc/netns/<netns>/<file>, which `ip netns exec` mounts over /etc.
+func WriteFile(netnsName, file, content string) error {
 	dir := filepath.Join("/etc/netns", netnsName)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -281,19 +324,17 @@ func writeNetnsFile(netnsName, file, content string) error {
 	return os.WriteFile(filepath.Join(dir, file), []byte(content), 0o644)
 }
 
-// Cleanup removes everything an instance created: container processes (found through
-// the data dir's pod records), pod netns, veths and the bridge. It touches nothing
-// without the instance's prefix.
-func Cleanup(instance, dataDir string, log *slog.Logger) error {
-	killPods(dataDir, log)
-	n := &network{instance: instance, log: log}
-	sandboxes, err := n.list()
+// Cleanup removes the instance's network: pod netns, veths, the masquerade table and
+// the bridge. It touches nothing without the instance's prefix.
+func Cleanup(instance string, log *slog.Logger) error {
+	n := New(Config{Instance: instance, Log: log})
+	sandboxes, err := n.List()
 	if err != nil {
 		return err
 	}
 	for _, sb := range sandboxes {
-		n.remove(sb.netns, sb.uid)
-		log.Info("removed pod network", "netns", sb.netns)
+		n.remove(sb.Netns, sb.UID)
+		log.Info("removed pod network", "netns", sb.Netns)
 	}
 	links, err := netlink.LinkList()
 	if err != nil {
@@ -326,18 +367,37 @@ func ownVeth(instance, name string) bool {
 	return err == nil
 }
 
-// killPods kills the process group of every recorded container shim and forgets the pods.
-func killPods(dataDir string, log *slog.Logger) {
-	dirs, _ := filepath.Glob(filepath.Join(dataDir, "pods", "*"))
-	for _, dir := range dirs {
-		a := &Agent{cfg: Config{DataDir: dataDir}}
-		st := a.loadState(filepath.Base(dir))
-		for name, c := range st.Containers {
-			if c.alive() {
-				unix.Kill(-c.ShimPID, unix.SIGKILL)
-				log.Info("killed container", "pod", filepath.Base(dir), "container", name)
-			}
-		}
-		os.RemoveAll(dir)
+// Do runs f on a thread of its own moved into the named netns (sockets and children
+// made there belong to it). A thread that cannot move back ends with its goroutine
+// instead of returning to the pool.
+func Do(name string, f func()) error {
+	target, err := netns.GetFromName(name)
+	if err != nil {
+		return err
 	}
+	defer target.Close()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(target); err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		f()
+		if err := netns.Set(orig); err != nil {
+			errc <- err // the thread stays locked and ends with this goroutine
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- nil
+	}()
+	return <-errc
 }

@@ -1,4 +1,4 @@
-package node
+package sandbox
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 
 func masqueradeTable(instance string) string { return instance + "_node" }
 
-func (n *network) masqueradeRules() string {
+func (n *Network) masqueradeRules() string {
 	t := masqueradeTable(n.instance)
 	cidr := n.cidr.String()
 	return fmt.Sprintf(`table ip %[1]s {}
@@ -28,7 +28,7 @@ table ip %[1]s {
 }
 
 // ensureMasquerade installs (or replaces) the masquerade rule.
-func (n *network) ensureMasquerade() error {
+func (n *Network) ensureMasquerade() error {
 	cmd := exec.Command("nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(n.masqueradeRules())
 	var out bytes.Buffer

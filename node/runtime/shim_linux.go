@@ -1,4 +1,4 @@
-package node
+package runtime
 
 import (
 	"encoding/json"
@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/minicluster/minicluster/controllers/node/agnhost"
+	"github.com/minicluster/minicluster/node/runtime/agnhost"
 )
 
 // ShimSpec is one container run: what the shim sets up and executes.
@@ -38,8 +38,8 @@ type ShimSpec struct {
 	TTY       bool `json:"tty,omitempty"`
 }
 
-// exitRecord is what the shim leaves when the program ends.
-type exitRecord struct {
+// ExitRecord is what the shim leaves when the program ends.
+type ExitRecord struct {
 	ExitCode   int32     `json:"exitCode"`
 	Signal     string    `json:"signal,omitempty"`
 	Error      string    `json:"error,omitempty"`
@@ -98,9 +98,9 @@ func ShimMain(args []string, stderr io.Writer) int {
 	return int(rec.ExitCode)
 }
 
-func run(spec *ShimSpec, h *hub) exitRecord {
-	rec := exitRecord{StartedAt: time.Now()}
-	fail := func(err error) exitRecord {
+func run(spec *ShimSpec, h *hub) ExitRecord {
+	rec := ExitRecord{StartedAt: time.Now()}
+	fail := func(err error) ExitRecord {
 		rec.ExitCode, rec.Error, rec.FinishedAt = 128, err.Error(), time.Now()
 		return rec
 	}

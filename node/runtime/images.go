@@ -1,4 +1,4 @@
-package node
+package runtime
 
 import (
 	"errors"
@@ -64,14 +64,14 @@ func newCatalog(self, file string) (*catalog, error) {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	for name, spec := range doc.Images {
-		c.images[imageName(name)] = spec
+		c.images[ImageName(name)] = spec
 	}
 	return c, nil
 }
 
-// imageName drops the tag or digest and Docker Hub's implicit prefixes:
+// ImageName drops the tag or digest and Docker Hub's implicit prefixes:
 // "docker.io/library/busybox:1.36" → "busybox".
-func imageName(image string) string {
+func ImageName(image string) string {
 	image, _, _ = strings.Cut(image, "@")
 	if i := strings.LastIndex(image, ":"); i > strings.LastIndex(image, "/") {
 		image = image[:i]
@@ -84,7 +84,7 @@ func imageName(image string) string {
 
 // resolve returns the argv a container runs.
 func (c *catalog) resolve(ctr *corev1.Container) ([]string, error) {
-	spec, known := c.images[imageName(ctr.Image)]
+	spec, known := c.images[ImageName(ctr.Image)]
 	if !known && len(ctr.Command) == 0 {
 		return nil, fmt.Errorf("%w: %q: minicluster pulls no images; install the program and set the container's command to it, use a built-in image (registry.k8s.io/e2e-test-images/agnhost, registry.k8s.io/pause, busybox), or map the image in %s",
 			ErrImageUnavailable, ctr.Image, c.file)

@@ -8,8 +8,10 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
-	"github.com/minicluster/minicluster/apiserver"
+	"github.com/minicluster/minicluster/node/sandbox"
 )
 
 // ErrContainerConfig means a container's settings cannot be honoured (the kubelet's
@@ -115,10 +117,10 @@ func expand(s string, vars map[string]string) string {
 }
 
 // containerEnv is the container's environment: defaults, service links, then its env.
-func (a *Agent) containerEnv(pod *corev1.Pod, ctr *corev1.Container, sb sandbox) ([]string, error) {
+func (a *Agent) containerEnv(pod *corev1.Pod, ctr *corev1.Container, sb sandbox.Sandbox) ([]string, error) {
 	vars := map[string]string{"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOSTNAME": podHostname(pod)}
 	if pod.Spec.EnableServiceLinks == nil || *pod.Spec.EnableServiceLinks {
-		for k, v := range serviceEnv(a.services(pod.Namespace)) {
+		for k, v := range serviceEnv(a.linkedServices(pod.Namespace)) {
 			vars[k] = v
 		}
 	}
@@ -134,7 +136,7 @@ func (a *Agent) containerEnv(pod *corev1.Pod, ctr *corev1.Container, sb sandbox)
 				return nil, fmt.Errorf("%w: env %s: only valueFrom.fieldRef is supported", ErrContainerConfig, e.Name)
 			}
 			var err error
-			if v, err = fieldValue(pod, f.FieldRef.FieldPath, a.nodeIP().String(), sb.ip); err != nil {
+			if v, err = fieldValue(pod, f.FieldRef.FieldPath, a.nodeIP().String(), sb.IP); err != nil {
 				return nil, err
 			}
 		}
@@ -150,18 +152,13 @@ func (a *Agent) containerEnv(pod *corev1.Pod, ctr *corev1.Container, sb sandbox)
 	return env, nil
 }
 
-// services lists the services whose links a pod in ns gets: its namespace's, and the
+// linkedServices lists the services whose links a pod in ns gets: its namespace's, and the
 // kubernetes service.
-func (a *Agent) services(ns string) []*corev1.Service {
-	svcRes := a.cfg.API.Registry().Lookup("", "services")
-	var out []*corev1.Service
-	objs, _, _ := a.cfg.API.List(svcRes, ns, apiserver.Selector{})
-	for _, o := range objs {
-		out = append(out, o.(*corev1.Service))
-	}
-	if ns != "default" {
-		if k, err := a.cfg.API.Get(svcRes, "default", "kubernetes"); err == nil {
-			out = append(out, k.(*corev1.Service))
+func (a *Agent) linkedServices(ns string) []*corev1.Service {
+	out, _ := a.services.Services(ns).List(labels.Everything())
+	if ns != metav1.NamespaceDefault {
+		if k, err := a.services.Services(metav1.NamespaceDefault).Get("kubernetes"); err == nil {
+			out = append(out, k)
 		}
 	}
 	return out

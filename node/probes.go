@@ -16,6 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/minicluster/minicluster/node/runtime"
 )
 
 // Probes run from the node, as the kubelet's: httpGet and tcpSocket against the pod IP
@@ -40,43 +42,52 @@ func (p *probeState) get() (bool, bool) {
 	return p.ready, p.started
 }
 
-// probeResults returns a run's readiness and whether it has started (startup probe).
-func (a *Agent) probeResults(uid types.UID, name string, run int32) (ready, started bool) {
-	if v, ok := a.probes.Load(probeKey{uid, name, run}); ok {
+// prober runs the probe loops of the agent's containers, one per container run,
+// beside the workers; the agent's Run waits for them.
+type prober struct {
+	agent  *Agent
+	ctx    context.Context // the agent's Run's: every loop ends with it
+	states sync.Map        // probeKey → *probeState
+}
+
+// results returns a run's readiness and whether it has started (startup probe).
+func (p *prober) results(uid types.UID, name string, run int32) (ready, started bool) {
+	if v, ok := p.states.Load(probeKey{uid, name, run}); ok {
 		return v.(*probeState).get()
 	}
 	return false, false
 }
 
-// ensureProbers starts the probe loop of a running container once per run.
-func (a *Agent) ensureProbers(pod *corev1.Pod, ctr *corev1.Container, c *containerState, podIP string) {
+// ensure starts the probe loop of a running container once per run.
+func (p *prober) ensure(pod *corev1.Pod, ctr *corev1.Container, c *runtime.ContainerState, podIP string) {
 	k := probeKey{pod.UID, ctr.Name, c.RestartCount}
 	st := &probeState{ready: ctr.ReadinessProbe == nil && ctr.StartupProbe == nil, started: ctr.StartupProbe == nil}
-	if _, loaded := a.probes.LoadOrStore(k, st); loaded {
+	if _, loaded := p.states.LoadOrStore(k, st); loaded {
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(p.ctx)
 	st.cancel = cancel
 	if ctr.ReadinessProbe == nil && ctr.LivenessProbe == nil && ctr.StartupProbe == nil {
 		return
 	}
-	go a.probeLoop(ctx, pod, ctr.DeepCopy(), c.ShimPID, podIP, k, st)
+	pod, ctr = pod.DeepCopy(), ctr.DeepCopy()
+	p.agent.background.Go(func() { p.loop(ctx, pod, ctr, c.ShimPID, podIP, k, st) })
 }
 
-// stopProbers ends the probe loops of every run of a pod's containers.
-func (a *Agent) stopProbers(uid types.UID) {
-	a.probes.Range(func(key, v any) bool {
+// stop ends the probe loops of every run of a pod's containers.
+func (p *prober) stop(uid types.UID) {
+	p.states.Range(func(key, v any) bool {
 		if key.(probeKey).uid == uid {
 			v.(*probeState).cancel()
-			a.probes.Delete(key)
+			p.states.Delete(key)
 		}
 		return true
 	})
 }
 
-// endProbers ends the probe loop of one finished run.
-func (a *Agent) endProbers(uid types.UID, name string, run int32) {
-	if v, ok := a.probes.LoadAndDelete(probeKey{uid, name, run}); ok {
+// end ends the probe loop of one finished run.
+func (p *prober) end(uid types.UID, name string, run int32) {
+	if v, ok := p.states.LoadAndDelete(probeKey{uid, name, run}); ok {
 		v.(*probeState).cancel()
 	}
 }
@@ -104,8 +115,8 @@ func (c *counter) observe(ok bool) (verdict, changed bool) {
 	return c.lastOK, c.hasVerdict && (!had || prev != c.lastOK)
 }
 
-func (a *Agent) probeLoop(ctx context.Context, pod *corev1.Pod, ctr *corev1.Container, shimPID int, podIP string, k probeKey, st *probeState) {
-	podKey := key(pod)
+func (p *prober) loop(ctx context.Context, pod *corev1.Pod, ctr *corev1.Container, shimPID int, podIP string, k probeKey, st *probeState) {
+	a, podKey := p.agent, key(pod)
 	set := func(f func()) {
 		st.mu.Lock()
 		f()
@@ -141,7 +152,7 @@ func (a *Agent) probeLoop(ctx context.Context, pod *corev1.Pod, ctr *corev1.Cont
 				kd.next = now.Add(time.Duration(max(kd.probe.PeriodSeconds, 1)) * time.Second)
 				err := runProbe(ctx, kd.probe, ctr, podIP, shimPID)
 				if err != nil && ctx.Err() == nil {
-					a.kubelet.ContainerEvent(pod, ctr.Name, corev1.EventTypeWarning, "Unhealthy", "%s probe failed: %s",
+					a.containerEvent(pod, ctr.Name, corev1.EventTypeWarning, "Unhealthy", "%s probe failed: %s",
 						strings.ToUpper(kd.name[:1])+kd.name[1:], err)
 				}
 				verdict, changed := kd.c.observe(err == nil)
@@ -153,7 +164,7 @@ func (a *Agent) probeLoop(ctx context.Context, pod *corev1.Pod, ctr *corev1.Cont
 					set(func() { st.ready = verdict })
 				case (kd.name == "liveness" || kd.name == "startup") && changed && !verdict:
 					a.cfg.Log.Info("probe failed: restarting container", "pod", podKey, "container", ctr.Name, "probe", kd.name)
-					a.kubelet.ContainerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Killing", "Container %s failed %s probe, will be restarted", ctr.Name, kd.name)
+					a.containerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Killing", "Container %s failed %s probe, will be restarted", ctr.Name, kd.name)
 					syscall.Kill(-shimPID, syscall.SIGTERM)
 					time.AfterFunc(forcedGrace, func() { syscall.Kill(-shimPID, syscall.SIGKILL) })
 					return
@@ -236,23 +247,21 @@ func probePort(p intstr.IntOrString, ctr *corev1.Container) (int, error) {
 }
 
 // runPreStop runs every container's preStop hook, in parallel, before the deadline.
-func (a *Agent) runPreStop(pod *corev1.Pod, deadline time.Time) {
+func (a *Agent) runPreStop(ctx context.Context, pod *corev1.Pod, deadline time.Time) {
 	a.mu.Lock()
 	sb := a.sandboxes[key(pod)]
 	a.mu.Unlock()
-	st := a.loadState(string(pod.UID))
+	st := a.rt.State(string(pod.UID))
 	var wg sync.WaitGroup
 	for i := range pod.Spec.Containers {
 		ctr := &pod.Spec.Containers[i]
 		c := st.Containers[ctr.Name]
-		if ctr.Lifecycle == nil || ctr.Lifecycle.PreStop == nil || c == nil || !c.alive() {
+		if ctr.Lifecycle == nil || ctr.Lifecycle.PreStop == nil || c == nil || !c.Alive() {
 			continue
 		}
 		h := ctr.Lifecycle.PreStop
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		wg.Go(func() {
+			ctx, cancel := context.WithDeadline(ctx, deadline)
 			defer cancel()
 			var err error
 			if h.Sleep != nil {
@@ -263,10 +272,10 @@ func (a *Agent) runPreStop(pod *corev1.Pod, deadline time.Time) {
 			} else {
 				probe := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: h.Exec, HTTPGet: h.HTTPGet, TCPSocket: h.TCPSocket},
 					TimeoutSeconds: int32(max(time.Until(deadline).Seconds(), 1))}
-				err = runProbe(ctx, probe, ctr, sb.ip.String(), c.ShimPID)
+				err = runProbe(ctx, probe, ctr, sb.IP.String(), c.ShimPID)
 			}
 			a.cfg.Log.Info("preStop hook ran", "pod", key(pod), "container", ctr.Name, "err", err)
-		}()
+		})
 	}
 	wg.Wait()
 }

@@ -1,4 +1,4 @@
-package node
+package runtime
 
 import (
 	"bytes"
@@ -18,33 +18,33 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
-	"github.com/minicluster/minicluster/apiserver"
+	"k8s.io/client-go/tools/remotecommand"
 )
 
 // Exec runs a command in a running container's namespaces (mount, UTS, network) with
 // the container's environment, as `kubectl exec` asks, on a terminal if asked, and
 // returns its exit code.
-func (a *Agent) Exec(ctx context.Context, pod *corev1.Pod, o apiserver.ExecOptions) (int, error) {
-	name, err := logContainer(pod, o.Container)
+func (r *Runtime) Exec(ctx context.Context, pod *corev1.Pod, container string, command []string, o remotecommand.StreamOptions) (int, error) {
+	name, err := podContainer(pod, container)
 	if err != nil {
 		return 0, err
 	}
-	c := a.loadState(string(pod.UID)).Containers[name]
-	if c == nil || !c.alive() {
+	c := r.State(string(pod.UID)).Containers[name]
+	if c == nil || !c.Alive() {
 		return 0, apierrors.NewBadRequest(fmt.Sprintf("container %s is not running", name))
 	}
 	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", c.ShimPID))
 	if err != nil {
 		return 0, fmt.Errorf("container %s: %w", name, err)
 	}
-	args := append([]string{"--target", strconv.Itoa(c.ShimPID), "--mount", "--uts", "--net", "--"}, o.Command...)
+	args := append([]string{"--target", strconv.Itoa(c.ShimPID), "--mount", "--uts", "--net", "--"}, command...)
 	run := exec.CommandContext(ctx, "nsenter", args...)
 	for _, kv := range bytes.Split(env, []byte{0}) {
 		if len(kv) > 0 {
 			run.Env = append(run.Env, string(kv))
 		}
 	}
-	if o.TTY {
+	if o.Tty {
 		err = runOnTerminal(run, o)
 	} else {
 		run.Stdin, run.Stdout, run.Stderr = o.Stdin, o.Stdout, o.Stderr
@@ -59,7 +59,7 @@ func (a *Agent) Exec(ctx context.Context, pod *corev1.Pod, o apiserver.ExecOptio
 
 // runOnTerminal runs cmd as the session leader of a new pseudo-terminal, copying the
 // client's stdin in and the terminal's output out, and applying resizes.
-func runOnTerminal(cmd *exec.Cmd, o apiserver.ExecOptions) error {
+func runOnTerminal(cmd *exec.Cmd, o remotecommand.StreamOptions) error {
 	if !slices.ContainsFunc(cmd.Env, func(kv string) bool { return strings.HasPrefix(kv, "TERM=") }) {
 		cmd.Env = append(cmd.Env, "TERM=xterm")
 	}
@@ -68,18 +68,9 @@ func runOnTerminal(cmd *exec.Cmd, o apiserver.ExecOptions) error {
 		return err
 	}
 	defer tty.Close()
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		for {
-			select {
-			case sz := <-o.Resize:
-				pty.Setsize(tty, &pty.Winsize{Cols: sz.Width, Rows: sz.Height})
-			case <-done:
-				return
-			}
-		}
-	}()
+	forwardResizes(o.TerminalSizeQueue, func(sz remotecommand.TerminalSize) {
+		pty.Setsize(tty, &pty.Winsize{Cols: sz.Width, Rows: sz.Height})
+	})
 	if o.Stdin != nil {
 		go io.Copy(tty, o.Stdin)
 	}

@@ -1,4 +1,4 @@
-package node
+package runtime
 
 import (
 	"errors"
@@ -36,8 +36,8 @@ func TestImageName(t *testing.T) {
 		"registry.k8s.io/e2e-test-images/agnhost:2.53": "registry.k8s.io/e2e-test-images/agnhost",
 		"localhost:5000/app":                           "localhost:5000/app", "nginx@sha256:abc": "nginx",
 	} {
-		if got := imageName(in); got != want {
-			t.Errorf("imageName(%q) = %q, want %q", in, got, want)
+		if got := ImageName(in); got != want {
+			t.Errorf("ImageName(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -1,0 +1,385 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/tools/reference"
+
+	"github.com/minicluster/minicluster/controllers"
+	"github.com/minicluster/minicluster/node/runtime"
+	"github.com/minicluster/minicluster/node/sandbox"
+)
+
+// Config configures the node agent.
+type Config struct {
+	Client kubernetes.Interface
+	// Pods and Services are the shared informers the agent reads: the pods bound to
+	// this node, and the services whose links pods get in their environment.
+	Pods     coreinformers.PodInformer
+	Services coreinformers.ServiceInformer
+	// Runtime runs the containers.
+	Runtime       *runtime.Runtime
+	Instance      string
+	NodeName      string
+	PodCIDR       netip.Prefix
+	ClusterDNS    netip.Addr
+	ClusterDomain string
+	// Version is minicluster's, reported as the node's container runtime version.
+	Version string
+	// Metrics, if set, gets minicluster_pod_ips_allocated.
+	Metrics prometheus.Registerer
+	// Recorder receives what happens to pods and their containers, as the kubelet
+	// reports it (nil: nothing).
+	Recorder record.EventRecorder
+	Log      *slog.Logger
+}
+
+// Agent runs this node's pods: the kubelet's sync loop over a sandbox (network) and
+// containers (runtime) for each, with probes, and the pods' and the Node's status.
+type Agent struct {
+	cfg      Config
+	client   kubernetes.Interface
+	pods     corelisters.PodLister
+	services corelisters.ServiceLister
+	synced   []cache.InformerSynced
+	net      *sandbox.Network
+	rt       *runtime.Runtime
+	loop     *controllers.Loop
+	probes   *prober
+	hostDNS  resolvConf
+	rec      record.EventRecorder
+
+	mu          sync.Mutex
+	sandboxes   map[string]sandbox.Sandbox // by namespace/name
+	terminating sync.Map                   // UIDs of pods being stopped
+	hostIP      atomic.Value               // netip.Addr: the node's InternalIP
+	// background are the terminations and probe loops, beside the workers.
+	background sync.WaitGroup
+}
+
+// heartbeat is how often the Node's Ready condition is refreshed.
+const heartbeat = 30 * time.Second
+
+// New builds the agent; nothing touches the kernel before Run.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Client == nil || cfg.Pods == nil || cfg.Services == nil || cfg.Runtime == nil || cfg.Instance == "" ||
+		!cfg.PodCIDR.IsValid() || cfg.NodeName == "" {
+		return nil, errors.New("node agent: client, informers, runtime, instance, node name and pod CIDR are required")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Recorder == nil {
+		cfg.Recorder = &record.FakeRecorder{}
+	}
+	a := &Agent{cfg: cfg, client: cfg.Client, pods: cfg.Pods.Lister(), services: cfg.Services.Lister(),
+		synced: []cache.InformerSynced{cfg.Pods.Informer().HasSynced, cfg.Services.Informer().HasSynced},
+		net:    sandbox.New(sandbox.Config{Instance: cfg.Instance, CIDR: cfg.PodCIDR, Log: cfg.Log}),
+		rt:     cfg.Runtime, rec: cfg.Recorder, sandboxes: map[string]sandbox.Sandbox{}}
+	a.loop = controllers.NewLoop("node", cfg.Log, a.reconcile)
+	a.probes = &prober{agent: a}
+	cfg.Pods.Informer().AddEventHandler(cache.FilteringResourceEventHandler{Handler: a.loop.Handler(),
+		FilterFunc: func(obj any) bool {
+			p, ok := obj.(*corev1.Pod)
+			return !ok || p.Spec.NodeName == cfg.NodeName // a deletion's tombstone too
+		}})
+	if cfg.Metrics != nil {
+		err := cfg.Metrics.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "minicluster_pod_ips_allocated",
+			Help: "Pod addresses the node agent holds (one per pod sandbox)."}, func() float64 { return float64(a.net.Allocated()) }))
+		if err != nil {
+			return nil, err
+		}
+	}
+	if data, err := os.ReadFile("/etc/resolv.conf"); err == nil {
+		a.hostDNS = parseResolvConf(string(data))
+	}
+	return a, nil
+}
+
+// Run sets up node networking, registers the Node, adopts surviving sandboxes and then
+// reconciles pods until ctx is cancelled. Sandboxes and containers stay when it stops.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.net.Setup(); err != nil {
+		return fmt.Errorf("node network: %w", err)
+	}
+	if err := a.registerNode(ctx); err != nil {
+		return fmt.Errorf("register node: %w", err)
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), a.synced...) {
+		return nil
+	}
+	if err := a.adopt(ctx); err != nil {
+		return fmt.Errorf("adopt sandboxes: %w", err)
+	}
+	a.probes.ctx = ctx
+	var wg sync.WaitGroup
+	wg.Go(func() { a.heartbeats(ctx) })
+	wg.Go(func() { a.resync(ctx) })
+	a.loop.Run(ctx, 4)
+	wg.Wait()
+	a.background.Wait()
+	return nil
+}
+
+// resyncPeriod is how often every pod on the node is looked at again, so what changed
+// behind the daemon's back (a veth or netns deleted, say) is found without an event.
+var resyncPeriod = 10 * time.Second
+
+// resync enqueues the pods whose shims ended, and every pod now and then.
+func (a *Agent) resync(ctx context.Context) {
+	t := time.NewTicker(resyncPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case k := <-a.rt.Exits():
+			a.loop.Enqueue(k)
+		case <-t.C:
+			a.mu.Lock()
+			for k := range a.sandboxes {
+				a.loop.Enqueue(k)
+			}
+			a.mu.Unlock()
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func key(o metav1.Object) string { return o.GetNamespace() + "/" + o.GetName() }
+
+// adopt takes over sandboxes left by an earlier run whose pod still exists, and removes
+// the others.
+func (a *Agent) adopt(ctx context.Context) error {
+	found, err := a.net.List()
+	if err != nil {
+		return err
+	}
+	for _, sb := range found {
+		ns, name, _ := strings.Cut(strings.TrimPrefix(sb.Netns, a.cfg.Instance+"_"), "_")
+		pod, err := a.pods.Pods(ns).Get(name)
+		if err != nil || string(pod.UID) != sb.UID || !sb.IP.IsValid() {
+			a.net.Remove(sandbox.Sandbox{Netns: sb.Netns, UID: sb.UID})
+			a.cfg.Log.Info("removed orphaned pod network", "netns", sb.Netns)
+			continue
+		}
+		a.net.Adopt(sb)
+		a.sandboxes[ns+"/"+name] = sb
+		a.cfg.Log.Info("adopted pod network", "netns", sb.Netns, "ip", sb.IP)
+	}
+	// Containers of pods that went away while the daemon was down.
+	for _, uid := range a.rt.Pods() {
+		if !a.hasSandbox(uid) {
+			if err := a.rt.Stop(ctx, uid, forcedGrace); err != nil {
+				return err
+			}
+			a.cfg.Log.Info("stopped containers of a vanished pod", "uid", uid)
+		}
+	}
+	return nil
+}
+
+func (a *Agent) hasSandbox(uid string) bool {
+	for _, sb := range a.sandboxes {
+		if sb.UID == uid {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *Agent) reconcile(ctx context.Context, k string) error {
+	ns, name, _ := strings.Cut(k, "/")
+	pod, err := a.pods.Pods(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		a.teardown(ctx, k)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if pod.Spec.NodeName != a.cfg.NodeName {
+		return nil
+	}
+	if pod.DeletionTimestamp != nil {
+		a.terminate(ctx, pod)
+		return nil
+	}
+	sb, err := a.ensureSandbox(ctx, pod)
+	if err != nil {
+		return err
+	}
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return nil // finished pods stay as they ended
+	}
+	st, requeue, err := a.syncContainers(pod, sb)
+	if err != nil {
+		return err
+	}
+	if requeue > 0 {
+		a.loop.EnqueueAfter(k, requeue)
+	}
+	return a.updateStatus(ctx, pod, sb, st)
+}
+
+func (a *Agent) ensureSandbox(ctx context.Context, pod *corev1.Pod) (sandbox.Sandbox, error) {
+	k := key(pod)
+	a.mu.Lock()
+	sb, ok := a.sandboxes[k]
+	a.mu.Unlock()
+	if ok && sb.UID == string(pod.UID) {
+		what, err := a.net.Repair(sb)
+		switch {
+		case what == "":
+			return sb, nil
+		case what != "netns":
+			a.cfg.Log.Warn("repaired the pod's network", "pod", k, "repaired", what, "err", err)
+			return sb, err
+		}
+		// Its netns was removed: as the kubelet does with a dead sandbox, a new one,
+		// and the containers start again in it.
+		a.cfg.Log.Warn("the pod's network namespace was removed; recreating the pod's sandbox", "pod", k, "netns", sb.Netns)
+	}
+	if ok {
+		a.teardown(ctx, k) // a pod of the same name was replaced, or its sandbox was lost
+	}
+	sb, err := a.net.Create(pod.Namespace, pod.Name, string(pod.UID))
+	if err != nil {
+		return sandbox.Sandbox{}, fmt.Errorf("pod %s network: %w", k, err)
+	}
+	rc := podResolvConf(pod, a.cfg.ClusterDNS, a.cfg.ClusterDomain, a.hostDNS)
+	if err := sandbox.WriteFile(sb.Netns, "resolv.conf", rc.String()); err != nil {
+		a.cfg.Log.Warn("write resolv.conf", "pod", k, "err", err)
+	}
+	a.mu.Lock()
+	a.sandboxes[k] = sb
+	a.mu.Unlock()
+	a.cfg.Log.Info("pod network ready", "pod", k, "ip", sb.IP, "netns", sb.Netns)
+	return sb, nil
+}
+
+// forcedGrace is how long containers of a pod deleted without waiting for its node
+// (grace 0, or gone while the daemon was down) get after SIGTERM.
+const forcedGrace = 2 * time.Second
+
+// terminate stops a pod marked for deletion within its grace period, then deletes it for
+// good; it runs once per pod, beside the workers. When ctx ends first the pod stays
+// marked, and the next run of the agent stops it.
+func (a *Agent) terminate(ctx context.Context, pod *corev1.Pod) {
+	if _, busy := a.terminating.LoadOrStore(pod.UID, true); busy {
+		return
+	}
+	grace := forcedGrace
+	if g := pod.DeletionGracePeriodSeconds; g != nil {
+		grace = time.Duration(*g) * time.Second
+	}
+	a.background.Go(func() {
+		defer a.terminating.Delete(pod.UID)
+		deadline := time.Now().Add(grace)
+		for name, c := range a.rt.State(string(pod.UID)).Containers {
+			if c.Alive() {
+				a.containerEvent(pod, name, corev1.EventTypeNormal, "Killing", "Stopping container %s", name)
+			}
+		}
+		a.runPreStop(ctx, pod, deadline)
+		if err := a.teardownWithin(ctx, key(pod), max(time.Until(deadline), 0)); err != nil {
+			return
+		}
+		zero := int64(0)
+		err := a.client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name,
+			metav1.DeleteOptions{GracePeriodSeconds: &zero, Preconditions: metav1.NewUIDPreconditions(string(pod.UID))})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) && ctx.Err() == nil {
+			a.cfg.Log.Error("delete terminated pod", "pod", key(pod), "err", err)
+			a.loop.EnqueueAfter(key(pod), time.Second)
+		}
+	})
+}
+
+func (a *Agent) teardown(ctx context.Context, k string) { a.teardownWithin(ctx, k, forcedGrace) }
+
+// teardownWithin stops the pod's containers (SIGTERM, SIGKILL after grace) and removes
+// its network; it gives up, leaving both, when ctx ends first.
+func (a *Agent) teardownWithin(ctx context.Context, k string, grace time.Duration) error {
+	a.mu.Lock()
+	sb, ok := a.sandboxes[k]
+	a.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	a.probes.stop(types.UID(sb.UID))
+	if err := a.rt.Stop(ctx, sb.UID, grace); err != nil {
+		return err
+	}
+	// A termination and a reconcile may both get here: one removes the network.
+	a.mu.Lock()
+	cur, ok := a.sandboxes[k]
+	ours := ok && cur.UID == sb.UID
+	if ours {
+		delete(a.sandboxes, k)
+	}
+	a.mu.Unlock()
+	if ours {
+		a.net.Remove(sb)
+		a.cfg.Log.Info("pod network removed", "pod", k, "ip", sb.IP)
+	}
+	return nil
+}
+
+// containerEvent records an event about one container of a pod, as the kubelet does.
+func (a *Agent) containerEvent(pod *corev1.Pod, container, eventType, reason, format string, args ...any) {
+	ref, err := reference.GetPartialReference(scheme.Scheme, pod, fmt.Sprintf("spec.containers{%s}", container))
+	if err != nil {
+		return
+	}
+	a.rec.Eventf(ref, eventType, reason, format, args...)
+}
+
+// PortForward connects to a port of a running pod from inside its network namespace,
+// as the kubelet does for `kubectl port-forward`: localhost there, so a server bound
+// to 127.0.0.1 in the pod is reachable too.
+func (a *Agent) PortForward(ctx context.Context, pod *corev1.Pod, port int32) (net.Conn, error) {
+	if pod.Status.Phase != corev1.PodRunning {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("pod %s is not running", pod.Name))
+	}
+	var conn net.Conn
+	var dialErr error
+	err := sandbox.Do(a.net.NetnsName(pod.Namespace, pod.Name), func() {
+		var d net.Dialer
+		conn, dialErr = d.DialContext(ctx, "tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+	})
+	if err != nil {
+		if conn != nil {
+			conn.Close()
+		}
+		return nil, fmt.Errorf("pod %s network namespace: %w", pod.Name, err)
+	}
+	return conn, dialErr
+}
+
+// Cleanup removes what an instance created (run it with the daemon stopped): container
+// processes (found through the data dir's pod records), then pod netns, veths, the
+// masquerade table and the bridge.
+func Cleanup(instance, dataDir string, log *slog.Logger) error {
+	runtime.Cleanup(dataDir, log)
+	return sandbox.Cleanup(instance, log)
+}

@@ -1,0 +1,177 @@
+package node
+
+import (
+	"errors"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/minicluster/minicluster/node/runtime"
+	"github.com/minicluster/minicluster/node/sandbox"
+)
+
+// crash-loop back-off, as the kubelet's: 10 s doubling to 5 min, reset after 10 min of running.
+const (
+	backoffBase  = 10 * time.Second
+	backoffMax   = 5 * time.Minute
+	backoffReset = 10 * time.Minute
+)
+
+func backoff(restarts int32) time.Duration {
+	if restarts <= 0 {
+		return 0
+	}
+	d := backoffBase << (restarts - 1)
+	if d > backoffMax || d <= 0 {
+		return backoffMax
+	}
+	return d
+}
+
+// syncContainers runs the init containers one after another to success, then starts,
+// restarts or leaves each app container as the restart policy says. It returns when the
+// pod next needs a look (0: only on events).
+func (a *Agent) syncContainers(pod *corev1.Pod, sb sandbox.Sandbox) (*runtime.PodState, time.Duration, error) {
+	uid := string(pod.UID)
+	st := a.rt.State(uid)
+	var requeue time.Duration
+	for i := range pod.Spec.InitContainers {
+		ctr := &pod.Spec.InitContainers[i]
+		c := a.containerFor(st, pod, ctr.Name)
+		if c.Exit != nil && c.Exit.ExitCode == 0 {
+			continue // done
+		}
+		wait, err := a.syncOne(pod, sb, ctr, c, initRestartPolicy(pod.Spec.RestartPolicy))
+		if err != nil {
+			return st, 0, err
+		}
+		return st, wait, a.rt.SaveState(uid, st) // the next init container waits for this one
+	}
+	for i := range pod.Spec.Containers {
+		ctr := &pod.Spec.Containers[i]
+		wait, err := a.syncOne(pod, sb, ctr, a.containerFor(st, pod, ctr.Name), pod.Spec.RestartPolicy)
+		if err != nil {
+			return st, 0, err
+		}
+		if wait > 0 {
+			requeue = pollInterval(requeue, wait)
+		}
+	}
+	return st, requeue, a.rt.SaveState(uid, st)
+}
+
+// initRestartPolicy: init containers that fail are retried unless the pod never restarts.
+func initRestartPolicy(p corev1.RestartPolicy) corev1.RestartPolicy {
+	if p == corev1.RestartPolicyNever {
+		return p
+	}
+	return corev1.RestartPolicyOnFailure
+}
+
+// containerFor returns a container's record, noting the end of a run whose shim is gone.
+func (a *Agent) containerFor(st *runtime.PodState, pod *corev1.Pod, name string) *runtime.ContainerState {
+	c := st.Containers[name]
+	if c == nil {
+		c = &runtime.ContainerState{}
+		st.Containers[name] = c
+	}
+	a.rt.CollectExit(string(pod.UID), name, c)
+	if c.Exit != nil {
+		a.probes.end(pod.UID, name, c.RestartCount)
+	}
+	return c
+}
+
+// syncOne starts or restarts one container, or leaves it; it returns when to look again.
+func (a *Agent) syncOne(pod *corev1.Pod, sb sandbox.Sandbox, ctr *corev1.Container, c *runtime.ContainerState, policy corev1.RestartPolicy) (time.Duration, error) {
+	if c.Alive() {
+		a.probes.ensure(pod, ctr, c, sb.IP.String())
+		if !a.rt.Owns(c.ShimPID) {
+			return time.Second, nil // adopted: its end is not reported
+		}
+		return 0, nil
+	}
+	if c.ShimPID != 0 && !restartWanted(policy, c.Exit) {
+		return 0, nil
+	}
+	if c.ShimPID != 0 { // a crash: back off, then restart
+		if c.Exit.FinishedAt.Sub(c.Exit.StartedAt) >= backoffReset {
+			c.RestartCount = 0
+		}
+		if c.NextStart.IsZero() {
+			c.NextStart = time.Now().Add(backoff(c.RestartCount))
+		}
+		if wait := time.Until(c.NextStart); wait > 0 {
+			a.containerEvent(pod, ctr.Name, corev1.EventTypeWarning, "BackOff", "Back-off restarting failed container %s in pod %s_%s(%s)",
+				ctr.Name, pod.Name, pod.Namespace, pod.UID)
+			return wait, nil
+		}
+	}
+	err := a.startContainer(pod, sb, ctr, c)
+	switch {
+	case errors.Is(err, runtime.ErrImageUnavailable):
+		c.Waiting, c.Message = "ErrImageNeverPull", err.Error()
+		a.containerEvent(pod, ctr.Name, corev1.EventTypeWarning, "ErrImageNeverPull", "%s", err)
+	case errors.Is(err, ErrContainerConfig):
+		c.Waiting, c.Message = "CreateContainerConfigError", err.Error()
+		a.containerEvent(pod, ctr.Name, corev1.EventTypeWarning, "Failed", "Error: %s", err)
+	case err != nil:
+		return 0, err
+	default:
+		return 0, nil
+	}
+	return 10 * time.Second, nil
+}
+
+func pollInterval(cur, d time.Duration) time.Duration {
+	if cur == 0 || d < cur {
+		return d
+	}
+	return cur
+}
+
+func restartWanted(policy corev1.RestartPolicy, exit *runtime.ExitRecord) bool {
+	switch policy {
+	case corev1.RestartPolicyNever:
+		return false
+	case corev1.RestartPolicyOnFailure:
+		return exit != nil && exit.ExitCode != 0
+	}
+	return true
+}
+
+// startContainer starts a run of ctr in the pod's sandbox, with its environment, hosts
+// file and hostname, reporting it as the kubelet does.
+func (a *Agent) startContainer(pod *corev1.Pod, sb sandbox.Sandbox, ctr *corev1.Container, c *runtime.ContainerState) error {
+	argv, err := a.rt.Resolve(ctr)
+	if err != nil {
+		return err
+	}
+	a.containerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine", ctr.Image)
+	env, err := a.containerEnv(pod, ctr, sb)
+	if err != nil {
+		return err
+	}
+	run := runtime.Container{PodKey: key(pod), PodUID: string(pod.UID), Name: ctr.Name, Netns: sb.Netns, Argv: argv, Env: env,
+		Dir: ctr.WorkingDir, Hostname: podHostname(pod), Hosts: podHosts(pod, sb.IP, a.cfg.ClusterDomain),
+		Stdin: ctr.Stdin, StdinOnce: ctr.StdinOnce, TTY: ctr.TTY}
+	a.containerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Created", "Created container: %s", ctr.Name)
+	if err := a.rt.Start(run, c); err != nil {
+		a.containerEvent(pod, ctr.Name, corev1.EventTypeWarning, "Failed", "Error: %s", err)
+		return err
+	}
+	a.probes.ensure(pod, ctr, c, sb.IP.String())
+	a.containerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Started", "Started container %s", ctr.Name)
+	return nil
+}
+
+func podHostname(pod *corev1.Pod) string {
+	if pod.Spec.Hostname != "" {
+		return pod.Spec.Hostname
+	}
+	if len(pod.Name) > 63 {
+		return strings.TrimRight(pod.Name[:63], "-.")
+	}
+	return pod.Name
+}

@@ -1,0 +1,330 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/minicluster/minicluster/node/sandbox"
+)
+
+// Config configures the runtime.
+type Config struct {
+	// DataDir holds per-pod state and logs under pods/<uid>, and images.yaml (hidden
+	// from containers).
+	DataDir string
+	Log     *slog.Logger
+}
+
+// Runtime runs containers: each in a shim of its own (this binary, `minicluster shim`),
+// in its pod's network namespace and new mount and UTS namespaces, in a session of its
+// own so it outlives the daemon. A container's record lives on disk, so a restarted
+// daemon adopts running containers instead of starting them twice.
+type Runtime struct {
+	dataDir string
+	self    string // this binary: built-in images and the shim
+	catalog *catalog
+	log     *slog.Logger
+	exits   chan string // keys of pods one of whose shims this daemon started has ended
+
+	mu       sync.Mutex
+	children map[int]string // shim PID → pod key, for the shims this daemon started
+}
+
+// New builds the runtime.
+func New(cfg Config) (*Runtime, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("runtime: no data dir")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cat, err := newCatalog(self, filepath.Join(cfg.DataDir, "images.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	return &Runtime{dataDir: cfg.DataDir, self: self, catalog: cat, log: cfg.Log, exits: make(chan string, 1024), children: map[int]string{}}, nil
+}
+
+// Exits delivers the key (namespace/name) of a pod each time one of the shims this
+// daemon started ends.
+func (r *Runtime) Exits() <-chan string { return r.exits }
+
+// Run reaps the shims this daemon started until ctx is cancelled.
+func (r *Runtime) Run(ctx context.Context) error {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGCHLD)
+	defer signal.Stop(sig)
+	// A shim can end between its start and its registration: look now and then too.
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sig:
+		case <-tick.C:
+		}
+		r.reap()
+	}
+}
+
+// reap collects the exit of every ended shim of ours (and only ours: other children,
+// such as nft or nsenter, are waited for by whoever started them).
+func (r *Runtime) reap() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for pid, key := range r.children {
+		var ws unix.WaitStatus
+		if got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil); got == pid || errors.Is(err, unix.ECHILD) {
+			delete(r.children, pid)
+			select {
+			case r.exits <- key:
+			default: // the agent's periodic look finds it
+			}
+		}
+	}
+}
+
+// Owns reports whether pid is a shim this daemon started (and so reaps, and reports on
+// Exits); an adopted one must be polled.
+func (r *Runtime) Owns(pid int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.children[pid]
+	return ok
+}
+
+// ContainerState is the record of one container, kept on disk so a restarted daemon
+// adopts running containers instead of starting them twice.
+type ContainerState struct {
+	ShimPID      int         `json:"shimPID"`
+	ShimStart    uint64      `json:"shimStart"` // /proc start time: tells a reused PID apart
+	RestartCount int32       `json:"restartCount"`
+	StartedAt    time.Time   `json:"startedAt"`
+	Exit         *ExitRecord `json:"exit,omitempty"` // the current run's end, once it ended
+	Last         *ExitRecord `json:"last,omitempty"` // the previous run's end
+	NextStart    time.Time   `json:"nextStart"`      // not before, after a crash (back-off)
+	// Waiting explains why there is no process (image unavailable); not persisted.
+	Waiting, Message string `json:"-"`
+}
+
+// PodState is every container of one pod.
+type PodState struct {
+	Containers map[string]*ContainerState `json:"containers"`
+}
+
+func podDir(dataDir, uid string) string { return filepath.Join(dataDir, "pods", uid) }
+
+func (r *Runtime) podDir(uid string) string { return podDir(r.dataDir, uid) }
+
+// State reads the record of pod uid's containers (empty when it has none).
+func (r *Runtime) State(uid string) *PodState { return loadState(r.dataDir, uid) }
+
+func loadState(dataDir, uid string) *PodState {
+	st := &PodState{Containers: map[string]*ContainerState{}}
+	if data, err := os.ReadFile(filepath.Join(podDir(dataDir, uid), "state.json")); err == nil {
+		json.Unmarshal(data, st)
+	}
+	if st.Containers == nil {
+		st.Containers = map[string]*ContainerState{}
+	}
+	return st
+}
+
+// SaveState writes the record of pod uid's containers.
+func (r *Runtime) SaveState(uid string, st *PodState) error {
+	data, _ := json.Marshal(st)
+	if err := os.MkdirAll(r.podDir(uid), 0o700); err != nil {
+		return err
+	}
+	path := filepath.Join(r.podDir(uid), "state.json")
+	if err := os.WriteFile(path+".tmp", data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(path+".tmp", path)
+}
+
+// procStart is field 22 of /proc/<pid>/stat (0 when the process is gone).
+func procStart(pid int) uint64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndex(s, ")")+1:])
+	if len(f) < 20 {
+		return 0
+	}
+	n, _ := strconv.ParseUint(f[19], 10, 64)
+	return n
+}
+
+// Alive reports whether the container's current run is going on.
+func (c *ContainerState) Alive() bool {
+	return c.ShimPID > 0 && c.Exit == nil && procStart(c.ShimPID) == c.ShimStart && c.ShimStart != 0
+}
+
+// CollectExit notes the end of a run whose shim is gone.
+func (r *Runtime) CollectExit(uid, name string, c *ContainerState) {
+	if c.ShimPID == 0 || c.Exit != nil || c.Alive() {
+		return
+	}
+	var rec ExitRecord
+	data, err := os.ReadFile(filepath.Join(r.podDir(uid), name, "exit.json"))
+	if err != nil || json.Unmarshal(data, &rec) != nil {
+		rec = ExitRecord{ExitCode: 137, Signal: "SIGKILL", Error: "the container's shim vanished", StartedAt: c.StartedAt, FinishedAt: time.Now()}
+	}
+	c.Exit = &rec
+}
+
+// Container is one container run as Start needs it.
+type Container struct {
+	PodKey, PodUID, Name string
+	// Netns is the pod's network namespace.
+	Netns     string
+	Argv, Env []string
+	Dir       string
+	Hostname  string
+	// Hosts is the content of the container's /etc/hosts.
+	Hosts                 string
+	Stdin, StdinOnce, TTY bool
+}
+
+// Resolve gives the program a container runs, from its image and command, or
+// ErrImageUnavailable.
+func (r *Runtime) Resolve(ctr *corev1.Container) ([]string, error) { return r.catalog.resolve(ctr) }
+
+// Start starts a run of ctr (the next, if c has run before), recording it in c.
+func (r *Runtime) Start(ctr Container, c *ContainerState) error {
+	dir := filepath.Join(r.podDir(ctr.PodUID), ctr.Name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if c.ShimPID != 0 {
+		c.RestartCount++
+		c.Last, c.Exit = c.Exit, nil
+		c.NextStart = time.Time{}
+	}
+	hosts := filepath.Join(r.podDir(ctr.PodUID), "hosts")
+	if err := os.WriteFile(hosts, []byte(ctr.Hosts), 0o644); err != nil {
+		return err
+	}
+	spec := ShimSpec{Argv: ctr.Argv, Env: ctr.Env, Dir: ctr.Dir, Hostname: ctr.Hostname,
+		Binds: map[string]string{"/etc/resolv.conf": filepath.Join("/etc/netns", ctr.Netns, "resolv.conf"), "/etc/hosts": hosts},
+		Tmpfs: []string{"/tmp", "/run", r.dataDir}, ExitFile: filepath.Join(dir, "exit.json"),
+		Attach: r.attachSocket(ctr.PodUID, ctr.Name), Stdin: ctr.Stdin, StdinOnce: ctr.StdinOnce, TTY: ctr.TTY}
+	os.Remove(spec.Attach) // the last run's
+	specPath := filepath.Join(dir, "spec.json")
+	data, _ := json.Marshal(spec)
+	if err := os.WriteFile(specPath, data, 0o600); err != nil {
+		return err
+	}
+	os.Remove(spec.ExitFile)
+	log, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("%d.log", c.RestartCount)), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	cmd := exec.Command(r.self, "shim", specPath)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS}
+	// Forked from a thread inside the pod's netns, so the shim starts there.
+	var startErr error
+	if err := errors.Join(sandbox.Do(ctr.Netns, func() { startErr = cmd.Start() }), startErr); err != nil {
+		return fmt.Errorf("start %s: %w", ctr.Name, err)
+	}
+	pid := cmd.Process.Pid
+	c.ShimPID, c.ShimStart, c.StartedAt = pid, procStart(pid), time.Now().Truncate(time.Second)
+	r.mu.Lock()
+	r.children[pid] = ctr.PodKey
+	r.mu.Unlock()
+	cmd.Process.Release() // reaped by Run, by PID
+	r.log.Info("container started", "pod", ctr.PodKey, "container", ctr.Name, "argv", strings.Join(ctr.Argv, " "), "restarts", c.RestartCount)
+	return nil
+}
+
+// Stop signals every container of pod uid: SIGTERM, then SIGKILL after grace; it
+// returns when all are gone, and forgets the pod. When ctx ends first it returns its
+// error and leaves the pod's record (the containers have had their SIGTERM).
+func (r *Runtime) Stop(ctx context.Context, uid string, grace time.Duration) error {
+	st := r.State(uid)
+	var pids []int
+	for _, c := range st.Containers {
+		if c.Alive() {
+			pids = append(pids, c.ShimPID)
+			syscall.Kill(-c.ShimPID, syscall.SIGTERM) // the shim's session: shim and program
+		}
+	}
+	gone := func(pid int) bool { return procStart(pid) == 0 }
+	deadline := time.Now().Add(grace)
+	for _, pid := range pids {
+		if err := waitFor(ctx, deadline, func() bool { return gone(pid) }); err != nil {
+			return err
+		}
+		syscall.Kill(-pid, syscall.SIGKILL)
+	}
+	for _, pid := range pids {
+		if err := waitFor(ctx, time.Now().Add(2*time.Second), func() bool { return gone(pid) }); err != nil {
+			return err
+		}
+	}
+	os.RemoveAll(r.podDir(uid))
+	return nil
+}
+
+// waitFor polls cond until it holds or the deadline passes; only ctx's end is an error.
+func waitFor(ctx context.Context, deadline time.Time, cond func() bool) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for !cond() && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Pods lists the UIDs of the pods with container records.
+func (r *Runtime) Pods() []string {
+	dirs, _ := filepath.Glob(filepath.Join(r.dataDir, "pods", "*"))
+	for i, d := range dirs {
+		dirs[i] = filepath.Base(d)
+	}
+	return dirs
+}
+
+// Cleanup kills the process group of every recorded container shim in dataDir and
+// forgets the pods.
+func Cleanup(dataDir string, log *slog.Logger) {
+	dirs, _ := filepath.Glob(filepath.Join(dataDir, "pods", "*"))
+	for _, dir := range dirs {
+		for name, c := range loadState(dataDir, filepath.Base(dir)).Containers {
+			if c.Alive() {
+				unix.Kill(-c.ShimPID, unix.SIGKILL)
+				log.Info("killed container", "pod", filepath.Base(dir), "container", name)
+			}
+		}
+		os.RemoveAll(dir)
+	}
+}

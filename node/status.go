@@ -1,0 +1,169 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/minicluster/minicluster/node/runtime"
+	"github.com/minicluster/minicluster/node/sandbox"
+)
+
+// updateStatus reports addresses, container states, phase and conditions.
+func (a *Agent) updateStatus(ctx context.Context, pod *corev1.Pod, sb sandbox.Sandbox, ps *runtime.PodState) error {
+	st := pod.Status.DeepCopy()
+	st.PodIP, st.PodIPs = sb.IP.String(), []corev1.PodIP{{IP: sb.IP.String()}}
+	st.HostIP, st.HostIPs = a.nodeIP().String(), []corev1.HostIP{{IP: a.nodeIP().String()}}
+	if st.StartTime == nil {
+		now := metav1.NewTime(time.Now().Truncate(time.Second))
+		st.StartTime = &now
+	}
+	st.InitContainerStatuses = nil
+	initDone, initFailed := 0, false
+	for _, ctr := range pod.Spec.InitContainers {
+		c := ps.Containers[ctr.Name]
+		cs := containerStatus(pod, ctr, c, false, false)
+		if t := cs.State.Terminated; t != nil && t.ExitCode == 0 {
+			cs.Ready = true
+			initDone++
+		} else if t != nil && pod.Spec.RestartPolicy == corev1.RestartPolicyNever {
+			initFailed = true
+		}
+		st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
+	}
+	initialized := initDone == len(pod.Spec.InitContainers)
+	st.ContainerStatuses = nil
+	running, succeeded, failed := 0, 0, 0
+	readyCount := 0
+	for _, ctr := range pod.Spec.Containers {
+		c := ps.Containers[ctr.Name]
+		var ready, started bool
+		if c != nil {
+			ready, started = a.probes.results(pod.UID, ctr.Name, c.RestartCount)
+		}
+		cs := containerStatus(pod, ctr, c, ready, started)
+		if w := cs.State.Waiting; w != nil && !initialized && w.Reason == "ContainerCreating" {
+			w.Reason = "PodInitializing"
+		}
+		st.ContainerStatuses = append(st.ContainerStatuses, cs)
+		if cs.Ready {
+			readyCount++
+		}
+		switch {
+		case cs.State.Running != nil:
+			running++
+		case cs.State.Terminated != nil && cs.State.Terminated.ExitCode == 0:
+			succeeded++
+		case cs.State.Terminated != nil:
+			failed++
+		}
+	}
+	n := len(pod.Spec.Containers)
+	switch {
+	case initFailed:
+		st.Phase = corev1.PodFailed
+	case !initialized:
+		st.Phase = corev1.PodPending
+	case succeeded+failed == n && failed == 0:
+		st.Phase = corev1.PodSucceeded
+	case succeeded+failed == n:
+		st.Phase = corev1.PodFailed
+	case running > 0 || succeeded+failed > 0:
+		st.Phase = corev1.PodRunning
+	default:
+		st.Phase = corev1.PodPending
+	}
+	ready := readyCount == n
+	reason := map[bool]string{true: "", false: "ContainersNotReady"}[ready]
+	if st.Phase == corev1.PodSucceeded || st.Phase == corev1.PodFailed {
+		reason = "PodCompleted"
+	}
+	for _, c := range []corev1.PodCondition{
+		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue},
+		{Type: corev1.PodInitialized, Status: condition(initialized), Reason: map[bool]string{true: "", false: "ContainersNotInitialized"}[initialized]},
+		{Type: corev1.ContainersReady, Status: condition(ready), Reason: reason},
+		{Type: corev1.PodReady, Status: condition(ready), Reason: reason},
+	} {
+		st.Conditions = setPodCondition(st.Conditions, c)
+	}
+	if apiequality.Semantic.DeepEqual(st, &pod.Status) {
+		return nil
+	}
+	next := pod.DeepCopy()
+	next.Status = *st
+	_, err := a.client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, next, metav1.UpdateOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil // gone: its deletion is on its way
+	}
+	return err // a conflict: the newer pod is on its way, and is reconciled again
+}
+
+func condition(b bool) corev1.ConditionStatus {
+	if b {
+		return corev1.ConditionTrue
+	}
+	return corev1.ConditionFalse
+}
+
+func terminated(r *runtime.ExitRecord) *corev1.ContainerStateTerminated {
+	reason := "Completed"
+	if r.ExitCode != 0 {
+		reason = "Error"
+	}
+	return &corev1.ContainerStateTerminated{ExitCode: r.ExitCode, Reason: reason, Message: r.Error,
+		StartedAt: metav1.NewTime(r.StartedAt.Truncate(time.Second)), FinishedAt: metav1.NewTime(r.FinishedAt.Truncate(time.Second))}
+}
+
+// containerStatus reports one container as the kubelet would.
+func containerStatus(pod *corev1.Pod, ctr corev1.Container, c *runtime.ContainerState, ready, started bool) corev1.ContainerStatus {
+	cs := corev1.ContainerStatus{Name: ctr.Name, Image: ctr.Image, ImageID: "minicluster://" + runtime.ImageName(ctr.Image)}
+	if c == nil {
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
+		return cs
+	}
+	cs.RestartCount = c.RestartCount
+	if c.Last != nil {
+		cs.LastTerminationState.Terminated = terminated(c.Last)
+	}
+	switch {
+	case c.Waiting != "":
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: c.Waiting, Message: c.Message}
+	case c.Alive():
+		cs.ContainerID = fmt.Sprintf("minicluster://%s/%s/%d", pod.UID, ctr.Name, c.RestartCount)
+		cs.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(c.StartedAt)}
+		cs.Ready, cs.Started = ready, ptr.To(started)
+	case c.Exit != nil && !c.NextStart.IsZero():
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff",
+			Message: fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)", backoff(c.RestartCount), ctr.Name, pod.Name, pod.Namespace, pod.UID)}
+		cs.LastTerminationState.Terminated = terminated(c.Exit)
+	case c.Exit != nil:
+		cs.State.Terminated = terminated(c.Exit)
+	default:
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
+	}
+	return cs
+}
+
+// setPodCondition sets c, keeping the transition time when its status is unchanged.
+func setPodCondition(conds []corev1.PodCondition, c corev1.PodCondition) []corev1.PodCondition {
+	now := metav1.NewTime(time.Now().Truncate(time.Second))
+	for i := range conds {
+		if conds[i].Type == c.Type {
+			if conds[i].Status != c.Status {
+				c.LastTransitionTime = now
+			} else {
+				c.LastTransitionTime = conds[i].LastTransitionTime
+			}
+			conds[i] = c
+			return conds
+		}
+	}
+	c.LastTransitionTime = now
+	return append(conds, c)
+}

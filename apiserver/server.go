@@ -45,8 +45,9 @@ type Config struct {
 	Log           *slog.Logger
 	// ShutdownTimeout bounds a graceful stop (default 10 s).
 	ShutdownTimeout time.Duration
-	// Metrics is served at /metrics (token required on TCP, as in Kubernetes).
-	Metrics prometheus.Gatherer
+	// Metrics is served at /metrics (token required on TCP, as in Kubernetes); the
+	// server adds its own (open watches) to it.
+	Metrics *prometheus.Registry
 	// MaxWatchesPerClient caps one client's open watches (default 500): a client
 	// opening them without end cannot exhaust the daemon.
 	MaxWatchesPerClient int
@@ -96,7 +97,13 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, api: api, ready: make(chan struct{})}
 	s.handler = &handler{api: api, ready: s.ready, stopping: make(chan struct{}), logs: cfg.Logs, exec: cfg.Exec, portForward: cfg.PortForward,
 		watches: &watchLimiter{max: cfg.MaxWatchesPerClient, open: map[string]int{}}}
+	s.handler.watching = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "apiserver_longrunning_requests",
+		Help: "Watches open now, as kube-apiserver's gauge of long-running requests counts them."},
+		[]string{"verb", "group", "version", "resource", "scope"}).MustCurryWith(prometheus.Labels{"verb": "WATCH"})
 	if cfg.Metrics != nil {
+		if err := cfg.Metrics.Register(s.handler.watching); err != nil {
+			return nil, err
+		}
 		s.handler.metrics = promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{})
 	}
 	return s, nil
@@ -244,6 +251,7 @@ type handler struct {
 	portForward PodPortForwarder
 	metrics     http.Handler
 	watches     *watchLimiter
+	watching    *prometheus.GaugeVec // open watches by resource
 }
 
 // shutdownDrain is how long a stopping server keeps answering with Connection: close

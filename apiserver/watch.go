@@ -157,6 +157,17 @@ func first(v []string) string {
 
 // watch streams events as newline-delimited JSON until the timeout, the client leaving
 // or the server stopping.
+// scope names a request's scope as kube-apiserver's metrics do.
+func scope(req *request) string {
+	switch {
+	case !req.res.Namespaced:
+		return "cluster"
+	case req.ns != "":
+		return "namespace"
+	}
+	return "cluster"
+}
+
 func (h *handler) watch(w http.ResponseWriter, r *http.Request, req *request) {
 	sel, err := h.selector(req)
 	if err != nil {
@@ -169,6 +180,9 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request, req *request) {
 		return
 	}
 	defer h.watches.release(client)
+	open := h.watching.WithLabelValues(req.res.Group, req.res.Version, req.res.Plural, scope(req))
+	open.Inc()
+	defer open.Dec()
 	flusher, ok := w.(http.Flusher)
 	if !ok {
 		writeError(w, apierrors.NewInternalError(fmt.Errorf("streaming unsupported")))

@@ -29,48 +29,6 @@ type request struct {
 	out           output
 }
 
-// parsePath splits a resource path: /api/v1/..., /apis/<group>/<version>/...
-// It returns a nil resource (and no error) for discovery paths.
-func (h *handler) parsePath(path string) (*request, error) {
-	parts := strings.Split(strings.Trim(path, "/"), "/")
-	var group, version string
-	var rest []string
-	switch {
-	case len(parts) >= 2 && parts[0] == "api":
-		version, rest = parts[1], parts[2:]
-	case len(parts) >= 3 && parts[0] == "apis":
-		group, version, rest = parts[1], parts[2], parts[3:]
-	default:
-		return nil, nil
-	}
-	if len(rest) == 0 {
-		return nil, nil
-	}
-	req := &request{}
-	if rest[0] == "namespaces" && len(rest) >= 3 {
-		if r := h.api.reg.Lookup(group, rest[2]); r != nil && r.Namespaced {
-			req.ns, rest = rest[1], rest[2:]
-		}
-	}
-	req.res = h.api.reg.Lookup(group, rest[0])
-	if req.res == nil || req.res.Version != version || len(rest) > 3 {
-		return nil, errNoSuchResource
-	}
-	if len(rest) > 1 {
-		req.name = rest[1]
-	}
-	if len(rest) > 2 {
-		req.sub = rest[2]
-		if !req.res.HasSubresource(req.sub) {
-			return nil, errNoSuchResource
-		}
-	}
-	if req.res.Namespaced && req.name != "" && req.ns == "" {
-		return nil, errNoSuchResource
-	}
-	return req, nil
-}
-
 // serveResource dispatches a resource request to its verb.
 func (h *handler) serveResource(w http.ResponseWriter, r *http.Request, req *request) {
 	req.query = r.URL.Query()

@@ -233,18 +233,15 @@ func (o *openAPI) build(reg *Registry) {
 	o.index, _ = json.Marshal(map[string]any{"paths": paths})
 }
 
-func (h *handler) serveOpenAPI(w http.ResponseWriter, r *http.Request) bool {
+func (h *handler) serveOpenAPI(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimSuffix(r.URL.Path, "/")
-	if path != "/openapi/v3" && !strings.HasPrefix(path, "/openapi/v3/") {
-		return false
-	}
 	h.openapi.once.Do(func() { h.openapi.build(h.api.reg) })
 	data := h.openapi.index
 	if path != "/openapi/v3" {
 		doc, ok := h.openapi.docs[strings.TrimPrefix(path, "/openapi/v3/")]
 		if !ok {
 			http.NotFound(w, r)
-			return true
+			return
 		}
 		data = doc
 		if r.URL.Query().Get("hash") != "" {
@@ -253,5 +250,4 @@ func (h *handler) serveOpenAPI(w http.ResponseWriter, r *http.Request) bool {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(data)
-	return true
 }

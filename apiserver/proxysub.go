@@ -7,17 +7,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"regexp"
 	"strconv"
 	"strings"
 
+	"github.com/go-chi/chi/v5"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
-
-// proxyPath is a pods/proxy or services/proxy request: the object as
-// [scheme:]name[:port], then the path to ask it for.
-var proxyPath = regexp.MustCompile(`^/api/v1/namespaces/([^/]+)/(pods|services)/([^/]+)/proxy(/.*)?$`)
 
 // proxyTransport reaches pods as kube-apiserver does: over HTTPS without checking
 // their certificates.
@@ -26,12 +22,13 @@ var proxyTransport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVe
 // serveProxy serves the proxy subresources of pods and services: the request goes on
 // to the pod (for a service, one of its ready endpoints, chosen at random) and the
 // answer comes back, as with kube-apiserver (kubectl proxy, kubectl get --raw).
-func (h *handler) serveProxy(w http.ResponseWriter, r *http.Request) bool {
-	m := proxyPath.FindStringSubmatch(r.URL.Path)
-	if m == nil {
-		return false
+func (h *handler) serveProxy(w http.ResponseWriter, r *http.Request) {
+	ns, plural, id := chi.URLParam(r, "namespace"), chi.URLParam(r, "resource"), chi.URLParam(r, "name")
+	if chi.URLParam(r, "group") != "" || chi.URLParam(r, "version") != "v1" || (plural != "pods" && plural != "services") {
+		writeError(w, errNoSuchResource)
+		return
 	}
-	ns, plural, id, path := m[1], m[2], m[3], m[4]
+	_, path, _ := strings.Cut(r.URL.Path, "/"+id+"/proxy")
 	// name, name:port or scheme:name:port, as Kubernetes splits it
 	var scheme, name, port string
 	switch parts := strings.Split(id, ":"); len(parts) {
@@ -48,11 +45,11 @@ func (h *handler) serveProxy(w http.ResponseWriter, r *http.Request) bool {
 	case "http", "https":
 	default:
 		writeError(w, apierrors.NewBadRequest(fmt.Sprintf("invalid scheme %q: only http and https", scheme)))
-		return true
+		return
 	}
 	if name == "" {
 		writeError(w, apierrors.NewBadRequest(fmt.Sprintf("invalid name %q", id)))
-		return true
+		return
 	}
 	var target string
 	var err error
@@ -63,7 +60,7 @@ func (h *handler) serveProxy(w http.ResponseWriter, r *http.Request) bool {
 	}
 	if err != nil {
 		writeError(w, err)
-		return true
+		return
 	}
 	if path == "" {
 		path = "/"
@@ -75,7 +72,7 @@ func (h *handler) serveProxy(w http.ResponseWriter, r *http.Request) bool {
 		writeError(w, apierrors.NewServiceUnavailable(fmt.Sprintf("error trying to reach %s %q: %v", strings.TrimSuffix(plural, "s"), name, err)))
 	}}
 	rp.ServeHTTP(w, r)
-	return true
+	return
 }
 
 func (h *handler) podTarget(ns, name, port, scheme string) (string, error) {

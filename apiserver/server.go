@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -22,7 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/runtime/schema"
+
 	"k8s.io/apimachinery/pkg/version"
 
 	"github.com/minicluster/minicluster/store"
@@ -100,6 +99,7 @@ func New(cfg Config) (*Server, error) {
 	s.handler.watching = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "apiserver_longrunning_requests",
 		Help: "Watches open now, as kube-apiserver's gauge of long-running requests counts them."},
 		[]string{"verb", "group", "version", "resource", "scope"}).MustCurryWith(prometheus.Labels{"verb": "WATCH"})
+	s.handler.router = s.handler.routes()
 	if cfg.Metrics != nil {
 		if err := cfg.Metrics.Register(s.handler.watching); err != nil {
 			return nil, err
@@ -252,77 +252,14 @@ type handler struct {
 	metrics     http.Handler
 	watches     *watchLimiter
 	watching    *prometheus.GaugeVec // open watches by resource
+	router      http.Handler
 }
 
 // shutdownDrain is how long a stopping server keeps answering with Connection: close
 // before it closes idle connections.
 var shutdownDrain = time.Second
 
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	stopping := false
-	select {
-	case <-h.stopping:
-		stopping = true
-		w.Header().Set("Connection", "close")
-	default:
-	}
-	defer func() {
-		if v := recover(); v != nil && v != http.ErrAbortHandler {
-			h.api.log.Error("panic serving request", "path", r.URL.Path, "err", v)
-			writeError(w, apierrors.NewInternalError(fmt.Errorf("%v", v)))
-		}
-	}()
-	switch path := strings.TrimSuffix(r.URL.Path, "/"); path {
-	case "/healthz", "/livez":
-		w.Write([]byte("ok"))
-		return
-	case "/readyz":
-		select {
-		case <-h.ready:
-			if stopping {
-				http.Error(w, "[-]shutdown failed: the server is stopping", http.StatusInternalServerError)
-				return
-			}
-			w.Write([]byte("ok"))
-		default:
-			http.Error(w, "[-]boot-objects failed: not finished", http.StatusInternalServerError)
-		}
-		return
-	case "/version":
-		writeJSONValue(w, versionInfo())
-		return
-	case "/debug/pprof/profile":
-		pprof.Profile(w, r)
-		return
-	case "/debug/pprof/trace":
-		pprof.Trace(w, r)
-		return
-	case "/metrics":
-		if h.metrics == nil {
-			writeError(w, apierrors.NewNotFound(schema.GroupResource{}, "metrics"))
-			return
-		}
-		h.metrics.ServeHTTP(w, r)
-		return
-	}
-	if name, ok := strings.CutPrefix(r.URL.Path, "/debug/pprof/"); ok {
-		pprof.Handler(name).ServeHTTP(w, r) // as kube-apiserver's --profiling, behind the token
-		return
-	}
-	if h.serveOpenAPI(w, r) || h.serveProxy(w, r) {
-		return
-	}
-	req, err := h.parsePath(r.URL.Path)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if req == nil {
-		h.discovery(w, r)
-		return
-	}
-	h.serveResource(w, r, req)
-}
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.router.ServeHTTP(w, r) }
 
 func versionInfo() version.Info {
 	return version.Info{Major: "1", Minor: "32", GitVersion: "v1.32.0-minicluster." + strings.TrimPrefix(Version, "v"),

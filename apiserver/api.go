@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -310,7 +311,7 @@ func (a *API) Delete(ctx context.Context, r *Resource, ns, name string, opts met
 	}
 	if f := propagationFinalizer(opts.PropagationPolicy); f != "" {
 		_, err := a.store.Update(ctx, &r.Kind, ns, name, func(cur store.Object) (store.Object, error) {
-			if cur.GetDeletionTimestamp() == nil && !hasString(cur.GetFinalizers(), f) {
+			if cur.GetDeletionTimestamp() == nil && !slices.Contains(cur.GetFinalizers(), f) {
 				cur.SetFinalizers(append(cur.GetFinalizers(), f))
 			}
 			return cur, nil
@@ -359,7 +360,7 @@ func (a *API) markPodTerminating(ctx context.Context, r *Resource, ns, name stri
 		when := metav1.NewTime(time.Now().Add(time.Duration(grace) * time.Second).Truncate(time.Second))
 		cur.SetDeletionTimestamp(&when)
 		cur.SetDeletionGracePeriodSeconds(&grace)
-		if f := propagationFinalizer(opts.PropagationPolicy); f != "" && !hasString(cur.GetFinalizers(), f) {
+		if f := propagationFinalizer(opts.PropagationPolicy); f != "" && !slices.Contains(cur.GetFinalizers(), f) {
 			cur.SetFinalizers(append(cur.GetFinalizers(), f))
 		}
 		return cur, nil
@@ -378,13 +379,4 @@ func propagationFinalizer(p *metav1.DeletionPropagation) string {
 		return FinalizerOrphan
 	}
 	return ""
-}
-
-func hasString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/minicluster/minicluster/store"
 )
@@ -61,6 +62,9 @@ func newTestServerHistory(t testing.TB, history int, configure ...func(*Config))
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(func() {
 		hs.Close()
+		if err := st.Check(); err != nil {
+			t.Errorf("bbolt consistency: %v", err)
+		}
 		st.Close()
 	})
 	return &testServer{Server: srv, url: hs.URL, vars: map[string]string{}}
@@ -329,17 +333,13 @@ func TestWatchCapPerClient(t *testing.T) {
 		t.Errorf("third: %d %s", c.StatusCode, body)
 	}
 	a.Body.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	err = wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
 		d := open()
 		d.Body.Close()
-		if d.StatusCode == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a closed watch did not free its place: %d", d.StatusCode)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return d.StatusCode == 200, nil
+	})
+	if err != nil {
+		t.Fatal("a closed watch did not free its place")
 	}
 	b.Body.Close()
 }

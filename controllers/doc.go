@@ -1,6 +1,7 @@
 // Package controllers holds the level-triggered reconcilers that keep the cluster's
-// objects consistent: namespace lifecycle now; deployments, replicasets, endpoints,
-// endpointslices and garbage collection as they arrive. Each meets the rest of the
-// system only through the apiserver's in-process API (list, watch, writes); none
-// touches the store or the kernel directly.
+// objects consistent, as kube-controller-manager's do: deployments, replicasets,
+// endpoints, endpointslices (and their mirroring), garbage collection, namespace
+// lifecycle, and the scheduler's binding of pods to the node; plus the event
+// broadcaster they and the node agent record through. Each reads shared informers'
+// caches, writes through client-go, and never touches the store or the kernel.
 package controllers

@@ -4,6 +4,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // The seed article's demo, typed as written with the installed kubectl: once with the
@@ -156,20 +158,18 @@ func (n *node) onTerminal(t *testing.T, args ...string) *terminal {
 // expect waits until s appears in the output after what earlier calls matched.
 func (term *terminal) expect(s string) {
 	term.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
 		term.mu.Lock()
+		defer term.mu.Unlock()
 		i := strings.Index(term.out.String()[term.seen:], s)
 		if i >= 0 {
 			term.seen += i + len(s)
 		}
-		term.mu.Unlock()
-		if i >= 0 {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
+		return i >= 0, nil
+	})
+	if err != nil {
+		term.t.Fatalf("no %q on the terminal:\n%s", s, term.output())
 	}
-	term.t.Fatalf("no %q on the terminal:\n%s", s, term.output())
 }
 
 func (term *terminal) send(s string) { io.WriteString(term.tty, s) }

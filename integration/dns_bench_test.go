@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // dnsperf runs dnsperf in the node's netns against server with the query file and
@@ -147,15 +149,13 @@ func benchDNS(b *testing.B) {
 
 // waitDNS waits until the cluster DNS answers name.
 func (n *node) waitDNS(b testing.TB, name string) {
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
 		out, _, err := n.exec("dig", "+short", "+time=1", "+tries=1", "@10.96.0.10", name)
-		if err == nil && strings.TrimSpace(out) != "" {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+		return err == nil && strings.TrimSpace(out) != "", nil
+	})
+	if err != nil {
+		b.Fatalf("cluster DNS does not answer %s", name)
 	}
-	b.Fatalf("cluster DNS does not answer %s", name)
 }
 
 // rssKiB is the daemon's resident memory.

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // binary is the minicluster binary under test, built once by TestMain.
@@ -124,19 +125,18 @@ func (n *node) start(extra ...string) {
 func (n *node) waitReady(timeout time.Duration) {
 	n.t.Helper()
 	c := n.socketClient()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
 		resp, err := c.Get("http://minicluster/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
+		if err != nil {
+			return false, nil
 		}
-		time.Sleep(50 * time.Millisecond)
+		resp.Body.Close()
+		return resp.StatusCode == 200, nil
+	})
+	if err != nil {
+		out, _ := os.ReadFile(n.logPath)
+		n.t.Fatalf("daemon not ready after %s; log:\n%s", timeout, out)
 	}
-	out, _ := os.ReadFile(n.logPath)
-	n.t.Fatalf("daemon not ready after %s; log:\n%s", timeout, out)
 }
 
 // stop signals the daemon and waits for it to exit.
@@ -199,15 +199,14 @@ func (n *node) dialInNetns(ctx context.Context, network, addr string) (net.Conn,
 // eventually polls cond until it returns nil or the timeout passes.
 func eventually(t *testing.T, timeout time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = cond(); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	var last error
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		last = cond()
+		return last == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("condition not met within %s: %v", timeout, last)
 	}
-	t.Fatalf("condition not met within %s: %v", timeout, err)
 }
 
 // setNetns moves the calling thread into the named netns; lock the thread first.

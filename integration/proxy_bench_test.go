@@ -5,6 +5,7 @@ package integration
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -16,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // inNetns runs f on a thread inside the node's netns (the thread is then discarded).
@@ -193,17 +196,16 @@ func benchProxy(b *testing.B, mode string, flips int) {
 		b.Fatal(errOut)
 	}
 	var eps []string
-	deadline := time.Now().Add(60 * time.Second)
-	for len(eps) < 3 && time.Now().Before(deadline) {
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
 		eps = nil
 		for _, p := range n.podStatuses(b, "app=backend") {
 			if p.Ready {
 				eps = append(eps, p.IP)
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if len(eps) < 3 {
+		return len(eps) >= 3, nil
+	})
+	if err != nil {
 		b.Fatalf("backend pods not ready: %v", eps)
 	}
 	backend, _, _ := n.exec("kubectl", "get", "svc", "backend", "-o", "jsonpath={.spec.clusterIP}")
@@ -259,10 +261,9 @@ func benchProxy(b *testing.B, mode string, flips int) {
 	n.stop(9)
 	n.start("--proxy-mode", mode, "--log-level", "warn")
 	name := "kubeproxy_sync_full_proxy_rules_duration_seconds_count"
-	deadline = time.Now().Add(5 * time.Minute)
-	for n.metric(b, name) < 1 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 5*time.Minute, true, func(context.Context) (bool, error) {
+		return n.metric(b, name) >= 1, nil
+	})
 	report("full-sync-10k-at-start", 1000*n.metric(b, "kubeproxy_sync_full_proxy_rules_duration_seconds_sum"), "ms")
 }
 
@@ -276,15 +277,14 @@ func flipLatency(b *testing.B, n *node, mode string, flips int, report func(stri
 	ip, _, _ := n.exec("kubectl", "get", "svc", "flip", "-o", "jsonpath={.spec.clusterIP}")
 	n.waitConnects(b, ip+":80", true, 60*time.Second)
 	var pod podStatus
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if ps := n.podStatuses(b, "app=flip"); len(ps) == 1 && ps[0].Ready {
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		ps := n.podStatuses(b, "app=flip")
+		if len(ps) == 1 && ps[0].Ready {
 			pod = ps[0]
-			break
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if pod.IP == "" {
+		return pod.IP != "", nil
+	})
+	if err != nil {
 		b.Fatal("flip pod not ready")
 	}
 	req, _ := http.NewRequest("GET", "http://x/api/v1/namespaces/default/pods?watch=true&labelSelector=app%3Dflip", nil)

@@ -1,10 +1,8 @@
-// Package node is the node agent (the kubelet's role): it registers the Node, sets up
-// the node bridge, and gives every pod bound to this node a network namespace with a
-// veth on the bridge and an IP from the pod CIDR, plus the resolv.conf its dnsPolicy asks
-// for. Everything it creates in the kernel carries the instance name, so it can adopt it
-// after a restart and remove it on cleanup. It reads and writes the cluster only through
-// the apiserver's in-process API.
-//
-// Container processes, probes, logs and graceful termination are not here yet (issue 4
-// continues); pods get their sandbox and IP and stay Pending with ContainerCreating.
+// Package node is the node agent, the kubelet's role on the one node: it registers the
+// Node and keeps its status and lease fresh, and runs every pod bound to it — a sandbox
+// (node/sandbox: netns, veth, address, resolv.conf) and its containers (node/runtime),
+// restarted with the kubelet's back-off, probed (probes.go), stopped within the grace
+// period, and reported in the pod's status (status.go) and events. Its sync loop is
+// level-triggered on the shared pod informer. It reads and writes the cluster only
+// through client-go; it does not schedule (controllers' scheduler binds pods).
 package node

@@ -2,9 +2,10 @@
 //
 // It owns the on-disk format, the global revision (every write bumps it; it is the
 // objects' resourceVersion), optimistic concurrency, finalizer-aware deletion, the
-// allocation pools (ClusterIP, NodePort, pod IP) and the watch hub that fans committed
-// changes out to watchers. It knows nothing of HTTP, validation or defaulting: those
-// belong to apiserver, which passes per-kind hooks in a Kind.
+// allocation pools (ClusterIP, NodePort) and the watch hub that fans committed changes
+// out to watchers. It knows nothing of HTTP, validation or defaulting: those belong to
+// apiserver, which passes per-kind hooks in a Kind. Only apiserver (and cmd, which
+// opens it) imports it.
 //
 // Writes go through one writer goroutine that commits every queued write in a single
 // bolt transaction (group commit) and publishes the resulting events in revision order

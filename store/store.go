@@ -82,6 +82,16 @@ func Open(cfg Config) (*Store, error) {
 	return s, nil
 }
 
+// Check runs bbolt's consistency check over the whole file (tests run it as they end).
+func (s *Store) Check() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			return err
+		}
+		return nil
+	})
+}
+
 // Close stops the writer and closes the database. Watches end.
 func (s *Store) Close() error {
 	select {

@@ -25,8 +25,19 @@ func openStore(t *testing.T, path string) *Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() {
+		checkConsistent(t, s)
+		s.Close()
+	})
 	return s
+}
+
+// checkConsistent runs bbolt's own consistency check over the whole file.
+func checkConsistent(t *testing.T, s *Store) {
+	t.Helper()
+	if err := s.Check(); err != nil {
+		t.Errorf("bbolt consistency: %v", err)
+	}
 }
 
 func cm(ns, name, value string) *corev1.ConfigMap {
@@ -238,6 +249,7 @@ func TestConcurrentWritersOrderedEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	defer checkConsistent(t, s)
 	w, _ := s.Watch(cmKind, s.Rev())
 	defer w.Stop()
 	const writers, each = 16, 50
@@ -284,6 +296,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 	}
 	a, _ := s.Create(context.Background(), cmKind, cm("ns", "a", "1"))
 	rev := s.Rev()
+	checkConsistent(t, s)
 	s.Close()
 	if _, err := s.Create(context.Background(), cmKind, cm("ns", "b", "1")); !errors.Is(err, ErrClosed) {
 		t.Errorf("write after close: %v", err)

@@ -20,7 +20,12 @@ func NewServer(t testing.TB) *apiserver.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
+	t.Cleanup(func() {
+		if err := st.Check(); err != nil {
+			t.Errorf("bbolt consistency: %v", err)
+		}
+		st.Close()
+	})
 	srv, err := apiserver.New(apiserver.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:6443",
 		ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12"), ClusterDomain: "cluster.local", Store: st})
 	if err != nil {

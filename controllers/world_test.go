@@ -77,6 +77,7 @@ func newWorld(t *testing.T) *world {
 	w := &world{t: t, ctx: context.Background(), client: fake.NewSimpleClientset(), events: record.NewFakeRecorder(1000)}
 	tracker := w.client.Tracker()
 	w.client.PrependReactor("create", "*", w.create)
+	w.client.PrependReactor("create", "pods", w.bind)
 	// An update or patch stamps the object; one that takes the last finalizer from an
 	// object being deleted deletes it.
 	written := func(a clienttesting.Action) (bool, runtime.Object, error) {
@@ -159,6 +160,25 @@ func (w *world) create(a clienttesting.Action) (bool, runtime.Object, error) {
 	}
 	w.stamp(obj)
 	return false, nil, nil
+}
+
+// bind assigns a pod to the Binding's node once, as pods/binding does.
+func (w *world) bind(a clienttesting.Action) (bool, runtime.Object, error) {
+	if a.GetSubresource() != "binding" {
+		return false, nil, nil
+	}
+	b := a.(clienttesting.CreateAction).GetObject().(*corev1.Binding)
+	obj, err := w.client.Tracker().Get(a.GetResource(), a.GetNamespace(), b.Name)
+	if err != nil {
+		return true, nil, err
+	}
+	pod := obj.(*corev1.Pod).DeepCopy()
+	if pod.Spec.NodeName != "" {
+		return true, nil, apierrors.NewConflict(a.GetResource().GroupResource(), b.Name, errors.New("already assigned"))
+	}
+	pod.Spec.NodeName = b.Target.Name
+	w.stamp(pod)
+	return true, b, w.client.Tracker().Update(a.GetResource(), pod, a.GetNamespace())
 }
 
 // delete removes an object, or marks it while finalizers hold it (adding the

@@ -13,8 +13,9 @@ RUN_FLAGS ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-17s %s\n", $$1, $$2}'
 
-build: ## build bin/minicluster
+build: ## build bin/minicluster (and bin/minicluster-shim, the small container shim it uses)
 	$(GO) build -o $(BIN) ./cmd/minicluster
+	$(GO) build -o $(BIN)-shim ./cmd/minicluster-shim
 
 run: deps build ## build and run the daemon with its defaults (root)
 	$(BIN) serve $(RUN_FLAGS)

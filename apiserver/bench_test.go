@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -14,6 +16,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 // Benchmarks drive the real HTTP handlers over loopback TCP against a real bbolt file
@@ -144,4 +148,60 @@ func BenchmarkWatchFanout(b *testing.B) {
 	pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
 	b.ReportMetric(pct(0.5), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
+}
+
+// BenchmarkCreateTransport is what a component pays for a write: through client-go in
+// protobuf over the unix socket (as the daemon's components write), or as an in-process
+// call of the API (as they did before the client boundary). 16 writers each.
+func BenchmarkCreateTransport(b *testing.B) {
+	newPod := func(i int64) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprint("p", i), Labels: map[string]string{"app": "bench"}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
+	}
+	run := func(b *testing.B, create func(*corev1.Pod) error) {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		b.ResetTimer()
+		start := time.Now()
+		for range 16 {
+			wg.Go(func() {
+				for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
+					if err := create(newPod(i)); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "creates/s")
+	}
+	b.Run("client-go-protobuf-unix-socket", func(b *testing.B) {
+		s := newTestServer(b)
+		sock := filepath.Join(b.TempDir(), "api.sock")
+		ln, err := net.Listen("unix", sock)
+		if err != nil {
+			b.Fatal(err)
+		}
+		srv := &http.Server{Handler: s.Handler()}
+		go srv.Serve(ln)
+		defer srv.Close()
+		cfg := &rest.Config{Host: "http://localhost", QPS: -1, ContentConfig: rest.ContentConfig{ContentType: "application/vnd.kubernetes.protobuf"},
+			Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+			}}
+		client := kubernetes.NewForConfigOrDie(cfg)
+		run(b, func(p *corev1.Pod) error {
+			_, err := client.CoreV1().Pods("default").Create(context.Background(), p, metav1.CreateOptions{})
+			return err
+		})
+	})
+	b.Run("in-process", func(b *testing.B) {
+		s := newTestServer(b)
+		pods := s.API().Registry().Lookup("", "pods")
+		run(b, func(p *corev1.Pod) error {
+			_, err := s.API().Create(context.Background(), pods, "default", p, false)
+			return err
+		})
+	})
 }

@@ -79,6 +79,8 @@ func (h *handler) podExec(w http.ResponseWriter, r *http.Request, pod *corev1.Po
 	if err != nil {
 		return // the upgrader answered
 	}
+	var reader sync.WaitGroup
+	defer reader.Wait() // it ends with the connection, closed first
 	defer conn.Close()
 	if conn.Subprotocol() != execProtocol {
 		conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseProtocolError,
@@ -102,7 +104,7 @@ func (h *handler) podExec(w http.ResponseWriter, r *http.Request, pod *corev1.Po
 		stdin, stdinSink = stdinR, stdinW
 	}
 	resize := make(sizeQueue, 4)
-	go func() {
+	reader.Go(func() {
 		defer cancel()
 		defer close(resize)
 		for {
@@ -113,7 +115,7 @@ func (h *handler) podExec(w http.ResponseWriter, r *http.Request, pod *corev1.Po
 			}
 			execFrame(data, stdinSink, resize)
 		}
-	}()
+	})
 	opts := remotecommand.StreamOptions{Tty: isTrue(first(q["tty"])), Stdin: stdin, TerminalSizeQueue: resize,
 		Stdout: writerFunc(func(p []byte) (int, error) { return len(p), send(chanStdout, p) }),
 		Stderr: writerFunc(func(p []byte) (int, error) { return len(p), send(chanStderr, p) })}

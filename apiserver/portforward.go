@@ -71,8 +71,10 @@ func (h *handler) podPortForward(w http.ResponseWriter, r *http.Request, pod *co
 		writeError(w, apierrors.NewBadRequest("Upgrade request required"))
 		return
 	}
+	var forwards sync.WaitGroup
+	defer forwards.Wait() // they end with the connection and ctx
 	defer conn.Close()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	type pair struct{ data, errs httpstream.Stream }
 	pairs := map[string]*pair{}
@@ -98,7 +100,7 @@ func (h *handler) podPortForward(w http.ResponseWriter, r *http.Request, pod *co
 			}
 			if p.data != nil && p.errs != nil {
 				delete(pairs, id)
-				go h.forward(ctx, pod, p.data, p.errs)
+				forwards.Go(func() { h.forward(ctx, pod, p.data, p.errs) })
 			}
 		}
 	}

@@ -82,7 +82,11 @@ func (l *Loop) next(ctx context.Context) bool {
 	defer l.queue.Done(key)
 	if err := l.reconcile(ctx, key); err != nil {
 		// A conflict is a cache behind the store: the newer object is on its way.
-		if !errors.Is(err, ErrRequeue) && !apierrors.IsConflict(err) && ctx.Err() == nil {
+		switch {
+		case ctx.Err() != nil:
+		case errors.Is(err, ErrRequeue) || apierrors.IsConflict(err):
+			l.log.Debug("reconcile again later", "key", key, "err", err)
+		default:
 			l.log.Error("reconcile failed", "key", key, "err", err)
 		}
 		l.queue.AddRateLimited(key)

@@ -25,7 +25,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
-// binary is the minicluster binary under test, built once by TestMain.
+// binary is the minicluster binary under test, built once by TestMain (with
+// minicluster-shim beside it).
 var binary string
 
 func TestMain(m *testing.M) {
@@ -38,11 +39,13 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "minicluster")
-	build := exec.Command("go", "build", "-o", binary, "../cmd/minicluster")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Println("build failed:", err)
-		os.Exit(1)
+	for _, cmd := range []string{"minicluster", "minicluster-shim"} { // the shim beside the daemon, as make build puts it
+		build := exec.Command("go", "build", "-o", filepath.Join(dir, cmd), "../cmd/"+cmd)
+		build.Stdout, build.Stderr = os.Stdout, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Println("build failed:", err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/minicluster/minicluster/node/runtime"
+	"github.com/minicluster/minicluster/node/runtime/shim"
 	"github.com/minicluster/minicluster/node/sandbox"
 )
 
@@ -131,7 +132,7 @@ func pollInterval(cur, d time.Duration) time.Duration {
 	return cur
 }
 
-func restartWanted(policy corev1.RestartPolicy, exit *runtime.ExitRecord) bool {
+func restartWanted(policy corev1.RestartPolicy, exit *shim.ExitRecord) bool {
 	switch policy {
 	case corev1.RestartPolicyNever:
 		return false

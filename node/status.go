@@ -12,6 +12,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/minicluster/minicluster/node/runtime"
+	"github.com/minicluster/minicluster/node/runtime/shim"
 	"github.com/minicluster/minicluster/node/sandbox"
 )
 
@@ -111,7 +112,7 @@ func condition(b bool) corev1.ConditionStatus {
 	return corev1.ConditionFalse
 }
 
-func terminated(r *runtime.ExitRecord) *corev1.ContainerStateTerminated {
+func terminated(r *shim.ExitRecord) *corev1.ContainerStateTerminated {
 	reason := "Completed"
 	if r.ExitCode != 0 {
 		reason = "Error"

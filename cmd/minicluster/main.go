@@ -7,7 +7,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/minicluster/minicluster/node/runtime"
+	"github.com/minicluster/minicluster/node/runtime/shim"
 	"github.com/minicluster/minicluster/node/runtime/agnhost"
 )
 
@@ -46,7 +46,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "pause": // built-in image registry.k8s.io/pause
 		return agnhost.Main([]string{"pause"}, stderr)
 	case "shim": // started by the node agent for each container
-		return runtime.ShimMain(args[1:], stderr)
+		return shim.Main(args[1:], stderr)
 	case "apply", "get", "describe", "delete", "logs", "exec", "version":
 		var c *client
 		var cmdArgs []string

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/minicluster/minicluster/node/runtime/shim"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
@@ -55,12 +56,12 @@ func (r *Runtime) Logs(ctx context.Context, pod *corev1.Pod, opts *corev1.PodLog
 	case opts.SinceTime != nil:
 		since = opts.SinceTime.Time
 	}
-	records := readRecords(f)
+	records := shim.ReadLogRecords(f)
 	if opts.TailLines != nil && int64(len(records)) > *opts.TailLines {
 		records = records[len(records)-int(*opts.TailLines):]
 	}
 	for _, r := range records {
-		if !r.time.Before(since) && !out.write(r.render(opts.Timestamps)) {
+		if !r.Time.Before(since) && !out.write(r.Render(opts.Timestamps)) {
 			return nil
 		}
 	}
@@ -79,7 +80,7 @@ func (r *Runtime) follow(ctx context.Context, pod *corev1.Pod, name string, run 
 		line, err := br.ReadString('\n')
 		pending += line
 		if err == nil {
-			if rec, ok := parseRecord(strings.TrimSuffix(pending, "\n")); ok && !out.write(rec.render(ts)) {
+			if rec, ok := shim.ParseLogRecord(strings.TrimSuffix(pending, "\n")); ok && !out.write(rec.Render(ts)) {
 				return nil
 			}
 			pending = ""

@@ -1,4 +1,4 @@
-package runtime
+package shim
 
 import (
 	"bufio"
@@ -43,56 +43,57 @@ func (w *criWriter) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	if w.hub != nil {
-		ch := byte(frameStdout)
+		ch := byte(FrameStdout)
 		if w.stream == "stderr" {
-			ch = frameStderr
+			ch = FrameStderr
 		}
 		w.hub.broadcast(ch, p)
 	}
 	return len(p), nil
 }
 
-// logRecord is one parsed CRI record.
-type logRecord struct {
-	time    time.Time
-	stream  string
-	partial bool
-	content string
+// LogRecord is one parsed CRI record.
+type LogRecord struct {
+	Time    time.Time
+	Stream  string
+	Partial bool
+	Content string
 }
 
-func parseRecord(line string) (logRecord, bool) {
+// ParseLogRecord parses one line of a log.
+func ParseLogRecord(line string) (LogRecord, bool) {
 	f := strings.SplitN(line, " ", 4)
 	if len(f) != 4 {
-		return logRecord{}, false
+		return LogRecord{}, false
 	}
 	t, err := time.Parse(time.RFC3339Nano, f[0])
 	if err != nil {
-		return logRecord{}, false
+		return LogRecord{}, false
 	}
-	return logRecord{time: t, stream: f[1], partial: f[2] == "P", content: f[3]}, true
+	return LogRecord{Time: t, Stream: f[1], Partial: f[2] == "P", Content: f[3]}, true
 }
 
-// render writes a record as the user sees it: the content (with its newline when it was
+// Render writes a record as the user sees it: the content (with its newline when it was
 // a full line), prefixed with the time when asked.
-func (r logRecord) render(timestamps bool) string {
+func (r LogRecord) Render(timestamps bool) string {
 	var s string
 	if timestamps {
-		s = r.time.UTC().Format(time.RFC3339Nano) + " "
+		s = r.Time.UTC().Format(time.RFC3339Nano) + " "
 	}
-	s += r.content
-	if !r.partial {
+	s += r.Content
+	if !r.Partial {
 		s += "\n"
 	}
 	return s
 }
 
-// readRecords parses every record of a log file.
-func readRecords(r io.Reader) []logRecord {
-	var out []logRecord
+// ReadLogRecords parses every record of a log file.
+func ReadLogRecords(r io.Reader) []LogRecord {
+	var out []LogRecord
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 16<<20)
 	for sc.Scan() {
-		if rec, ok := parseRecord(sc.Text()); ok {
+		if rec, ok := ParseLogRecord(sc.Text()); ok {
 			out = append(out, rec)
 		}
 	}

@@ -1,4 +1,4 @@
-package runtime
+package shim
 
 import (
 	"encoding/json"
@@ -20,8 +20,8 @@ import (
 	"github.com/minicluster/minicluster/node/runtime/agnhost"
 )
 
-// ShimSpec is one container run: what the shim sets up and executes.
-type ShimSpec struct {
+// Spec is one container run: what the shim sets up and executes.
+type Spec struct {
 	Argv     []string          `json:"argv"`
 	Env      []string          `json:"env"`
 	Dir      string            `json:"dir,omitempty"`
@@ -36,6 +36,9 @@ type ShimSpec struct {
 	Stdin     bool `json:"stdin,omitempty"`
 	StdinOnce bool `json:"stdinOnce,omitempty"`
 	TTY       bool `json:"tty,omitempty"`
+	// Builtin: Argv is a built-in image (minicluster agnhost|pause ...), run inside the
+	// shim itself.
+	Builtin bool `json:"builtin,omitempty"`
 }
 
 // ExitRecord is what the shim leaves when the program ends.
@@ -47,11 +50,11 @@ type ExitRecord struct {
 	FinishedAt time.Time `json:"finishedAt"`
 }
 
-// ShimMain is the container shim. The agent starts it in the pod's network namespace,
+// Main is the container shim. The agent starts it in the pod's network namespace,
 // in new mount and UTS namespaces and a session of its own, so the container outlives
 // a daemon crash. It prepares the filesystem view, runs the program as its child, and
 // records the exit status; it returns its own exit code.
-func ShimMain(args []string, stderr io.Writer) int {
+func Main(args []string, stderr io.Writer) int {
 	if len(args) != 1 {
 		fmt.Fprintln(stderr, "usage: minicluster shim SPEC.json")
 		return 2
@@ -61,7 +64,7 @@ func ShimMain(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
-	var spec ShimSpec
+	var spec Spec
 	if err := json.Unmarshal(data, &spec); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2
@@ -98,22 +101,19 @@ func ShimMain(args []string, stderr io.Writer) int {
 	return int(rec.ExitCode)
 }
 
-func run(spec *ShimSpec, h *hub) ExitRecord {
+func run(spec *Spec, h *hub) ExitRecord {
 	rec := ExitRecord{StartedAt: time.Now()}
 	fail := func(err error) ExitRecord {
 		rec.ExitCode, rec.Error, rec.FinishedAt = 128, err.Error(), time.Now()
 		return rec
 	}
-	// Built-in images run this binary, whose path the private /tmp may hide (tests keep
-	// it there): /proc/self/exe reaches it regardless.
-	self, _ := os.Executable()
 	if err := prepareFilesystem(spec); err != nil {
 		return fail(err)
 	}
 	if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
 		return fail(fmt.Errorf("set hostname: %w", err))
 	}
-	if len(spec.Argv) > 1 && spec.Argv[0] == self {
+	if spec.Builtin && len(spec.Argv) > 1 {
 		code, err := runBuiltin(spec, h)
 		if err != nil {
 			return fail(err)
@@ -127,9 +127,6 @@ func run(spec *ShimSpec, h *hub) ExitRecord {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	cmd := exec.Command(spec.Argv[0], spec.Argv[1:]...)
-	if spec.Argv[0] == self {
-		cmd.Path = "/proc/self/exe"
-	}
 	cmd.Env, cmd.Dir = spec.Env, spec.Dir
 	// The agent gave the shim the log file as stdout: the program's output goes there as
 	// CRI records, and to attached clients (os/exec copies through pipes, and Wait
@@ -192,7 +189,7 @@ func run(spec *ShimSpec, h *hub) ExitRecord {
 // prepareFilesystem makes this mount namespace private, binds the pod's files
 // (/etc/resolv.conf, /etc/hosts) and mounts empty tmpfs where the pod must not see
 // the host (/tmp, /run, the daemon's data dir).
-func prepareFilesystem(spec *ShimSpec) error {
+func prepareFilesystem(spec *Spec) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make / private: %w", err)
 	}
@@ -245,10 +242,10 @@ func bindContent(target string, data []byte) error {
 	return unix.Mount(src.Name(), target, "", unix.MS_BIND, "")
 }
 
-// runBuiltin runs a built-in image (agnhost, pause) inside the shim itself: starting this
-// binary a second time per pod costs ~30 ms, the largest part of a pod's start. Its
+// runBuiltin runs a built-in image (agnhost, pause) inside the shim itself: starting a
+// second process per pod costs more than the rest of a pod's start. Its
 // output goes through the standard descriptors into the same CRI records.
-func runBuiltin(spec *ShimSpec, h *hub) (int, error) {
+func runBuiltin(spec *Spec, h *hub) (int, error) {
 	os.Clearenv()
 	for _, kv := range spec.Env {
 		if k, v, ok := strings.Cut(kv, "="); ok {

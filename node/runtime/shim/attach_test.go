@@ -1,4 +1,4 @@
-package runtime
+package shim
 
 import (
 	"bufio"
@@ -32,12 +32,12 @@ func TestAttachSocketLongPath(t *testing.T) {
 			return
 		}
 		defer c.Close()
-		ch, p, err := readFrame(bufio.NewReader(c))
+		ch, p, err := ReadFrame(bufio.NewReader(c))
 		if err == nil {
-			writeFrame(c, ch+1, append([]byte("echo "), p...))
+			WriteFrame(c, ch+1, append([]byte("echo "), p...))
 		}
 	}()
-	sock, done, err := shortUnixPath(path)
+	sock, done, err := ShortUnixPath(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,16 +47,16 @@ func TestAttachSocketLongPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	writeFrame(c, frameStdin, []byte("hi"))
-	ch, p, err := readFrame(bufio.NewReader(c))
-	if err != nil || ch != frameStdout || string(p) != "echo hi" {
+	WriteFrame(c, FrameStdin, []byte("hi"))
+	ch, p, err := ReadFrame(bufio.NewReader(c))
+	if err != nil || ch != FrameStdout || string(p) != "echo hi" {
 		t.Errorf("frame %d %q %v", ch, p, err)
 	}
 }
 
 // A frame that claims more than the limit is refused, not allocated.
 func TestAttachFrameLimit(t *testing.T) {
-	_, _, err := readFrame(bufio.NewReader(strings.NewReader("\x00\xff\xff\xff\xff")))
+	_, _, err := ReadFrame(bufio.NewReader(strings.NewReader("\x00\xff\xff\xff\xff")))
 	if err == nil || !strings.Contains(err.Error(), "attach frame of") {
 		t.Errorf("err %v", err)
 	}
@@ -68,10 +68,10 @@ func FuzzAttachFrames(f *testing.F) {
 	f.Add([]byte("\x04\x00\x00\x00\x18{\"Width\":80,\"Height\":24}"))
 	f.Add([]byte("\x04\x00\x00\x00\x01{"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		h := &hub{clients: map[chan frame]struct{}{}, stdin: nopCloser{}, once: true, resize: func(TerminalSize) {}}
+		h := &hub{clients: map[chan frame]struct{}{}, stdin: nopCloser{}, once: true, resize: func(terminalSize) {}}
 		r := bufio.NewReader(bytes.NewReader(data))
 		for {
-			ch, p, err := readFrame(r)
+			ch, p, err := ReadFrame(r)
 			if err != nil {
 				return
 			}

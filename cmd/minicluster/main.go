@@ -7,8 +7,8 @@ import (
 	"io"
 	"os"
 
-	"github.com/minicluster/minicluster/node/runtime/shim"
 	"github.com/minicluster/minicluster/node/runtime/agnhost"
+	"github.com/minicluster/minicluster/node/runtime/shim"
 )
 
 const usage = `minicluster turns one Linux host into a small Kubernetes-style cluster.

@@ -72,4 +72,3 @@ func listenAttach(path string) (net.Listener, error) {
 	defer done()
 	return net.Listen("unix", short)
 }
-

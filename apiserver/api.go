@@ -279,12 +279,6 @@ func applySubresource(r *Resource, sub string, next, old store.Object) store.Obj
 	return next
 }
 
-// Finalizers a delete's propagationPolicy leaves for the garbage collector, as in Kubernetes.
-const (
-	FinalizerForeground = metav1.FinalizerDeleteDependents
-	FinalizerOrphan     = metav1.FinalizerOrphanDependents
-)
-
 // Delete removes ns/name (or marks it, while finalizers remain) and reports whether it is gone.
 func (a *API) Delete(ctx context.Context, r *Resource, ns, name string, opts metav1.DeleteOptions) (store.Object, bool, error) {
 	if !r.Namespaced {
@@ -374,9 +368,9 @@ func propagationFinalizer(p *metav1.DeletionPropagation) string {
 	}
 	switch *p {
 	case metav1.DeletePropagationForeground:
-		return FinalizerForeground
+		return metav1.FinalizerDeleteDependents
 	case metav1.DeletePropagationOrphan:
-		return FinalizerOrphan
+		return metav1.FinalizerOrphanDependents
 	}
 	return ""
 }

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/minicluster/minicluster/node/runtime/shim"
 	"github.com/minicluster/minicluster/node/sandbox"
@@ -283,34 +284,25 @@ func (r *Runtime) Stop(ctx context.Context, uid string, grace time.Duration) err
 			syscall.Kill(-c.ShimPID, syscall.SIGTERM) // the shim's session: shim and program
 		}
 	}
-	gone := func(pid int) bool { return procStart(pid) == 0 }
+	// A deadline passing is not an error (SIGKILL follows); only ctx's end is.
+	gone := func(pid int) wait.ConditionWithContextFunc {
+		return func(context.Context) (bool, error) { return procStart(pid) == 0, nil }
+	}
 	deadline := time.Now().Add(grace)
 	for _, pid := range pids {
-		if err := waitFor(ctx, deadline, func() bool { return gone(pid) }); err != nil {
-			return err
+		wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, time.Until(deadline), true, gone(pid))
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 		syscall.Kill(-pid, syscall.SIGKILL)
 	}
 	for _, pid := range pids {
-		if err := waitFor(ctx, time.Now().Add(2*time.Second), func() bool { return gone(pid) }); err != nil {
-			return err
+		wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 2*time.Second, true, gone(pid))
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 	}
 	os.RemoveAll(r.podDir(uid))
-	return nil
-}
-
-// waitFor polls cond until it holds or the deadline passes; only ctx's end is an error.
-func waitFor(ctx context.Context, deadline time.Time, cond func() bool) error {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for !cond() && time.Now().Before(deadline) {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
 	return nil
 }
 

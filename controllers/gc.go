@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
@@ -67,8 +68,16 @@ func NewGarbageCollector(cfg GCConfig) *GarbageCollector {
 
 // Run finds the kinds to watch, then collects until ctx is cancelled.
 func (c *GarbageCollector) Run(ctx context.Context) error {
-	if err := c.discover(); err != nil {
-		return fmt.Errorf("garbage collector: %w", err)
+	// Discovery fails only while the API is unwell: try again rather than stop the daemon.
+	err := wait.PollUntilContextCancel(ctx, time.Second, true, func(context.Context) (bool, error) {
+		if err := c.discover(); err != nil {
+			c.loop.log.Warn("garbage collector: discovery failed; retrying", "err", err)
+			return false, nil
+		}
+		return true, nil
+	})
+	if err != nil {
+		return nil // cancelled
 	}
 	c.cfg.Informers.Start(ctx.Done()) // the informers added for kinds no one else watches
 	synced := make([]cache.InformerSynced, len(c.infs))

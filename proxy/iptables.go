@@ -107,7 +107,6 @@ func buildIPT(instance string, ports []ServicePort) *ruleset {
 		default:
 			pick("SVC-"+id, sp.Internal, false)
 			collect("nat/CLUSTER", match(sp.ClusterIP, sp.Port)+" -j "+p+"-SVC-"+id)
-			collect("filter/NOENDPOINTS", match(sp.ClusterIP, sp.Port)+" -j DROP") // see escapedNAT
 		}
 		if len(sp.ExternalIPs) == 0 && sp.NodePort == 0 {
 			continue

@@ -78,13 +78,6 @@ func affinity(s *ruleset, sp *ServicePort, eps []Endpoint, name string, masq boo
 	return name
 }
 
-// escapedNAT: a new connection to a service port with endpoints reaches the filter
-// checks only when the kernel skipped its DNAT — as when a client reuses a source port
-// whose last connection's conntrack entry is still in TIME_WAIT and the reopen races
-// (seen under load: a few in 35,000 connections). It is dropped, not refused: the
-// client's retransmitted SYN makes a fresh entry and is DNATed. Ports a service does
-// not declare are still refused.
-
 // buildNFT computes the desired table contents.
 func buildNFT(ports []ServicePort) *ruleset {
 	s := newRuleset()
@@ -110,9 +103,6 @@ func buildNFT(ports []ServicePort) *ruleset {
 		default:
 			s.add("service-ips", key(sp.ClusterIP), "goto "+pick(s, len(sp.Internal), false, false))
 			endpoints(s, key(sp.ClusterIP), false, sp.Internal)
-		}
-		if sp.HasEndpoints && len(sp.Internal) > 0 {
-			s.add("no-endpoint-services", key(sp.ClusterIP), "drop") // see escapedNAT
 		}
 		if len(sp.ExternalIPs) == 0 && sp.NodePort == 0 {
 			continue

@@ -90,6 +90,11 @@ func testClusterIPRouting(t *testing.T, n *node) {
 		t.Fatal(errOut)
 	}
 	eventually(t, 30*time.Second, func() error {
+		// A terminating pod refuses too, until its sandbox goes; the agent deletes the
+		// pod after that, so once it is gone only the proxy can refuse.
+		if out, errOut, err := n.exec("kubectl", "get", "pods", "-l", "app=backend", "-o", "name"); err != nil || out != "" {
+			return fmt.Errorf("pods left: %q %q %v", out, errOut, err)
+		}
 		start := time.Now()
 		_, errOut, err := n.exec("curl", "-sS", "-m", "3", "http://"+ip+"/hostname")
 		if err == nil || !strings.Contains(errOut, "Couldn't connect") || time.Since(start) > time.Second {
@@ -97,6 +102,12 @@ func testClusterIPRouting(t *testing.T, n *node) {
 		}
 		return nil
 	})
+	// A client refused now reuses its source port once the service has endpoints again:
+	// conntrack must not keep that port on the refused path.
+	const refusedPort = "40123"
+	if _, errOut, err := n.exec("curl", "-sS", "-m", "3", "--local-port", refusedPort, "http://"+ip+"/hostname"); err == nil || !strings.Contains(errOut, "Couldn't connect") {
+		t.Errorf("without endpoints, from port %s: err=%v %q, want refused", refusedPort, err, errOut)
+	}
 	// And back to 3.
 	if _, errOut, err := n.exec("kubectl", "scale", "deployment", "backend", "--replicas=3"); err != nil {
 		t.Fatal(errOut)
@@ -107,4 +118,7 @@ func testClusterIPRouting(t *testing.T, n *node) {
 		}
 		return nil
 	})
+	if out, errOut, err := n.exec("curl", "-sS", "-m", "3", "--local-port", refusedPort, "http://"+ip+"/hostname"); err != nil || out == "" {
+		t.Errorf("from the source port refused while the service had no endpoints: %q %q %v", out, errOut, err)
+	}
 }

@@ -68,7 +68,7 @@ type Config struct {
 	SyncPeriod time.Duration
 	Runner     Runner
 	Metrics    prometheus.Registerer
-	// Conntrack deletes stale UDP flows; nil uses netlink.
+	// Conntrack deletes stale flows (see Stale); nil uses netlink.
 	Conntrack func([]StaleFlow) error
 	Log       *slog.Logger
 }
@@ -240,7 +240,7 @@ func (p *Proxy) sync() error {
 			frag = p.build(ports)
 		}
 		p.agg.set(key, frag, before, after)
-		stale = append(stale, StaleUDP(p.ports[key], ports)...)
+		stale = append(stale, Stale(p.ports[key], ports)...)
 		if len(ports) > 0 {
 			p.ports[key], p.sliceSeen[key] = ports, seen
 		} else {
@@ -256,7 +256,7 @@ func (p *Proxy) sync() error {
 	p.full = false
 	if len(stale) > 0 {
 		if err := p.cfg.Conntrack(stale); err != nil {
-			p.cfg.Log.Warn("could not delete stale UDP conntrack entries", "err", err)
+			p.cfg.Log.Warn("could not delete stale conntrack entries", "err", err)
 		}
 	}
 	took := time.Since(start)

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -326,15 +327,26 @@ func TestDiffsAreSmall(t *testing.T) {
 	}
 }
 
-func TestStaleUDP(t *testing.T) {
-	old := []ServicePort{{Name: "default/dns:p", ClusterIP: "10.96.0.10", Protocol: "udp", Port: 53, NodePort: 30053,
+func TestStale(t *testing.T) {
+	old := []ServicePort{{Name: "default/dns:p", ClusterIP: "10.96.0.10", Protocol: "udp", Port: 53, NodePort: 30053, HasEndpoints: true,
 		Internal: []Endpoint{{"10.244.0.2", 53}, {"10.244.0.3", 53}}, External: []Endpoint{{"10.244.0.2", 53}, {"10.244.0.3", 53}}},
-		{Name: "default/web:p", ClusterIP: "10.96.0.11", Protocol: "tcp", Port: 80, Internal: []Endpoint{{"10.244.0.4", 80}}}}
-	next := []ServicePort{{Name: "default/dns:p", ClusterIP: "10.96.0.10", Protocol: "udp", Port: 53, NodePort: 30053,
-		Internal: []Endpoint{{"10.244.0.3", 53}}, External: []Endpoint{{"10.244.0.3", 53}}}}
-	got := StaleUDP(old, next)
-	want := []StaleFlow{{Dst: "10.96.0.10", Port: 53, Endpoint: "10.244.0.2"}, {Port: 30053, Endpoint: "10.244.0.2"}}
-	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
-		t.Errorf("stale flows %+v, want %+v (TCP services need none)", got, want)
+		{Name: "default/web:p", ClusterIP: "10.96.0.11", Protocol: "tcp", Port: 80, HasEndpoints: true, Internal: []Endpoint{{"10.244.0.4", 80}}},
+		{Name: "default/api:p", ClusterIP: "10.96.0.12", ExternalIPs: []string{"192.0.2.1"}, Protocol: "tcp", Port: 443}}
+	next := []ServicePort{{Name: "default/dns:p", ClusterIP: "10.96.0.10", Protocol: "udp", Port: 53, NodePort: 30053, HasEndpoints: true,
+		Internal: []Endpoint{{"10.244.0.3", 53}}, External: []Endpoint{{"10.244.0.3", 53}}},
+		{Name: "default/api:p", ClusterIP: "10.96.0.12", ExternalIPs: []string{"192.0.2.1"}, Protocol: "tcp", Port: 443, HasEndpoints: true,
+			Internal: []Endpoint{{"10.244.0.5", 8443}}}}
+	got := Stale(old, next)
+	want := []StaleFlow{
+		// api gained its first endpoint: what was refused before goes, on every address.
+		{Protocol: "tcp", Dst: "10.96.0.12", Port: 443}, {Protocol: "tcp", Dst: "192.0.2.1", Port: 443},
+		// 10.244.0.2 left the UDP port; web left, but TCP flows to a gone endpoint end by themselves.
+		{Protocol: "udp", Dst: "10.96.0.10", Port: 53, Endpoint: "10.244.0.2"}, {Protocol: "udp", Port: 30053, Endpoint: "10.244.0.2"},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("stale flows\n%+v\nwant\n%+v", got, want)
+	}
+	if got := Stale(next, next); len(got) != 0 {
+		t.Errorf("an unchanged service has no stale flows, got %+v", got)
 	}
 }

@@ -149,6 +149,11 @@ func (a *API) Create(ctx context.Context, r *Resource, ns string, obj store.Obje
 	}
 	generated := obj.GetName() == "" && obj.GetGenerateName() != ""
 	prepareCreate(r, obj)
+	if pod, ok := obj.(*corev1.Pod); ok {
+		if err := a.admitServiceAccount(r, pod); err != nil {
+			return nil, err
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		if generated {
 			obj.SetName(obj.GetGenerateName() + utilrand.String(5))
@@ -258,9 +263,17 @@ func checkIdentity(r *Resource, next store.Object, ns, name string, cur store.Ob
 func applySubresource(r *Resource, sub string, next, old store.Object) store.Object {
 	switch sub {
 	case "status":
-		out := old.DeepCopyObject().(store.Object)
-		copyField(out, next, "Status")
-		return out
+		// Everything but spec may change, metadata included (Kubernetes' status
+		// strategies); a pod's owners stay.
+		copyField(next, old, "Spec")
+		if r.Plural == "pods" {
+			next.SetOwnerReferences(old.GetOwnerReferences())
+		}
+		next.SetGeneration(old.GetGeneration())
+		if next.GetManagedFields() == nil {
+			next.SetManagedFields(old.GetManagedFields())
+		}
+		return next
 	case "finalize":
 		out := old.DeepCopyObject().(store.Object)
 		copyField(out, next, "Spec")

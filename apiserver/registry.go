@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -149,6 +150,36 @@ func podFields(obj store.Object) fields.Set {
 	s["spec.nodeName"] = p.Spec.NodeName
 	s["spec.restartPolicy"] = string(p.Spec.RestartPolicy)
 	s["status.podIP"] = p.Status.PodIP
+	s["status.nominatedNodeName"] = p.Status.NominatedNodeName
+	s["spec.schedulerName"] = p.Spec.SchedulerName
+	s["spec.serviceAccountName"] = p.Spec.ServiceAccountName
+	s["spec.hostNetwork"] = strconv.FormatBool(p.Spec.HostNetwork)
+	return s
+}
+
+// The selectable fields of the other kinds, as kube-apiserver's.
+
+func serviceFields(obj store.Object) fields.Set {
+	s := metaFields(obj)
+	s["spec.clusterIP"], s["spec.type"] = obj.(*corev1.Service).Spec.ClusterIP, string(obj.(*corev1.Service).Spec.Type)
+	return s
+}
+
+func nodeFields(obj store.Object) fields.Set {
+	s := metaFields(obj)
+	s["spec.unschedulable"] = strconv.FormatBool(obj.(*corev1.Node).Spec.Unschedulable)
+	return s
+}
+
+func namespaceFields(obj store.Object) fields.Set {
+	s := metaFields(obj)
+	s["status.phase"] = string(obj.(*corev1.Namespace).Status.Phase)
+	return s
+}
+
+func replicaSetFields(obj store.Object) fields.Set {
+	s := metaFields(obj)
+	s["status.replicas"] = strconv.Itoa(int(obj.(*appsv1.ReplicaSet).Status.Replicas))
 	return s
 }
 
@@ -190,7 +221,7 @@ func NewRegistry(alloc *Allocator) *Registry {
 	ns.nameFn = apivalidation.ValidateNamespaceName
 	ns.Finalizing = namespaceFinalizing
 	ns.OnMark = func(obj store.Object) { obj.(*corev1.Namespace).Status.Phase = corev1.NamespaceTerminating }
-	ns.defaults, ns.validate, ns.table = defaultNamespace, validateNamespace, namespaceTable
+	ns.defaults, ns.validate, ns.table, ns.fieldSet = defaultNamespace, validateNamespace, namespaceTable, namespaceFields
 
 	pod := newResource[corev1.Pod]("", "v1", "Pod", "pods", true)
 	pod.ShortNames, pod.Categories = []string{"po"}, []string{"all"}
@@ -208,7 +239,7 @@ func NewRegistry(alloc *Allocator) *Registry {
 	svc.ShortNames, svc.Categories = []string{"svc"}, []string{"all"}
 	svc.Subresources = []string{"status", "proxy"}
 	svc.nameFn = apivalidation.NameIsDNS1035Label
-	svc.defaults, svc.validate, svc.table = defaultService, validateService, serviceTable
+	svc.defaults, svc.validate, svc.table, svc.fieldSet = defaultService, validateService, serviceTable, serviceFields
 	svc.prepareUpdate = prepareServiceUpdate
 	svc.OnCreate, svc.OnUpdate, svc.OnDelete = alloc.serviceCreate, alloc.serviceUpdate, alloc.serviceDelete
 
@@ -233,20 +264,31 @@ func NewRegistry(alloc *Allocator) *Registry {
 	rs := newResource[appsv1.ReplicaSet]("apps", "v1", "ReplicaSet", "replicasets", true)
 	rs.ShortNames, rs.Categories = []string{"rs"}, []string{"all"}
 	rs.Subresources = []string{"status", "scale"}
-	rs.defaults, rs.validate, rs.table = defaultReplicaSet, validateReplicaSet, replicaSetTable
+	rs.defaults, rs.validate, rs.table, rs.fieldSet = defaultReplicaSet, validateReplicaSet, replicaSetTable, replicaSetFields
 	rs.prepareUpdate = keepStatus
 
 	node := newResource[corev1.Node]("", "v1", "Node", "nodes", false)
 	node.ShortNames = []string{"no"}
 	node.Subresources = []string{"status"}
-	node.table = nodeTable
+	node.table, node.fieldSet = nodeTable, nodeFields
 	node.prepareUpdate = keepStatus
 
 	// Leases: the node agent's heartbeat, as the kubelet's (kube-node-lease/<node>).
 	lease := newResource[coordinationv1.Lease]("coordination.k8s.io", "v1", "Lease", "leases", true)
 	lease.table = leaseTable
 
-	return &Registry{resources: []*Resource{ns, node, pod, svc, ep, ev, eps, deploy, rs, lease}}
+	cm := newResource[corev1.ConfigMap]("", "v1", "ConfigMap", "configmaps", true)
+	cm.ShortNames = []string{"cm"}
+	cm.validate, cm.table = validateConfigMap, configMapTable
+
+	secret := newResource[corev1.Secret]("", "v1", "Secret", "secrets", true)
+	secret.defaults, secret.validate, secret.table, secret.fieldSet = defaultSecret, validateSecret, secretTable, secretFields
+
+	sa := newResource[corev1.ServiceAccount]("", "v1", "ServiceAccount", "serviceaccounts", true)
+	sa.ShortNames = []string{"sa"}
+	sa.validate, sa.table = validateServiceAccount, serviceAccountTable
+
+	return &Registry{resources: []*Resource{ns, node, pod, svc, ep, ev, cm, secret, sa, eps, deploy, rs, lease}}
 }
 
 // keepStatus makes an update of the main resource leave status alone, as Kubernetes

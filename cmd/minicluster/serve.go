@@ -245,6 +245,7 @@ func newControllers(c *clients, events *controllers.Events, cfg *serveConfig, lo
 	deploy.Recorder, rs.Recorder = events.Recorder("deployment-controller", ""), events.Recorder("replicaset-controller", "")
 	return []runner{
 		controllers.NewNamespace(controllers.NamespaceConfig{Client: c.typed, Dynamic: c.dynamic, Informers: c.informers, Log: log}),
+		controllers.NewServiceAccounts(controllers.ServiceAccountConfig{Client: c.typed, Informers: c.informers, Log: log}),
 		controllers.NewDeployment(deploy),
 		controllers.NewReplicaSet(rs),
 		controllers.NewGarbageCollector(controllers.GCConfig{Discovery: c.typed.Discovery(), Dynamic: c.dynamic, Informers: c.informers, Log: log}),

@@ -1,0 +1,127 @@
+package apiserver
+
+import (
+	"encoding/base64"
+	"strings"
+	"testing"
+)
+
+func TestConfigMapsSecretsServiceAccounts(t *testing.T) {
+	s := newTestServer(t)
+	const cms, secrets, sas = "/api/v1/namespaces/default/configmaps", "/api/v1/namespaces/default/secrets", "/api/v1/namespaces/default/serviceaccounts"
+	table := []string{"Accept", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"}
+	runSteps(t, s, []step{
+		{name: "configmap", method: "POST", path: cms, contentType: jsonCT, wantCode: 201,
+			body: `{"metadata":{"name":"cfg"},"data":{"a.conf":"x=1"},"binaryData":{"b":"AAE="},"immutable":true}`},
+		{name: "configmap table", method: "GET", path: cms, headers: table, wantCode: 200, check: func(t *testing.T, r response) {
+			if !strings.Contains(string(r.body), `"cells":["cfg",2,`) {
+				t.Errorf("table %s", r.body)
+			}
+		}},
+		{name: "immutable configmap refuses new data", method: "PATCH", path: cms + "/cfg", contentType: mergeCT,
+			body: `{"data":{"a.conf":"x=2"}}`, wantCode: 422, check: wantCauses("data")},
+		{name: "immutable configmap cannot be made mutable", method: "PATCH", path: cms + "/cfg", contentType: mergeCT,
+			body: `{"immutable":false}`, wantCode: 422, check: wantCauses("immutable")},
+		{name: "bad keys", method: "POST", path: cms, contentType: jsonCT, wantCode: 422,
+			body:  `{"metadata":{"name":"bad"},"data":{"a b":"1","k":"1"},"binaryData":{"k":"AA=="}}`,
+			check: wantCauses("data[a b]", "data[k]")},
+		{name: "secret from stringData", method: "POST", path: secrets, contentType: jsonCT, wantCode: 201,
+			body: `{"metadata":{"name":"db"},"stringData":{"password":"hunter2"},"data":{"user":"YWRtaW4="}}`,
+			check: func(t *testing.T, r response) {
+				wantField("Opaque", "type")(t, r)
+				wantField(base64.StdEncoding.EncodeToString([]byte("hunter2")), "data", "password")(t, r)
+				if get(r.object(), "stringData") != nil {
+					t.Errorf("stringData stored: %s", r.body)
+				}
+			}},
+		{name: "secret type is immutable", method: "PATCH", path: secrets + "/db", contentType: mergeCT,
+			body: `{"type":"kubernetes.io/tls"}`, wantCode: 422, check: wantCauses("type")},
+		{name: "tls secret needs its keys", method: "POST", path: secrets, contentType: jsonCT, wantCode: 422,
+			body: `{"metadata":{"name":"tls"},"type":"kubernetes.io/tls","data":{}}`, check: wantCauses("data[tls.crt]", "data[tls.key]")},
+		{name: "token secret needs its account", method: "POST", path: secrets, contentType: jsonCT, wantCode: 422,
+			body:  `{"metadata":{"name":"tok"},"type":"kubernetes.io/service-account-token"}`,
+			check: wantCauses("metadata.annotations[kubernetes.io/service-account.name]")},
+		{name: "secret by type", method: "GET", path: secrets + "?fieldSelector=type%3DOpaque", wantCode: 200, check: func(t *testing.T, r response) {
+			if items, _ := get(r.object(), "items").([]any); len(items) != 1 {
+				t.Errorf("selected %d: %s", len(items), r.body)
+			}
+		}},
+		{name: "secret by other type", method: "GET", path: secrets + "?fieldSelector=type!%3DOpaque", wantCode: 200, check: func(t *testing.T, r response) {
+			if items, _ := get(r.object(), "items").([]any); len(items) != 0 {
+				t.Errorf("selected %d: %s", len(items), r.body)
+			}
+		}},
+		{name: "secret table", method: "GET", path: secrets + "/db", headers: table, wantCode: 200, check: func(t *testing.T, r response) {
+			if !strings.Contains(string(r.body), `"cells":["db","Opaque",2,`) {
+				t.Errorf("table %s", r.body)
+			}
+		}},
+		{name: "service account", method: "POST", path: sas, contentType: jsonCT, body: `{"metadata":{"name":"builder"}}`, wantCode: 201},
+		{name: "pod gets the default account", method: "POST", path: podsPath, contentType: jsonCT, body: podJSON("p", `{}`), wantCode: 201,
+			check: func(t *testing.T, r response) {
+				wantField("default", "spec", "serviceAccountName")(t, r)
+				wantField("default", "spec", "serviceAccount")(t, r)
+			}},
+		{name: "pod with its account", method: "POST", path: podsPath, contentType: jsonCT, wantCode: 201,
+			body: strings.Replace(podJSON("q", `{}`), `"spec":{`, `"spec":{"serviceAccountName":"builder",`, 1)},
+		{name: "pod by account", method: "GET", path: podsPath + "?fieldSelector=spec.serviceAccountName%3Dbuilder", wantCode: 200,
+			check: func(t *testing.T, r response) {
+				if items, _ := get(r.object(), "items").([]any); len(items) != 1 || get(items[0], "metadata", "name") != "q" {
+					t.Errorf("selected %v", items)
+				}
+			}},
+		{name: "pod with a missing account", method: "POST", path: podsPath, contentType: jsonCT, wantCode: 403,
+			body: strings.Replace(podJSON("r", `{}`), `"spec":{`, `"spec":{"serviceAccountName":"ghost",`, 1),
+			check: func(t *testing.T, r response) {
+				if want := `error looking up service account default/ghost: serviceaccount "ghost" not found`; !strings.Contains(r.status().Message, want) {
+					t.Errorf("message %q", r.status().Message)
+				}
+			}},
+	})
+}
+
+func TestFieldSelectorsOfServicesAndNodes(t *testing.T) {
+	s := newTestServer(t)
+	s.do(t, "POST", "/api/v1/namespaces/default/services", jsonCT, svcJSON)
+	s.do(t, "POST", "/api/v1/namespaces/default/services", jsonCT,
+		`{"metadata":{"name":"headless"},"spec":{"clusterIP":"None","selector":{"app":"db"},"ports":[{"port":5432}]}}`)
+	s.do(t, "POST", "/api/v1/nodes", jsonCT, `{"metadata":{"name":"n1"},"spec":{"unschedulable":true}}`)
+	s.do(t, "POST", "/api/v1/nodes", jsonCT, `{"metadata":{"name":"n2"}}`)
+	names := func(want ...string) func(t *testing.T, r response) {
+		return func(t *testing.T, r response) {
+			var got []string
+			items, _ := get(r.object(), "items").([]any)
+			for _, it := range items {
+				got = append(got, get(it, "metadata", "name").(string))
+			}
+			if strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Errorf("selected %v, want %v", got, want)
+			}
+		}
+	}
+	runSteps(t, s, []step{
+		// kube-proxy's list
+		{name: "not headless", method: "GET", path: "/api/v1/services?fieldSelector=spec.clusterIP!%3DNone", wantCode: 200,
+			check: names("backend", "kubernetes")},
+		{name: "by type", method: "GET", path: "/api/v1/services?fieldSelector=spec.type%3D%3DClusterIP,metadata.namespace%3Ddefault", wantCode: 200,
+			check: names("backend", "headless", "kubernetes")},
+		// the e2e suite's list
+		{name: "schedulable nodes", method: "GET", path: "/api/v1/nodes?fieldSelector=spec.unschedulable%3Dfalse", wantCode: 200,
+			check: names("n2")},
+	})
+}
+
+// A status write may change metadata too (kube-apiserver's status strategies), never spec.
+func TestStatusWriteKeepsMetadataChanges(t *testing.T) {
+	s := newTestServer(t)
+	s.do(t, "POST", "/api/v1/namespaces/default/services", jsonCT, svcJSON)
+	runSteps(t, s, []step{
+		{name: "status patch", method: "PATCH", path: "/api/v1/namespaces/default/services/backend/status", contentType: mergeCT, wantCode: 200,
+			body: `{"metadata":{"annotations":{"note":"x"}},"spec":{"type":"NodePort"},"status":{"loadBalancer":{"ingress":[{"ip":"192.0.2.1"}]}}}`},
+		{name: "read back", method: "GET", path: "/api/v1/namespaces/default/services/backend", wantCode: 200, check: func(t *testing.T, r response) {
+			wantField("x", "metadata", "annotations", "note")(t, r)
+			wantField("ClusterIP", "spec", "type")(t, r)
+			wantField("192.0.2.1", "status", "loadBalancer", "ingress", 0, "ip")(t, r)
+		}},
+	})
+}

@@ -1,0 +1,88 @@
+//go:build integration
+
+package integration
+
+import (
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// ConfigMaps, Secrets and ServiceAccounts as kubectl makes and shows them; every
+// namespace gets a "default" ServiceAccount, made again when deleted.
+func TestConfigAndIdentityWithKubectl(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	kubectl := func(args ...string) string {
+		t.Helper()
+		out, errOut, err := n.exec("kubectl", args...)
+		if err != nil {
+			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, errOut)
+		}
+		return out
+	}
+	kubectl("create", "namespace", "team")
+	eventually(t, 10*time.Second, func() error {
+		_, errOut, err := n.exec("kubectl", "-n", "team", "get", "serviceaccount", "default")
+		if err != nil {
+			return fmt.Errorf("no default account in a new namespace: %s", errOut)
+		}
+		return nil
+	})
+	kubectl("-n", "team", "delete", "serviceaccount", "default")
+	eventually(t, 10*time.Second, func() error {
+		_, errOut, err := n.exec("kubectl", "-n", "team", "get", "serviceaccount", "default")
+		if err != nil {
+			return fmt.Errorf("the default account is not made again: %s", errOut)
+		}
+		return nil
+	})
+
+	kubectl("create", "configmap", "app-config", "--from-literal=mode=fast", "--from-literal=level=3")
+	kubectl("create", "secret", "generic", "db", "--from-literal=password=hunter2")
+	kubectl("create", "serviceaccount", "builder")
+	if got := kubectl("get", "configmap", "app-config", "-o", "jsonpath={.data.mode}"); got != "fast" {
+		t.Errorf("configmap data %q", got)
+	}
+	got := kubectl("get", "secret", "db", "-o", "jsonpath={.data.password}")
+	if dec, _ := base64.StdEncoding.DecodeString(got); string(dec) != "hunter2" {
+		t.Errorf("secret data %q", got)
+	}
+	if out := kubectl("get", "secrets"); !strings.Contains(out, "TYPE") || !hasRow(out, "db", "Opaque", "1") {
+		t.Errorf("kubectl get secrets:\n%s", out)
+	}
+	if out := kubectl("get", "cm", "app-config"); !hasRow(out, "app-config", "2") {
+		t.Errorf("kubectl get cm:\n%s", out)
+	}
+	if out := kubectl("get", "sa"); !hasRow(out, "builder", "0") || !hasRow(out, "default", "0") {
+		t.Errorf("kubectl get sa:\n%s", out)
+	}
+	// An immutable ConfigMap refuses edits, with the field named.
+	kubectl("patch", "configmap", "app-config", "--type=merge", "-p", `{"immutable":true}`)
+	_, errOut, err := n.exec("kubectl", "patch", "configmap", "app-config", "--type=merge", "-p", `{"data":{"mode":"slow"}}`)
+	if err == nil || !strings.Contains(errOut, "field is immutable when `immutable` is set") {
+		t.Errorf("patching an immutable configmap: %v %s", err, errOut)
+	}
+	// A pod runs as "default" unless it names an account, which must exist.
+	kubectl("run", "p", "--image=busybox", "--restart=Never", "--overrides", `{"spec":{"serviceAccountName":"builder"}}`, "--", "sleep", "3600")
+	if got := kubectl("get", "pod", "p", "-o", "jsonpath={.spec.serviceAccountName}"); got != "builder" {
+		t.Errorf("serviceAccountName %q", got)
+	}
+	_, errOut, err = n.exec("kubectl", "run", "q", "--image=busybox", "--restart=Never", "--overrides", `{"spec":{"serviceAccountName":"ghost"}}`)
+	if err == nil || !strings.Contains(errOut, `error looking up service account default/ghost`) {
+		t.Errorf("a pod naming a missing account: %v %s", err, errOut)
+	}
+}
+
+// hasRow reports whether some line of out starts with the given fields, in order.
+func hasRow(out string, want ...string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= len(want) && strings.Join(f[:len(want)], " ") == strings.Join(want, " ") {
+			return true
+		}
+	}
+	return false
+}

@@ -23,6 +23,7 @@ import (
 
 type schemaGen struct {
 	defs map[string]any
+	v2   bool // Swagger 2.0: plain references into #/definitions
 }
 
 var specialSchemas = map[reflect.Type]map[string]any{
@@ -74,6 +75,9 @@ func (g *schemaGen) schemaOf(t reflect.Type) map[string]any {
 		if _, done := g.defs[name]; !done {
 			g.defs[name] = nil // placeholder: stops recursion
 			g.defs[name] = g.structSchema(t)
+		}
+		if g.v2 {
+			return map[string]any{"$ref": "#/definitions/" + name}
 		}
 		return map[string]any{"allOf": []any{map[string]any{"$ref": "#/components/schemas/" + name}}}
 	}

@@ -32,6 +32,7 @@ func (h *handler) routes() http.Handler {
 	r.Get("/debug/pprof/profile", pprof.Profile) // as kube-apiserver's --profiling, behind the token
 	r.Get("/debug/pprof/trace", pprof.Trace)
 	r.Get("/debug/pprof/*", func(w http.ResponseWriter, r *http.Request) { pprof.Handler(chi.URLParam(r, "*")).ServeHTTP(w, r) })
+	r.Get("/openapi/v2", h.serveOpenAPIv2)
 	r.Get("/openapi/v3", h.serveOpenAPI)
 	r.Get("/openapi/v3/*", h.serveOpenAPI)
 	for _, p := range []string{"/api", "/apis", "/apis/{group}"} {

@@ -246,6 +246,7 @@ type handler struct {
 	ready       chan struct{}
 	stopping    chan struct{}
 	openapi     openAPI
+	openapiV2   openAPIv2
 	logs        PodLogs
 	exec        PodExec
 	portForward PodPortForwarder

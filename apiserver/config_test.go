@@ -125,3 +125,21 @@ func TestStatusWriteKeepsMetadataChanges(t *testing.T) {
 		}},
 	})
 }
+
+func TestReviews(t *testing.T) {
+	s := newTestServer(t)
+	const ssar = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+	runSteps(t, s, []step{
+		{name: "may I", method: "POST", path: ssar, contentType: jsonCT, wantCode: 201,
+			body:  `{"apiVersion":"authorization.k8s.io/v1","kind":"SelfSubjectAccessReview","spec":{"resourceAttributes":{"verb":"list","resource":"pods"}}}`,
+			check: wantField(true, "status", "allowed")},
+		{name: "a question is needed", method: "POST", path: ssar, contentType: jsonCT, wantCode: 422,
+			body: `{"apiVersion":"authorization.k8s.io/v1","kind":"SelfSubjectAccessReview","spec":{}}`, check: wantCauses("spec")},
+		{name: "reviews are not stored", method: "GET", path: ssar, wantCode: 405},
+		{name: "who am I (the socket)", method: "POST", path: "/apis/authentication.k8s.io/v1/selfsubjectreviews", contentType: jsonCT, wantCode: 201,
+			body: `{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}`, check: wantField("system:minicluster", "status", "userInfo", "username")},
+		{name: "what may I", method: "POST", path: "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", contentType: jsonCT, wantCode: 201,
+			body:  `{"apiVersion":"authorization.k8s.io/v1","kind":"SelfSubjectRulesReview","spec":{"namespace":"default"}}`,
+			check: wantField("*", "status", "resourceRules", 0, "verbs", 0)},
+	})
+}

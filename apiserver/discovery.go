@@ -46,7 +46,7 @@ func (g *Registry) resourceList(gv schema.GroupVersion) *metav1.APIResourceList 
 		}
 		list.APIResources = append(list.APIResources, metav1.APIResource{
 			Name: r.Plural, SingularName: r.Singular, Namespaced: r.Namespaced, Kind: r.Kind_,
-			Verbs: verbsAll, ShortNames: r.ShortNames, Categories: r.Categories})
+			Verbs: r.Verbs(), ShortNames: r.ShortNames, Categories: r.Categories})
 		for _, sub := range r.Subresources {
 			res := metav1.APIResource{Name: r.Plural + "/" + sub, Namespaced: r.Namespaced, Kind: r.Kind_, Verbs: metav1.Verbs{"get", "patch", "update"}}
 			switch sub {
@@ -101,7 +101,7 @@ func (g *Registry) aggregated(core bool) *apidiscoveryv2.APIGroupDiscoveryList {
 			}
 			kind := metav1.GroupVersionKind{Group: r.Group, Version: r.Version, Kind: r.Kind_}
 			res := apidiscoveryv2.APIResourceDiscovery{Resource: r.Plural, ResponseKind: &kind, Scope: scope,
-				SingularResource: r.Singular, Verbs: verbsAll, ShortNames: r.ShortNames, Categories: r.Categories}
+				SingularResource: r.Singular, Verbs: r.Verbs(), ShortNames: r.ShortNames, Categories: r.Categories}
 			for _, sub := range r.Subresources {
 				sk, verbs := kind, []string{"get", "patch", "update"}
 				switch sub {

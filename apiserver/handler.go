@@ -3,7 +3,6 @@ package apiserver
 import (
 	"encoding/json"
 	"fmt"
-	corev1 "k8s.io/api/core/v1"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -11,6 +10,7 @@ import (
 	"strings"
 
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -39,6 +39,10 @@ func (h *handler) serveResource(w http.ResponseWriter, r *http.Request, req *req
 	}
 	req.out = out
 	switch {
+	case req.res.review != nil && r.Method == http.MethodPost && req.name == "":
+		h.review(w, r, req)
+	case req.res.review != nil:
+		writeError(w, apierrors.NewMethodNotSupported(req.res.GroupResource(), strings.ToLower(r.Method)))
 	case r.Method == http.MethodGet && req.name == "" && isTrue(req.query.Get("watch")):
 		h.watch(w, r, req)
 	case r.Method == http.MethodGet && req.name == "":

@@ -160,15 +160,8 @@ func (g *Registry) openAPIDoc(gv schema.GroupVersion) map[string]any {
 		if r.GroupVersion() != gv {
 			continue
 		}
-		ref := gen.schemaOf(reflect.TypeOf(r.New()))
-		list, _ := Scheme.New(gv.WithKind(r.Kind_ + "List"))
-		listRef := gen.schemaOf(reflect.TypeOf(list))
+		ref, listRef := gen.kindSchemas(r)
 		gvk := map[string]any{"group": r.Group, "version": r.Version, "kind": r.Kind_}
-		// kubectl explain finds a kind's schema by this extension.
-		for kind, obj := range map[string]any{r.Kind_: r.New(), r.Kind_ + "List": list} {
-			gen.defs[defName(reflect.TypeOf(obj).Elem())].(map[string]any)["x-kubernetes-group-version-kind"] =
-				[]any{map[string]any{"group": r.Group, "version": r.Version, "kind": kind}}
-		}
 		op := func(action string, body bool, out map[string]any) map[string]any {
 			o := map[string]any{"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk,
 				"responses": map[string]any{"200": map[string]any{"description": "OK",
@@ -189,6 +182,10 @@ func (g *Registry) openAPIDoc(gv schema.GroupVersion) map[string]any {
 			"application/strategic-merge-patch+json": map[string]any{"schema": map[string]any{"type": "object"}},
 			"application/apply-patch+yaml":           map[string]any{"schema": map[string]any{"type": "object"}}}}
 		base := strings.TrimSuffix(resourcePrefix(r, true), "/")
+		if r.review != nil {
+			paths[base] = map[string]any{"post": op("post", true, ref)}
+			continue
+		}
 		paths[base] = map[string]any{"get": op("list", false, listRef), "post": op("post", true, ref), "delete": op("deletecollection", false, ref)}
 		paths[base+"/{name}"] = map[string]any{"get": op("get", false, ref), "put": op("put", true, ref), "patch": patch, "delete": op("delete", false, ref)}
 		for _, sub := range r.Subresources {
@@ -197,6 +194,23 @@ func (g *Registry) openAPIDoc(gv schema.GroupVersion) map[string]any {
 	}
 	return map[string]any{"openapi": "3.0.0", "info": map[string]any{"title": "Kubernetes", "version": versionInfo().GitVersion},
 		"paths": paths, "components": map[string]any{"schemas": gen.defs}}
+}
+
+// kindSchemas returns references to r's kind and list schemas (nil for a review, which
+// has no list), marking both with the kind: kubectl explain finds a kind's schema by
+// that extension.
+func (g *schemaGen) kindSchemas(r *Resource) (ref, listRef map[string]any) {
+	objs := map[string]any{r.Kind_: r.New()}
+	ref = g.schemaOf(reflect.TypeOf(r.New()))
+	if r.review == nil {
+		list, _ := Scheme.New(r.GroupVersion().WithKind(r.Kind_ + "List"))
+		listRef, objs[r.Kind_+"List"] = g.schemaOf(reflect.TypeOf(list)), list
+	}
+	for kind, obj := range objs {
+		g.defs[defName(reflect.TypeOf(obj).Elem())].(map[string]any)["x-kubernetes-group-version-kind"] =
+			[]any{map[string]any{"group": r.Group, "version": r.Version, "kind": kind}}
+	}
+	return ref, listRef
 }
 
 // resourcePrefix is the URL path of r's collection, with {namespace} when namespaced.

@@ -3,7 +3,6 @@ package apiserver
 import (
 	"encoding/json"
 	"net/http"
-	"reflect"
 	"strings"
 	"sync"
 
@@ -30,13 +29,7 @@ func (g *Registry) openAPIv2Doc() map[string]any {
 		return map[string]any{"name": name, "in": in, "type": "string", "uniqueItems": true}
 	}
 	for _, r := range g.resources {
-		ref := gen.schemaOf(reflect.TypeOf(r.New()))
-		list, _ := Scheme.New(r.GroupVersion().WithKind(r.Kind_ + "List"))
-		listRef := gen.schemaOf(reflect.TypeOf(list))
-		for kind, obj := range map[string]any{r.Kind_: r.New(), r.Kind_ + "List": list} {
-			gen.defs[defName(reflect.TypeOf(obj).Elem())].(map[string]any)["x-kubernetes-group-version-kind"] =
-				[]any{map[string]any{"group": r.Group, "version": r.Version, "kind": kind}}
-		}
+		ref, listRef := gen.kindSchemas(r)
 		gvk := map[string]any{"group": r.Group, "version": r.Version, "kind": r.Kind_}
 		op := func(action string, body bool, out map[string]any) map[string]any {
 			o := map[string]any{"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk,
@@ -53,6 +46,10 @@ func (g *Registry) openAPIv2Doc() map[string]any {
 		patch["consumes"] = []any{"application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json", "application/apply-patch+yaml"}
 		patch["parameters"] = []any{map[string]any{"name": "body", "in": "body", "required": true, "schema": map[string]any{"type": "object"}}}
 		base := strings.TrimSuffix(resourcePrefix(r, true), "/")
+		if r.review != nil {
+			paths[base] = map[string]any{"post": op("post", true, ref)}
+			continue
+		}
 		paths[base] = map[string]any{"get": op("list", false, listRef), "post": op("post", true, ref), "delete": op("deletecollection", false, ref)}
 		paths[base+"/{name}"] = map[string]any{"get": op("get", false, ref), "put": op("put", true, ref), "patch": patch, "delete": op("delete", false, ref)}
 		for _, sub := range r.Subresources {

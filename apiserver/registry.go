@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -38,6 +41,17 @@ type Resource struct {
 	prepareUpdate func(obj, old store.Object)
 	fieldSet      func(obj store.Object) fields.Set
 	table         tableDef
+	// review makes a create-only resource that stores nothing: it fills in the
+	// status of what was sent (see reviews.go).
+	review func(ctx context.Context, obj store.Object)
+}
+
+// Verbs lists what the resource serves.
+func (r *Resource) Verbs() metav1.Verbs {
+	if r.review != nil {
+		return metav1.Verbs{"create"}
+	}
+	return verbsAll
 }
 
 // GroupVersion of the resource.
@@ -288,7 +302,14 @@ func NewRegistry(alloc *Allocator) *Registry {
 	sa.ShortNames = []string{"sa"}
 	sa.validate, sa.table = validateServiceAccount, serviceAccountTable
 
-	return &Registry{resources: []*Resource{ns, node, pod, svc, ep, ev, cm, secret, sa, eps, deploy, rs, lease}}
+	ssar := newResource[authorizationv1.SelfSubjectAccessReview]("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", false)
+	ssar.review, ssar.validate = reviewAccess, validateAccessReview
+	ssrr := newResource[authorizationv1.SelfSubjectRulesReview]("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews", false)
+	ssrr.review = reviewRules
+	ssr := newResource[authenticationv1.SelfSubjectReview]("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", false)
+	ssr.review = reviewSelf
+
+	return &Registry{resources: []*Resource{ns, node, pod, svc, ep, ev, cm, secret, sa, eps, deploy, rs, lease, ssar, ssrr, ssr}}
 }
 
 // keepStatus makes an update of the main resource leave status alone, as Kubernetes

@@ -236,7 +236,7 @@ func RequireToken(token string, next http.Handler) http.Handler {
 			writeError(w, apierrors.NewUnauthorized("Unauthorized"))
 			return
 		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, withIdentity(r, adminUser))
 	})
 }
 

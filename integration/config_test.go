@@ -86,3 +86,27 @@ func hasRow(out string, want ...string) bool {
 	}
 	return false
 }
+
+// kubectl auth asks the API who the caller is and what it may do: the admin token is
+// cluster-admin.
+func TestAuthWithKubectl(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"auth", "can-i", "create", "pods"}, []string{"yes"}},
+		{[]string{"auth", "can-i", "delete", "secrets", "-n", "kube-system"}, []string{"yes"}},
+		{[]string{"auth", "can-i", "--list"}, []string{"Resources", "*.*", "[*]"}},
+		{[]string{"auth", "whoami"}, []string{"Username", "minicluster-admin", "system:masters"}},
+	} {
+		out, errOut, err := n.exec("kubectl", c.args...)
+		for _, w := range c.want {
+			if err != nil || !strings.Contains(out, w) {
+				t.Errorf("kubectl %s: %v %s\n%s(want %q)", strings.Join(c.args, " "), err, errOut, out, w)
+				break
+			}
+		}
+	}
+}

@@ -355,15 +355,16 @@ func nodeAddress(n *corev1.Node, t corev1.NodeAddressType) string {
 
 var nodeTable = tableDef{
 	{name: "Status", typ: "string", cell: func(o store.Object) any {
-		for _, c := range o.(*corev1.Node).Status.Conditions {
+		n, status := o.(*corev1.Node), "Unknown"
+		for _, c := range n.Status.Conditions {
 			if c.Type == corev1.NodeReady {
-				if c.Status == corev1.ConditionTrue {
-					return "Ready"
-				}
-				return "NotReady"
+				status = map[bool]string{true: "Ready", false: "NotReady"}[c.Status == corev1.ConditionTrue]
 			}
 		}
-		return "Unknown"
+		if n.Spec.Unschedulable {
+			status += ",SchedulingDisabled"
+		}
+		return status
 	}},
 	{name: "Roles", typ: "string", cell: func(o store.Object) any {
 		var roles []string

@@ -67,6 +67,8 @@ var worldKinds = []struct {
 	{corev1.SchemeGroupVersion.WithResource("services"), "Service", true},
 	{corev1.SchemeGroupVersion.WithResource("endpoints"), "Endpoints", true},
 	{corev1.SchemeGroupVersion.WithResource("namespaces"), "Namespace", false},
+	{corev1.SchemeGroupVersion.WithResource("nodes"), "Node", false},
+	{corev1.SchemeGroupVersion.WithResource("serviceaccounts"), "ServiceAccount", true},
 	{appsv1.SchemeGroupVersion.WithResource("deployments"), "Deployment", true},
 	{appsv1.SchemeGroupVersion.WithResource("replicasets"), "ReplicaSet", true},
 	{discoveryv1.SchemeGroupVersion.WithResource("endpointslices"), "EndpointSlice", true},
@@ -229,7 +231,7 @@ func (w *world) apply(obj runtime.Object) {
 		w.t.Fatal(err)
 	}
 	gvr, ns := w.resourceOf(gvk[0].Kind), m.GetNamespace()
-	if ns == "" && gvk[0].Kind != "Namespace" {
+	if ns == "" && w.namespaced(gvk[0].Kind) {
 		ns = metav1.NamespaceDefault
 		m.SetNamespace(ns)
 	}
@@ -248,6 +250,15 @@ func (w *world) update(obj runtime.Object) {
 	if err := w.client.Tracker().Update(w.resourceOf(gvk[0].Kind), obj, m.GetNamespace()); err != nil {
 		w.t.Fatal(err)
 	}
+}
+
+func (w *world) namespaced(kind string) bool {
+	for _, k := range worldKinds {
+		if k.kind == kind {
+			return k.namespaced
+		}
+	}
+	return true
 }
 
 func (w *world) resourceOf(kind string) schema.GroupVersionResource {

@@ -110,3 +110,50 @@ func TestAuthWithKubectl(t *testing.T) {
 		}
 	}
 }
+
+// kubectl cordon keeps new pods off the node (they wait, Pending, saying why) and shows
+// on the node; uncordon lets them run.
+func TestCordon(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	node, _, err := n.exec("kubectl", "get", "nodes", "-o", "jsonpath={.items[0].metadata.name}")
+	if err != nil || node == "" {
+		t.Fatalf("node name %q: %v", node, err)
+	}
+	if _, errOut, err := n.exec("kubectl", "cordon", node); err != nil {
+		t.Fatal(errOut)
+	}
+	if out, _, _ := n.exec("kubectl", "get", "node", node); !hasRow(out, node, "Ready,SchedulingDisabled") {
+		t.Errorf("kubectl get node after cordon:\n%s", out)
+	}
+	eventually(t, 10*time.Second, func() error {
+		taints, _, _ := n.exec("kubectl", "get", "node", node, "-o", "jsonpath={.spec.taints[*].key}")
+		if !strings.Contains(taints, "node.kubernetes.io/unschedulable") {
+			return fmt.Errorf("taints %q", taints)
+		}
+		return nil
+	})
+	if _, errOut, err := n.exec("kubectl", "run", "waiter", "--image=busybox", "--restart=Never", "--", "sleep", "3600"); err != nil {
+		t.Fatal(errOut)
+	}
+	eventually(t, 10*time.Second, func() error {
+		msg, _, _ := n.exec("kubectl", "get", "pod", "waiter", "-o", `jsonpath={.status.phase} {.spec.nodeName}/{.status.conditions[?(@.type=="PodScheduled")].message}`)
+		if !strings.HasPrefix(msg, "Pending /") || !strings.Contains(msg, "1 node(s) were unschedulable") {
+			return fmt.Errorf("pod on a cordoned node: %q", msg)
+		}
+		return nil
+	})
+	if _, errOut, err := n.exec("kubectl", "uncordon", node); err != nil {
+		t.Fatal(errOut)
+	}
+	eventually(t, 20*time.Second, func() error {
+		phase, _, _ := n.exec("kubectl", "get", "pod", "waiter", "-o", "jsonpath={.status.phase}")
+		if phase != "Running" {
+			return fmt.Errorf("after uncordon the pod is %q", phase)
+		}
+		return nil
+	})
+	if out, _, _ := n.exec("kubectl", "get", "node", node); !hasRow(out, node, "Ready") {
+		t.Errorf("kubectl get node after uncordon:\n%s", out)
+	}
+}

@@ -246,6 +246,7 @@ func newControllers(c *clients, events *controllers.Events, cfg *serveConfig, lo
 	return []runner{
 		controllers.NewNamespace(controllers.NamespaceConfig{Client: c.typed, Dynamic: c.dynamic, Informers: c.informers, Log: log}),
 		controllers.NewServiceAccounts(controllers.ServiceAccountConfig{Client: c.typed, Informers: c.informers, Log: log}),
+		controllers.NewNodeTaints(controllers.NodeTaintConfig{Client: c.typed, Informers: c.informers, Log: log}),
 		controllers.NewDeployment(deploy),
 		controllers.NewReplicaSet(rs),
 		controllers.NewGarbageCollector(controllers.GCConfig{Discovery: c.typed.Discovery(), Dynamic: c.dynamic, Informers: c.informers, Log: log}),

@@ -56,7 +56,9 @@ func (c *NodeTaints) reconcile(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	isTaint := func(t corev1.Taint) bool { return t.Key == unschedulableTaint.Key && t.Effect == unschedulableTaint.Effect }
+	isTaint := func(t corev1.Taint) bool {
+		return t.Key == unschedulableTaint.Key && t.Effect == unschedulableTaint.Effect
+	}
 	if slices.ContainsFunc(node.Spec.Taints, isTaint) == node.Spec.Unschedulable {
 		return nil
 	}

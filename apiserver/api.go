@@ -77,20 +77,25 @@ func (a *API) storeErr(r *Resource, name string, err error) error {
 
 // Get returns one object.
 func (a *API) Get(r *Resource, ns, name string) (store.Object, error) {
-	obj, err := a.store.Get(&r.Kind, ns, name)
-	return obj, a.storeErr(r, name, err)
+	obj, err := a.store.Get(r.storage(), ns, name)
+	return r.external(obj), a.storeErr(r, name, err)
 }
 
 // List returns the selected objects of r in ns (every namespace when empty) and the
 // revision the list is consistent with.
 func (a *API) List(r *Resource, ns string, sel Selector) ([]store.Object, int64, error) {
-	objs, rev, err := a.store.List(&r.Kind, ns, func(o store.Object) bool { return sel.Matches(r, o) })
+	objs, rev, err := a.store.List(r.storage(), ns, func(o store.Object) bool { return sel.Matches(r, o) })
+	if r.view != nil {
+		for i, o := range objs {
+			objs[i] = r.external(o)
+		}
+	}
 	return objs, rev, a.storeErr(r, "", err)
 }
 
 // Watch streams r's changes after rev.
 func (a *API) Watch(r *Resource, rev int64) (*store.Watcher, error) {
-	w, err := a.store.Watch(&r.Kind, rev)
+	w, err := a.store.Watch(r.storage(), rev)
 	return w, a.storeErr(r, "", err)
 }
 
@@ -165,11 +170,11 @@ func (a *API) Create(ctx context.Context, r *Resource, ns string, obj store.Obje
 			return obj, nil
 		}
 		setTypeMeta(obj)
-		out, err := a.store.Create(ctx, &r.Kind, obj)
+		out, err := a.store.Create(ctx, r.storage(), r.internal(obj))
 		if generated && errors.Is(err, store.ErrExists) && attempt < 5 {
 			continue
 		}
-		return out, a.storeErr(r, obj.GetName(), err)
+		return r.external(out), a.storeErr(r, obj.GetName(), err)
 	}
 }
 
@@ -195,7 +200,8 @@ func (a *API) Update(ctx context.Context, r *Resource, ns, name, sub string, mut
 		ns = ""
 	}
 	var result store.Object
-	out, err := a.store.Update(ctx, &r.Kind, ns, name, func(cur store.Object) (store.Object, error) {
+	out, err := a.store.Update(ctx, r.storage(), ns, name, func(cur store.Object) (store.Object, error) {
+		cur = r.external(cur)
 		old := cur.DeepCopyObject().(store.Object)
 		next, err := mutate(cur)
 		if err != nil {
@@ -220,12 +226,12 @@ func (a *API) Update(ctx context.Context, r *Resource, ns, name, sub string, mut
 			result = next
 			return nil, errDryRun
 		}
-		return next, nil
+		return r.internal(next), nil
 	})
 	if errors.Is(err, errDryRun) {
 		return result, nil
 	}
-	return out, a.storeErr(r, name, err)
+	return r.external(out), a.storeErr(r, name, err)
 }
 
 var errDryRun = errors.New("dry run")
@@ -317,7 +323,7 @@ func (a *API) Delete(ctx context.Context, r *Resource, ns, name string, opts met
 		}
 	}
 	if f := propagationFinalizer(opts.PropagationPolicy); f != "" {
-		_, err := a.store.Update(ctx, &r.Kind, ns, name, func(cur store.Object) (store.Object, error) {
+		_, err := a.store.Update(ctx, r.storage(), ns, name, func(cur store.Object) (store.Object, error) {
 			if cur.GetDeletionTimestamp() == nil && !slices.Contains(cur.GetFinalizers(), f) {
 				cur.SetFinalizers(append(cur.GetFinalizers(), f))
 			}
@@ -327,11 +333,11 @@ func (a *API) Delete(ctx context.Context, r *Resource, ns, name string, opts met
 			return nil, false, a.storeErr(r, name, err)
 		}
 	}
-	obj, gone, err := a.store.Delete(ctx, &r.Kind, ns, name, pre)
+	obj, gone, err := a.store.Delete(ctx, r.storage(), ns, name, pre)
 	if errors.Is(err, store.ErrConflict) {
 		return nil, false, apierrors.NewConflict(r.GroupResource(), name, fmt.Errorf("Precondition failed: UID in precondition: %s, ResourceVersion in precondition: %s", pre.UID, pre.ResourceVersion))
 	}
-	return obj, gone, a.storeErr(r, name, err)
+	return r.external(obj), gone, a.storeErr(r, name, err)
 }
 
 // markPodTerminating starts a graceful deletion: the pod gets deletionTimestamp and
@@ -339,7 +345,7 @@ func (a *API) Delete(ctx context.Context, r *Resource, ns, name string, opts met
 // with grace 0 (or the grace is cut short). A pod no node runs goes at once. It reports
 // whether it handled the delete.
 func (a *API) markPodTerminating(ctx context.Context, r *Resource, ns, name string, opts metav1.DeleteOptions) (store.Object, bool, error) {
-	obj, err := a.store.Get(&r.Kind, ns, name)
+	obj, err := a.store.Get(r.storage(), ns, name)
 	if err != nil {
 		return nil, false, nil // the plain path reports it
 	}
@@ -360,7 +366,7 @@ func (a *API) markPodTerminating(ctx context.Context, r *Resource, ns, name stri
 	if pod.DeletionTimestamp == nil && grace == 0 {
 		return nil, false, nil // nothing to wait for: the plain path deletes it
 	}
-	last, err := a.store.Update(ctx, &r.Kind, ns, name, func(cur store.Object) (store.Object, error) {
+	last, err := a.store.Update(ctx, r.storage(), ns, name, func(cur store.Object) (store.Object, error) {
 		if p := opts.Preconditions; p != nil && p.UID != nil && *p.UID != cur.GetUID() {
 			return nil, store.ErrConflict
 		}

@@ -143,3 +143,45 @@ func TestReviews(t *testing.T) {
 			check: wantField("*", "status", "resourceRules", 0, "verbs", 0)},
 	})
 }
+
+// events.k8s.io/v1 serves the core events in its own shape, both ways, and watches.
+func TestEventsV1(t *testing.T) {
+	s := newTestServer(t)
+	const v1events, coreEvents = "/apis/events.k8s.io/v1/namespaces/default/events", "/api/v1/namespaces/default/events"
+	runSteps(t, s, []step{
+		{name: "kube-proxy's event", method: "POST", path: v1events, contentType: jsonCT, wantCode: 201,
+			body: `{"apiVersion":"events.k8s.io/v1","kind":"Event","metadata":{"name":"n1.start"},"eventTime":"2026-12-05T10:00:00.000000Z",
+			 "reportingController":"kube-proxy","reportingInstance":"kube-proxy-n1","action":"StartKubeProxy","reason":"Starting",
+			 "regarding":{"kind":"Node","name":"n1"},"note":"","type":"Normal"}`},
+		{name: "seen as a core event", method: "GET", path: coreEvents + "/n1.start", wantCode: 200, check: func(t *testing.T, r response) {
+			wantField("Node", "involvedObject", "kind")(t, r)
+			wantField("kube-proxy", "reportingComponent")(t, r)
+			wantField("Event", "kind")(t, r)
+			wantField("v1", "apiVersion")(t, r)
+		}},
+		{name: "a core event", method: "POST", path: coreEvents, contentType: jsonCT, wantCode: 201,
+			body: `{"metadata":{"name":"p.1"},"involvedObject":{"kind":"Pod","name":"p","namespace":"default"},"reason":"Started","message":"Started container c","type":"Normal","count":2,"source":{"component":"kubelet"}}`},
+		{name: "seen as events.k8s.io", method: "GET", path: v1events + "/p.1", wantCode: 200, check: func(t *testing.T, r response) {
+			wantField("Pod", "regarding", "kind")(t, r)
+			wantField("Started container c", "note")(t, r)
+			wantField(float64(2), "deprecatedCount")(t, r)
+			wantField("kubelet", "deprecatedSource", "component")(t, r)
+			wantField("events.k8s.io/v1", "apiVersion")(t, r)
+		}},
+		{name: "selected by what it regards", method: "GET", path: v1events + "?fieldSelector=regarding.kind%3DNode", wantCode: 200,
+			check: func(t *testing.T, r response) {
+				if items, _ := get(r.object(), "items").([]any); len(items) != 1 || get(items[0], "metadata", "name") != "n1.start" {
+					t.Errorf("selected %v", items)
+				}
+			}},
+		{name: "patched through the view", method: "PATCH", path: v1events + "/p.1", contentType: mergeCT, wantCode: 200,
+			body: `{"note":"Restarted container c"}`, check: wantField("Restarted container c", "note")},
+		{name: "the patch is in the core event", method: "GET", path: coreEvents + "/p.1", wantCode: 200,
+			check: wantField("Restarted container c", "message")},
+		{name: "events.k8s.io needs its fields", method: "POST", path: v1events, contentType: jsonCT, wantCode: 422,
+			body:  `{"apiVersion":"events.k8s.io/v1","kind":"Event","metadata":{"name":"bad"},"type":"Normal"}`,
+			check: wantCauses("eventTime", "reportingController", "reportingInstance", "action", "reason")},
+		{name: "deleted through the view", method: "DELETE", path: v1events + "/p.1", wantCode: 200},
+		{name: "gone from core", method: "GET", path: coreEvents + "/p.1", wantCode: 404},
+	})
+}

@@ -15,6 +15,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -44,6 +45,8 @@ type Resource struct {
 	// review makes a create-only resource that stores nothing: it fills in the
 	// status of what was sent (see reviews.go).
 	review func(ctx context.Context, obj store.Object)
+	// view serves objects stored as another resource's type (see eventsv1.go).
+	view *storageView
 }
 
 // Verbs lists what the resource serves.
@@ -266,6 +269,11 @@ func NewRegistry(alloc *Allocator) *Registry {
 	ev.ShortNames = []string{"ev"}
 	ev.validate, ev.table, ev.fieldSet = validateEvent, eventTable, eventFields
 
+	evv1 := newResource[eventsv1.Event]("events.k8s.io", "v1", "Event", "events", true)
+	evv1.ShortNames = []string{"ev"}
+	evv1.view = &storageView{kind: &ev.Kind, toStorage: eventFromV1, fromStorage: eventToV1}
+	evv1.validate, evv1.table, evv1.fieldSet = validateEventV1, eventsV1Table(), eventsV1Fields
+
 	eps := newResource[discoveryv1.EndpointSlice]("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true)
 	eps.defaults, eps.validate, eps.table = defaultEndpointSlice, validateEndpointSlice, endpointSliceTable
 
@@ -309,7 +317,7 @@ func NewRegistry(alloc *Allocator) *Registry {
 	ssr := newResource[authenticationv1.SelfSubjectReview]("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", false)
 	ssr.review = reviewSelf
 
-	return &Registry{resources: []*Resource{ns, node, pod, svc, ep, ev, cm, secret, sa, eps, deploy, rs, lease, ssar, ssrr, ssr}}
+	return &Registry{resources: []*Resource{ns, node, pod, svc, ep, ev, cm, secret, sa, eps, deploy, rs, lease, evv1, ssar, ssrr, ssr}}
 }
 
 // keepStatus makes an update of the main resource leave status alone, as Kubernetes

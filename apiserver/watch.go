@@ -249,7 +249,7 @@ func (h *handler) follow(r *http.Request, stream *watchStream, watcher *store.Wa
 			}
 			last = ev.Rev
 			typ, obj := selectEvent(req, sel, ev)
-			if typ != "" && stream.sendEvent(typ, obj, ev) != nil {
+			if typ != "" && stream.sendEvent(typ, req.res.external(obj), ev) != nil {
 				return
 			}
 			if len(watcher.Events()) == 0 {

@@ -1,11 +1,18 @@
 package apiserver
 
 import (
+	"context"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
 
@@ -52,5 +59,34 @@ func TestOpenAPIv2(t *testing.T) {
 	if r := s.do(t, "GET", "/openapi/v2", "", ""); r.code != 200 || get(r.object(), "swagger") != "2.0" ||
 		get(r.object(), "paths", "/api/v1/namespaces/{namespace}/configmaps/{name}", "get", "x-kubernetes-action") != "get" {
 		t.Errorf("/openapi/v2 in JSON: %d %.300s", r.code, r.body)
+	}
+}
+
+// client-go's events.k8s.io/v1 client (kube-proxy's, k9s's) watches core events in its
+// shape, in protobuf.
+func TestEventsV1WatchWithClientGo(t *testing.T) {
+	s := newTestServer(t)
+	cs := kubernetes.NewForConfigOrDie(&rest.Config{Host: s.url, ContentConfig: rest.ContentConfig{ContentType: "application/vnd.kubernetes.protobuf"}})
+	ctx := context.Background()
+	w, err := cs.EventsV1().Events("default").Watch(ctx, metav1.ListOptions{FieldSelector: "regarding.name=p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	for _, name := range []string{"other", "p"} {
+		ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: name + ".1"}, InvolvedObject: corev1.ObjectReference{Kind: "Pod", Name: name, Namespace: "default"},
+			Reason: "Started", Message: "Started container", Type: corev1.EventTypeNormal}
+		if _, err := cs.CoreV1().Events("default").Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case e := <-w.ResultChan():
+		ev, ok := e.Object.(*eventsv1.Event)
+		if !ok || e.Type != watch.Added || ev.Name != "p.1" || ev.Regarding.Name != "p" || ev.Note != "Started container" {
+			t.Errorf("watch event %s %#v", e.Type, e.Object)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no watch event")
 	}
 }

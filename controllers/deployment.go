@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"hash/fnv"
 	"maps"
+	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -27,11 +29,32 @@ import (
 
 // Annotations and labels of Kubernetes' deployment controller.
 const (
-	revisionAnnotation = "deployment.kubernetes.io/revision"
-	desiredAnnotation  = "deployment.kubernetes.io/desired-replicas"
-	maxAnnotation      = "deployment.kubernetes.io/max-replicas"
-	hashLabel          = appsv1.DefaultDeploymentUniqueLabelKey // pod-template-hash
+	revisionAnnotation        = "deployment.kubernetes.io/revision"
+	revisionHistoryAnnotation = "deployment.kubernetes.io/revision-history"
+	desiredAnnotation         = "deployment.kubernetes.io/desired-replicas"
+	maxAnnotation             = "deployment.kubernetes.io/max-replicas"
+	hashLabel                 = appsv1.DefaultDeploymentUniqueLabelKey // pod-template-hash
 )
+
+// notCopied are the Deployment annotations that are not its ReplicaSets' (everything
+// else, kubernetes.io/change-cause first, is copied, as kube-controller-manager does).
+var notCopied = map[string]bool{corev1.LastAppliedConfigAnnotation: true, revisionAnnotation: true,
+	revisionHistoryAnnotation: true, desiredAnnotation: true, maxAnnotation: true, "deprecated.deployment.rollback.to": true}
+
+// copyAnnotations copies d's annotations onto rs and reports whether any changed.
+func copyAnnotations(d *appsv1.Deployment, rs *appsv1.ReplicaSet) bool {
+	changed := false
+	for k, v := range d.Annotations {
+		if notCopied[k] || rs.Annotations[k] == v {
+			continue
+		}
+		if rs.Annotations == nil {
+			rs.Annotations = map[string]string{}
+		}
+		rs.Annotations[k], changed = v, true
+	}
+	return changed
+}
 
 // Deployment rolls a Deployment's pod template out through ReplicaSets.
 type Deployment struct {
@@ -127,10 +150,20 @@ func (c *Deployment) reconcile(ctx context.Context, key string) error {
 		}
 	}
 	sort.Slice(old, func(i, j int) bool { return revision(old[i]) < revision(old[j]) })
+	var progress *appsv1.DeploymentCondition
 	if !d.Spec.Paused {
-		if newRS == nil {
+		switch {
+		case newRS == nil:
 			if d, newRS, err = c.createNewRS(ctx, d, old); err != nil {
 				return err
+			}
+			progress = &appsv1.DeploymentCondition{Reason: "NewReplicaSetCreated", Message: fmt.Sprintf("Created new replica set %q", newRS.Name)}
+		default:
+			if d, newRS, err = c.adoptNewRS(ctx, d, newRS, old); err != nil {
+				return err
+			}
+			if cond := findCondition(d.Status.Conditions, appsv1.DeploymentProgressing); cond == nil {
+				progress = &appsv1.DeploymentCondition{Reason: "FoundNewReplicaSet", Message: fmt.Sprintf("Found new replica set %q", newRS.Name)}
 			}
 		}
 		if err := c.rollout(ctx, d, newRS, old); err != nil {
@@ -140,7 +173,47 @@ func (c *Deployment) reconcile(ctx context.Context, key string) error {
 			return err
 		}
 	}
-	return c.updateStatus(ctx, d, newRS, old)
+	return c.updateStatus(ctx, d, newRS, old, progress)
+}
+
+// adoptNewRS makes a ReplicaSet that already has d's template the newest revision (a
+// rollback reuses an old one: it gets the next revision, its old ones recorded in
+// revision-history), copies d's annotations onto it, and gives d its revision.
+func (c *Deployment) adoptNewRS(ctx context.Context, d *appsv1.Deployment, rs *appsv1.ReplicaSet, old []*appsv1.ReplicaSet) (*appsv1.Deployment, *appsv1.ReplicaSet, error) {
+	maxOld := int64(0)
+	for _, o := range old {
+		maxOld = max(maxOld, revision(o))
+	}
+	next := rs.DeepCopy()
+	changed := copyAnnotations(d, next)
+	if cur := revision(rs); cur <= maxOld {
+		if next.Annotations == nil {
+			next.Annotations = map[string]string{}
+		}
+		if cur > 0 {
+			hist := next.Annotations[revisionHistoryAnnotation]
+			if hist != "" {
+				hist += ","
+			}
+			next.Annotations[revisionHistoryAnnotation] = hist + strconv.FormatInt(cur, 10)
+		}
+		next.Annotations[revisionAnnotation] = strconv.FormatInt(maxOld+1, 10)
+		changed = true
+	}
+	if changed {
+		out, err := c.client.AppsV1().ReplicaSets(rs.Namespace).Update(ctx, next, metav1.UpdateOptions{})
+		if err != nil {
+			return nil, nil, err
+		}
+		rs = out
+	}
+	if d.Annotations[revisionAnnotation] != rs.Annotations[revisionAnnotation] {
+		var err error
+		if d, err = c.setRevision(ctx, d, revision(rs)); err != nil {
+			return nil, nil, err
+		}
+	}
+	return d, rs, nil
 }
 
 // createNewRS creates the ReplicaSet of d's current template and records its revision
@@ -169,6 +242,7 @@ func (c *Deployment) createNewRS(ctx context.Context, d *appsv1.Deployment, old 
 			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(d, deployKind)}},
 		Spec: appsv1.ReplicaSetSpec{Replicas: ptr.To[int32](0), MinReadySeconds: d.Spec.MinReadySeconds, Selector: sel, Template: *tmpl},
 	}
+	copyAnnotations(d, rs)
 	sets := c.client.AppsV1().ReplicaSets(d.Namespace)
 	out, err := sets.Create(ctx, rs, metav1.CreateOptions{})
 	switch {
@@ -324,7 +398,7 @@ func (c *Deployment) cleanup(ctx context.Context, d *appsv1.Deployment, old []*a
 	return nil
 }
 
-func (c *Deployment) updateStatus(ctx context.Context, d *appsv1.Deployment, newRS *appsv1.ReplicaSet, old []*appsv1.ReplicaSet) error {
+func (c *Deployment) updateStatus(ctx context.Context, d *appsv1.Deployment, newRS *appsv1.ReplicaSet, old []*appsv1.ReplicaSet, progress *appsv1.DeploymentCondition) error {
 	st := appsv1.DeploymentStatus{ObservedGeneration: d.Generation, CollisionCount: d.Status.CollisionCount}
 	for _, rs := range append([]*appsv1.ReplicaSet{newRS}, old...) {
 		if rs == nil {
@@ -344,25 +418,78 @@ func (c *Deployment) updateStatus(ctx context.Context, d *appsv1.Deployment, new
 	st.Conditions = setCondition(d.Status.Conditions, appsv1.DeploymentCondition{Type: appsv1.DeploymentAvailable,
 		Status: condStatus(available), Reason: map[bool]string{true: "MinimumReplicasAvailable", false: "MinimumReplicasUnavailable"}[available],
 		Message: map[bool]string{true: "Deployment has minimum availability.", false: "Deployment does not have minimum availability."}[available]}, now)
-	complete := newRS != nil && st.UpdatedReplicas == replicasOf(d) && st.Replicas == replicasOf(d) && st.AvailableReplicas == replicasOf(d)
-	progressing := appsv1.DeploymentCondition{Type: appsv1.DeploymentProgressing, Status: corev1.ConditionTrue, Reason: "ReplicaSetUpdated"}
-	if newRS != nil {
-		progressing.Message = fmt.Sprintf("ReplicaSet %q is progressing.", newRS.Name)
-		if complete {
-			progressing.Reason, progressing.Message = "NewReplicaSetAvailable", fmt.Sprintf("ReplicaSet %q has successfully progressed.", newRS.Name)
+	if progress != nil {
+		progress.Type, progress.Status = appsv1.DeploymentProgressing, corev1.ConditionTrue
+		st.Conditions = setCondition(st.Conditions, *progress, now)
+	}
+	requeue := c.progressing(d, &st, newRS, now)
+	if !apiequality.Semantic.DeepEqual(st, d.Status) {
+		next := d.DeepCopy()
+		next.Status = st
+		_, err := c.client.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, next, metav1.UpdateOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return err
 		}
 	}
-	st.Conditions = setCondition(st.Conditions, progressing, now)
-	if apiequality.Semantic.DeepEqual(st, d.Status) {
-		return nil
+	if requeue > 0 {
+		c.loop.EnqueueAfter(d.Namespace+"/"+d.Name, requeue)
 	}
-	next := d.DeepCopy()
-	next.Status = st
-	_, err := c.client.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, next, metav1.UpdateOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
+	return nil
+}
+
+// progressing sets the Progressing condition as kube-controller-manager does: true and
+// its lastUpdateTime renewed while the rollout makes progress, NewReplicaSetAvailable
+// once complete, false with ProgressDeadlineExceeded when progressDeadlineSeconds pass
+// without progress. It returns when to look again for a deadline (0: no need).
+func (c *Deployment) progressing(d *appsv1.Deployment, st *appsv1.DeploymentStatus, newRS *appsv1.ReplicaSet, now metav1.Time) time.Duration {
+	deadline := ptr.Deref(d.Spec.ProgressDeadlineSeconds, 600) // the API's default
+	cur := findCondition(st.Conditions, appsv1.DeploymentProgressing)
+	if deadline == math.MaxInt32 || (st.Replicas == st.UpdatedReplicas && cur != nil && cur.Reason == "NewReplicaSetAvailable") {
+		return 0
 	}
-	return err
+	subject := fmt.Sprintf("Deployment %q", d.Name)
+	if newRS != nil {
+		subject = fmt.Sprintf("ReplicaSet %q", newRS.Name)
+	}
+	n := replicasOf(d)
+	oldBefore, oldNow := d.Status.Replicas-d.Status.UpdatedReplicas, st.Replicas-st.UpdatedReplicas
+	switch {
+	case st.UpdatedReplicas == n && st.Replicas == n && st.AvailableReplicas == n && st.ObservedGeneration >= d.Generation:
+		st.Conditions = setCondition(st.Conditions, appsv1.DeploymentCondition{Type: appsv1.DeploymentProgressing, Status: corev1.ConditionTrue,
+			Reason: "NewReplicaSetAvailable", Message: subject + " has successfully progressed."}, now)
+		return 0
+	case st.UpdatedReplicas > d.Status.UpdatedReplicas || oldNow < oldBefore || st.ReadyReplicas > d.Status.ReadyReplicas || st.AvailableReplicas > d.Status.AvailableReplicas:
+		cond := appsv1.DeploymentCondition{Type: appsv1.DeploymentProgressing, Status: corev1.ConditionTrue, Reason: "ReplicaSetUpdated",
+			Message: subject + " is progressing.", LastUpdateTime: now, LastTransitionTime: now}
+		if cur != nil && cur.Status == corev1.ConditionTrue {
+			cond.LastTransitionTime = cur.LastTransitionTime
+		}
+		st.Conditions = append(slices.DeleteFunc(st.Conditions, func(c appsv1.DeploymentCondition) bool { return c.Type == appsv1.DeploymentProgressing }), cond)
+		return time.Duration(deadline)*time.Second + time.Second
+	case cur == nil:
+		return 0
+	case cur.Reason == "ProgressDeadlineExceeded":
+		return 0
+	}
+	left := cur.LastUpdateTime.Add(time.Duration(deadline) * time.Second).Sub(now.Time)
+	if left >= 0 {
+		return left + time.Second
+	}
+	st.Conditions = setCondition(st.Conditions, appsv1.DeploymentCondition{Type: appsv1.DeploymentProgressing, Status: corev1.ConditionFalse,
+		Reason: "ProgressDeadlineExceeded", Message: subject + " has timed out progressing."}, now)
+	return 0
+}
+
+func findCondition(conds []appsv1.DeploymentCondition, t appsv1.DeploymentConditionType) *appsv1.DeploymentCondition {
+	for i := range conds {
+		if conds[i].Type == t {
+			return &conds[i]
+		}
+	}
+	return nil
 }
 
 func condStatus(b bool) corev1.ConditionStatus {
@@ -372,8 +499,9 @@ func condStatus(b bool) corev1.ConditionStatus {
 	return corev1.ConditionFalse
 }
 
-// setCondition replaces the condition of c's type, keeping its transition time when the
-// status did not change (and lastUpdateTime when nothing did).
+// setCondition replaces the condition of c's type as kube-controller-manager does: one
+// with the same status and reason stays as it is; one with the same status keeps its
+// transition time.
 func setCondition(conds []appsv1.DeploymentCondition, c appsv1.DeploymentCondition, now metav1.Time) []appsv1.DeploymentCondition {
 	c.LastUpdateTime, c.LastTransitionTime = now, now
 	out := []appsv1.DeploymentCondition{}
@@ -382,11 +510,11 @@ func setCondition(conds []appsv1.DeploymentCondition, c appsv1.DeploymentConditi
 			out = append(out, old)
 			continue
 		}
+		if old.Status == c.Status && old.Reason == c.Reason {
+			return conds
+		}
 		if old.Status == c.Status {
 			c.LastTransitionTime = old.LastTransitionTime
-			if old.Reason == c.Reason && old.Message == c.Message {
-				c.LastUpdateTime = old.LastUpdateTime
-			}
 		}
 	}
 	return append(out, c)

@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -291,5 +292,86 @@ func TestTemplateHashStable(t *testing.T) {
 	c.Spec.Containers[0].Image = "nginx:2"
 	if templateHash(&a, 0) == templateHash(&c, 0) || templateHash(&a, 0) == templateHash(&a, 1) {
 		t.Error("different templates (or collision counts) share a hash")
+	}
+}
+
+// A rollback reuses the old ReplicaSet and makes it the newest revision (its old one
+// in revision-history), as kubectl rollout undo expects; change-cause follows the
+// Deployment onto its ReplicaSets.
+func TestRollbackBumpsRevisionAndCopiesChangeCause(t *testing.T) {
+	w := newWorld(t)
+	d := deployment("web", 2, "nginx:1")
+	d.Annotations = map[string]string{"kubernetes.io/change-cause": "first", corev1.LastAppliedConfigAnnotation: "{}"}
+	w.apply(d)
+	w.settle(nil)
+	setImage := func(image, cause string) {
+		w.updateDeployment("web", func(d *appsv1.Deployment) {
+			d.Spec.Template.Spec.Containers[0].Image = image
+			d.Annotations["kubernetes.io/change-cause"] = cause
+		})
+		w.settle(nil)
+	}
+	setImage("nginx:2", "second")
+	setImage("nginx:1", "back to the first") // what kubectl rollout undo writes
+	revs := map[string]string{}
+	for _, rs := range w.replicaSets() {
+		revs[rs.Spec.Template.Spec.Containers[0].Image] = rs.Annotations[revisionAnnotation] + " " + rs.Annotations[revisionHistoryAnnotation] +
+			" " + rs.Annotations["kubernetes.io/change-cause"] + " " + rs.Annotations[corev1.LastAppliedConfigAnnotation]
+	}
+	diff(t, "replicasets: revision, history, change-cause, last-applied", map[string]string{"nginx:1": "3 1 back to the first ", "nginx:2": "2  second "}, revs)
+	if got := w.getDeployment("web").Annotations[revisionAnnotation]; got != "3" {
+		t.Errorf("deployment revision %q, want 3", got)
+	}
+	setImage("nginx:2", "forward again")
+	revs = map[string]string{}
+	for _, rs := range w.replicaSets() {
+		revs[rs.Spec.Template.Spec.Containers[0].Image] = rs.Annotations[revisionAnnotation] + " " + rs.Annotations[revisionHistoryAnnotation]
+	}
+	diff(t, "after a second undo", map[string]string{"nginx:1": "3 1", "nginx:2": "4 2"}, revs)
+}
+
+// A rollout that makes no progress for progressDeadlineSeconds is marked
+// ProgressDeadlineExceeded (kubectl rollout status then fails); progress renews it.
+func TestProgressDeadline(t *testing.T) {
+	w := newWorld(t)
+	now := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
+	w.d.now = func() time.Time { return now }
+	d := deployment("web", 2, "nginx:1")
+	d.Spec.ProgressDeadlineSeconds = ptr.To[int32](60)
+	w.apply(d)
+	w.settle(nil)
+	w.updateDeployment("web", func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[0].Image = "broken:1" })
+	stuck := func(p *corev1.Pod) bool { return p.Spec.Containers[0].Image != "broken:1" } // the new pods never get ready
+	progressing := func() string {
+		for _, c := range w.getDeployment("web").Status.Conditions {
+			if c.Type == appsv1.DeploymentProgressing {
+				return string(c.Status) + "/" + c.Reason + ": " + c.Message
+			}
+		}
+		return ""
+	}
+	for range 3 {
+		w.reconcileAll()
+		w.kubelet(stuck)
+	}
+	if got := progressing(); !strings.HasPrefix(got, "True/") {
+		t.Fatalf("within the deadline: %s", got)
+	}
+	now = now.Add(61 * time.Second)
+	w.reconcileAll()
+	newRS := ""
+	for _, rs := range w.replicaSets() {
+		if rs.Spec.Template.Spec.Containers[0].Image == "broken:1" {
+			newRS = rs.Name
+		}
+	}
+	if want := "False/ProgressDeadlineExceeded: ReplicaSet \"" + newRS + "\" has timed out progressing."; progressing() != want {
+		t.Errorf("after the deadline: %s, want %s", progressing(), want)
+	}
+	// Fixed: progress again, then complete.
+	w.updateDeployment("web", func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[0].Image = "nginx:2" })
+	w.settle(nil)
+	if got := progressing(); !strings.HasPrefix(got, "True/NewReplicaSetAvailable") {
+		t.Errorf("after a fix: %s", got)
 	}
 }

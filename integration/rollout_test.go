@@ -101,3 +101,50 @@ func TestEndpointsFollowPods(t *testing.T) {
 		count(r)
 	}
 }
+
+// kubectl rollout history, undo (twice, and --to-revision) and a progress deadline, as
+// against a real cluster.
+func TestRolloutUndoAndDeadline(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	kubectl := func(args ...string) string {
+		t.Helper()
+		out, errOut, err := n.exec("kubectl", args...)
+		if err != nil {
+			t.Fatalf("kubectl %v: %v %s", args, err, errOut)
+		}
+		return out
+	}
+	image := func() string { return kubectl("get", "deployment", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}") }
+	kubectl("create", "deployment", "web", "--image=busybox:1.35", "--replicas=2", "--", "sleep", "3600")
+	kubectl("annotate", "deployment", "web", "kubernetes.io/change-cause=first")
+	kubectl("rollout", "status", "deployment/web", "--timeout=60s")
+	kubectl("set", "image", "deployment/web", "busybox=busybox:1.36")
+	kubectl("annotate", "deployment", "web", "--overwrite", "kubernetes.io/change-cause=second")
+	kubectl("rollout", "status", "deployment/web", "--timeout=60s")
+	if out := kubectl("rollout", "history", "deployment/web"); !hasRow(out, "1", "first") || !hasRow(out, "2", "second") {
+		t.Errorf("history:\n%s", out)
+	}
+	kubectl("rollout", "undo", "deployment/web")
+	kubectl("rollout", "status", "deployment/web", "--timeout=60s")
+	if out := kubectl("rollout", "history", "deployment/web"); image() != "busybox:1.35" || !hasRow(out, "2", "second") || !hasRow(out, "3", "first") || hasRow(out, "1") {
+		t.Errorf("after undo, image %s, history:\n%s", image(), out)
+	}
+	if out := kubectl("rollout", "undo", "deployment/web"); !strings.Contains(out, "rolled back") || image() != "busybox:1.36" {
+		t.Errorf("second undo: %s (image %s)", out, image())
+	}
+	kubectl("rollout", "status", "deployment/web", "--timeout=60s")
+	if out := kubectl("rollout", "undo", "deployment/web", "--to-revision=3"); !strings.Contains(out, "rolled back") || image() != "busybox:1.35" {
+		t.Errorf("undo to revision 3: %s (image %s)", out, image())
+	}
+	kubectl("rollout", "status", "deployment/web", "--timeout=60s")
+	// A container that exits at once never gets ready: rollout status gives up at the
+	// deadline instead of waiting forever.
+	kubectl("patch", "deployment", "web", "-p", `{"spec":{"progressDeadlineSeconds":3}}`)
+	kubectl("patch", "deployment", "web", "--type=json", "-p", `[{"op":"replace","path":"/spec/template/spec/containers/0/command","value":["false"]}]`)
+	start := time.Now()
+	out, errOut, err := n.exec("kubectl", "rollout", "status", "deployment/web", "--timeout=60s")
+	if err == nil || !strings.Contains(errOut, `deployment "web" exceeded its progress deadline`) || time.Since(start) > 30*time.Second {
+		t.Errorf("rollout status of a stuck rollout after %s: %v %s %s", time.Since(start), err, out, errOut)
+	}
+}

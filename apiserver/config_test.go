@@ -185,3 +185,24 @@ func TestEventsV1(t *testing.T) {
 		{name: "gone from core", method: "GET", path: coreEvents + "/p.1", wantCode: 404},
 	})
 }
+
+// kube-apiserver 1.32's readings that differ from a strict parser: leading zeros in an
+// IP are decimal (and the address is then taken), an ExternalName may end with a dot.
+func TestServiceValidationAsKubernetes(t *testing.T) {
+	s := newTestServer(t)
+	const svcs = "/api/v1/namespaces/default/services"
+	runSteps(t, s, []step{
+		{name: "leading zeros", method: "POST", path: svcs, contentType: jsonCT, wantCode: 201,
+			body:  `{"metadata":{"name":"zeros"},"spec":{"clusterIP":"10.96.0.011","ports":[{"port":80}]}}`,
+			check: wantField("10.96.0.011", "spec", "clusterIPs", 0)},
+		{name: "the same address spelled plainly", method: "POST", path: svcs, contentType: jsonCT, wantCode: 422,
+			body: `{"metadata":{"name":"plain"},"spec":{"clusterIP":"10.96.0.11","ports":[{"port":80}]}}`, check: wantCauses("spec.clusterIPs[0]")},
+		{name: "freed with its service", method: "DELETE", path: svcs + "/zeros", wantCode: 200},
+		{name: "then free", method: "POST", path: svcs, contentType: jsonCT, wantCode: 201,
+			body: `{"metadata":{"name":"plain"},"spec":{"clusterIP":"10.96.0.11","ports":[{"port":80}]}}`},
+		{name: "external name with a trailing dot", method: "POST", path: svcs, contentType: jsonCT, wantCode: 201,
+			body: `{"metadata":{"name":"ext"},"spec":{"type":"ExternalName","externalName":"www.example.com."}}`},
+		{name: "not an address", method: "POST", path: svcs, contentType: jsonCT, wantCode: 422,
+			body: `{"metadata":{"name":"bad"},"spec":{"clusterIP":"10.96.0.300","ports":[{"port":80}]}}`, check: wantCauses("spec.clusterIP")},
+	})
+}

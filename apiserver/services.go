@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	netutils "k8s.io/utils/net"
 	utilnet "k8s.io/utils/net"
 
 	"github.com/minicluster/minicluster/store"
@@ -81,8 +82,8 @@ func (a *Allocator) claimClusterIP(t store.Txn, s *corev1.Service) error {
 		s.Spec.ClusterIP, s.Spec.ClusterIPs = ip, []string{ip}
 		return nil
 	}
-	addr, err := netip.ParseAddr(s.Spec.ClusterIP)
-	if err != nil || !a.ServiceCIDR.Contains(addr) || addr == a.ServiceCIDR.Masked().Addr() {
+	addr, ok := parseIP(s.Spec.ClusterIP)
+	if !ok || !a.ServiceCIDR.Contains(addr) || addr == a.ServiceCIDR.Masked().Addr() {
 		return invalid(s, field.Invalid(p, s.Spec.ClusterIP, fmt.Sprintf(
 			"failed to allocate IP %s: provided IP is not in the valid range. The range of valid IPs is %s", s.Spec.ClusterIP, a.ServiceCIDR)))
 	}
@@ -90,8 +91,23 @@ func (a *Allocator) claimClusterIP(t store.Txn, s *corev1.Service) error {
 		return invalid(s, field.Invalid(p, s.Spec.ClusterIP, fmt.Sprintf(
 			"failed to allocate IP %s: provided IP is already allocated", s.Spec.ClusterIP)))
 	}
-	s.Spec.ClusterIPs = []string{addr.String()}
+	s.Spec.ClusterIPs = []string{s.Spec.ClusterIP}
 	return nil
+}
+
+// parseIP reads ip as Kubernetes does: leading zeros are decimal
+// (netutils.ParseIPSloppy, CVE-2021-29923), so 10.96.0.011 is 10.96.0.11.
+func parseIP(ip string) (netip.Addr, bool) {
+	a, ok := netip.AddrFromSlice(netutils.ParseIPSloppy(ip))
+	return a.Unmap(), ok
+}
+
+// poolIP is the allocation pool's key for ip: its canonical spelling.
+func poolIP(ip string) string {
+	if a, ok := parseIP(ip); ok {
+		return a.String()
+	}
+	return ip
 }
 
 func needsClusterIP(s *corev1.Service) bool {
@@ -156,10 +172,10 @@ func (a *Allocator) serviceUpdate(t store.Txn, obj, old store.Object) error {
 	}
 	keep := map[string]bool{}
 	if needsClusterIP(s) {
-		keep[s.Spec.ClusterIP] = true
+		keep[poolIP(s.Spec.ClusterIP)] = true
 	}
-	if !keep[o.Spec.ClusterIP] && o.Spec.ClusterIP != corev1.ClusterIPNone {
-		if err := t.Release(poolClusterIP, o.Spec.ClusterIP, serviceOwner(o)); err != nil {
+	if !keep[poolIP(o.Spec.ClusterIP)] && o.Spec.ClusterIP != corev1.ClusterIPNone {
+		if err := t.Release(poolClusterIP, poolIP(o.Spec.ClusterIP), serviceOwner(o)); err != nil {
 			return err
 		}
 	}
@@ -181,7 +197,7 @@ func (a *Allocator) serviceUpdate(t store.Txn, obj, old store.Object) error {
 func (a *Allocator) serviceDelete(t store.Txn, obj store.Object) error {
 	s := obj.(*corev1.Service)
 	if s.Spec.ClusterIP != "" && s.Spec.ClusterIP != corev1.ClusterIPNone {
-		if err := t.Release(poolClusterIP, s.Spec.ClusterIP, serviceOwner(s)); err != nil {
+		if err := t.Release(poolClusterIP, poolIP(s.Spec.ClusterIP), serviceOwner(s)); err != nil {
 			return err
 		}
 	}

@@ -2,7 +2,7 @@ package apiserver
 
 import (
 	"fmt"
-	"net/netip"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -148,7 +148,8 @@ func validateService(obj, old store.Object) field.ErrorList {
 		if s.ClusterIP != "" {
 			errs = append(errs, field.Forbidden(specPath.Child("clusterIP"), "may not be set for ExternalName services"))
 		}
-		for _, msg := range validation.IsDNS1123Subdomain(s.ExternalName) {
+		// A trailing dot (a fully qualified name) is accepted, as in Kubernetes.
+		for _, msg := range validation.IsDNS1123Subdomain(strings.TrimSuffix(s.ExternalName, ".")) {
 			errs = append(errs, field.Invalid(specPath.Child("externalName"), s.ExternalName, msg))
 		}
 	default:
@@ -156,7 +157,7 @@ func validateService(obj, old store.Object) field.ErrorList {
 			corev1.ServiceTypeClusterIP, corev1.ServiceTypeExternalName, corev1.ServiceTypeLoadBalancer, corev1.ServiceTypeNodePort}))
 	}
 	if s.ClusterIP != "" && s.ClusterIP != corev1.ClusterIPNone {
-		if _, err := netip.ParseAddr(s.ClusterIP); err != nil {
+		if _, ok := parseIP(s.ClusterIP); !ok {
 			errs = append(errs, field.Invalid(specPath.Child("clusterIP"), s.ClusterIP, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"))
 		}
 	}
@@ -182,7 +183,7 @@ func validateService(obj, old store.Object) field.ErrorList {
 		}
 	}
 	for i, ip := range s.ExternalIPs {
-		if _, err := netip.ParseAddr(ip); err != nil {
+		if _, ok := parseIP(ip); !ok {
 			errs = append(errs, field.Invalid(specPath.Child("externalIPs").Index(i), ip, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"))
 		}
 	}
@@ -237,7 +238,7 @@ func validateTargetPort(tp intstr.IntOrString, p *field.Path) field.ErrorList {
 }
 
 func validateIP(ip string, p *field.Path) field.ErrorList {
-	if _, err := netip.ParseAddr(ip); err != nil {
+	if _, ok := parseIP(ip); !ok {
 		return field.ErrorList{field.Invalid(p, ip, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")}
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	netutils "k8s.io/utils/net"
 
 	"github.com/minicluster/minicluster/index"
 )
@@ -152,11 +153,18 @@ func clusterIPs(svc *corev1.Service) []netip.Addr {
 	}
 	var out []netip.Addr
 	for _, s := range ips {
-		if ip, err := netip.ParseAddr(s); err == nil {
+		if ip, ok := parseIP(s); ok {
 			out = append(out, ip)
 		}
 	}
 	return out
+}
+
+// parseIP reads an address of the API as Kubernetes does: leading zeros are decimal
+// (netutils.ParseIPSloppy, CVE-2021-29923).
+func parseIP(s string) (netip.Addr, bool) {
+	ip, ok := netip.AddrFromSlice(netutils.ParseIPSloppy(s))
+	return ip.Unmap(), ok
 }
 
 type endpoint struct {
@@ -175,8 +183,8 @@ func readyEndpoints(svc *corev1.Service, slices []*discoveryv1.EndpointSlice) []
 				continue
 			}
 			for _, a := range e.Addresses {
-				ip, err := netip.ParseAddr(a)
-				if err != nil || seen[ip] {
+				ip, ok := parseIP(a)
+				if !ok || seen[ip] {
 					continue
 				}
 				seen[ip] = true

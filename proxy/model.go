@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	netutils "k8s.io/utils/net"
 )
 
 // Endpoint is one backend of a service port.
@@ -71,9 +72,16 @@ func Build(node string, services []*corev1.Service, slices []*discoveryv1.Endpoi
 		if ip == "" || ip == corev1.ClusterIPNone || svc.Spec.Type == corev1.ServiceTypeExternalName {
 			continue
 		}
+		// The kernel reads 011 as octal; Kubernetes reads it as decimal (CVE-2021-29923):
+		// rules get the canonical spelling.
+		ip = canonicalIP(ip)
+		var external []string
+		for _, e := range svc.Spec.ExternalIPs {
+			external = append(external, canonicalIP(e))
+		}
 		for _, p := range svc.Spec.Ports {
 			sp := ServicePort{Name: fmt.Sprintf("%s/%s:%s", svc.Namespace, svc.Name, p.Name), ClusterIP: ip,
-				ExternalIPs: svc.Spec.ExternalIPs, Protocol: strings.ToLower(string(p.Protocol)), Port: p.Port}
+				ExternalIPs: external, Protocol: strings.ToLower(string(p.Protocol)), Port: p.Port}
 			if svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
 				sp.NodePort = p.NodePort
 			}
@@ -98,6 +106,14 @@ func Build(node string, services []*corev1.Service, slices []*discoveryv1.Endpoi
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name+out[i].Protocol < out[j].Name+out[j].Protocol })
 	return out
+}
+
+// canonicalIP spells ip as Kubernetes reads it (netutils.ParseIPSloppy); "" if invalid.
+func canonicalIP(ip string) string {
+	if parsed := netutils.ParseIPSloppy(ip); parsed != nil {
+		return parsed.String()
+	}
+	return ""
 }
 
 type candidate struct {
@@ -153,7 +169,7 @@ func endpointsFor(eps []*discoveryv1.EndpointSlice, sp corev1.ServicePort) candi
 			if len(e.Addresses) == 0 {
 				continue
 			}
-			ep := Endpoint{IP: e.Addresses[0], Port: port}
+			ep := Endpoint{IP: canonicalIP(e.Addresses[0]), Port: port}
 			if seen[ep] {
 				continue
 			}

@@ -350,3 +350,14 @@ func TestStale(t *testing.T) {
 		t.Errorf("an unchanged service has no stale flows, got %+v", got)
 	}
 }
+
+// Addresses are read as Kubernetes reads them: 10.96.0.011 is 10.96.0.11, not the
+// kernel's octal 10.96.0.9.
+func TestBuildReadsLeadingZerosAsDecimal(t *testing.T) {
+	s := svc("zeros", "10.96.0.011", 80, corev1.ProtocolTCP)
+	s.Spec.ExternalIPs = []string{"192.0.2.010"}
+	got := Build("node1", []*corev1.Service{s}, nil)
+	if len(got) != 1 || got[0].ClusterIP != "10.96.0.11" || strings.Join(got[0].ExternalIPs, ",") != "192.0.2.10" {
+		t.Errorf("built %+v", got)
+	}
+}

@@ -5,10 +5,13 @@ GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN := bin/minicluster
 DEB_PACKAGES := iproute2 iptables nftables dnsutils busybox nginx-light curl dnsperf
 FUZZTIME ?= 30s
+# Real clients the integration tests drive, pinned, built from the Go module proxy once.
+TOOLS := /var/cache/minicluster-tools
+HELM_VERSION := v3.21.4
 RUN_FLAGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help build run deps test test-unit test-integration bench fuzz lint clean
+.PHONY: help build run deps tools test test-unit test-integration bench fuzz lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-17s %s\n", $$1, $$2}'
@@ -27,7 +30,11 @@ deps: ## install the Debian packages minicluster and its tests use (root; only m
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-test: deps test-unit test-integration ## all tests: unit, then integration (root)
+tools: ## install the real clients the integration tests use (Helm) into $(TOOLS)
+	@test -x $(TOOLS)/helm || { echo "installing helm $(HELM_VERSION) into $(TOOLS)"; \
+		cd /tmp && GOFLAGS= GOBIN=$(TOOLS) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
+
+test: deps tools test-unit test-integration ## all tests: unit, then integration (root)
 
 test-unit: ## unit tests (no root needed)
 	$(GO) test -race -count=1 ./...

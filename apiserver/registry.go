@@ -47,6 +47,8 @@ type Resource struct {
 	review func(ctx context.Context, obj store.Object)
 	// view serves objects stored as another resource's type (see eventsv1.go).
 	view *storageView
+	// noAge drops the Age column (Roles show "Created At" instead).
+	noAge bool
 }
 
 // Verbs lists what the resource serves.
@@ -317,7 +319,8 @@ func NewRegistry(alloc *Allocator) *Registry {
 	ssr := newResource[authenticationv1.SelfSubjectReview]("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", false)
 	ssr.review = reviewSelf
 
-	return &Registry{resources: []*Resource{ns, node, pod, svc, ep, ev, cm, secret, sa, eps, deploy, rs, lease, evv1, ssar, ssrr, ssr}}
+	resources := []*Resource{ns, node, pod, svc, ep, ev, cm, secret, sa, eps, deploy, rs, lease, evv1, ssar, ssrr, ssr}
+	return &Registry{resources: append(resources, registerExtraKinds()...)}
 }
 
 // keepStatus makes an update of the main resource leave status alone, as Kubernetes

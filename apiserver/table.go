@@ -81,7 +81,9 @@ func (r *Resource) columns() tableDef {
 			cols = append(cols, c)
 		}
 	}
-	cols = append(cols, ageColumn)
+	if !r.noAge {
+		cols = append(cols, ageColumn)
+	}
 	for _, c := range r.table {
 		if c.wide {
 			cols = append(cols, c)

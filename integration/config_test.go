@@ -157,3 +157,35 @@ func TestCordon(t *testing.T) {
 		t.Errorf("kubectl get node after uncordon:\n%s", out)
 	}
 }
+
+// The kubectl create commands for the kinds that are stored and served, and their
+// columns.
+func TestKubectlCreateKinds(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	for _, c := range []struct {
+		create []string
+		get    string
+		row    []string
+	}{
+		{[]string{"role", "reader", "--verb=get,list", "--resource=pods"}, "role", []string{"reader"}},
+		{[]string{"rolebinding", "reader", "--role=reader", "--serviceaccount=default:default"}, "rolebinding", []string{"reader", "Role/reader"}},
+		{[]string{"clusterrole", "nodes", "--verb=get", "--resource=nodes"}, "clusterrole", []string{"nodes"}},
+		{[]string{"clusterrolebinding", "nodes", "--clusterrole=nodes", "--user=alice"}, "clusterrolebinding", []string{"nodes", "ClusterRole/nodes"}},
+		{[]string{"ingress", "web", "--rule=example.com/*=web:80"}, "ingress", []string{"web", "<none>", "example.com"}},
+		{[]string{"poddisruptionbudget", "web", "--selector=app=web", "--min-available=1"}, "pdb", []string{"web", "1", "N/A", "0"}},
+	} {
+		if out, errOut, err := n.exec("kubectl", append([]string{"create"}, c.create...)...); err != nil {
+			t.Errorf("kubectl create %s: %v %s %s", strings.Join(c.create, " "), err, out, errOut)
+			continue
+		}
+		if out, errOut, err := n.exec("kubectl", "get", c.get); err != nil || !hasRow(out, c.row...) {
+			t.Errorf("kubectl get %s: %v %s\n%s", c.get, err, errOut, out)
+		}
+	}
+	// A binding's role cannot change.
+	_, errOut, err := n.exec("kubectl", "patch", "rolebinding", "reader", "--type=merge", "-p", `{"roleRef":{"name":"other"}}`)
+	if err == nil || !strings.Contains(errOut, "cannot change roleRef") {
+		t.Errorf("changing a roleRef: %v %s", err, errOut)
+	}
+}

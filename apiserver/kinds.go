@@ -1,0 +1,301 @@
+package apiserver
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/minicluster/minicluster/store"
+)
+
+// Kinds that are stored and served for the clients and manifests that use them, with
+// kube-apiserver's tables and the validation that keeps them meaningful. What acts on
+// them: RBAC answers the reviews (reviews.go); Ingress and NetworkPolicy are not
+// enforced yet and HorizontalPodAutoscalers do not scale (there are no metrics).
+
+func registerExtraKinds() []*Resource {
+	ing := newResource[networkingv1.Ingress]("networking.k8s.io", "v1", "Ingress", "ingresses", true)
+	ing.ShortNames, ing.Subresources = []string{"ing"}, []string{"status"}
+	ing.validate, ing.table, ing.prepareUpdate = validateIngress, ingressTable, keepStatus
+	ingClass := newResource[networkingv1.IngressClass]("networking.k8s.io", "v1", "IngressClass", "ingressclasses", false)
+	ingClass.table = tableDef{
+		{name: "Controller", typ: "string", cell: func(o store.Object) any { return o.(*networkingv1.IngressClass).Spec.Controller }},
+		{name: "Parameters", typ: "string", cell: func(o store.Object) any {
+			if p := o.(*networkingv1.IngressClass).Spec.Parameters; p != nil {
+				return p.Kind + "/" + p.Name
+			}
+			return "<none>"
+		}},
+	}
+	netpol := newResource[networkingv1.NetworkPolicy]("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true)
+	netpol.ShortNames = []string{"netpol"}
+	netpol.table = tableDef{{name: "Pod-Selector", typ: "string", cell: func(o store.Object) any {
+		return selectorString(&o.(*networkingv1.NetworkPolicy).Spec.PodSelector)
+	}}}
+
+	pdb := newResource[policyv1.PodDisruptionBudget]("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true)
+	pdb.ShortNames, pdb.Subresources = []string{"pdb"}, []string{"status"}
+	pdb.validate, pdb.table, pdb.prepareUpdate = validatePDB, pdbTable, keepStatus
+
+	hpa := newResource[autoscalingv2.HorizontalPodAutoscaler]("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", true)
+	hpa.ShortNames, hpa.Categories, hpa.Subresources = []string{"hpa"}, []string{"all"}, []string{"status"}
+	hpa.validate, hpa.table, hpa.prepareUpdate = validateHPA, hpaTable, keepStatus
+
+	role := newResource[rbacv1.Role]("rbac.authorization.k8s.io", "v1", "Role", "roles", true)
+	role.validate, role.table, role.noAge = func(o, _ store.Object) field.ErrorList { return validateRules(o.(*rbacv1.Role).Rules) }, createdAtTable, true
+	clusterRole := newResource[rbacv1.ClusterRole]("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false)
+	clusterRole.validate = func(o, _ store.Object) field.ErrorList { return validateRules(o.(*rbacv1.ClusterRole).Rules) }
+	clusterRole.table, clusterRole.noAge = createdAtTable, true
+	binding := newResource[rbacv1.RoleBinding]("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true)
+	binding.validate = func(o, old store.Object) field.ErrorList {
+		b := o.(*rbacv1.RoleBinding)
+		var oldRef *rbacv1.RoleRef
+		if old != nil {
+			oldRef = &old.(*rbacv1.RoleBinding).RoleRef
+		}
+		return validateBinding(b.RoleRef, oldRef, b.Subjects, true)
+	}
+	binding.table = bindingTable(func(o store.Object) (rbacv1.RoleRef, []rbacv1.Subject) {
+		b := o.(*rbacv1.RoleBinding)
+		return b.RoleRef, b.Subjects
+	})
+	clusterBinding := newResource[rbacv1.ClusterRoleBinding]("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false)
+	clusterBinding.validate = func(o, old store.Object) field.ErrorList {
+		b := o.(*rbacv1.ClusterRoleBinding)
+		var oldRef *rbacv1.RoleRef
+		if old != nil {
+			oldRef = &old.(*rbacv1.ClusterRoleBinding).RoleRef
+		}
+		return validateBinding(b.RoleRef, oldRef, b.Subjects, false)
+	}
+	clusterBinding.table = bindingTable(func(o store.Object) (rbacv1.RoleRef, []rbacv1.Subject) {
+		b := o.(*rbacv1.ClusterRoleBinding)
+		return b.RoleRef, b.Subjects
+	})
+	return []*Resource{ing, ingClass, netpol, pdb, hpa, role, clusterRole, binding, clusterBinding}
+}
+
+func selectorString(s *metav1.LabelSelector) string {
+	sel, err := metav1.LabelSelectorAsSelector(s)
+	if err != nil || sel.Empty() {
+		return "<none>"
+	}
+	return sel.String()
+}
+
+var ingressTable = tableDef{
+	{name: "Class", typ: "string", cell: func(o store.Object) any {
+		if c := o.(*networkingv1.Ingress).Spec.IngressClassName; c != nil {
+			return *c
+		}
+		return "<none>"
+	}},
+	{name: "Hosts", typ: "string", cell: func(o store.Object) any {
+		var hosts []string
+		for _, r := range o.(*networkingv1.Ingress).Spec.Rules {
+			if r.Host != "" {
+				hosts = append(hosts, r.Host)
+			}
+		}
+		if len(hosts) == 0 {
+			return "*"
+		}
+		return firstThree(hosts)
+	}},
+	{name: "Address", typ: "string", cell: func(o store.Object) any {
+		var addrs []string
+		for _, i := range o.(*networkingv1.Ingress).Status.LoadBalancer.Ingress {
+			addrs = append(addrs, i.IP+i.Hostname)
+		}
+		return strings.Join(addrs, ",")
+	}},
+	{name: "Ports", typ: "string", cell: func(o store.Object) any {
+		if len(o.(*networkingv1.Ingress).Spec.TLS) > 0 {
+			return "80, 443"
+		}
+		return "80"
+	}},
+}
+
+func validateIngress(obj, _ store.Object) field.ErrorList {
+	s := obj.(*networkingv1.Ingress).Spec
+	p := field.NewPath("spec")
+	if s.DefaultBackend == nil && len(s.Rules) == 0 {
+		return field.ErrorList{field.Invalid(p, s, "either `defaultBackend` or `rules` must be specified")}
+	}
+	var errs field.ErrorList
+	for i, r := range s.Rules {
+		if r.HTTP == nil {
+			continue
+		}
+		for j, path := range r.HTTP.Paths {
+			pp := p.Child("rules").Index(i).Child("http", "paths").Index(j)
+			if path.PathType == nil {
+				errs = append(errs, field.Required(pp.Child("pathType"), "pathType must be specified"))
+			}
+			if b := path.Backend; (b.Service == nil) == (b.Resource == nil) {
+				errs = append(errs, field.Invalid(pp.Child("backend"), b, "cannot set both service and resource backends"))
+			}
+		}
+	}
+	return errs
+}
+
+var pdbTable = tableDef{
+	{name: "Min Available", typ: "string", cell: func(o store.Object) any {
+		if v := o.(*policyv1.PodDisruptionBudget).Spec.MinAvailable; v != nil {
+			return v.String()
+		}
+		return "N/A"
+	}},
+	{name: "Max Unavailable", typ: "string", cell: func(o store.Object) any {
+		if v := o.(*policyv1.PodDisruptionBudget).Spec.MaxUnavailable; v != nil {
+			return v.String()
+		}
+		return "N/A"
+	}},
+	{name: "Allowed Disruptions", typ: "integer", cell: func(o store.Object) any {
+		return int64(o.(*policyv1.PodDisruptionBudget).Status.DisruptionsAllowed)
+	}},
+}
+
+func validatePDB(obj, _ store.Object) field.ErrorList {
+	s := obj.(*policyv1.PodDisruptionBudget).Spec
+	if s.MinAvailable != nil && s.MaxUnavailable != nil {
+		return field.ErrorList{field.Invalid(field.NewPath("spec"), s, "minAvailable and maxUnavailable cannot be both set")}
+	}
+	return nil
+}
+
+var hpaTable = tableDef{
+	{name: "Reference", typ: "string", cell: func(o store.Object) any {
+		r := o.(*autoscalingv2.HorizontalPodAutoscaler).Spec.ScaleTargetRef
+		return r.Kind + "/" + r.Name
+	}},
+	{name: "Targets", typ: "string", cell: func(o store.Object) any {
+		if len(o.(*autoscalingv2.HorizontalPodAutoscaler).Spec.Metrics) == 0 {
+			return "<none>"
+		}
+		return "<unknown>" // no metrics server: nothing is measured
+	}},
+	{name: "MinPods", typ: "string", cell: func(o store.Object) any {
+		if m := o.(*autoscalingv2.HorizontalPodAutoscaler).Spec.MinReplicas; m != nil {
+			return fmt.Sprint(*m)
+		}
+		return "<unset>"
+	}},
+	{name: "MaxPods", typ: "integer", cell: func(o store.Object) any { return int64(o.(*autoscalingv2.HorizontalPodAutoscaler).Spec.MaxReplicas) }},
+	{name: "Replicas", typ: "integer", cell: func(o store.Object) any {
+		return int64(o.(*autoscalingv2.HorizontalPodAutoscaler).Status.CurrentReplicas)
+	}},
+}
+
+func validateHPA(obj, _ store.Object) field.ErrorList {
+	s := obj.(*autoscalingv2.HorizontalPodAutoscaler).Spec
+	p := field.NewPath("spec")
+	var errs field.ErrorList
+	if s.ScaleTargetRef.Kind == "" {
+		errs = append(errs, field.Required(p.Child("scaleTargetRef", "kind"), ""))
+	}
+	if s.ScaleTargetRef.Name == "" {
+		errs = append(errs, field.Required(p.Child("scaleTargetRef", "name"), ""))
+	}
+	if s.MinReplicas != nil && *s.MinReplicas < 1 {
+		errs = append(errs, field.Invalid(p.Child("minReplicas"), *s.MinReplicas, "must be greater than or equal to 1"))
+	}
+	if s.MaxReplicas < 1 {
+		errs = append(errs, field.Invalid(p.Child("maxReplicas"), s.MaxReplicas, "must be greater than 0"))
+	}
+	if s.MinReplicas != nil && s.MaxReplicas < *s.MinReplicas {
+		errs = append(errs, field.Invalid(p.Child("maxReplicas"), s.MaxReplicas, "must be greater than or equal to `minReplicas`"))
+	}
+	return errs
+}
+
+// createdAtTable is the Roles' and ClusterRoles' one column instead of Age.
+var createdAtTable = tableDef{{name: "Created At", typ: "date", cell: func(o store.Object) any {
+	return o.GetCreationTimestamp().UTC().Format(time.RFC3339)
+}}}
+
+func validateRules(rules []rbacv1.PolicyRule) field.ErrorList {
+	var errs field.ErrorList
+	for i, r := range rules {
+		p := field.NewPath("rules").Index(i)
+		if len(r.Verbs) == 0 {
+			errs = append(errs, field.Required(p.Child("verbs"), "verbs must contain at least one value"))
+		}
+		if len(r.NonResourceURLs) == 0 && len(r.Resources) == 0 {
+			errs = append(errs, field.Required(p.Child("resources"), "resource rules must supply at least one resource"))
+		}
+		if len(r.NonResourceURLs) == 0 && len(r.APIGroups) == 0 {
+			errs = append(errs, field.Required(p.Child("apiGroups"), "resource rules must supply at least one api group"))
+		}
+	}
+	return errs
+}
+
+func validateBinding(ref rbacv1.RoleRef, old *rbacv1.RoleRef, subjects []rbacv1.Subject, namespaced bool) field.ErrorList {
+	var errs field.ErrorList
+	p := field.NewPath("roleRef")
+	kinds := []string{"ClusterRole"}
+	if namespaced {
+		kinds = append(kinds, "Role")
+	}
+	switch {
+	case ref.APIGroup != rbacv1.GroupName:
+		errs = append(errs, field.NotSupported(p.Child("apiGroup"), ref.APIGroup, []string{rbacv1.GroupName}))
+	case ref.Kind != "ClusterRole" && (ref.Kind != "Role" || !namespaced):
+		errs = append(errs, field.NotSupported(p.Child("kind"), ref.Kind, kinds))
+	case ref.Name == "":
+		errs = append(errs, field.Required(p.Child("name"), ""))
+	}
+	if old != nil && *old != ref {
+		errs = append(errs, field.Invalid(p, ref, "cannot change roleRef"))
+	}
+	for i, s := range subjects {
+		sp := field.NewPath("subjects").Index(i)
+		if s.Name == "" {
+			errs = append(errs, field.Required(sp.Child("name"), ""))
+		}
+		switch s.Kind {
+		case rbacv1.ServiceAccountKind, rbacv1.UserKind, rbacv1.GroupKind:
+		default:
+			errs = append(errs, field.NotSupported(sp.Child("kind"), s.Kind, []string{rbacv1.ServiceAccountKind, rbacv1.UserKind, rbacv1.GroupKind}))
+		}
+	}
+	return errs
+}
+
+// bindingTable is kubectl's: the role, then (wide) who is bound.
+func bindingTable(of func(store.Object) (rbacv1.RoleRef, []rbacv1.Subject)) tableDef {
+	who := func(kind string) func(o store.Object) any {
+		return func(o store.Object) any {
+			_, subjects := of(o)
+			var names []string
+			for _, s := range subjects {
+				if s.Kind != kind {
+					continue
+				}
+				if kind == rbacv1.ServiceAccountKind {
+					names = append(names, s.Namespace+"/"+s.Name)
+				} else {
+					names = append(names, s.Name)
+				}
+			}
+			return strings.Join(names, ", ")
+		}
+	}
+	return tableDef{
+		{name: "Role", typ: "string", cell: func(o store.Object) any { ref, _ := of(o); return ref.Kind + "/" + ref.Name }},
+		{name: "Users", typ: "string", wide: true, cell: who(rbacv1.UserKind)},
+		{name: "Groups", typ: "string", wide: true, cell: who(rbacv1.GroupKind)},
+		{name: "ServiceAccounts", typ: "string", wide: true, cell: who(rbacv1.ServiceAccountKind)},
+	}
+}

@@ -1,0 +1,91 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// e2eBinary finds a binary in the cache where ../shared/conformance/build.sh leaves Kubernetes' own binaries.
+func e2eBinary(t *testing.T, name string) string {
+	dir := os.Getenv("MC_E2E_DIR")
+	if dir == "" {
+		dir = "/var/cache/minicluster-e2e"
+	}
+	p := filepath.Join(dir, name)
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("%s not built: run ../shared/conformance/build.sh %s %s (slow the first time; kept out of CI's path)", p, dir, name)
+	}
+	return p
+}
+
+// The real kube-proxy (v1.32) syncs from minicluster's API: it lists and watches
+// services (with its spec.clusterIP!=None field selector), EndpointSlices and nodes,
+// posts its events, programs every service, and logs no API error. minicluster's own
+// proxy runs in nftables mode beside it, in other tables.
+func TestRealKubeProxy(t *testing.T) {
+	kubeProxy := e2eBinary(t, "kube-proxy")
+	n := newNode(t)
+	n.start("--proxy-mode", "nftables")
+	ip := n.applyBackend(t, 3)
+	node, _, _ := n.exec("kubectl", "get", "nodes", "-o", "jsonpath={.items[0].metadata.name}")
+	logPath := filepath.Join(t.TempDir(), "kube-proxy.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", n.netns, kubeProxy,
+		"--kubeconfig", filepath.Join(n.dataDir, "kubeconfig"), "--hostname-override", node, "--proxy-mode", "iptables",
+		"--cluster-cidr", "10.244.0.0/16", "--conntrack-max-per-core", "0", "--conntrack-tcp-timeout-established", "0",
+		"--conntrack-tcp-timeout-close-wait", "0", "--iptables-localhost-nodeports=false",
+		"--healthz-bind-address", "127.0.0.1:10256", "--metrics-bind-address", "127.0.0.1:10249", "--v", "2")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		cmd.Wait()
+		logFile.Close()
+		// kube-proxy's rules live in the node's netns, which goes with the test.
+	})
+	eventually(t, 60*time.Second, func() error {
+		rules, _, _ := n.exec("iptables-save", "-t", "nat")
+		for _, want := range []string{`"default/backend:http cluster IP" -m tcp --dport 80 -j KUBE-SVC-`, "-d " + ip + "/32"} {
+			if !strings.Contains(rules, want) {
+				return fmt.Errorf("kube-proxy's rules lack %q", want)
+			}
+		}
+		if n := strings.Count(rules, "-j KUBE-SEP-"); n < 3 {
+			return fmt.Errorf("%d endpoint jumps, want the backend's 3 at least", n)
+		}
+		return nil
+	})
+	out, _, err := n.exec("curl", "-sS", "-m", "2", "http://127.0.0.1:10256/healthz")
+	if err != nil || !strings.Contains(out, `"lastUpdated"`) {
+		t.Errorf("kube-proxy healthz: %v %s", err, out)
+	}
+	events, _, _ := n.exec("kubectl", "get", "events.v1.events.k8s.io", "-A", "-o", "jsonpath={.items[*].reportingController}")
+	if !strings.Contains(events, "kube-proxy") {
+		t.Errorf("no event from kube-proxy: %q", events)
+	}
+	log, _ := os.ReadFile(logPath)
+	apiError := regexp.MustCompile(`(?i)failed to (list|watch)|Unhandled Error|is forbidden|could not find the requested resource|field label not supported|server rejected event`)
+	if m := apiError.FindAll(log, -1); len(m) > 0 {
+		t.Errorf("kube-proxy's log has %d API errors, e.g. %q:\n%s", len(m), m[0], lastLines(log, 40))
+	}
+}
+
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}

@@ -16,7 +16,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	utilrand "k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/minicluster/minicluster/store"
@@ -153,6 +155,8 @@ func (a *API) Create(ctx context.Context, r *Resource, ns string, obj store.Obje
 		return nil, err
 	}
 	generated := obj.GetName() == "" && obj.GetGenerateName() != ""
+	// The uid is the server's, and known to the defaults (a Job's selector names it).
+	obj.SetUID(types.UID(uuid.NewUUID()))
 	prepareCreate(r, obj)
 	if pod, ok := obj.(*corev1.Pod); ok {
 		if err := a.admitServiceAccount(r, pod); err != nil {

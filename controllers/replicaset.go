@@ -127,7 +127,7 @@ func (c *ReplicaSet) reconcile(ctx context.Context, key string) error {
 	}
 	// Scale only on a cache that shows this controller's own last writes (else it
 	// would create the pods it has just created once more); report status either way.
-	synced := c.expect.met(key, c.podPresent(ns))
+	synced := c.expect.met(key, podPresentIn(c.pods, ns))
 	if synced && rs.DeletionTimestamp == nil {
 		if err := c.scale(ctx, key, rs, active); err != nil {
 			return err
@@ -139,10 +139,10 @@ func (c *ReplicaSet) reconcile(ctx context.Context, key string) error {
 	return ErrRequeue
 }
 
-// podPresent says whether the pod cache still holds a live pod of that name and UID.
-func (c *ReplicaSet) podPresent(ns string) func(string, types.UID) bool {
+// podPresentIn says whether the pod cache still holds a live pod of that name and UID.
+func podPresentIn(pods corelisters.PodLister, ns string) func(string, types.UID) bool {
 	return func(name string, uid types.UID) bool {
-		p, err := c.pods.Pods(ns).Get(name)
+		p, err := pods.Pods(ns).Get(name)
 		return err == nil && p.UID == uid && p.DeletionTimestamp == nil
 	}
 }

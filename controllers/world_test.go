@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -55,6 +56,8 @@ type world struct {
 	slices *EndpointSlices
 	ns     *Namespace
 	sched  *Scheduler
+	// podExpect are further controllers' expectations fed the pods the caches hold.
+	podExpect []*expectations
 }
 
 // worldKinds are the kinds the world's informers cache, with their resources.
@@ -72,6 +75,8 @@ var worldKinds = []struct {
 	{appsv1.SchemeGroupVersion.WithResource("deployments"), "Deployment", true},
 	{appsv1.SchemeGroupVersion.WithResource("replicasets"), "ReplicaSet", true},
 	{discoveryv1.SchemeGroupVersion.WithResource("endpointslices"), "EndpointSlice", true},
+	{batchv1.SchemeGroupVersion.WithResource("jobs"), "Job", true},
+	{batchv1.SchemeGroupVersion.WithResource("cronjobs"), "CronJob", true},
 }
 
 func newWorld(t *testing.T) *world {
@@ -327,6 +332,9 @@ func (w *world) sync() {
 			switch k.kind {
 			case "Pod":
 				w.rs.expect.observe(o)
+				for _, e := range w.podExpect {
+					e.observe(o)
+				}
 			case "EndpointSlice":
 				w.slices.expect.observe(o)
 			}

@@ -127,11 +127,14 @@ func put(tx *bolt.Tx, k *Kind, obj Object) error {
 
 func setRev(obj Object, rev int64) { obj.SetResourceVersion(strconv.FormatInt(rev, 10)) }
 
-// Create stores a new object. The store sets uid, creationTimestamp, generation (1) and
-// resourceVersion; it returns ErrExists when the name is taken.
+// Create stores a new object. The store sets uid (unless the caller chose one),
+// creationTimestamp, generation (1) and resourceVersion; it returns ErrExists when the
+// name is taken.
 func (s *Store) Create(ctx context.Context, k *Kind, obj Object) (Object, error) {
 	obj = obj.DeepCopyObject().(Object)
-	obj.SetUID(types.UID(uuid.NewUUID()))
+	if obj.GetUID() == "" {
+		obj.SetUID(types.UID(uuid.NewUUID()))
+	}
 	obj.SetCreationTimestamp(metav1.NewTime(time.Now().Truncate(time.Second)))
 	obj.SetGeneration(1)
 	obj.SetDeletionTimestamp(nil)

@@ -241,14 +241,17 @@ func newControllers(c *clients, events *controllers.Events, cfg *serveConfig, lo
 	if err != nil {
 		return nil, err
 	}
-	deploy, rs := workload, workload
+	deploy, rs, job, cronJob := workload, workload, workload, workload
 	deploy.Recorder, rs.Recorder = events.Recorder("deployment-controller", ""), events.Recorder("replicaset-controller", "")
+	job.Recorder, cronJob.Recorder = events.Recorder("job-controller", ""), events.Recorder("cronjob-controller", "")
 	return []runner{
 		controllers.NewNamespace(controllers.NamespaceConfig{Client: c.typed, Dynamic: c.dynamic, Informers: c.informers, Log: log}),
 		controllers.NewServiceAccounts(controllers.ServiceAccountConfig{Client: c.typed, Informers: c.informers, Log: log}),
 		controllers.NewNodeTaints(controllers.NodeTaintConfig{Client: c.typed, Informers: c.informers, Log: log}),
 		controllers.NewDeployment(deploy),
 		controllers.NewReplicaSet(rs),
+		controllers.NewJob(job),
+		controllers.NewCronJob(cronJob),
 		controllers.NewGarbageCollector(controllers.GCConfig{Discovery: c.typed.Discovery(), Dynamic: c.dynamic, Informers: c.informers, Log: log}),
 		controllers.NewEndpoints(endpoints),
 		slices,

@@ -1,0 +1,142 @@
+package controllers
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8stypes "k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+)
+
+func job(name string, completions, parallelism, backoffLimit int32) *batchv1.Job {
+	lbls := map[string]string{"batch.kubernetes.io/controller-uid": name}
+	return &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: name, UID: "uid-" + k8stypes.UID(name)},
+		Spec: batchv1.JobSpec{Completions: ptr.To(completions), Parallelism: ptr.To(parallelism), BackoffLimit: ptr.To(backoffLimit),
+			Selector: &metav1.LabelSelector{MatchLabels: lbls},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: lbls},
+				Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}}}
+}
+
+// finishPods ends every running pod of the world with phase.
+func (w *world) finishPods(phase corev1.PodPhase, at time.Time) {
+	for _, p := range w.pods() {
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		p = p.DeepCopy()
+		p.Status.Phase = phase
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "c", State: corev1.ContainerState{
+			Terminated: &corev1.ContainerStateTerminated{ExitCode: map[bool]int32{true: 0, false: 1}[phase == corev1.PodSucceeded], FinishedAt: metav1.NewTime(at)}}}}
+		w.update(p)
+	}
+}
+
+func jobConditions(j *batchv1.Job) []string {
+	var out []string
+	for _, c := range j.Status.Conditions {
+		out = append(out, string(c.Type)+"="+string(c.Status)+"/"+c.Reason)
+	}
+	return out
+}
+
+// Completions run parallelism at a time; the job completes with Kubernetes' conditions
+// and goes ttlSecondsAfterFinished later.
+func TestJobRunsToCompletion(t *testing.T) {
+	w := newWorld(t)
+	c := NewJob(WorkloadConfig{Client: w.client, Informers: w.informers, Recorder: w.events})
+	w.podExpect = append(w.podExpect, c.expect)
+	now := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
+	c.now = func() time.Time { return now }
+	j := job("pi", 3, 2, 6)
+	j.Spec.TTLSecondsAfterFinished = ptr.To[int32](30)
+	w.apply(j)
+	get := func() *batchv1.Job { return list[*batchv1.Job](w, "jobs")[0] }
+	w.reconcile(c.reconcile, "default/pi")
+	if n := len(w.pods()); n != 2 || get().Status.Active != 2 || get().Status.StartTime == nil {
+		t.Fatalf("%d pods, status %+v", n, get().Status)
+	}
+	w.finishPods(corev1.PodSucceeded, now)
+	w.reconcile(c.reconcile, "default/pi")
+	if n := len(w.pods()); n != 3 || get().Status.Succeeded != 2 || get().Status.Active != 1 {
+		t.Fatalf("after two succeed: %d pods, status %+v", n, get().Status)
+	}
+	w.finishPods(corev1.PodSucceeded, now)
+	w.reconcile(c.reconcile, "default/pi")
+	diff(t, "conditions", []string{"SuccessCriteriaMet=True/CompletionsReached", "Complete=True/CompletionsReached"}, jobConditions(get()))
+	if st := get().Status; st.Succeeded != 3 || st.Active != 0 || st.CompletionTime == nil {
+		t.Errorf("status %+v", st)
+	}
+	w.reconcile(c.reconcile, "default/pi")
+	if get().DeletionTimestamp != nil {
+		t.Fatal("deleted before its TTL")
+	}
+	now = now.Add(31 * time.Second)
+	w.reconcile(c.reconcile, "default/pi")
+	if jobs := list[*batchv1.Job](w, "jobs"); len(jobs) != 0 && jobs[0].DeletionTimestamp == nil {
+		t.Errorf("not deleted after its TTL")
+	}
+}
+
+// A failed pod is replaced after the back-off; past backoffLimit the job fails.
+func TestJobBackoffLimit(t *testing.T) {
+	w := newWorld(t)
+	c := NewJob(WorkloadConfig{Client: w.client, Informers: w.informers, Recorder: w.events})
+	w.podExpect = append(w.podExpect, c.expect)
+	now := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
+	c.now = func() time.Time { return now }
+	w.apply(job("flaky", 1, 1, 1))
+	get := func() *batchv1.Job { return list[*batchv1.Job](w, "jobs")[0] }
+	w.reconcile(c.reconcile, "default/flaky")
+	w.finishPods(corev1.PodFailed, now)
+	w.reconcile(c.reconcile, "default/flaky")
+	if n := len(w.pods()); n != 1 || get().Status.Failed != 1 {
+		t.Fatalf("within the back-off: %d pods, status %+v", n, get().Status)
+	}
+	now = now.Add(11 * time.Second)
+	w.reconcile(c.reconcile, "default/flaky")
+	if n := len(w.pods()); n != 2 {
+		t.Fatalf("after the back-off: %d pods", n)
+	}
+	w.finishPods(corev1.PodFailed, now)
+	w.reconcile(c.reconcile, "default/flaky")
+	diff(t, "conditions", []string{"FailureTarget=True/BackoffLimitExceeded", "Failed=True/BackoffLimitExceeded"}, jobConditions(get()))
+}
+
+// A CronJob makes one Job per scheduled time, named for it, and Forbid skips a time
+// while one runs.
+func TestCronJobSchedules(t *testing.T) {
+	w := newWorld(t)
+	c := NewCronJob(WorkloadConfig{Client: w.client, Informers: w.informers, Recorder: w.events})
+	now := time.Date(2026, 12, 5, 10, 0, 30, 0, time.UTC)
+	c.now = func() time.Time { return now }
+	cj := &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Name: "tick", UID: "uid-tick", CreationTimestamp: metav1.NewTime(now)},
+		Spec: batchv1.CronJobSpec{Schedule: "*/1 * * * *", TimeZone: ptr.To("UTC"), ConcurrencyPolicy: batchv1.ForbidConcurrent,
+			JobTemplate: batchv1.JobTemplateSpec{Spec: job("x", 1, 1, 6).Spec}}}
+	cj.Spec.JobTemplate.Spec.Selector = nil
+	w.apply(cj)
+	jobNames := func() []string {
+		var out []string
+		for _, j := range list[*batchv1.Job](w, "jobs") {
+			out = append(out, j.Name)
+		}
+		return out
+	}
+	w.reconcile(c.reconcile, "default/tick")
+	diff(t, "jobs before the first time", []string(nil), jobNames())
+	now = now.Add(35 * time.Second) // 10:01:05
+	w.reconcile(c.reconcile, "default/tick")
+	w.reconcile(c.reconcile, "default/tick")
+	first := "tick-" + strconv.FormatInt(time.Date(2026, 12, 5, 10, 1, 0, 0, time.UTC).Unix()/60, 10)
+	diff(t, "jobs at 10:01:05", []string{first}, jobNames())
+	got := list[*batchv1.CronJob](w, "cronjobs")[0].Status
+	if len(got.Active) != 1 || got.LastScheduleTime == nil || got.LastScheduleTime.Minute() != 1 {
+		t.Errorf("status %+v", got)
+	}
+	now = now.Add(time.Minute) // 10:02:05, the first still running: Forbid
+	w.reconcile(c.reconcile, "default/tick")
+	diff(t, "jobs while one runs (Forbid)", []string{first}, jobNames())
+}

@@ -115,7 +115,9 @@ func TestRolloutUndoAndDeadline(t *testing.T) {
 		}
 		return out
 	}
-	image := func() string { return kubectl("get", "deployment", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}") }
+	image := func() string {
+		return kubectl("get", "deployment", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}")
+	}
 	kubectl("create", "deployment", "web", "--image=busybox:1.35", "--replicas=2", "--", "sleep", "3600")
 	kubectl("annotate", "deployment", "web", "kubernetes.io/change-cause=first")
 	kubectl("rollout", "status", "deployment/web", "--timeout=60s")

@@ -24,7 +24,7 @@ import (
 
 // Files in the data dir; every one is 0600.
 const (
-	caCertFile     = "ca.crt"
+	CACertFile     = "ca.crt"
 	caKeyFile      = "ca.key"
 	servingCert    = "apiserver.crt"
 	servingKey     = "apiserver.key"
@@ -96,7 +96,7 @@ func serial() *big.Int {
 }
 
 func loadOrCreateCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
-	certPath, keyPath := filepath.Join(dir, caCertFile), filepath.Join(dir, caKeyFile)
+	certPath, keyPath := filepath.Join(dir, CACertFile), filepath.Join(dir, caKeyFile)
 	if pair, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil {
 		if key, ok := pair.PrivateKey.(*ecdsa.PrivateKey); ok && pair.Leaf.NotAfter.After(time.Now()) {
 			return pair.Leaf, key, nil

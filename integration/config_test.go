@@ -5,6 +5,8 @@ package integration
 import (
 	"encoding/base64"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +30,14 @@ func TestConfigAndIdentityWithKubectl(t *testing.T) {
 		_, errOut, err := n.exec("kubectl", "-n", "team", "get", "serviceaccount", "default")
 		if err != nil {
 			return fmt.Errorf("no default account in a new namespace: %s", errOut)
+		}
+		return nil
+	})
+	ca, _ := os.ReadFile(filepath.Join(n.dataDir, "ca.crt"))
+	eventually(t, 10*time.Second, func() error {
+		got, _, _ := n.exec("kubectl", "-n", "team", "get", "configmap", "kube-root-ca.crt", "-o", `jsonpath={.data.ca\.crt}`)
+		if len(ca) == 0 || strings.TrimSpace(got) != strings.TrimSpace(string(ca)) {
+			return fmt.Errorf("kube-root-ca.crt in a new namespace holds %d bytes, the CA %d", len(got), len(ca))
 		}
 		return nil
 	})

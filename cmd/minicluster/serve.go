@@ -248,6 +248,8 @@ func newControllers(c *clients, events *controllers.Events, cfg *serveConfig, lo
 		controllers.NewNamespace(controllers.NamespaceConfig{Client: c.typed, Dynamic: c.dynamic, Informers: c.informers, Log: log}),
 		controllers.NewServiceAccounts(controllers.ServiceAccountConfig{Client: c.typed, Informers: c.informers, Log: log}),
 		controllers.NewNodeTaints(controllers.NodeTaintConfig{Client: c.typed, Informers: c.informers, Log: log}),
+		controllers.NewRootCA(controllers.RootCAConfig{Client: c.typed, Informers: c.informers,
+			CAFile: filepath.Join(cfg.dataDir, apiserver.CACertFile), Log: log}),
 		controllers.NewDeployment(deploy),
 		controllers.NewReplicaSet(rs),
 		controllers.NewJob(job),

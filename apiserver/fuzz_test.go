@@ -16,12 +16,28 @@ import (
 // may panic on any input.
 func FuzzDecodeBody(f *testing.F) {
 	reg := NewRegistry(&Allocator{ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12")})
-	f.Add([]byte(svcJSON), uint8(2))
-	f.Add([]byte(deployJSON), uint8(6))
-	f.Add([]byte(podJSON("p", `{"a":"b"}`)), uint8(1))
-	f.Add([]byte(`{"metadata":{"name":"x"},"spec":{"ports":[{"port":1,"targetPort":"http","nodePort":30000}],"type":"NodePort"}}`), uint8(2))
-	f.Add([]byte(`{"addressType":"IPv4","endpoints":[{"addresses":["1.2.3.4"]}],"ports":[{"port":80}]}`), uint8(5))
-	f.Add([]byte(`{"spec":{"selector":{"matchExpressions":[{"key":"a","operator":"In"}]}}}`), uint8(7))
+	at := func(group, plural string) uint8 {
+		for i, r := range reg.Resources() {
+			if r.Group == group && r.Plural == plural {
+				return uint8(i)
+			}
+		}
+		f.Fatalf("no %s.%s", plural, group)
+		return 0
+	}
+	f.Add([]byte(svcJSON), at("", "services"))
+	f.Add([]byte(deployJSON), at("apps", "deployments"))
+	f.Add([]byte(podJSON("p", `{"a":"b"}`)), at("", "pods"))
+	f.Add([]byte(`{"metadata":{"name":"x"},"spec":{"ports":[{"port":1,"targetPort":"http","nodePort":30000}],"type":"NodePort"}}`), at("", "services"))
+	f.Add([]byte(`{"addressType":"IPv4","endpoints":[{"addresses":["1.2.3.4"]}],"ports":[{"port":80}]}`), at("discovery.k8s.io", "endpointslices"))
+	f.Add([]byte(`{"spec":{"selector":{"matchExpressions":[{"key":"a","operator":"In"}]}}}`), at("apps", "replicasets"))
+	f.Add([]byte(`{"metadata":{"name":"s"},"type":"kubernetes.io/tls","stringData":{"tls.crt":"x"},"data":{"a b":"eA=="}}`), at("", "secrets"))
+	f.Add([]byte(`{"metadata":{"name":"c"},"data":{"k":"v"},"binaryData":{"k":"AA=="},"immutable":true}`), at("", "configmaps"))
+	f.Add([]byte(`{"metadata":{"name":"j"},"spec":{"completions":2,"template":{"spec":{"restartPolicy":"Never","containers":[{"name":"c","image":"busybox"}]}}}}`), at("batch", "jobs"))
+	f.Add([]byte(`{"metadata":{"name":"cj"},"spec":{"schedule":"*/1 * * * *","timeZone":"Mars/Olympus","jobTemplate":{"spec":{}}}}`), at("batch", "cronjobs"))
+	f.Add([]byte(`{"metadata":{"name":"e"},"eventTime":"2026-12-05T10:00:00.000000Z","regarding":{"kind":"Pod"},"series":{"count":2}}`), at("events.k8s.io", "events"))
+	f.Add([]byte(`{"spec":{"resourceAttributes":{"verb":"get"},"nonResourceAttributes":{"path":"/"}}}`), at("authorization.k8s.io", "selfsubjectaccessreviews"))
+	f.Add([]byte(`{"metadata":{"name":"b"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"Role","name":"r"},"subjects":[{"kind":"Robot"}]}`), at("rbac.authorization.k8s.io", "rolebindings"))
 	f.Fuzz(func(t *testing.T, data []byte, which uint8) {
 		res := reg.Resources()
 		r := res[int(which)%len(res)]

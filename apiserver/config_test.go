@@ -206,3 +206,38 @@ func TestServiceValidationAsKubernetes(t *testing.T) {
 			body: `{"metadata":{"name":"bad"},"spec":{"clusterIP":"10.96.0.300","ports":[{"port":80}]}}`, check: wantCauses("spec.clusterIP")},
 	})
 }
+
+// pods/eviction deletes a pod unless its disruption budget has no disruption left; it
+// takes one from the budget.
+func TestEviction(t *testing.T) {
+	s := newTestServer(t)
+	const pdbs = "/apis/policy/v1/namespaces/default/poddisruptionbudgets"
+	evict := func(name string) string {
+		return `{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"` + name + `","namespace":"default"}}`
+	}
+	runSteps(t, s, []step{
+		{name: "pod", method: "POST", path: podsPath, contentType: jsonCT, body: podJSON("a", `{"app":"web"}`), wantCode: 201},
+		{name: "running", method: "PATCH", path: podsPath + "/a/status", contentType: mergeCT, body: `{"status":{"phase":"Running"}}`, wantCode: 200},
+		{name: "budget", method: "POST", path: pdbs, contentType: jsonCT, wantCode: 201,
+			body: `{"metadata":{"name":"web"},"spec":{"minAvailable":1,"selector":{"matchLabels":{"app":"web"}}}}`},
+		{name: "budget status: none allowed", method: "PATCH", path: pdbs + "/web/status", contentType: mergeCT, wantCode: 200,
+			body: `{"status":{"observedGeneration":1,"currentHealthy":1,"desiredHealthy":1,"expectedPods":1,"disruptionsAllowed":0}}`},
+		{name: "held back", method: "POST", path: podsPath + "/a/eviction", contentType: jsonCT, body: evict("a"), wantCode: 429,
+			check: func(t *testing.T, r response) {
+				if st := r.status(); st.Details == nil || len(st.Details.Causes) != 1 || st.Details.Causes[0].Type != "DisruptionBudget" {
+					t.Errorf("status %s", r.body)
+				}
+			}},
+		{name: "budget status: one allowed", method: "PATCH", path: pdbs + "/web/status", contentType: mergeCT, wantCode: 200,
+			body: `{"status":{"disruptionsAllowed":1}}`},
+		{name: "evicted", method: "POST", path: podsPath + "/a/eviction", contentType: jsonCT, body: evict("a"), wantCode: 201},
+		{name: "the budget paid", method: "GET", path: pdbs + "/web", wantCode: 200, check: func(t *testing.T, r response) {
+			wantField(float64(0), "status", "disruptionsAllowed")(t, r)
+			if get(r.object(), "status", "disruptedPods", "a") == nil {
+				t.Errorf("disruptedPods: %s", r.body)
+			}
+		}},
+		{name: "the pod goes", method: "GET", path: podsPath + "/a", wantCode: 404},
+		{name: "a name that does not match", method: "POST", path: podsPath + "/b/eviction", contentType: jsonCT, body: evict("a"), wantCode: 400},
+	})
+}

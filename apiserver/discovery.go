@@ -56,6 +56,9 @@ func (g *Registry) resourceList(gv schema.GroupVersion) *metav1.APIResourceList 
 				res.Verbs = metav1.Verbs{"update"}
 			case "log":
 				res.Verbs = metav1.Verbs{"get"}
+			case "eviction", "binding":
+				res.Group, res.Version, res.Kind, res.Verbs = map[bool]string{true: "policy", false: ""}[sub == "eviction"], "v1",
+					map[bool]string{true: "Eviction", false: "Binding"}[sub == "eviction"], metav1.Verbs{"create"}
 			case "exec":
 				res.Kind, res.Verbs = "PodExecOptions", metav1.Verbs{"create", "get"}
 			case "attach":
@@ -111,6 +114,10 @@ func (g *Registry) aggregated(core bool) *apidiscoveryv2.APIGroupDiscoveryList {
 					verbs = []string{"update"}
 				case "log":
 					verbs = []string{"get"}
+				case "eviction":
+					sk, verbs = metav1.GroupVersionKind{Group: "policy", Version: "v1", Kind: "Eviction"}, []string{"create"}
+				case "binding":
+					sk, verbs = metav1.GroupVersionKind{Version: "v1", Kind: "Binding"}, []string{"create"}
 				case "exec":
 					sk, verbs = metav1.GroupVersionKind{Version: "v1", Kind: "PodExecOptions"}, []string{"create", "get"}
 				case "attach":

@@ -244,7 +244,7 @@ func NewRegistry(alloc *Allocator) *Registry {
 
 	pod := newResource[corev1.Pod]("", "v1", "Pod", "pods", true)
 	pod.ShortNames, pod.Categories = []string{"po"}, []string{"all"}
-	pod.Subresources = []string{"status", "binding", "log", "exec", "attach", "portforward", "proxy"}
+	pod.Subresources = []string{"status", "binding", "eviction", "log", "exec", "attach", "portforward", "proxy"}
 	pod.defaults, pod.validate, pod.table = defaultPod, validatePod, podTable
 	pod.prepareUpdate = keepStatus
 	pod.fieldSet = podFields

@@ -199,3 +199,44 @@ func TestKubectlCreateKinds(t *testing.T) {
 		t.Errorf("changing a roleRef: %v %s", err, errOut)
 	}
 }
+
+// kubectl drain evicts through pods/eviction, which a PodDisruptionBudget holds back:
+// on one node the replacements cannot run (the node is cordoned), so the budget stops
+// the second eviction, as on a real cluster.
+func TestDrainRespectsDisruptionBudget(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	kubectl := func(args ...string) string {
+		t.Helper()
+		out, errOut, err := n.exec("kubectl", args...)
+		if err != nil {
+			t.Fatalf("kubectl %s: %v %s", strings.Join(args, " "), err, errOut)
+		}
+		return out
+	}
+	node := kubectl("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}")
+	kubectl("create", "deployment", "web", "--image=busybox", "--replicas=2", "--", "sleep", "3600")
+	kubectl("rollout", "status", "deployment/web", "--timeout=60s")
+	kubectl("create", "poddisruptionbudget", "web", "--selector=app=web", "--min-available=1")
+	eventually(t, 10*time.Second, func() error {
+		out, _, _ := n.exec("kubectl", "get", "pdb", "web", "-o", "jsonpath={.status.currentHealthy}/{.status.disruptionsAllowed}")
+		if out != "2/1" {
+			return fmt.Errorf("pdb healthy/allowed %q, want 2/1", out)
+		}
+		return nil
+	})
+	out, errOut, err := n.exec("kubectl", "drain", node, "--ignore-daemonsets", "--timeout=8s")
+	if err == nil || !strings.Contains(out+errOut, "Cannot evict pod as it would violate the pod's disruption budget") {
+		t.Errorf("drain with a budget: %v\n%s%s", err, out, errOut)
+	}
+	if out := kubectl("get", "pods", "-l", "app=web", "-o", "jsonpath={range .items[*]}{.status.phase} {end}"); strings.Count(out, "Running") != 1 {
+		t.Errorf("after the budget held: pods %q, want one still running", out)
+	}
+	kubectl("delete", "pdb", "web")
+	kubectl("drain", node, "--ignore-daemonsets", "--timeout=30s")
+	if out := kubectl("get", "pods", "-l", "app=web", "-o", "jsonpath={range .items[*]}{.status.phase} {end}"); strings.Contains(out, "Running") {
+		t.Errorf("after drain: pods %q", out)
+	}
+	kubectl("uncordon", node)
+	kubectl("rollout", "status", "deployment/web", "--timeout=60s")
+}

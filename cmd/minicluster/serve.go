@@ -253,6 +253,7 @@ func newControllers(c *clients, events *controllers.Events, cfg *serveConfig, lo
 		controllers.NewDeployment(deploy),
 		controllers.NewReplicaSet(rs),
 		controllers.NewJob(job),
+		controllers.NewDisruption(controllers.DisruptionConfig{Client: c.typed, Informers: c.informers, Log: log}),
 		controllers.NewCronJob(cronJob),
 		controllers.NewGarbageCollector(controllers.GCConfig{Discovery: c.typed.Discovery(), Dynamic: c.dynamic, Informers: c.informers, Log: log}),
 		controllers.NewEndpoints(endpoints),

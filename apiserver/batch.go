@@ -247,3 +247,53 @@ var cronJobTable = append(tableDef{
 }, workloadWide(
 	func(o store.Object) *corev1.PodSpec { return &o.(*batchv1.CronJob).Spec.JobTemplate.Spec.Template.Spec },
 	func(o store.Object) *metav1.LabelSelector { return o.(*batchv1.CronJob).Spec.JobTemplate.Spec.Selector })...)
+
+// ReplicationControllers: the ReplicaSets' predecessor, kept by the same controller.
+
+func replicationControllerResource() *Resource {
+	rc := newResource[corev1.ReplicationController]("", "v1", "ReplicationController", "replicationcontrollers", true)
+	rc.ShortNames, rc.Categories, rc.Subresources = []string{"rc"}, []string{"all"}, []string{"status", "scale"}
+	rc.defaults, rc.validate, rc.prepareUpdate = defaultReplicationController, validateReplicationController, keepStatus
+	rc.table = append(tableDef{
+		{name: "Desired", typ: "integer", cell: func(o store.Object) any { return int64(replicas(o.(*corev1.ReplicationController).Spec.Replicas)) }},
+		{name: "Current", typ: "integer", cell: func(o store.Object) any { return int64(o.(*corev1.ReplicationController).Status.Replicas) }},
+		{name: "Ready", typ: "integer", cell: func(o store.Object) any { return int64(o.(*corev1.ReplicationController).Status.ReadyReplicas) }},
+	}, workloadWide(
+		func(o store.Object) *corev1.PodSpec {
+			if t := o.(*corev1.ReplicationController).Spec.Template; t != nil {
+				return &t.Spec
+			}
+			return &corev1.PodSpec{}
+		},
+		func(o store.Object) *metav1.LabelSelector {
+			return &metav1.LabelSelector{MatchLabels: o.(*corev1.ReplicationController).Spec.Selector}
+		})...)
+	return rc
+}
+
+func defaultReplicationController(obj store.Object) {
+	rc := obj.(*corev1.ReplicationController)
+	if rc.Spec.Replicas == nil {
+		rc.Spec.Replicas = ptr.To[int32](1)
+	}
+	if t := rc.Spec.Template; t != nil {
+		if len(rc.Spec.Selector) == 0 {
+			rc.Spec.Selector = maps.Clone(t.Labels)
+		}
+		if len(rc.Labels) == 0 {
+			rc.Labels = maps.Clone(t.Labels)
+		}
+		defaultPodSpec(&t.Spec)
+	}
+}
+
+func validateReplicationController(obj, _ store.Object) field.ErrorList {
+	rc := obj.(*corev1.ReplicationController)
+	if rc.Spec.Template == nil {
+		return field.ErrorList{field.Required(specPath.Child("template"), "")}
+	}
+	if len(rc.Spec.Selector) == 0 {
+		return field.ErrorList{field.Required(specPath.Child("selector"), "")}
+	}
+	return validateWorkload(rc.Spec.Replicas, &metav1.LabelSelector{MatchLabels: rc.Spec.Selector}, rc.Spec.Template)
+}

@@ -369,10 +369,15 @@ func (h *handler) deleteCollection(w http.ResponseWriter, r *http.Request, req *
 // scaleOf renders a Deployment's or ReplicaSet's replicas as autoscaling/v1 Scale.
 func scaleOf(obj store.Object) (*autoscalingv1.Scale, error) {
 	spec := structField(obj, "Spec")
-	sel, _ := spec.FieldByName("Selector").Interface().(*metav1.LabelSelector)
-	s, err := metav1.LabelSelectorAsSelector(sel)
-	if err != nil {
-		return nil, err
+	var s labels.Selector
+	switch sel := spec.FieldByName("Selector").Interface().(type) {
+	case map[string]string: // a ReplicationController's
+		s = labels.SelectorFromSet(sel)
+	case *metav1.LabelSelector:
+		var err error
+		if s, err = metav1.LabelSelectorAsSelector(sel); err != nil {
+			return nil, err
+		}
 	}
 	sc := &autoscalingv1.Scale{
 		TypeMeta: metav1.TypeMeta{APIVersion: "autoscaling/v1", Kind: "Scale"},

@@ -13,10 +13,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -38,10 +38,14 @@ func (c *WorkloadConfig) defaults() {
 	}
 }
 
-// ReplicaSet keeps spec.replicas pods of a ReplicaSet's template in existence.
+// ReplicaSet keeps spec.replicas pods of a ReplicaSet's template in existence. The
+// same controller keeps ReplicationControllers, seen as ReplicaSets (their selector a
+// map, their status the same fields), as kube-controller-manager does.
 type ReplicaSet struct {
 	client  kubernetes.Interface
-	sets    appslisters.ReplicaSetLister
+	kind    schema.GroupVersionKind // what owns the pods
+	get     func(ns, name string) (*appsv1.ReplicaSet, error)
+	status  func(ctx context.Context, rs *appsv1.ReplicaSet) error
 	pods    corelisters.PodLister
 	synced  []cache.InformerSynced
 	loop    *Loop
@@ -55,14 +59,68 @@ type ReplicaSet struct {
 func NewReplicaSet(cfg WorkloadConfig) *ReplicaSet {
 	cfg.defaults()
 	rsInf, podInf := cfg.Informers.Apps().V1().ReplicaSets(), cfg.Informers.Core().V1().Pods()
-	c := &ReplicaSet{client: cfg.Client, sets: rsInf.Lister(), pods: podInf.Lister(), expect: newExpectations(),
+	sets := rsInf.Lister()
+	c := &ReplicaSet{client: cfg.Client, kind: rsKind, pods: podInf.Lister(), expect: newExpectations(),
+		get:    func(ns, name string) (*appsv1.ReplicaSet, error) { return sets.ReplicaSets(ns).Get(name) },
 		synced: []cache.InformerSynced{rsInf.Informer().HasSynced, podInf.Informer().HasSynced},
 		now:    time.Now, rec: cfg.Recorder, workers: 2}
+	c.status = func(ctx context.Context, rs *appsv1.ReplicaSet) error {
+		_, err := c.client.AppsV1().ReplicaSets(rs.Namespace).UpdateStatus(ctx, rs, metav1.UpdateOptions{})
+		return err
+	}
 	c.loop = NewLoop("replicaset", cfg.Log, c.reconcile)
 	rsInf.Informer().AddEventHandler(c.loop.Handler())
 	podInf.Informer().AddEventHandler(c.expect.handler())
 	podInf.Informer().AddEventHandler(ownerHandler(c.loop, "ReplicaSet"))
 	return c
+}
+
+var rcKind = corev1.SchemeGroupVersion.WithKind("ReplicationController")
+
+// NewReplicationController builds the ReplicaSet controller for ReplicationControllers.
+func NewReplicationController(cfg WorkloadConfig) *ReplicaSet {
+	cfg.defaults()
+	rcInf, podInf := cfg.Informers.Core().V1().ReplicationControllers(), cfg.Informers.Core().V1().Pods()
+	rcs := rcInf.Lister()
+	c := &ReplicaSet{client: cfg.Client, kind: rcKind, pods: podInf.Lister(), expect: newExpectations(),
+		get: func(ns, name string) (*appsv1.ReplicaSet, error) {
+			rc, err := rcs.ReplicationControllers(ns).Get(name)
+			if err != nil {
+				return nil, err
+			}
+			return rcAsReplicaSet(rc), nil
+		},
+		synced: []cache.InformerSynced{rcInf.Informer().HasSynced, podInf.Informer().HasSynced},
+		now:    time.Now, rec: cfg.Recorder, workers: 1}
+	c.status = func(ctx context.Context, rs *appsv1.ReplicaSet) error {
+		rc, err := rcs.ReplicationControllers(rs.Namespace).Get(rs.Name)
+		if err != nil {
+			return err
+		}
+		rc = rc.DeepCopy()
+		st := rs.Status
+		rc.Status.Replicas, rc.Status.FullyLabeledReplicas, rc.Status.ReadyReplicas = st.Replicas, st.FullyLabeledReplicas, st.ReadyReplicas
+		rc.Status.AvailableReplicas, rc.Status.ObservedGeneration = st.AvailableReplicas, st.ObservedGeneration
+		_, err = c.client.CoreV1().ReplicationControllers(rs.Namespace).UpdateStatus(ctx, rc, metav1.UpdateOptions{})
+		return err
+	}
+	c.loop = NewLoop("replicationcontroller", cfg.Log, c.reconcile)
+	rcInf.Informer().AddEventHandler(c.loop.Handler())
+	podInf.Informer().AddEventHandler(c.expect.handler())
+	podInf.Informer().AddEventHandler(ownerHandler(c.loop, "ReplicationController"))
+	return c
+}
+
+// rcAsReplicaSet sees a ReplicationController as the ReplicaSet it is.
+func rcAsReplicaSet(rc *corev1.ReplicationController) *appsv1.ReplicaSet {
+	rs := &appsv1.ReplicaSet{ObjectMeta: *rc.ObjectMeta.DeepCopy(), Spec: appsv1.ReplicaSetSpec{Replicas: rc.Spec.Replicas,
+		MinReadySeconds: rc.Spec.MinReadySeconds, Selector: &metav1.LabelSelector{MatchLabels: rc.Spec.Selector}},
+		Status: appsv1.ReplicaSetStatus{Replicas: rc.Status.Replicas, FullyLabeledReplicas: rc.Status.FullyLabeledReplicas,
+			ReadyReplicas: rc.Status.ReadyReplicas, AvailableReplicas: rc.Status.AvailableReplicas, ObservedGeneration: rc.Status.ObservedGeneration}}
+	if rc.Spec.Template != nil {
+		rs.Spec.Template = *rc.Spec.Template.DeepCopy()
+	}
+	return rs
 }
 
 // Run reconciles until ctx is cancelled.
@@ -95,7 +153,7 @@ func (c *ReplicaSet) reconcile(ctx context.Context, key string) error {
 	if err != nil {
 		return nil
 	}
-	rs, err := c.sets.ReplicaSets(ns).Get(name)
+	rs, err := c.get(ns, name)
 	if apierrors.IsNotFound(err) {
 		c.expect.forget(key)
 		return nil // the garbage collector removes its pods
@@ -113,7 +171,7 @@ func (c *ReplicaSet) reconcile(ctx context.Context, key string) error {
 	}
 	owned, err := claim(rs, sel, all, func(p *corev1.Pod) (*corev1.Pod, error) {
 		p = p.DeepCopy()
-		p.OwnerReferences = append(p.OwnerReferences, *metav1.NewControllerRef(rs, rsKind))
+		p.OwnerReferences = append(p.OwnerReferences, *metav1.NewControllerRef(rs, c.kind))
 		return c.client.CoreV1().Pods(ns).Update(ctx, p, metav1.UpdateOptions{})
 	})
 	if err != nil {
@@ -177,7 +235,7 @@ func (c *ReplicaSet) scale(ctx context.Context, key string, rs *appsv1.ReplicaSe
 	want := int(ptr.Deref(rs.Spec.Replicas, 1))
 	pods := c.client.CoreV1().Pods(rs.Namespace)
 	for i := len(active); i < want; i++ {
-		pod, err := pods.Create(ctx, podFromTemplate(rs), metav1.CreateOptions{})
+		pod, err := pods.Create(ctx, podFromTemplate(rs, c.kind), metav1.CreateOptions{})
 		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
 			return nil // the namespace controller is emptying it
 		}
@@ -205,11 +263,11 @@ func (c *ReplicaSet) scale(ctx context.Context, key string, rs *appsv1.ReplicaSe
 	return nil
 }
 
-func podFromTemplate(rs *appsv1.ReplicaSet) *corev1.Pod {
+func podFromTemplate(rs *appsv1.ReplicaSet, kind schema.GroupVersionKind) *corev1.Pod {
 	t := rs.Spec.Template.DeepCopy()
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: rs.Name + "-", Labels: t.Labels, Annotations: t.Annotations,
-			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(rs, rsKind)}},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(rs, kind)}},
 		Spec: t.Spec,
 	}
 }
@@ -287,8 +345,7 @@ func (c *ReplicaSet) updateStatus(ctx context.Context, rs *appsv1.ReplicaSet, ac
 	if !apiequality.Semantic.DeepEqual(st, rs.Status) {
 		next := rs.DeepCopy()
 		next.Status = st
-		_, err := c.client.AppsV1().ReplicaSets(rs.Namespace).UpdateStatus(ctx, next, metav1.UpdateOptions{})
-		if err != nil && !apierrors.IsNotFound(err) {
+		if err := c.status(ctx, next); err != nil && !apierrors.IsNotFound(err) {
 			return err
 		}
 	}

@@ -4,6 +4,8 @@ package integration
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -149,4 +151,34 @@ func TestRolloutUndoAndDeadline(t *testing.T) {
 	if err == nil || !strings.Contains(errOut, `deployment "web" exceeded its progress deadline`) || time.Since(start) > 30*time.Second {
 		t.Errorf("rollout status of a stuck rollout after %s: %v %s %s", time.Since(start), err, out, errOut)
 	}
+}
+
+// A ReplicationController keeps its pods as a ReplicaSet does; kubectl scale works
+// with it.
+func TestReplicationController(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	manifest := filepath.Join(t.TempDir(), "rc.json")
+	os.WriteFile(manifest, []byte(`{"apiVersion":"v1","kind":"ReplicationController","metadata":{"name":"legacy"},"spec":{"replicas":2,
+		"template":{"metadata":{"labels":{"app":"legacy"}},"spec":{"containers":[{"name":"c","image":"busybox","command":["sleep","3600"]}]}}}}`), 0o644)
+	if _, errOut, err := n.exec("kubectl", "create", "-f", manifest); err != nil {
+		t.Fatal(errOut)
+	}
+	ready := func(want int) {
+		eventually(t, 30*time.Second, func() error {
+			out, _, _ := n.exec("kubectl", "get", "rc", "legacy")
+			if !hasRow(out, "legacy", fmt.Sprint(want), fmt.Sprint(want), fmt.Sprint(want)) {
+				return fmt.Errorf("kubectl get rc:\n%s", out)
+			}
+			if pods := n.podStatuses(t, "app=legacy"); len(pods) != want {
+				return fmt.Errorf("%d pods, want %d", len(pods), want)
+			}
+			return nil
+		})
+	}
+	ready(2)
+	if _, errOut, err := n.exec("kubectl", "scale", "rc", "legacy", "--replicas=3"); err != nil {
+		t.Fatal(errOut)
+	}
+	ready(3)
 }

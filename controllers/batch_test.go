@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -139,4 +140,42 @@ func TestCronJobSchedules(t *testing.T) {
 	now = now.Add(time.Minute) // 10:02:05, the first still running: Forbid
 	w.reconcile(c.reconcile, "default/tick")
 	diff(t, "jobs while one runs (Forbid)", []string{first}, jobNames())
+}
+
+// A DaemonSet puts one pod, pinned by affinity and tolerating a cordon, on each node
+// that matches its node selector, and replaces it when the template changes.
+func TestDaemonSetOnePodPerNode(t *testing.T) {
+	w := newWorld(t)
+	c := NewDaemonSet(WorkloadConfig{Client: w.client, Informers: w.informers, Recorder: w.events})
+	w.podExpect = append(w.podExpect, c.expect)
+	w.apply(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", Labels: map[string]string{"disk": "ssd"}}, Spec: corev1.NodeSpec{Unschedulable: true}})
+	w.apply(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n2"}})
+	lbls := map[string]string{"app": "agent"}
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "agent", UID: "uid-agent"}, Spec: appsv1.DaemonSetSpec{
+		Selector: &metav1.LabelSelector{MatchLabels: lbls},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: lbls}, Spec: corev1.PodSpec{
+			NodeSelector: map[string]string{"disk": "ssd"}, Containers: []corev1.Container{{Name: "c", Image: "busybox:1"}}}}}}
+	w.apply(ds)
+	w.reconcile(c.reconcile, "default/agent")
+	placed := func() map[string]string {
+		out := map[string]string{}
+		for _, p := range w.pods() {
+			if p.DeletionTimestamp == nil {
+				out[podNode(p)] = p.Spec.Containers[0].Image
+			}
+		}
+		return out
+	}
+	diff(t, "pods by node", map[string]string{"n1": "busybox:1"}, placed())
+	w.reconcile(c.reconcile, "default/agent")
+	if n := len(w.pods()); n != 1 {
+		t.Errorf("%d pods after a second pass", n)
+	}
+	ds = list[*appsv1.DaemonSet](w, "daemonsets")[0].DeepCopy()
+	ds.Spec.Template.Spec.Containers[0].Image = "busybox:2"
+	ds.Generation++
+	w.update(ds)
+	w.reconcile(c.reconcile, "default/agent") // the old pod goes
+	w.reconcile(c.reconcile, "default/agent") // the new one comes
+	diff(t, "pods by node after the update", map[string]string{"n1": "busybox:2"}, placed())
 }

@@ -76,6 +76,7 @@ var worldKinds = []struct {
 	{appsv1.SchemeGroupVersion.WithResource("replicasets"), "ReplicaSet", true},
 	{discoveryv1.SchemeGroupVersion.WithResource("endpointslices"), "EndpointSlice", true},
 	{batchv1.SchemeGroupVersion.WithResource("jobs"), "Job", true},
+	{appsv1.SchemeGroupVersion.WithResource("daemonsets"), "DaemonSet", true},
 	{batchv1.SchemeGroupVersion.WithResource("cronjobs"), "CronJob", true},
 }
 

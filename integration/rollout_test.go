@@ -182,3 +182,49 @@ func TestReplicationController(t *testing.T) {
 	}
 	ready(3)
 }
+
+// A DaemonSet runs one pod on the node, cordoned or not; a template change replaces it;
+// kubectl drain --ignore-daemonsets leaves it; kubectl cluster-info dump works.
+func TestDaemonSet(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	kubectl := func(args ...string) string {
+		t.Helper()
+		out, errOut, err := n.exec("kubectl", args...)
+		if err != nil {
+			t.Fatalf("kubectl %s: %v %s", strings.Join(args, " "), err, errOut)
+		}
+		return out
+	}
+	node := kubectl("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}")
+	kubectl("cordon", node)
+	manifest := filepath.Join(t.TempDir(), "ds.json")
+	os.WriteFile(manifest, []byte(`{"apiVersion":"apps/v1","kind":"DaemonSet","metadata":{"name":"agent"},"spec":{
+		"selector":{"matchLabels":{"app":"agent"}},
+		"template":{"metadata":{"labels":{"app":"agent"}},"spec":{"containers":[{"name":"c","image":"busybox:1.35","command":["sleep","3600"]}]}}}}`), 0o644)
+	kubectl("create", "-f", manifest)
+	kubectl("rollout", "status", "daemonset/agent", "--timeout=60s")
+	if out := kubectl("get", "ds", "agent"); !hasRow(out, "agent", "1", "1", "1", "1", "1", "<none>") {
+		t.Errorf("kubectl get ds:\n%s", out)
+	}
+	before := n.podStatuses(t, "app=agent")
+	kubectl("set", "image", "daemonset/agent", "c=busybox:1.36")
+	kubectl("rollout", "status", "daemonset/agent", "--timeout=60s")
+	eventually(t, 30*time.Second, func() error {
+		pods := n.podStatuses(t, "app=agent")
+		if len(pods) != 1 || len(before) != 1 || pods[0].Name == before[0].Name || !pods[0].Ready {
+			return fmt.Errorf("pods after the update %+v (before %+v)", pods, before)
+		}
+		return nil
+	})
+	kubectl("uncordon", node)
+	if out, errOut, err := n.exec("kubectl", "drain", node, "--ignore-daemonsets", "--timeout=30s"); err != nil || !strings.Contains(out+errOut, "ignoring DaemonSet-managed Pods") {
+		t.Errorf("drain: %v %s %s", err, out, errOut)
+	}
+	if pods := n.podStatuses(t, "app=agent"); len(pods) != 1 {
+		t.Errorf("the daemon pod after drain: %+v", pods)
+	}
+	if out, errOut, err := n.exec("kubectl", "cluster-info", "dump", "--namespaces=default"); err != nil || !strings.Contains(out, `"kind": "DaemonSetList"`) {
+		t.Errorf("cluster-info dump: %v %s (%d bytes)", err, errOut, len(out))
+	}
+}

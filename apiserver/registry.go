@@ -320,7 +320,7 @@ func NewRegistry(alloc *Allocator) *Registry {
 	ssr.review = reviewSelf
 
 	resources := []*Resource{ns, node, pod, svc, ep, ev, cm, secret, sa, eps, deploy, rs, lease, evv1, ssar, ssrr, ssr}
-	resources = append(resources, replicationControllerResource(), daemonSetResource())
+	resources = append(resources, replicationControllerResource(), daemonSetResource(), statefulSetResource())
 	resources = append(resources, batchResources()...)
 	return &Registry{resources: append(resources, registerExtraKinds()...)}
 }

@@ -179,3 +179,52 @@ func TestDaemonSetOnePodPerNode(t *testing.T) {
 	w.reconcile(c.reconcile, "default/agent") // the new one comes
 	diff(t, "pods by node after the update", map[string]string{"n1": "busybox:2"}, placed())
 }
+
+// A StatefulSet makes its pods one by one, each once the one before is ready, and a
+// RollingUpdate with a partition replaces only the ordinals at or above it, highest
+// first.
+func TestStatefulSetOrderAndPartition(t *testing.T) {
+	w := newWorld(t)
+	c := NewStatefulSet(WorkloadConfig{Client: w.client, Informers: w.informers, Recorder: w.events})
+	w.podExpect = append(w.podExpect, c.expect)
+	lbls := map[string]string{"app": "db"}
+	w.apply(&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db", UID: "uid-db"}, Spec: appsv1.StatefulSetSpec{
+		Replicas: ptr.To[int32](3), ServiceName: "db", Selector: &metav1.LabelSelector{MatchLabels: lbls},
+		UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType,
+			RollingUpdate: &appsv1.RollingUpdateStatefulSetStrategy{Partition: ptr.To[int32](1)}},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: lbls}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "db:1"}}}}}})
+	images := func() map[string]string {
+		out := map[string]string{}
+		for _, p := range w.pods() {
+			if p.DeletionTimestamp == nil {
+				out[p.Name] = p.Spec.Containers[0].Image
+			}
+		}
+		return out
+	}
+	w.reconcile(c.reconcile, "default/db")
+	diff(t, "first pass", map[string]string{"db-0": "db:1"}, images())
+	if p := w.pods()[0]; p.Spec.Hostname != "db-0" || p.Spec.Subdomain != "db" {
+		t.Errorf("hostname %q subdomain %q", p.Spec.Hostname, p.Spec.Subdomain)
+	}
+	w.reconcile(c.reconcile, "default/db")
+	diff(t, "while db-0 is not ready", map[string]string{"db-0": "db:1"}, images())
+	for range 3 {
+		w.kubelet(nil)
+		w.reconcile(c.reconcile, "default/db")
+	}
+	diff(t, "all ready", map[string]string{"db-0": "db:1", "db-1": "db:1", "db-2": "db:1"}, images())
+	set := list[*appsv1.StatefulSet](w, "statefulsets")[0].DeepCopy()
+	set.Spec.Template.Spec.Containers[0].Image = "db:2"
+	set.Generation++
+	w.update(set)
+	for range 6 {
+		w.reconcile(c.reconcile, "default/db")
+		w.kubelet(nil)
+	}
+	diff(t, "after the update with partition 1", map[string]string{"db-0": "db:1", "db-1": "db:2", "db-2": "db:2"}, images())
+	st := list[*appsv1.StatefulSet](w, "statefulsets")[0].Status
+	if st.UpdatedReplicas != 2 || st.CurrentRevision == st.UpdateRevision || st.ReadyReplicas != 3 {
+		t.Errorf("status %+v", st)
+	}
+}

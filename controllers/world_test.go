@@ -77,6 +77,7 @@ var worldKinds = []struct {
 	{discoveryv1.SchemeGroupVersion.WithResource("endpointslices"), "EndpointSlice", true},
 	{batchv1.SchemeGroupVersion.WithResource("jobs"), "Job", true},
 	{appsv1.SchemeGroupVersion.WithResource("daemonsets"), "DaemonSet", true},
+	{appsv1.SchemeGroupVersion.WithResource("statefulsets"), "StatefulSet", true},
 	{batchv1.SchemeGroupVersion.WithResource("cronjobs"), "CronJob", true},
 }
 

@@ -241,10 +241,11 @@ func newControllers(c *clients, events *controllers.Events, cfg *serveConfig, lo
 	if err != nil {
 		return nil, err
 	}
-	deploy, rs, rc, ds, job, cronJob := workload, workload, workload, workload, workload, workload
+	deploy, rs, rc, ds, sts, job, cronJob := workload, workload, workload, workload, workload, workload, workload
 	deploy.Recorder, rs.Recorder = events.Recorder("deployment-controller", ""), events.Recorder("replicaset-controller", "")
 	job.Recorder, cronJob.Recorder = events.Recorder("job-controller", ""), events.Recorder("cronjob-controller", "")
 	rc.Recorder, ds.Recorder = events.Recorder("replication-controller", ""), events.Recorder("daemonset-controller", "")
+	sts.Recorder = events.Recorder("statefulset-controller", "")
 	return []runner{
 		controllers.NewNamespace(controllers.NamespaceConfig{Client: c.typed, Dynamic: c.dynamic, Informers: c.informers, Log: log}),
 		controllers.NewServiceAccounts(controllers.ServiceAccountConfig{Client: c.typed, Informers: c.informers, Log: log}),
@@ -255,6 +256,7 @@ func newControllers(c *clients, events *controllers.Events, cfg *serveConfig, lo
 		controllers.NewReplicaSet(rs),
 		controllers.NewReplicationController(rc),
 		controllers.NewDaemonSet(ds),
+		controllers.NewStatefulSet(sts),
 		controllers.NewJob(job),
 		controllers.NewDisruption(controllers.DisruptionConfig{Client: c.typed, Informers: c.informers, Log: log}),
 		controllers.NewCronJob(cronJob),

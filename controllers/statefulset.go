@@ -1,0 +1,265 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"sort"
+	"strconv"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+	appslisters "k8s.io/client-go/listers/apps/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/ptr"
+)
+
+// StatefulSet gives each replica a stable identity, as kube-controller-manager's
+// statefulset controller does: pods <name>-0…<name>-(n-1) with hostname and subdomain
+// (so <pod>.<serviceName>.<ns>.svc resolves through the headless service), made in
+// order, each once the ones before are Running and Ready (OrderedReady) or all at once
+// (Parallel), removed from the highest ordinal down, and a RollingUpdate that replaces
+// pods of an old template from the highest ordinal down to spec.updateStrategy's
+// partition.
+type StatefulSet struct {
+	client kubernetes.Interface
+	sets   appslisters.StatefulSetLister
+	pods   corelisters.PodLister
+	synced []cache.InformerSynced
+	loop   *Loop
+	expect *expectations
+	now    func() time.Time
+	rec    record.EventRecorder
+}
+
+var stsKind = appsv1.SchemeGroupVersion.WithKind("StatefulSet")
+
+// NewStatefulSet builds the controller.
+func NewStatefulSet(cfg WorkloadConfig) *StatefulSet {
+	cfg.defaults()
+	sInf, podInf := cfg.Informers.Apps().V1().StatefulSets(), cfg.Informers.Core().V1().Pods()
+	c := &StatefulSet{client: cfg.Client, sets: sInf.Lister(), pods: podInf.Lister(), expect: newExpectations(), now: time.Now, rec: cfg.Recorder,
+		synced: []cache.InformerSynced{sInf.Informer().HasSynced, podInf.Informer().HasSynced}}
+	c.loop = NewLoop("statefulset", cfg.Log, c.reconcile)
+	sInf.Informer().AddEventHandler(c.loop.Handler())
+	podInf.Informer().AddEventHandler(c.expect.handler())
+	podInf.Informer().AddEventHandler(ownerHandler(c.loop, "StatefulSet"))
+	return c
+}
+
+// Run reconciles until ctx is cancelled.
+func (c *StatefulSet) Run(ctx context.Context) error {
+	c.loop.Run(ctx, 1, c.synced...)
+	return nil
+}
+
+// ordinal is the pod's index in set, -1 when its name is not one of set's.
+func ordinal(set *appsv1.StatefulSet, p *corev1.Pod) int {
+	if len(p.Name) <= len(set.Name)+1 || p.Name[:len(set.Name)+1] != set.Name+"-" {
+		return -1
+	}
+	i, err := strconv.Atoi(p.Name[len(set.Name)+1:])
+	if err != nil || i < 0 {
+		return -1
+	}
+	return i
+}
+
+func (c *StatefulSet) podFor(set *appsv1.StatefulSet, i int, revision string) *corev1.Pod {
+	t := set.Spec.Template.DeepCopy()
+	name := fmt.Sprintf("%s-%d", set.Name, i)
+	lbls := maps.Clone(t.Labels)
+	if lbls == nil {
+		lbls = map[string]string{}
+	}
+	lbls[appsv1.StatefulSetPodNameLabel], lbls[appsv1.PodIndexLabel], lbls[appsv1.ControllerRevisionHashLabelKey] = name, strconv.Itoa(i), revision
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: lbls, Annotations: t.Annotations,
+		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(set, stsKind)}}, Spec: t.Spec}
+	pod.Spec.Hostname, pod.Spec.Subdomain = name, set.Spec.ServiceName
+	return pod
+}
+
+func runningAndReady(p *corev1.Pod) bool {
+	return p.Status.Phase == corev1.PodRunning && podReady(p) && p.DeletionTimestamp == nil
+}
+
+func (c *StatefulSet) reconcile(ctx context.Context, key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil
+	}
+	set, err := c.sets.StatefulSets(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		c.expect.forget(key)
+		return nil
+	}
+	if err != nil || set.DeletionTimestamp != nil {
+		return err
+	}
+	sel, err := metav1.LabelSelectorAsSelector(set.Spec.Selector)
+	if err != nil {
+		return nil
+	}
+	all, err := c.pods.Pods(ns).List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	owned, err := claim(set, sel, all, func(p *corev1.Pod) (*corev1.Pod, error) {
+		p = p.DeepCopy()
+		p.OwnerReferences = append(p.OwnerReferences, *metav1.NewControllerRef(set, stsKind))
+		return c.client.CoreV1().Pods(ns).Update(ctx, p, metav1.UpdateOptions{})
+	})
+	if err != nil {
+		return err
+	}
+	if !c.expect.met(key, podPresentIn(c.pods, ns)) {
+		return ErrRequeue
+	}
+	n := int(ptr.Deref(set.Spec.Replicas, 1))
+	update := set.Name + "-" + templateHash(&set.Spec.Template, ptr.Deref(set.Status.CollisionCount, 0))
+	parallel := set.Spec.PodManagementPolicy == appsv1.ParallelPodManagement
+	byOrdinal := map[int]*corev1.Pod{}
+	var condemned []*corev1.Pod
+	for _, p := range owned {
+		if i := ordinal(set, p); i >= 0 && i < n {
+			byOrdinal[i] = p
+		} else {
+			condemned = append(condemned, p)
+		}
+	}
+	// Up: from ordinal 0, each once the ones before are running and ready (in order).
+	blocked := false
+	for i := 0; i < n && !blocked; i++ {
+		p := byOrdinal[i]
+		switch {
+		case p == nil:
+			if err := c.createPod(ctx, key, set, i, update); err != nil {
+				return err
+			}
+			blocked = !parallel
+		case p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded:
+			if err := c.deletePod(ctx, key, set, p); err != nil {
+				return err
+			}
+			blocked = !parallel
+		case !runningAndReady(p):
+			blocked = !parallel
+		}
+	}
+	// Down: the highest ordinal first, one at a time unless Parallel.
+	sort.Slice(condemned, func(i, j int) bool { return ordinal(set, condemned[i]) > ordinal(set, condemned[j]) })
+	for _, p := range condemned {
+		if p.DeletionTimestamp != nil {
+			if !parallel {
+				break
+			}
+			continue
+		}
+		if err := c.deletePod(ctx, key, set, p); err != nil {
+			return err
+		}
+		if !parallel {
+			break
+		}
+	}
+	// Rolling update: once every replica runs, the highest outdated ordinal at or above
+	// the partition goes (and comes back with the new template above).
+	if set.Spec.UpdateStrategy.Type != appsv1.OnDeleteStatefulSetStrategyType && len(condemned) == 0 {
+		partition := 0
+		if ru := set.Spec.UpdateStrategy.RollingUpdate; ru != nil {
+			partition = int(ptr.Deref(ru.Partition, 0))
+		}
+		healthy := len(byOrdinal) == n
+		for _, p := range byOrdinal {
+			healthy = healthy && runningAndReady(p)
+		}
+		for i := n - 1; healthy && i >= partition; i-- {
+			if p := byOrdinal[i]; p.Labels[appsv1.ControllerRevisionHashLabelKey] != update {
+				if err := c.deletePod(ctx, key, set, p); err != nil {
+					return err
+				}
+				break
+			}
+		}
+	}
+	return c.updateStatus(ctx, set, owned, update)
+}
+
+func (c *StatefulSet) updateStatus(ctx context.Context, set *appsv1.StatefulSet, owned []*corev1.Pod, update string) error {
+	st := appsv1.StatefulSetStatus{ObservedGeneration: set.Generation, CollisionCount: set.Status.CollisionCount,
+		Conditions: set.Status.Conditions, UpdateRevision: update, CurrentRevision: set.Status.CurrentRevision}
+	if st.CurrentRevision == "" {
+		st.CurrentRevision = update
+	}
+	for _, p := range owned {
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		st.Replicas++
+		if runningAndReady(p) {
+			st.ReadyReplicas++
+			if podAvailable(p, set.Spec.MinReadySeconds, c.now()) {
+				st.AvailableReplicas++
+			}
+		}
+		switch p.Labels[appsv1.ControllerRevisionHashLabelKey] {
+		case update:
+			st.UpdatedReplicas++
+		case st.CurrentRevision:
+			st.CurrentReplicas++
+		}
+	}
+	n := ptr.Deref(set.Spec.Replicas, 1)
+	if st.UpdatedReplicas == n && st.ReadyReplicas == n {
+		st.CurrentRevision, st.CurrentReplicas = update, st.UpdatedReplicas
+	} else if st.CurrentRevision == update {
+		st.CurrentReplicas = st.UpdatedReplicas
+	}
+	if apiequality.Semantic.DeepEqual(st, set.Status) {
+		return nil
+	}
+	next := set.DeepCopy()
+	next.Status = st
+	_, err := c.client.AppsV1().StatefulSets(set.Namespace).UpdateStatus(ctx, next, metav1.UpdateOptions{})
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return nil
+	}
+	return err
+}
+
+func (c *StatefulSet) createPod(ctx context.Context, key string, set *appsv1.StatefulSet, i int, revision string) error {
+	pod := c.podFor(set, i, revision)
+	out, err := c.client.CoreV1().Pods(set.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	switch {
+	case apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause):
+		return nil
+	case apierrors.IsAlreadyExists(err):
+		return fmt.Errorf("pod %s exists but is not %s's yet: %w", pod.Name, set.Name, ErrRequeue)
+	case err != nil:
+		c.rec.Eventf(set, corev1.EventTypeWarning, "FailedCreate", "create Pod %s in StatefulSet %s failed error: %v", pod.Name, set.Name, err)
+		return err
+	}
+	c.expect.wrote(key, out)
+	c.rec.Eventf(set, corev1.EventTypeNormal, "SuccessfulCreate", "create Pod %s in StatefulSet %s successful", pod.Name, set.Name)
+	return nil
+}
+
+func (c *StatefulSet) deletePod(ctx context.Context, key string, set *appsv1.StatefulSet, p *corev1.Pod) error {
+	err := c.client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{Preconditions: metav1.NewUIDPreconditions(string(p.UID))})
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return nil
+	}
+	if err == nil {
+		c.expect.deleted(key, p)
+		c.rec.Eventf(set, corev1.EventTypeNormal, "SuccessfulDelete", "delete Pod %s in StatefulSet %s successful", p.Name, set.Name)
+	}
+	return err
+}

@@ -322,6 +322,7 @@ func NewRegistry(alloc *Allocator) *Registry {
 	resources := []*Resource{ns, node, pod, svc, ep, ev, cm, secret, sa, eps, deploy, rs, lease, evv1, ssar, ssrr, ssr}
 	resources = append(resources, replicationControllerResource(), daemonSetResource(), statefulSetResource())
 	resources = append(resources, batchResources()...)
+	resources = append(resources, storageResources()...)
 	return &Registry{resources: append(resources, registerExtraKinds()...)}
 }
 

@@ -240,3 +240,38 @@ func TestDrainRespectsDisruptionBudget(t *testing.T) {
 	kubectl("uncordon", node)
 	kubectl("rollout", "status", "deployment/web", "--timeout=60s")
 }
+
+// kubectl apply --prune with its default allow-list (every kind in it is served): what
+// left the manifests goes.
+func TestApplyPrune(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	dir := t.TempDir()
+	both := filepath.Join(dir, "both.yaml")
+	os.WriteFile(both, []byte(`apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, labels: {app: prune}}
+data: {mode: fast}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data, labels: {app: prune}}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+`), 0o644)
+	one := filepath.Join(dir, "one.yaml")
+	os.WriteFile(one, []byte(`apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, labels: {app: prune}}
+data: {mode: fast}
+`), 0o644)
+	if out, errOut, err := n.exec("kubectl", "apply", "-f", both); err != nil {
+		t.Fatalf("apply: %v %s %s", err, out, errOut)
+	}
+	if out, _, _ := n.exec("kubectl", "get", "pvc", "data"); !hasRow(out, "data", "Pending") {
+		t.Errorf("kubectl get pvc:\n%s", out)
+	}
+	out, errOut, err := n.exec("kubectl", "apply", "--prune", "-l", "app=prune", "-f", one)
+	if err != nil || !strings.Contains(out, "persistentvolumeclaim/data pruned") {
+		t.Errorf("apply --prune: %v\n%s%s", err, out, errOut)
+	}
+}

@@ -23,7 +23,9 @@ func storageResources() []*Resource {
 			return q.String()
 		}},
 		{name: "Access Modes", typ: "string", cell: func(o store.Object) any { return accessModes(o.(*corev1.PersistentVolume).Spec.AccessModes) }},
-		{name: "Reclaim Policy", typ: "string", cell: func(o store.Object) any { return string(o.(*corev1.PersistentVolume).Spec.PersistentVolumeReclaimPolicy) }},
+		{name: "Reclaim Policy", typ: "string", cell: func(o store.Object) any {
+			return string(o.(*corev1.PersistentVolume).Spec.PersistentVolumeReclaimPolicy)
+		}},
 		{name: "Status", typ: "string", cell: func(o store.Object) any { return string(o.(*corev1.PersistentVolume).Status.Phase) }},
 		{name: "Claim", typ: "string", cell: func(o store.Object) any {
 			if r := o.(*corev1.PersistentVolume).Spec.ClaimRef; r != nil {

@@ -28,9 +28,10 @@ import (
 // controllers both go through it, so every write is defaulted, validated and
 // allocated the same way.
 type API struct {
-	store *store.Store
-	reg   *Registry
-	log   *slog.Logger
+	store  *store.Store
+	reg    *Registry
+	log    *slog.Logger
+	tokens *tokenIssuer
 }
 
 // NewAPI wraps a store with the registry's semantics.

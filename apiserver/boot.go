@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,6 +26,11 @@ func (s *Server) Boot(ctx context.Context) error {
 	for _, name := range bootNamespaces {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 		if err := s.ensure(ctx, reg.Lookup("", "namespaces"), ns); err != nil {
+			return err
+		}
+	}
+	for _, role := range defaultClusterRoles() {
+		if err := s.ensure(ctx, reg.Lookup(rbacv1.GroupName, "clusterroles"), role); err != nil {
 			return err
 		}
 	}
@@ -87,4 +94,45 @@ func wrapBoot(r *Resource, obj store.Object, err error) error {
 		return fmt.Errorf("ensure %s %s/%s: %w", r.Singular, obj.GetNamespace(), obj.GetName(), err)
 	}
 	return nil
+}
+
+// defaultClusterRoles are Kubernetes' user-facing roles (cluster-admin, admin, edit,
+// view), over the kinds minicluster serves, so bindings to them mean what they mean.
+func defaultClusterRoles() []*rbacv1.ClusterRole {
+	read := []string{"get", "list", "watch"}
+	write := []string{"create", "update", "patch", "delete", "deletecollection"}
+	viewed := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"pods", "pods/log", "pods/status", "services", "services/status", "endpoints",
+			"configmaps", "persistentvolumeclaims", "replicationcontrollers", "replicationcontrollers/scale", "serviceaccounts", "events", "namespaces"}},
+		{APIGroups: []string{"apps"}, Resources: []string{"deployments", "deployments/scale", "replicasets", "replicasets/scale", "statefulsets", "statefulsets/scale", "daemonsets"}},
+		{APIGroups: []string{"batch"}, Resources: []string{"jobs", "cronjobs"}},
+		{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"ingresses", "networkpolicies"}},
+		{APIGroups: []string{"policy"}, Resources: []string{"poddisruptionbudgets"}},
+		{APIGroups: []string{"autoscaling"}, Resources: []string{"horizontalpodautoscalers"}},
+		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}},
+		{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}},
+	}
+	with := func(rules []rbacv1.PolicyRule, verbs []string) []rbacv1.PolicyRule {
+		out := make([]rbacv1.PolicyRule, len(rules))
+		for i, r := range rules {
+			r.Verbs = verbs
+			out[i] = r
+		}
+		return out
+	}
+	view := with(viewed, read)
+	extra := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"secrets", "pods/exec", "pods/attach", "pods/portforward", "pods/eviction", "serviceaccounts/token"}},
+	}
+	edit := append(with(viewed, append(slices.Clone(read), write...)), with(extra, append(slices.Clone(read), write...))...)
+	admin := append(slices.Clone(edit), rbacv1.PolicyRule{APIGroups: []string{rbacv1.GroupName}, Resources: []string{"roles", "rolebindings"},
+		Verbs: append(slices.Clone(read), write...)})
+	role := func(name string, rules []rbacv1.PolicyRule) *rbacv1.ClusterRole {
+		return &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/bootstrapping": "rbac-defaults"}}, Rules: rules}
+	}
+	return []*rbacv1.ClusterRole{
+		role("cluster-admin", []rbacv1.PolicyRule{{APIGroups: []string{"*"}, Resources: []string{"*"}, Verbs: []string{"*"}},
+			{NonResourceURLs: []string{"*"}, Verbs: []string{"*"}}}),
+		role("admin", admin), role("edit", edit), role("view", view),
+	}
 }

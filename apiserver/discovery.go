@@ -56,6 +56,8 @@ func (g *Registry) resourceList(gv schema.GroupVersion) *metav1.APIResourceList 
 				res.Verbs = metav1.Verbs{"update"}
 			case "log":
 				res.Verbs = metav1.Verbs{"get"}
+			case "token":
+				res.Group, res.Version, res.Kind, res.Verbs = "authentication.k8s.io", "v1", "TokenRequest", metav1.Verbs{"create"}
 			case "eviction", "binding":
 				res.Group, res.Version, res.Kind, res.Verbs = map[bool]string{true: "policy", false: ""}[sub == "eviction"], "v1",
 					map[bool]string{true: "Eviction", false: "Binding"}[sub == "eviction"], metav1.Verbs{"create"}
@@ -118,6 +120,8 @@ func (g *Registry) aggregated(core bool) *apidiscoveryv2.APIGroupDiscoveryList {
 					sk, verbs = metav1.GroupVersionKind{Group: "policy", Version: "v1", Kind: "Eviction"}, []string{"create"}
 				case "binding":
 					sk, verbs = metav1.GroupVersionKind{Version: "v1", Kind: "Binding"}, []string{"create"}
+				case "token":
+					sk, verbs = metav1.GroupVersionKind{Group: "authentication.k8s.io", Version: "v1", Kind: "TokenRequest"}, []string{"create"}
 				case "exec":
 					sk, verbs = metav1.GroupVersionKind{Version: "v1", Kind: "PodExecOptions"}, []string{"create", "get"}
 				case "attach":

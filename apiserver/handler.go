@@ -53,6 +53,8 @@ func (h *handler) serveResource(w http.ResponseWriter, r *http.Request, req *req
 		h.bind(w, r, req)
 	case req.sub == "eviction" && r.Method == http.MethodPost:
 		h.evict(w, r, req)
+	case req.sub == "token" && r.Method == http.MethodPost:
+		h.requestToken(w, r, req)
 	case req.sub == "log" && r.Method == http.MethodGet:
 		h.podLog(w, r, req)
 	case (req.sub == "exec" || req.sub == "attach" || req.sub == "portforward") && (r.Method == http.MethodGet || r.Method == http.MethodPost):

@@ -44,7 +44,7 @@ type Resource struct {
 	table         tableDef
 	// review makes a create-only resource that stores nothing: it fills in the
 	// status of what was sent (see reviews.go).
-	review func(ctx context.Context, obj store.Object)
+	review func(ctx context.Context, a *API, obj store.Object)
 	// view serves objects stored as another resource's type (see eventsv1.go).
 	view *storageView
 	// noAge drops the Age column (Roles show "Created At" instead).
@@ -309,7 +309,7 @@ func NewRegistry(alloc *Allocator) *Registry {
 	secret.defaults, secret.validate, secret.table, secret.fieldSet = defaultSecret, validateSecret, secretTable, secretFields
 
 	sa := newResource[corev1.ServiceAccount]("", "v1", "ServiceAccount", "serviceaccounts", true)
-	sa.ShortNames = []string{"sa"}
+	sa.ShortNames, sa.Subresources = []string{"sa"}, []string{"token"}
 	sa.validate, sa.table = validateServiceAccount, serviceAccountTable
 
 	ssar := newResource[authorizationv1.SelfSubjectAccessReview]("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", false)
@@ -323,6 +323,9 @@ func NewRegistry(alloc *Allocator) *Registry {
 	resources = append(resources, replicationControllerResource(), daemonSetResource(), statefulSetResource())
 	resources = append(resources, batchResources()...)
 	resources = append(resources, storageResources()...)
+	tokenReview := newResource[authenticationv1.TokenReview]("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", false)
+	tokenReview.review = reviewToken
+	resources = append(resources, tokenReview)
 	return &Registry{resources: append(resources, registerExtraKinds()...)}
 }
 

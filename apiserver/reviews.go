@@ -14,12 +14,12 @@ import (
 
 // Reviews are the create-only resources that answer a question about the caller
 // instead of storing anything: "may I?" (SelfSubjectAccessReview), "what may I?"
-// (SelfSubjectRulesReview), "who am I?" (SelfSubjectReview). kubectl auth can-i and
-// whoami, k9s and Helm ask them.
+// (SelfSubjectRulesReview), "who am I?" (SelfSubjectReview); TokenReview asks who a
+// token is. kubectl auth can-i and whoami, k9s and Helm ask them.
 //
-// The trust model today: whoever holds the admin token (TCP) or can open the root-only
-// API socket is cluster-admin, as system:masters is in Kubernetes, so every question
-// about the caller is answered "allowed".
+// The trust model: whoever holds the admin token (TCP) or can open the root-only API
+// socket is system:masters, allowed everything, as in Kubernetes. A ServiceAccount token
+// is its account, held to RBAC (rbac.go); the answers follow.
 
 type identityKey struct{}
 
@@ -44,9 +44,9 @@ func identity(ctx context.Context) authenticationv1.UserInfo {
 
 const allowedReason = "minicluster: the caller is in system:masters (admin token or API socket)"
 
-func reviewAccess(ctx context.Context, obj store.Object) {
+func reviewAccess(ctx context.Context, a *API, obj store.Object) {
 	ssar := obj.(*authorizationv1.SelfSubjectAccessReview)
-	ssar.Status = authorizationv1.SubjectAccessReviewStatus{Allowed: true, Reason: allowedReason}
+	ssar.Status = a.accessReview(ctx, ssar.Spec)
 }
 
 func validateAccessReview(obj, _ store.Object) field.ErrorList {
@@ -57,15 +57,26 @@ func validateAccessReview(obj, _ store.Object) field.ErrorList {
 	return nil
 }
 
-func reviewRules(ctx context.Context, obj store.Object) {
+func reviewRules(ctx context.Context, a *API, obj store.Object) {
 	ssrr := obj.(*authorizationv1.SelfSubjectRulesReview)
+	if u := identity(ctx); !isMaster(u) {
+		for _, r := range a.rulesFor(u, ssrr.Spec.Namespace) {
+			if len(r.NonResourceURLs) > 0 {
+				ssrr.Status.NonResourceRules = append(ssrr.Status.NonResourceRules, authorizationv1.NonResourceRule{Verbs: r.Verbs, NonResourceURLs: r.NonResourceURLs})
+			} else {
+				ssrr.Status.ResourceRules = append(ssrr.Status.ResourceRules, authorizationv1.ResourceRule{Verbs: r.Verbs,
+					APIGroups: r.APIGroups, Resources: r.Resources, ResourceNames: r.ResourceNames})
+			}
+		}
+		return
+	}
 	ssrr.Status = authorizationv1.SubjectRulesReviewStatus{
 		ResourceRules:    []authorizationv1.ResourceRule{{Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"}}},
 		NonResourceRules: []authorizationv1.NonResourceRule{{Verbs: []string{"*"}, NonResourceURLs: []string{"*"}}},
 	}
 }
 
-func reviewSelf(ctx context.Context, obj store.Object) {
+func reviewSelf(ctx context.Context, _ *API, obj store.Object) {
 	obj.(*authenticationv1.SelfSubjectReview).Status.UserInfo = identity(ctx)
 }
 
@@ -81,7 +92,7 @@ func (h *handler) review(w http.ResponseWriter, r *http.Request, req *request) {
 		err = h.api.invalid(req.res, "", req.res.validate(obj, nil))
 	}
 	if err == nil {
-		req.res.review(r.Context(), obj)
+		req.res.review(r.Context(), h.api, obj)
 		obj.SetCreationTimestamp(metav1.Time{})
 		setTypeMeta(obj)
 	}

@@ -87,6 +87,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	reg := NewRegistry(&Allocator{ServiceCIDR: cfg.ServiceCIDR.Masked(), NodePortBase: cfg.NodePortBase, NodePortCount: cfg.NodePortCount})
 	api := NewAPI(cfg.Store, reg, cfg.Log)
+	api.tokens = &tokenIssuer{dir: cfg.DataDir, issuer: "https://kubernetes.default.svc." + cfg.ClusterDomain}
 	if cfg.EventTTL <= 0 {
 		cfg.EventTTL = DefaultEventTTL
 	}
@@ -141,7 +142,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
 	}
 	tlsLn := tls.NewListener(tcpLn, &tls.Config{Certificates: []tls.Certificate{creds.cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
-	servers := []*http.Server{s.httpServer(s.handler), s.httpServer(RequireToken(creds.token, s.handler))}
+	servers := []*http.Server{s.httpServer(s.handler), s.httpServer(s.Authenticate(creds.token, s.handler))}
 	listeners := []net.Listener{unixLn, tlsLn}
 	g, gctx := errgroup.WithContext(ctx)
 	for i := range servers {

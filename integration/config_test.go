@@ -275,3 +275,63 @@ data: {mode: fast}
 		t.Errorf("apply --prune: %v\n%s%s", err, out, errOut)
 	}
 }
+
+// A ServiceAccount's token (kubectl create token) authenticates as the account, and
+// RBAC holds it to what its Role grants; kubectl auth can-i answers for it.
+func TestServiceAccountTokensAndRBAC(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	kubectl := func(args ...string) string {
+		t.Helper()
+		out, errOut, err := n.exec("kubectl", args...)
+		if err != nil {
+			t.Fatalf("kubectl %s: %v %s", strings.Join(args, " "), err, errOut)
+		}
+		return out
+	}
+	kubectl("create", "serviceaccount", "reader")
+	kubectl("create", "role", "pod-reader", "--verb=get,list,watch", "--resource=pods")
+	kubectl("create", "rolebinding", "reader", "--role=pod-reader", "--serviceaccount=default:reader")
+	token := strings.TrimSpace(kubectl("create", "token", "reader"))
+	as := func(args ...string) (string, string, error) {
+		return n.exec("kubectl", append([]string{"--token=" + token}, args...)...)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"auth", "can-i", "list", "pods"}, "yes"},
+		{[]string{"auth", "can-i", "delete", "pods"}, "no"},
+		{[]string{"auth", "can-i", "list", "secrets"}, "no"},
+		{[]string{"auth", "can-i", "list", "pods", "-n", "kube-system"}, "no"},
+	} {
+		if out, _, _ := as(c.args...); strings.TrimSpace(out) != c.want {
+			t.Errorf("as reader, kubectl %s: %q, want %q", strings.Join(c.args, " "), out, c.want)
+		}
+	}
+	if out, errOut, err := as("get", "pods"); err != nil {
+		t.Errorf("as reader, get pods: %v %s %s", err, out, errOut)
+	}
+	_, errOut, err := as("get", "secrets")
+	if want := `secrets is forbidden: User "system:serviceaccount:default:reader" cannot list resource "secrets" in API group "" in the namespace "default"`; err == nil || !strings.Contains(errOut, want) {
+		t.Errorf("as reader, get secrets: %v %s", err, errOut)
+	}
+	if out, _, _ := as("auth", "whoami"); !strings.Contains(out, "system:serviceaccount:default:reader") {
+		t.Errorf("as reader, whoami:\n%s", out)
+	}
+	// A binding to the default "view" ClusterRole gives reading everywhere in the namespace.
+	kubectl("create", "rolebinding", "viewer", "--clusterrole=view", "--serviceaccount=default:reader")
+	if out, _, _ := as("auth", "can-i", "list", "deployments.apps"); strings.TrimSpace(out) != "yes" {
+		t.Errorf("with view, can-i list deployments: %q", out)
+	}
+	// TokenReview says who the token is; once the account is gone, the token is nobody.
+	review := filepath.Join(t.TempDir(), "review.json")
+	os.WriteFile(review, []byte(`{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{"token":"`+token+`"}}`), 0o644)
+	if out := kubectl("create", "-f", review, "-o", "jsonpath={.status.authenticated} {.status.user.username}"); out != "true system:serviceaccount:default:reader" {
+		t.Errorf("token review: %q", out)
+	}
+	kubectl("delete", "serviceaccount", "reader")
+	if _, errOut, err := as("get", "pods"); err == nil || !strings.Contains(errOut, "Unauthorized") {
+		t.Errorf("a deleted account's token: %v %s", err, errOut)
+	}
+}

@@ -228,4 +228,3 @@ func (a *API) accessReview(ctx context.Context, spec authorizationv1.SelfSubject
 	}
 	return authorizationv1.SubjectAccessReviewStatus{}
 }
-

@@ -238,13 +238,7 @@ func (r *Runtime) Start(ctr Container, c *ContainerState) error {
 	if err := os.WriteFile(hosts, []byte(ctr.Hosts), 0o644); err != nil {
 		return err
 	}
-	// Containers share the host's root filesystem: without a workingDir one starts in its
-	// private /tmp, so what it writes where it stands (wget's index.html) stays its own.
-	workDir := ctr.Dir
-	if workDir == "" {
-		workDir = "/tmp"
-	}
-	spec := shim.Spec{Argv: ctr.Argv, Builtin: ctr.Argv[0] == r.self, Env: ctr.Env, Dir: workDir, Hostname: ctr.Hostname,
+	spec := shim.Spec{Argv: ctr.Argv, Builtin: ctr.Argv[0] == r.self, Env: ctr.Env, Dir: ctr.Dir, Hostname: ctr.Hostname,
 		Binds: map[string]string{"/etc/resolv.conf": filepath.Join("/etc/netns", ctr.Netns, "resolv.conf"), "/etc/hosts": hosts},
 		Tmpfs: []string{"/tmp", "/run", r.dataDir}, ExitFile: filepath.Join(dir, "exit.json"),
 		Attach: r.attachSocket(ctr.PodUID, ctr.Name), Stdin: ctr.Stdin, StdinOnce: ctr.StdinOnce, TTY: ctr.TTY}

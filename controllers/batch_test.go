@@ -49,7 +49,7 @@ func jobConditions(j *batchv1.Job) []string {
 func TestJobRunsToCompletion(t *testing.T) {
 	w := newWorld(t)
 	c := NewJob(WorkloadConfig{Client: w.client, Informers: w.informers, Recorder: w.events})
-	w.podExpect = append(w.podExpect, c.expect)
+	w.podExpect = append(w.podExpect, c.pc.expect)
 	now := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
 	c.now = func() time.Time { return now }
 	j := job("pi", 3, 2, 6)
@@ -86,7 +86,7 @@ func TestJobRunsToCompletion(t *testing.T) {
 func TestJobBackoffLimit(t *testing.T) {
 	w := newWorld(t)
 	c := NewJob(WorkloadConfig{Client: w.client, Informers: w.informers, Recorder: w.events})
-	w.podExpect = append(w.podExpect, c.expect)
+	w.podExpect = append(w.podExpect, c.pc.expect)
 	now := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
 	c.now = func() time.Time { return now }
 	w.apply(job("flaky", 1, 1, 1))
@@ -147,7 +147,7 @@ func TestCronJobSchedules(t *testing.T) {
 func TestDaemonSetOnePodPerNode(t *testing.T) {
 	w := newWorld(t)
 	c := NewDaemonSet(WorkloadConfig{Client: w.client, Informers: w.informers, Recorder: w.events})
-	w.podExpect = append(w.podExpect, c.expect)
+	w.podExpect = append(w.podExpect, c.pc.expect)
 	w.apply(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", Labels: map[string]string{"disk": "ssd"}}, Spec: corev1.NodeSpec{Unschedulable: true}})
 	w.apply(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n2"}})
 	lbls := map[string]string{"app": "agent"}
@@ -186,7 +186,7 @@ func TestDaemonSetOnePodPerNode(t *testing.T) {
 func TestStatefulSetOrderAndPartition(t *testing.T) {
 	w := newWorld(t)
 	c := NewStatefulSet(WorkloadConfig{Client: w.client, Informers: w.informers, Recorder: w.events})
-	w.podExpect = append(w.podExpect, c.expect)
+	w.podExpect = append(w.podExpect, c.pc.expect)
 	lbls := map[string]string{"app": "db"}
 	w.apply(&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db", UID: "uid-db"}, Spec: appsv1.StatefulSetSpec{
 		Replicas: ptr.To[int32](3), ServiceName: "db", Selector: &metav1.LabelSelector{MatchLabels: lbls},

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -27,10 +28,9 @@ type DaemonSet struct {
 	client kubernetes.Interface
 	sets   appslisters.DaemonSetLister
 	nodes  corelisters.NodeLister
-	pods   corelisters.PodLister
+	pc     *podControl
 	synced []cache.InformerSynced
 	loop   *Loop
-	expect *expectations
 	now    func() time.Time
 	rec    record.EventRecorder
 }
@@ -44,12 +44,12 @@ const revisionHashLabel = appsv1.DefaultDaemonSetUniqueLabelKey // controller-re
 func NewDaemonSet(cfg WorkloadConfig) *DaemonSet {
 	cfg.defaults()
 	dsInf, nodeInf, podInf := cfg.Informers.Apps().V1().DaemonSets(), cfg.Informers.Core().V1().Nodes(), cfg.Informers.Core().V1().Pods()
-	c := &DaemonSet{client: cfg.Client, sets: dsInf.Lister(), nodes: nodeInf.Lister(), pods: podInf.Lister(), expect: newExpectations(),
+	c := &DaemonSet{client: cfg.Client, sets: dsInf.Lister(), nodes: nodeInf.Lister(), pc: newPodControl(cfg.Client, podInf.Lister(), cfg.Recorder, dsKind),
 		now: time.Now, rec: cfg.Recorder,
 		synced: []cache.InformerSynced{dsInf.Informer().HasSynced, nodeInf.Informer().HasSynced, podInf.Informer().HasSynced}}
 	c.loop = NewLoop("daemonset", cfg.Log, c.reconcile)
 	dsInf.Informer().AddEventHandler(c.loop.Handler())
-	podInf.Informer().AddEventHandler(c.expect.handler())
+	podInf.Informer().AddEventHandler(c.pc.expect.handler())
 	podInf.Informer().AddEventHandler(ownerHandler(c.loop, "DaemonSet"))
 	all := func(any) {
 		sets, _ := c.sets.List(labels.Everything())
@@ -137,30 +137,15 @@ func (c *DaemonSet) reconcile(ctx context.Context, key string) error {
 	}
 	ds, err := c.sets.DaemonSets(ns).Get(name)
 	if apierrors.IsNotFound(err) {
-		c.expect.forget(key)
+		c.pc.expect.forget(key)
 		return nil
 	}
 	if err != nil || ds.DeletionTimestamp != nil {
 		return err
 	}
-	sel, err := metav1.LabelSelectorAsSelector(ds.Spec.Selector)
-	if err != nil {
-		return nil
-	}
-	all, err := c.pods.Pods(ns).List(labels.Everything())
-	if err != nil {
-		return err
-	}
-	owned, err := claim(ds, sel, all, func(p *corev1.Pod) (*corev1.Pod, error) {
-		p = p.DeepCopy()
-		p.OwnerReferences = append(p.OwnerReferences, *metav1.NewControllerRef(ds, dsKind))
-		return c.client.CoreV1().Pods(ns).Update(ctx, p, metav1.UpdateOptions{})
-	})
-	if err != nil {
-		return err
-	}
-	if !c.expect.met(key, podPresentIn(c.pods, ns)) {
-		return ErrRequeue
+	owned, synced, err := c.pc.claim(ctx, key, ds, ds.Spec.Selector)
+	if err != nil || !synced {
+		return cmp.Or(err, ErrRequeue)
 	}
 	nodes, err := c.nodes.List(labels.Everything())
 	if err != nil {
@@ -183,7 +168,7 @@ func (c *DaemonSet) reconcile(ctx context.Context, key string) error {
 		if !c.fits(ds, node) {
 			st.NumberMisscheduled += int32(min(len(pods), 1))
 			for _, p := range pods {
-				if err := c.deletePod(ctx, key, ds, p); err != nil {
+				if err := c.pc.delete(ctx, key, ds, p); err != nil {
 					return err
 				}
 			}
@@ -201,14 +186,14 @@ func (c *DaemonSet) reconcile(ctx context.Context, key string) error {
 			case keep == nil && rolling:
 				// The old template's pod goes first (maxUnavailable 1 on one node).
 			}
-			if err := c.deletePod(ctx, key, ds, p); err != nil {
+			if err := c.pc.delete(ctx, key, ds, p); err != nil {
 				return err
 			}
 			requeue = true
 		}
 		if keep == nil {
 			if len(pods) == 0 || !requeue {
-				if err := c.createPod(ctx, key, ds, node.Name, hash); err != nil {
+				if err := c.pc.create(ctx, key, ds, daemonPod(ds, node.Name, hash)); err != nil {
 					return err
 				}
 			}
@@ -228,7 +213,7 @@ func (c *DaemonSet) reconcile(ctx context.Context, key string) error {
 	for node, pods := range byNode {
 		if !seen[node] && node != "" {
 			for _, p := range pods {
-				if err := c.deletePod(ctx, key, ds, p); err != nil {
+				if err := c.pc.delete(ctx, key, ds, p); err != nil {
 					return err
 				}
 			}
@@ -247,30 +232,4 @@ func (c *DaemonSet) reconcile(ctx context.Context, key string) error {
 		return ErrRequeue
 	}
 	return nil
-}
-
-func (c *DaemonSet) createPod(ctx context.Context, key string, ds *appsv1.DaemonSet, node, hash string) error {
-	out, err := c.client.CoreV1().Pods(ds.Namespace).Create(ctx, daemonPod(ds, node, hash), metav1.CreateOptions{})
-	if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
-		return nil
-	}
-	if err != nil {
-		c.rec.Eventf(ds, corev1.EventTypeWarning, "FailedCreate", "Error creating: %v", err)
-		return fmt.Errorf("create pod for %s: %w", key, err)
-	}
-	c.expect.wrote(key, out)
-	c.rec.Eventf(ds, corev1.EventTypeNormal, "SuccessfulCreate", "Created pod: %s", out.Name)
-	return nil
-}
-
-func (c *DaemonSet) deletePod(ctx context.Context, key string, ds *appsv1.DaemonSet, p *corev1.Pod) error {
-	err := c.client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{Preconditions: metav1.NewUIDPreconditions(string(p.UID))})
-	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
-		return nil
-	}
-	if err == nil {
-		c.expect.deleted(key, p)
-		c.rec.Eventf(ds, corev1.EventTypeNormal, "SuccessfulDelete", "Deleted pod: %s", p.Name)
-	}
-	return err
 }

@@ -1,8 +1,8 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
-	"fmt"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -10,10 +10,8 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	batchlisters "k8s.io/client-go/listers/batch/v1"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
@@ -27,10 +25,9 @@ import (
 type Job struct {
 	client kubernetes.Interface
 	jobs   batchlisters.JobLister
-	pods   corelisters.PodLister
+	pc     *podControl
 	synced []cache.InformerSynced
 	loop   *Loop
-	expect *expectations
 	now    func() time.Time
 	rec    record.EventRecorder
 }
@@ -41,11 +38,11 @@ var jobKind = batchv1.SchemeGroupVersion.WithKind("Job")
 func NewJob(cfg WorkloadConfig) *Job {
 	cfg.defaults()
 	jInf, podInf := cfg.Informers.Batch().V1().Jobs(), cfg.Informers.Core().V1().Pods()
-	c := &Job{client: cfg.Client, jobs: jInf.Lister(), pods: podInf.Lister(), expect: newExpectations(), now: time.Now, rec: cfg.Recorder,
-		synced: []cache.InformerSynced{jInf.Informer().HasSynced, podInf.Informer().HasSynced}}
+	c := &Job{client: cfg.Client, jobs: jInf.Lister(), pc: newPodControl(cfg.Client, podInf.Lister(), cfg.Recorder, jobKind), now: time.Now,
+		rec: cfg.Recorder, synced: []cache.InformerSynced{jInf.Informer().HasSynced, podInf.Informer().HasSynced}}
 	c.loop = NewLoop("job", cfg.Log, c.reconcile)
 	jInf.Informer().AddEventHandler(c.loop.Handler())
-	podInf.Informer().AddEventHandler(c.expect.handler())
+	podInf.Informer().AddEventHandler(c.pc.expect.handler())
 	podInf.Informer().AddEventHandler(ownerHandler(c.loop, "Job"))
 	return c
 }
@@ -82,7 +79,7 @@ func (c *Job) reconcile(ctx context.Context, key string) error {
 	}
 	job, err := c.jobs.Jobs(ns).Get(name)
 	if apierrors.IsNotFound(err) {
-		c.expect.forget(key)
+		c.pc.expect.forget(key)
 		return nil
 	}
 	if err != nil || job.DeletionTimestamp != nil {
@@ -92,24 +89,9 @@ func (c *Job) reconcile(ctx context.Context, key string) error {
 	if done := finishedCondition(job); done != nil {
 		return c.expire(ctx, job, done, now)
 	}
-	sel, err := metav1.LabelSelectorAsSelector(job.Spec.Selector)
-	if err != nil {
-		return nil
-	}
-	all, err := c.pods.Pods(ns).List(labels.Everything())
-	if err != nil {
-		return err
-	}
-	owned, err := claim(job, sel, all, func(p *corev1.Pod) (*corev1.Pod, error) {
-		p = p.DeepCopy()
-		p.OwnerReferences = append(p.OwnerReferences, *metav1.NewControllerRef(job, jobKind))
-		return c.client.CoreV1().Pods(ns).Update(ctx, p, metav1.UpdateOptions{})
-	})
-	if err != nil {
-		return err
-	}
-	if !c.expect.met(key, podPresentIn(c.pods, ns)) {
-		return ErrRequeue
+	owned, synced, err := c.pc.claim(ctx, key, job, job.Spec.Selector)
+	if err != nil || !synced {
+		return cmp.Or(err, ErrRequeue)
 	}
 	st := job.Status.DeepCopy()
 	var active []*corev1.Pod
@@ -174,7 +156,7 @@ func (c *Job) reconcile(ctx context.Context, key string) error {
 	if done := finishedCondition(&batchv1.Job{Status: *st}); done != nil || suspended {
 		// Nothing more runs: the active pods go.
 		for _, p := range active {
-			if err := c.deletePod(ctx, key, job, p); err != nil {
+			if err := c.pc.delete(ctx, key, job, p); err != nil {
 				return err
 			}
 		}
@@ -197,7 +179,7 @@ func (c *Job) reconcile(ctx context.Context, key string) error {
 				requeue = wait
 			} else {
 				for range missing {
-					if err := c.createPod(ctx, key, job); err != nil {
+					if err := c.pc.create(ctx, key, job, jobPod(job)); err != nil {
 						return err
 					}
 				}
@@ -227,33 +209,10 @@ func (c *Job) reconcile(ctx context.Context, key string) error {
 	return nil
 }
 
-func (c *Job) createPod(ctx context.Context, key string, job *batchv1.Job) error {
+func jobPod(job *batchv1.Job) *corev1.Pod {
 	t := job.Spec.Template.DeepCopy()
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: job.Name + "-", Labels: t.Labels, Annotations: t.Annotations,
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: job.Name + "-", Labels: t.Labels, Annotations: t.Annotations,
 		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(job, jobKind)}}, Spec: t.Spec}
-	out, err := c.client.CoreV1().Pods(job.Namespace).Create(ctx, pod, metav1.CreateOptions{})
-	if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
-		return nil
-	}
-	if err != nil {
-		c.rec.Eventf(job, corev1.EventTypeWarning, "FailedCreate", "Error creating: %v", err)
-		return fmt.Errorf("create pod for %s: %w", key, err)
-	}
-	c.expect.wrote(key, out)
-	c.rec.Eventf(job, corev1.EventTypeNormal, "SuccessfulCreate", "Created pod: %s", out.Name)
-	return nil
-}
-
-func (c *Job) deletePod(ctx context.Context, key string, job *batchv1.Job, p *corev1.Pod) error {
-	err := c.client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{Preconditions: metav1.NewUIDPreconditions(string(p.UID))})
-	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
-		return nil
-	}
-	if err == nil {
-		c.expect.deleted(key, p)
-		c.rec.Eventf(job, corev1.EventTypeNormal, "SuccessfulDelete", "Deleted pod: %s", p.Name)
-	}
-	return err
 }
 
 // expire deletes a finished job once ttlSecondsAfterFinished have passed (its pods go

@@ -43,15 +43,12 @@ func (c *WorkloadConfig) defaults() {
 // map, their status the same fields), as kube-controller-manager does.
 type ReplicaSet struct {
 	client  kubernetes.Interface
-	kind    schema.GroupVersionKind // what owns the pods
+	pc      *podControl // for the owners' kind
 	get     func(ns, name string) (*appsv1.ReplicaSet, error)
 	status  func(ctx context.Context, rs *appsv1.ReplicaSet) error
-	pods    corelisters.PodLister
 	synced  []cache.InformerSynced
 	loop    *Loop
-	expect  *expectations
 	now     func() time.Time
-	rec     record.EventRecorder
 	workers int
 }
 
@@ -60,17 +57,17 @@ func NewReplicaSet(cfg WorkloadConfig) *ReplicaSet {
 	cfg.defaults()
 	rsInf, podInf := cfg.Informers.Apps().V1().ReplicaSets(), cfg.Informers.Core().V1().Pods()
 	sets := rsInf.Lister()
-	c := &ReplicaSet{client: cfg.Client, kind: rsKind, pods: podInf.Lister(), expect: newExpectations(),
+	c := &ReplicaSet{client: cfg.Client, pc: newPodControl(cfg.Client, podInf.Lister(), cfg.Recorder, rsKind),
 		get:    func(ns, name string) (*appsv1.ReplicaSet, error) { return sets.ReplicaSets(ns).Get(name) },
 		synced: []cache.InformerSynced{rsInf.Informer().HasSynced, podInf.Informer().HasSynced},
-		now:    time.Now, rec: cfg.Recorder, workers: 2}
+		now:    time.Now, workers: 2}
 	c.status = func(ctx context.Context, rs *appsv1.ReplicaSet) error {
 		_, err := c.client.AppsV1().ReplicaSets(rs.Namespace).UpdateStatus(ctx, rs, metav1.UpdateOptions{})
 		return err
 	}
 	c.loop = NewLoop("replicaset", cfg.Log, c.reconcile)
 	rsInf.Informer().AddEventHandler(c.loop.Handler())
-	podInf.Informer().AddEventHandler(c.expect.handler())
+	podInf.Informer().AddEventHandler(c.pc.expect.handler())
 	podInf.Informer().AddEventHandler(ownerHandler(c.loop, "ReplicaSet"))
 	return c
 }
@@ -82,7 +79,7 @@ func NewReplicationController(cfg WorkloadConfig) *ReplicaSet {
 	cfg.defaults()
 	rcInf, podInf := cfg.Informers.Core().V1().ReplicationControllers(), cfg.Informers.Core().V1().Pods()
 	rcs := rcInf.Lister()
-	c := &ReplicaSet{client: cfg.Client, kind: rcKind, pods: podInf.Lister(), expect: newExpectations(),
+	c := &ReplicaSet{client: cfg.Client, pc: newPodControl(cfg.Client, podInf.Lister(), cfg.Recorder, rcKind),
 		get: func(ns, name string) (*appsv1.ReplicaSet, error) {
 			rc, err := rcs.ReplicationControllers(ns).Get(name)
 			if err != nil {
@@ -91,7 +88,7 @@ func NewReplicationController(cfg WorkloadConfig) *ReplicaSet {
 			return rcAsReplicaSet(rc), nil
 		},
 		synced: []cache.InformerSynced{rcInf.Informer().HasSynced, podInf.Informer().HasSynced},
-		now:    time.Now, rec: cfg.Recorder, workers: 1}
+		now:    time.Now, workers: 1}
 	c.status = func(ctx context.Context, rs *appsv1.ReplicaSet) error {
 		rc, err := rcs.ReplicationControllers(rs.Namespace).Get(rs.Name)
 		if err != nil {
@@ -106,7 +103,7 @@ func NewReplicationController(cfg WorkloadConfig) *ReplicaSet {
 	}
 	c.loop = NewLoop("replicationcontroller", cfg.Log, c.reconcile)
 	rcInf.Informer().AddEventHandler(c.loop.Handler())
-	podInf.Informer().AddEventHandler(c.expect.handler())
+	podInf.Informer().AddEventHandler(c.pc.expect.handler())
 	podInf.Informer().AddEventHandler(ownerHandler(c.loop, "ReplicationController"))
 	return c
 }
@@ -155,25 +152,13 @@ func (c *ReplicaSet) reconcile(ctx context.Context, key string) error {
 	}
 	rs, err := c.get(ns, name)
 	if apierrors.IsNotFound(err) {
-		c.expect.forget(key)
+		c.pc.expect.forget(key)
 		return nil // the garbage collector removes its pods
 	}
 	if err != nil {
 		return err
 	}
-	sel, err := metav1.LabelSelectorAsSelector(rs.Spec.Selector)
-	if err != nil {
-		return nil // invalid selectors never pass validation
-	}
-	all, err := c.pods.Pods(ns).List(labels.Everything())
-	if err != nil {
-		return err
-	}
-	owned, err := claim(rs, sel, all, func(p *corev1.Pod) (*corev1.Pod, error) {
-		p = p.DeepCopy()
-		p.OwnerReferences = append(p.OwnerReferences, *metav1.NewControllerRef(rs, c.kind))
-		return c.client.CoreV1().Pods(ns).Update(ctx, p, metav1.UpdateOptions{})
-	})
+	owned, synced, err := c.pc.claim(ctx, key, rs, rs.Spec.Selector)
 	if err != nil {
 		return err
 	}
@@ -185,7 +170,6 @@ func (c *ReplicaSet) reconcile(ctx context.Context, key string) error {
 	}
 	// Scale only on a cache that shows this controller's own last writes (else it
 	// would create the pods it has just created once more); report status either way.
-	synced := c.expect.met(key, podPresentIn(c.pods, ns))
 	if synced && rs.DeletionTimestamp == nil {
 		if err := c.scale(ctx, key, rs, active); err != nil {
 			return err
@@ -233,31 +217,18 @@ func isActive(p *corev1.Pod) bool {
 
 func (c *ReplicaSet) scale(ctx context.Context, key string, rs *appsv1.ReplicaSet, active []*corev1.Pod) error {
 	want := int(ptr.Deref(rs.Spec.Replicas, 1))
-	pods := c.client.CoreV1().Pods(rs.Namespace)
 	for i := len(active); i < want; i++ {
-		pod, err := pods.Create(ctx, podFromTemplate(rs, c.kind), metav1.CreateOptions{})
-		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
-			return nil // the namespace controller is emptying it
+		if err := c.pc.create(ctx, key, rs, podFromTemplate(rs, c.pc.kind)); err != nil {
+			return err
 		}
-		if err != nil {
-			c.rec.Eventf(rs, corev1.EventTypeWarning, "FailedCreate", "Error creating: %v", err)
-			return fmt.Errorf("create pod for %s: %w", key, err)
-		}
-		c.expect.wrote(key, pod)
-		c.rec.Eventf(rs, corev1.EventTypeNormal, "SuccessfulCreate", "Created pod: %s", pod.Name)
 	}
 	if len(active) <= want {
 		return nil
 	}
 	rankForDeletion(active)
 	for _, p := range active[:len(active)-want] {
-		err := pods.Delete(ctx, p.Name, metav1.DeleteOptions{Preconditions: metav1.NewUIDPreconditions(string(p.UID))})
-		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		if err := c.pc.delete(ctx, key, rs, p); err != nil {
 			return err
-		}
-		if err == nil {
-			c.expect.deleted(key, p)
-			c.rec.Eventf(rs, corev1.EventTypeNormal, "SuccessfulDelete", "Deleted pod: %s", p.Name)
 		}
 	}
 	return nil

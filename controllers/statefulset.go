@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -13,12 +14,9 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	appslisters "k8s.io/client-go/listers/apps/v1"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
 )
 
@@ -32,12 +30,10 @@ import (
 type StatefulSet struct {
 	client kubernetes.Interface
 	sets   appslisters.StatefulSetLister
-	pods   corelisters.PodLister
+	pc     *podControl
 	synced []cache.InformerSynced
 	loop   *Loop
-	expect *expectations
 	now    func() time.Time
-	rec    record.EventRecorder
 }
 
 var stsKind = appsv1.SchemeGroupVersion.WithKind("StatefulSet")
@@ -46,11 +42,18 @@ var stsKind = appsv1.SchemeGroupVersion.WithKind("StatefulSet")
 func NewStatefulSet(cfg WorkloadConfig) *StatefulSet {
 	cfg.defaults()
 	sInf, podInf := cfg.Informers.Apps().V1().StatefulSets(), cfg.Informers.Core().V1().Pods()
-	c := &StatefulSet{client: cfg.Client, sets: sInf.Lister(), pods: podInf.Lister(), expect: newExpectations(), now: time.Now, rec: cfg.Recorder,
+	pc := newPodControl(cfg.Client, podInf.Lister(), cfg.Recorder, stsKind)
+	pc.created = func(set metav1.Object, pod string) string {
+		return fmt.Sprintf("create Pod %s in StatefulSet %s successful", pod, set.GetName())
+	}
+	pc.deleted = func(set metav1.Object, pod string) string {
+		return fmt.Sprintf("delete Pod %s in StatefulSet %s successful", pod, set.GetName())
+	}
+	c := &StatefulSet{client: cfg.Client, sets: sInf.Lister(), pc: pc, now: time.Now,
 		synced: []cache.InformerSynced{sInf.Informer().HasSynced, podInf.Informer().HasSynced}}
 	c.loop = NewLoop("statefulset", cfg.Log, c.reconcile)
 	sInf.Informer().AddEventHandler(c.loop.Handler())
-	podInf.Informer().AddEventHandler(c.expect.handler())
+	podInf.Informer().AddEventHandler(c.pc.expect.handler())
 	podInf.Informer().AddEventHandler(ownerHandler(c.loop, "StatefulSet"))
 	return c
 }
@@ -98,30 +101,15 @@ func (c *StatefulSet) reconcile(ctx context.Context, key string) error {
 	}
 	set, err := c.sets.StatefulSets(ns).Get(name)
 	if apierrors.IsNotFound(err) {
-		c.expect.forget(key)
+		c.pc.expect.forget(key)
 		return nil
 	}
 	if err != nil || set.DeletionTimestamp != nil {
 		return err
 	}
-	sel, err := metav1.LabelSelectorAsSelector(set.Spec.Selector)
-	if err != nil {
-		return nil
-	}
-	all, err := c.pods.Pods(ns).List(labels.Everything())
-	if err != nil {
-		return err
-	}
-	owned, err := claim(set, sel, all, func(p *corev1.Pod) (*corev1.Pod, error) {
-		p = p.DeepCopy()
-		p.OwnerReferences = append(p.OwnerReferences, *metav1.NewControllerRef(set, stsKind))
-		return c.client.CoreV1().Pods(ns).Update(ctx, p, metav1.UpdateOptions{})
-	})
-	if err != nil {
-		return err
-	}
-	if !c.expect.met(key, podPresentIn(c.pods, ns)) {
-		return ErrRequeue
+	owned, synced, err := c.pc.claim(ctx, key, set, set.Spec.Selector)
+	if err != nil || !synced {
+		return cmp.Or(err, ErrRequeue)
 	}
 	n := int(ptr.Deref(set.Spec.Replicas, 1))
 	update := set.Name + "-" + templateHash(&set.Spec.Template, ptr.Deref(set.Status.CollisionCount, 0))
@@ -141,12 +129,12 @@ func (c *StatefulSet) reconcile(ctx context.Context, key string) error {
 		p := byOrdinal[i]
 		switch {
 		case p == nil:
-			if err := c.createPod(ctx, key, set, i, update); err != nil {
+			if err := c.pc.create(ctx, key, set, c.podFor(set, i, update)); err != nil {
 				return err
 			}
 			blocked = !parallel
 		case p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded:
-			if err := c.deletePod(ctx, key, set, p); err != nil {
+			if err := c.pc.delete(ctx, key, set, p); err != nil {
 				return err
 			}
 			blocked = !parallel
@@ -163,7 +151,7 @@ func (c *StatefulSet) reconcile(ctx context.Context, key string) error {
 			}
 			continue
 		}
-		if err := c.deletePod(ctx, key, set, p); err != nil {
+		if err := c.pc.delete(ctx, key, set, p); err != nil {
 			return err
 		}
 		if !parallel {
@@ -183,7 +171,7 @@ func (c *StatefulSet) reconcile(ctx context.Context, key string) error {
 		}
 		for i := n - 1; healthy && i >= partition; i-- {
 			if p := byOrdinal[i]; p.Labels[appsv1.ControllerRevisionHashLabelKey] != update {
-				if err := c.deletePod(ctx, key, set, p); err != nil {
+				if err := c.pc.delete(ctx, key, set, p); err != nil {
 					return err
 				}
 				break
@@ -231,35 +219,6 @@ func (c *StatefulSet) updateStatus(ctx context.Context, set *appsv1.StatefulSet,
 	_, err := c.client.AppsV1().StatefulSets(set.Namespace).UpdateStatus(ctx, next, metav1.UpdateOptions{})
 	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 		return nil
-	}
-	return err
-}
-
-func (c *StatefulSet) createPod(ctx context.Context, key string, set *appsv1.StatefulSet, i int, revision string) error {
-	pod := c.podFor(set, i, revision)
-	out, err := c.client.CoreV1().Pods(set.Namespace).Create(ctx, pod, metav1.CreateOptions{})
-	switch {
-	case apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause):
-		return nil
-	case apierrors.IsAlreadyExists(err):
-		return fmt.Errorf("pod %s exists but is not %s's yet: %w", pod.Name, set.Name, ErrRequeue)
-	case err != nil:
-		c.rec.Eventf(set, corev1.EventTypeWarning, "FailedCreate", "create Pod %s in StatefulSet %s failed error: %v", pod.Name, set.Name, err)
-		return err
-	}
-	c.expect.wrote(key, out)
-	c.rec.Eventf(set, corev1.EventTypeNormal, "SuccessfulCreate", "create Pod %s in StatefulSet %s successful", pod.Name, set.Name)
-	return nil
-}
-
-func (c *StatefulSet) deletePod(ctx context.Context, key string, set *appsv1.StatefulSet, p *corev1.Pod) error {
-	err := c.client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{Preconditions: metav1.NewUIDPreconditions(string(p.UID))})
-	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
-		return nil
-	}
-	if err == nil {
-		c.expect.deleted(key, p)
-		c.rec.Eventf(set, corev1.EventTypeNormal, "SuccessfulDelete", "delete Pod %s in StatefulSet %s successful", p.Name, set.Name)
 	}
 	return err
 }

@@ -333,7 +333,7 @@ func (w *world) sync() {
 			items[i] = o
 			switch k.kind {
 			case "Pod":
-				w.rs.expect.observe(o)
+				w.rs.pc.expect.observe(o)
 				for _, e := range w.podExpect {
 					e.observe(o)
 				}

@@ -16,14 +16,7 @@ import (
 func TestJobsAndCronJobs(t *testing.T) {
 	n := newNode(t)
 	n.start()
-	kubectl := func(args ...string) string {
-		t.Helper()
-		out, errOut, err := n.exec("kubectl", args...)
-		if err != nil {
-			t.Fatalf("kubectl %s: %v %s", strings.Join(args, " "), err, errOut)
-		}
-		return out
-	}
+	kubectl := n.kubectlFor(t)
 	kubectl("create", "cronjob", "tick", "--image=busybox", "--schedule=*/1 * * * *", "--", "sh", "-c", "echo tick")
 	kubectl("create", "job", "pi", "--image=busybox", "--", "sh", "-c", "echo 3.14159")
 	kubectl("wait", "--for=condition=complete", "job/pi", "--timeout=60s")

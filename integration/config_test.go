@@ -17,14 +17,7 @@ import (
 func TestConfigAndIdentityWithKubectl(t *testing.T) {
 	n := newNode(t)
 	n.start()
-	kubectl := func(args ...string) string {
-		t.Helper()
-		out, errOut, err := n.exec("kubectl", args...)
-		if err != nil {
-			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, errOut)
-		}
-		return out
-	}
+	kubectl := n.kubectlFor(t)
 	kubectl("create", "namespace", "team")
 	eventually(t, 10*time.Second, func() error {
 		_, errOut, err := n.exec("kubectl", "-n", "team", "get", "serviceaccount", "default")
@@ -206,14 +199,7 @@ func TestKubectlCreateKinds(t *testing.T) {
 func TestDrainRespectsDisruptionBudget(t *testing.T) {
 	n := newNode(t)
 	n.start()
-	kubectl := func(args ...string) string {
-		t.Helper()
-		out, errOut, err := n.exec("kubectl", args...)
-		if err != nil {
-			t.Fatalf("kubectl %s: %v %s", strings.Join(args, " "), err, errOut)
-		}
-		return out
-	}
+	kubectl := n.kubectlFor(t)
 	node := kubectl("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}")
 	kubectl("create", "deployment", "web", "--image=busybox", "--replicas=2", "--", "sleep", "3600")
 	kubectl("rollout", "status", "deployment/web", "--timeout=60s")
@@ -281,14 +267,7 @@ data: {mode: fast}
 func TestServiceAccountTokensAndRBAC(t *testing.T) {
 	n := newNode(t)
 	n.start()
-	kubectl := func(args ...string) string {
-		t.Helper()
-		out, errOut, err := n.exec("kubectl", args...)
-		if err != nil {
-			t.Fatalf("kubectl %s: %v %s", strings.Join(args, " "), err, errOut)
-		}
-		return out
-	}
+	kubectl := n.kubectlFor(t)
 	kubectl("create", "serviceaccount", "reader")
 	kubectl("create", "role", "pod-reader", "--verb=get,list,watch", "--resource=pods")
 	kubectl("create", "rolebinding", "reader", "--role=pod-reader", "--serviceaccount=default:reader")

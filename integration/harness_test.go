@@ -173,6 +173,18 @@ func (n *node) exec(name string, args ...string) (string, string, error) {
 	return out.String(), errOut.String(), err
 }
 
+// kubectlFor returns kubectl inside the netns for t: its output, or t fails.
+func (n *node) kubectlFor(t testing.TB) func(args ...string) string {
+	return func(args ...string) string {
+		t.Helper()
+		out, errOut, err := n.exec("kubectl", args...)
+		if err != nil {
+			t.Fatalf("kubectl %s: %v\n%s%s", strings.Join(args, " "), err, out, errOut)
+		}
+		return out
+	}
+}
+
 // cli runs the minicluster CLI inside the netns against this node.
 func (n *node) cli(args ...string) (string, string, error) {
 	return n.exec(binary, append([]string{"--data-dir", n.dataDir}, args...)...)

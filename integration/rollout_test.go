@@ -19,14 +19,7 @@ func TestRollout(t *testing.T) {
 	if _, errOut, err := n.cli("apply", "-f", "../manifests/backend.yaml"); err != nil {
 		t.Fatal(errOut)
 	}
-	kubectl := func(args ...string) string {
-		t.Helper()
-		out, errOut, err := n.exec("kubectl", args...)
-		if err != nil {
-			t.Fatalf("kubectl %v: %v %s", args, err, errOut)
-		}
-		return out
-	}
+	kubectl := n.kubectlFor(t)
 	if out := kubectl("rollout", "status", "deployment/backend", "--timeout=60s"); !strings.Contains(out, "successfully rolled out") {
 		t.Fatalf("rollout status: %s", out)
 	}
@@ -109,14 +102,7 @@ func TestEndpointsFollowPods(t *testing.T) {
 func TestRolloutUndoAndDeadline(t *testing.T) {
 	n := newNode(t)
 	n.start()
-	kubectl := func(args ...string) string {
-		t.Helper()
-		out, errOut, err := n.exec("kubectl", args...)
-		if err != nil {
-			t.Fatalf("kubectl %v: %v %s", args, err, errOut)
-		}
-		return out
-	}
+	kubectl := n.kubectlFor(t)
 	image := func() string {
 		return kubectl("get", "deployment", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}")
 	}
@@ -188,14 +174,7 @@ func TestReplicationController(t *testing.T) {
 func TestDaemonSet(t *testing.T) {
 	n := newNode(t)
 	n.start()
-	kubectl := func(args ...string) string {
-		t.Helper()
-		out, errOut, err := n.exec("kubectl", args...)
-		if err != nil {
-			t.Fatalf("kubectl %s: %v %s", strings.Join(args, " "), err, errOut)
-		}
-		return out
-	}
+	kubectl := n.kubectlFor(t)
 	node := kubectl("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}")
 	kubectl("cordon", node)
 	manifest := filepath.Join(t.TempDir(), "ds.json")

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 # sudo resets PATH; find the Go toolchain where these machines keep it.
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN := bin/minicluster
-DEB_PACKAGES := iproute2 iptables nftables dnsutils busybox nginx-light curl dnsperf
+DEB_PACKAGES := iproute2 iptables nftables dnsutils busybox nginx-light curl dnsperf netcat-openbsd
 FUZZTIME ?= 30s
 # Real clients the integration tests drive, pinned, built from the Go module proxy once.
 TOOLS := /var/cache/minicluster-tools

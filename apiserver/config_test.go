@@ -202,6 +202,22 @@ func TestServiceValidationAsKubernetes(t *testing.T) {
 			body: `{"metadata":{"name":"plain"},"spec":{"clusterIP":"10.96.0.11","ports":[{"port":80}]}}`},
 		{name: "external name with a trailing dot", method: "POST", path: svcs, contentType: jsonCT, wantCode: 201,
 			body: `{"metadata":{"name":"ext"},"spec":{"type":"ExternalName","externalName":"www.example.com."}}`},
+		{name: "to ExternalName: the cluster IP goes", method: "PATCH", path: svcs + "/plain", contentType: mergeCT, wantCode: 200,
+			body: `{"spec":{"type":"ExternalName","externalName":"db.example.com"}}`, check: func(t *testing.T, r response) {
+				if ip := get(r.object(), "spec", "clusterIP"); ip != nil {
+					t.Errorf("clusterIP %v", ip)
+				}
+			}},
+		{name: "and is free again", method: "POST", path: svcs, contentType: jsonCT, wantCode: 201,
+			body: `{"metadata":{"name":"again"},"spec":{"clusterIP":"10.96.0.11","ports":[{"port":80}]}}`},
+		{name: "NodePort to ClusterIP: the node ports go", method: "POST", path: svcs, contentType: jsonCT, wantCode: 201,
+			body: `{"metadata":{"name":"np"},"spec":{"type":"NodePort","ports":[{"port":80}]}}`},
+		{name: "patched to ClusterIP", method: "PATCH", path: svcs + "/np", contentType: mergeCT, wantCode: 200,
+			body: `{"spec":{"type":"ClusterIP"}}`, check: func(t *testing.T, r response) {
+				if np := get(r.object(), "spec", "ports", 0, "nodePort"); np != nil {
+					t.Errorf("nodePort %v", np)
+				}
+			}},
 		{name: "not an address", method: "POST", path: svcs, contentType: jsonCT, wantCode: 422,
 			body: `{"metadata":{"name":"bad"},"spec":{"clusterIP":"10.96.0.300","ports":[{"port":80}]}}`, check: wantCauses("spec.clusterIP")},
 	})

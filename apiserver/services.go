@@ -217,6 +217,20 @@ func (a *Allocator) serviceDelete(t store.Txn, obj store.Object) error {
 func prepareServiceUpdate(obj, old store.Object) {
 	s, o := obj.(*corev1.Service), old.(*corev1.Service)
 	s.Status = o.Status
+	// A change of type drops what only the old type had, when the update left it as it
+	// was (Kubernetes' dropTypeDependentFields): kubectl patches just the type.
+	if s.Spec.Type == corev1.ServiceTypeExternalName && o.Spec.Type != corev1.ServiceTypeExternalName && s.Spec.ClusterIP == o.Spec.ClusterIP {
+		s.Spec.ClusterIP, s.Spec.ClusterIPs, s.Spec.IPFamilies, s.Spec.IPFamilyPolicy = "", nil, nil, nil
+	}
+	if needsNodePorts(o) && !needsNodePorts(s) {
+		for i := range s.Spec.Ports {
+			for _, op := range o.Spec.Ports {
+				if s.Spec.Ports[i].NodePort != 0 && s.Spec.Ports[i].NodePort == op.NodePort {
+					s.Spec.Ports[i].NodePort = 0
+				}
+			}
+		}
+	}
 	if s.Spec.ClusterIP == "" && needsClusterIP(s) && needsClusterIP(o) {
 		s.Spec.ClusterIP, s.Spec.ClusterIPs = o.Spec.ClusterIP, o.Spec.ClusterIPs
 	}

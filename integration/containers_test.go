@@ -208,3 +208,21 @@ func TestPodProcesses(t *testing.T) {
 		return nil
 	})
 }
+
+// $(VAR) in command and args is expanded from the container's environment and $$ is
+// a literal $, as the kubelet does (the issue's example).
+func TestCommandExpansion(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	kubectl := n.kubectlFor(t)
+	kubectl("run", "expand", "--image=busybox", "--restart=Never", "--env=MYVAR=expanded", "--", "sh", "-c", `echo "A=$$(echo hi) B=$(MYVAR)"`)
+	eventually(t, 30*time.Second, func() error {
+		if phase := kubectl("get", "pod", "expand", "-o", "jsonpath={.status.phase}"); phase != "Succeeded" {
+			return fmt.Errorf("phase %q", phase)
+		}
+		return nil
+	})
+	if out := strings.TrimSpace(kubectl("logs", "expand")); out != "A=hi B=expanded" {
+		t.Errorf("output %q, want %q", out, "A=hi B=expanded")
+	}
+}

@@ -145,15 +145,15 @@ func restartWanted(policy corev1.RestartPolicy, exit *shim.ExitRecord) bool {
 // startContainer starts a run of ctr in the pod's sandbox, with its environment, hosts
 // file and hostname, reporting it as the kubelet does.
 func (a *Agent) startContainer(pod *corev1.Pod, sb sandbox.Sandbox, ctr *corev1.Container, c *runtime.ContainerState) error {
-	argv, err := a.rt.Resolve(ctr)
-	if err != nil {
-		return err
-	}
-	a.containerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine", ctr.Image)
 	env, err := a.containerEnv(pod, ctr, sb)
 	if err != nil {
 		return err
 	}
+	argv, err := a.rt.Resolve(expandCommand(ctr, env))
+	if err != nil {
+		return err
+	}
+	a.containerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine", ctr.Image)
 	run := runtime.Container{PodKey: key(pod), PodUID: string(pod.UID), Name: ctr.Name, Netns: sb.Netns, Argv: argv, Env: env,
 		Dir: ctr.WorkingDir, Hostname: podHostname(pod), Hosts: podHosts(pod, sb.IP, a.cfg.ClusterDomain),
 		Stdin: ctr.Stdin, StdinOnce: ctr.StdinOnce, TTY: ctr.TTY}

@@ -116,6 +116,24 @@ func expand(s string, vars map[string]string) string {
 	return b.String()
 }
 
+// expandCommand is ctr with $(VAR) in its command and args replaced from its
+// environment (env, "NAME=value"), as the kubelet does; $$ is a literal $.
+func expandCommand(ctr *corev1.Container, env []string) *corev1.Container {
+	vars := map[string]string{}
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			vars[k] = v
+		}
+	}
+	out := ctr.DeepCopy()
+	for _, list := range [][]string{out.Command, out.Args} {
+		for i := range list {
+			list[i] = expand(list[i], vars)
+		}
+	}
+	return out
+}
+
 // containerEnv is the container's environment: defaults, service links, then its env.
 func (a *Agent) containerEnv(pod *corev1.Pod, ctr *corev1.Container, sb sandbox.Sandbox) ([]string, error) {
 	vars := map[string]string{"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOSTNAME": podHostname(pod)}

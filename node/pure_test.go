@@ -104,3 +104,15 @@ func TestProbeThresholds(t *testing.T) {
 		}
 	}
 }
+
+// The kubelet expands $(VAR) from the container's environment in command and args.
+func TestExpandCommand(t *testing.T) {
+	ctr := &corev1.Container{Command: []string{"sh", "-c", `echo "A=$$(echo hi) B=$(MYVAR)"`}, Args: []string{"$(MISSING)", "$(MYVAR)"}}
+	got := expandCommand(ctr, []string{"PATH=/bin", "MYVAR=expanded"})
+	if want := `echo "A=$(echo hi) B=expanded"`; got.Command[2] != want || got.Args[0] != "$(MISSING)" || got.Args[1] != "expanded" {
+		t.Errorf("command %q args %q", got.Command, got.Args)
+	}
+	if ctr.Command[2] != `echo "A=$$(echo hi) B=$(MYVAR)"` {
+		t.Error("the pod's own container changed")
+	}
+}

@@ -128,14 +128,19 @@ func TestRolloutUndoAndDeadline(t *testing.T) {
 		t.Errorf("undo to revision 3: %s (image %s)", out, image())
 	}
 	kubectl("rollout", "status", "deployment/web", "--timeout=60s")
-	// A container that exits at once never gets ready: rollout status gives up at the
-	// deadline instead of waiting forever.
+	// Pods whose readiness probe always fails never become available: rollout status
+	// gives up at the deadline instead of waiting forever. (Not a container that exits
+	// at once: it is Ready for the moment it runs, which a fast rollout may count, as
+	// on a real cluster without minReadySeconds.)
 	kubectl("patch", "deployment", "web", "-p", `{"spec":{"progressDeadlineSeconds":3}}`)
-	kubectl("patch", "deployment", "web", "--type=json", "-p", `[{"op":"replace","path":"/spec/template/spec/containers/0/command","value":["false"]}]`)
+	kubectl("patch", "deployment", "web", "--type=json", "-p",
+		`[{"op":"add","path":"/spec/template/spec/containers/0/readinessProbe","value":{"exec":{"command":["false"]},"periodSeconds":1}}]`)
 	start := time.Now()
 	out, errOut, err := n.exec("kubectl", "rollout", "status", "deployment/web", "--timeout=60s")
 	if err == nil || !strings.Contains(errOut, `deployment "web" exceeded its progress deadline`) || time.Since(start) > 30*time.Second {
-		t.Errorf("rollout status of a stuck rollout after %s: %v %s %s", time.Since(start), err, out, errOut)
+		state, _, _ := n.exec("kubectl", "get", "deploy,rs", "-o", "wide", "--show-labels")
+		status, _, _ := n.exec("kubectl", "get", "deploy", "web", "-o", "jsonpath={.metadata.generation} {.status}")
+		t.Errorf("rollout status of a stuck rollout after %s: %v %s %s\n%s\n%s", time.Since(start), err, out, errOut, state, status)
 	}
 }
 

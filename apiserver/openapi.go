@@ -181,19 +181,25 @@ func (g *Registry) openAPIDoc(gv schema.GroupVersion) map[string]any {
 			"application/merge-patch+json":           map[string]any{"schema": map[string]any{"type": "object"}},
 			"application/strategic-merge-patch+json": map[string]any{"schema": map[string]any{"type": "object"}},
 			"application/apply-patch+yaml":           map[string]any{"schema": map[string]any{"type": "object"}}}}
-		base := strings.TrimSuffix(resourcePrefix(r, true), "/")
-		if r.review != nil {
-			paths[base] = map[string]any{"post": op("post", true, ref)}
-			continue
-		}
-		paths[base] = map[string]any{"get": op("list", false, listRef), "post": op("post", true, ref), "delete": op("deletecollection", false, ref)}
-		paths[base+"/{name}"] = map[string]any{"get": op("get", false, ref), "put": op("put", true, ref), "patch": patch, "delete": op("delete", false, ref)}
-		for _, sub := range r.Subresources {
-			paths[base+"/{name}/"+sub] = map[string]any{"get": op("get", false, ref), "put": op("put", true, ref), "patch": patch}
-		}
+		addPaths(paths, r, op, patch, ref, listRef)
 	}
 	return map[string]any{"openapi": "3.0.0", "info": map[string]any{"title": "Kubernetes", "version": versionInfo().GitVersion},
 		"paths": paths, "components": map[string]any{"schemas": gen.defs}}
+}
+
+// addPaths lays out r's operations in paths, the same in both OpenAPI versions: op
+// makes one operation (its action, whether it takes the object, what it returns).
+func addPaths(paths map[string]any, r *Resource, op func(action string, body bool, out map[string]any) map[string]any, patch, ref, listRef map[string]any) {
+	base := strings.TrimSuffix(resourcePrefix(r, true), "/")
+	if r.review != nil {
+		paths[base] = map[string]any{"post": op("post", true, ref)}
+		return
+	}
+	paths[base] = map[string]any{"get": op("list", false, listRef), "post": op("post", true, ref), "delete": op("deletecollection", false, ref)}
+	paths[base+"/{name}"] = map[string]any{"get": op("get", false, ref), "put": op("put", true, ref), "patch": patch, "delete": op("delete", false, ref)}
+	for _, sub := range r.Subresources {
+		paths[base+"/{name}/"+sub] = map[string]any{"get": op("get", false, ref), "put": op("put", true, ref), "patch": patch}
+	}
 }
 
 // kindSchemas returns references to r's kind and list schemas (nil for a review, which

@@ -45,16 +45,7 @@ func (g *Registry) openAPIv2Doc() map[string]any {
 		patch := op("patch", false, ref)
 		patch["consumes"] = []any{"application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json", "application/apply-patch+yaml"}
 		patch["parameters"] = []any{map[string]any{"name": "body", "in": "body", "required": true, "schema": map[string]any{"type": "object"}}}
-		base := strings.TrimSuffix(resourcePrefix(r, true), "/")
-		if r.review != nil {
-			paths[base] = map[string]any{"post": op("post", true, ref)}
-			continue
-		}
-		paths[base] = map[string]any{"get": op("list", false, listRef), "post": op("post", true, ref), "delete": op("deletecollection", false, ref)}
-		paths[base+"/{name}"] = map[string]any{"get": op("get", false, ref), "put": op("put", true, ref), "patch": patch, "delete": op("delete", false, ref)}
-		for _, sub := range r.Subresources {
-			paths[base+"/{name}/"+sub] = map[string]any{"get": op("get", false, ref), "put": op("put", true, ref), "patch": patch}
-		}
+		addPaths(paths, r, op, patch, ref, listRef)
 	}
 	return map[string]any{"swagger": "2.0", "info": map[string]any{"title": "Kubernetes", "version": versionInfo().GitVersion},
 		"paths": paths, "definitions": gen.defs}

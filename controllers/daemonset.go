@@ -57,7 +57,13 @@ func NewDaemonSet(cfg WorkloadConfig) *DaemonSet {
 			c.loop.EnqueueObject(ds)
 		}
 	}
-	nodeInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: all, DeleteFunc: all, UpdateFunc: func(_, n any) { all(n) }})
+	// Where daemons run depends on a node's labels and spec, not on its status heartbeats.
+	nodeInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: all, DeleteFunc: all, UpdateFunc: func(old, cur any) {
+		o, n := old.(*corev1.Node), cur.(*corev1.Node)
+		if !maps.Equal(o.Labels, n.Labels) || !apiequality.Semantic.DeepEqual(o.Spec, n.Spec) {
+			all(n)
+		}
+	}})
 	return c
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/go-logr/logr"
 
 	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -58,8 +59,13 @@ func NewScheduler(cfg SchedulerConfig) *Scheduler {
 		}})
 	// A node that changes (uncordoned, untainted) may now take the pods waiting for it.
 	nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { c.retryWaiting() },
-		UpdateFunc: func(any, any) { c.retryWaiting() },
+		AddFunc: func(any) { c.retryWaiting() },
+		UpdateFunc: func(old, cur any) {
+			// Status heartbeats change nothing a pod is scheduled by.
+			if o, n := old.(*corev1.Node), cur.(*corev1.Node); !apiequality.Semantic.DeepEqual(o.Spec, n.Spec) {
+				c.retryWaiting()
+			}
+		},
 	})
 	return c
 }

@@ -159,10 +159,13 @@ func (a *API) Create(ctx context.Context, r *Resource, ns string, obj store.Obje
 	// The uid is the server's, and known to the defaults (a Job's selector names it).
 	obj.SetUID(types.UID(uuid.NewUUID()))
 	prepareCreate(r, obj)
-	if pod, ok := obj.(*corev1.Pod); ok {
-		if err := a.admitServiceAccount(r, pod); err != nil {
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		if err := a.admitServiceAccount(r, o); err != nil {
 			return nil, err
 		}
+	case *corev1.PersistentVolumeClaim:
+		a.admitClaim(o)
 	}
 	for attempt := 0; ; attempt++ {
 		if generated {

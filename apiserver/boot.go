@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -34,12 +35,22 @@ func (s *Server) Boot(ctx context.Context) error {
 			return err
 		}
 	}
+	// The default class, as k3s has: node-local directories, provisioned on demand.
+	local := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: DefaultStorageClass,
+		Annotations: map[string]string{isDefaultClassKey: "true"}}, Provisioner: LocalPathProvisioner}
+	if err := s.ensure(ctx, reg.Lookup("storage.k8s.io", "storageclasses"), local); err != nil {
+		return err
+	}
 	host, portStr, err := net.SplitHostPort(s.cfg.Listen)
 	if err != nil {
 		return err
 	}
 	port, _ := strconv.Atoi(portStr)
-	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+	// Pods reach the API at the pod address (Kubernetes forbids loopback endpoints).
+	switch ip := net.ParseIP(host); {
+	case s.cfg.PodAddr.IsValid():
+		host = s.cfg.PodAddr.String()
+	case ip == nil || ip.IsUnspecified():
 		host = "127.0.0.1"
 	}
 	labels := map[string]string{"component": "apiserver", "provider": "kubernetes"}

@@ -5,12 +5,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/fields"
+	utilrand "k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
 
 	"github.com/minicluster/minicluster/store"
 )
@@ -193,12 +197,51 @@ func (a *API) admitServiceAccount(r *Resource, pod *corev1.Pod) error {
 	}
 	pod.Spec.DeprecatedServiceAccount = pod.Spec.ServiceAccountName
 	ns, name := pod.Namespace, pod.Spec.ServiceAccountName
-	if name == "default" {
-		return nil
-	}
-	if _, err := a.Get(a.reg.Lookup("", "serviceaccounts"), ns, name); err != nil {
+	obj, err := a.Get(a.reg.Lookup("", "serviceaccounts"), ns, name)
+	if err != nil && name != "default" {
 		return apierrors.NewForbidden(r.GroupResource(), pod.Name,
 			fmt.Errorf("error looking up service account %s/%s: serviceaccount %q not found", ns, name, name))
 	}
+	automount := true
+	if sa, ok := obj.(*corev1.ServiceAccount); ok && sa.AutomountServiceAccountToken != nil {
+		automount = *sa.AutomountServiceAccountToken
+	}
+	if pod.Spec.AutomountServiceAccountToken != nil {
+		automount = *pod.Spec.AutomountServiceAccountToken
+	}
+	if automount {
+		mountServiceAccountToken(&pod.Spec)
+	}
 	return nil
+}
+
+// serviceAccountMountPath is where pods find their token, CA and namespace.
+const serviceAccountMountPath = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+// mountServiceAccountToken adds the kube-api-access-xxxxx projected volume (a bound
+// token, the cluster's CA and the namespace) and mounts it in every container that does
+// not mount something there already, as the ServiceAccount admission plugin does.
+func mountServiceAccountToken(s *corev1.PodSpec) {
+	for _, v := range s.Volumes {
+		if strings.HasPrefix(v.Name, "kube-api-access-") {
+			return
+		}
+	}
+	name := "kube-api-access-" + utilrand.String(5)
+	s.Volumes = append(s.Volumes, corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		DefaultMode: ptr.To[int32](0o644),
+		Sources: []corev1.VolumeProjection{
+			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{ExpirationSeconds: ptr.To[int64](3607), Path: "token"}},
+			{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"},
+				Items: []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}}},
+			{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{{Path: "namespace",
+				FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}}}},
+		}}}})
+	for _, list := range [][]corev1.Container{s.InitContainers, s.Containers} {
+		for i := range list {
+			if !slices.ContainsFunc(list[i].VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == serviceAccountMountPath }) {
+				list[i].VolumeMounts = append(list[i].VolumeMounts, corev1.VolumeMount{Name: name, ReadOnly: true, MountPath: serviceAccountMountPath})
+			}
+		}
+	}
 }

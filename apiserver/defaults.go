@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"reflect"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -49,11 +50,53 @@ func defaultPodSpec(s *corev1.PodSpec) {
 	if s.EnableServiceLinks == nil {
 		s.EnableServiceLinks = ptr.To(true)
 	}
+	for i := range s.Volumes {
+		defaultVolume(&s.Volumes[i].VolumeSource)
+	}
 	for i := range s.InitContainers {
 		defaultContainer(&s.InitContainers[i])
 	}
 	for i := range s.Containers {
 		defaultContainer(&s.Containers[i])
+	}
+}
+
+// defaultVolume: no type is an emptyDir; file modes 0644; hostPath type "".
+func defaultVolume(v *corev1.VolumeSource) {
+	mode := func(m **int32) {
+		if *m == nil {
+			*m = ptr.To[int32](0o644)
+		}
+	}
+	fieldRefs := func(items []corev1.DownwardAPIVolumeFile) {
+		for _, it := range items {
+			if it.FieldRef != nil && it.FieldRef.APIVersion == "" {
+				it.FieldRef.APIVersion = "v1"
+			}
+		}
+	}
+	switch {
+	case reflect.ValueOf(*v).IsZero():
+		v.EmptyDir = &corev1.EmptyDirVolumeSource{}
+	case v.ConfigMap != nil:
+		mode(&v.ConfigMap.DefaultMode)
+	case v.Secret != nil:
+		mode(&v.Secret.DefaultMode)
+	case v.DownwardAPI != nil:
+		mode(&v.DownwardAPI.DefaultMode)
+		fieldRefs(v.DownwardAPI.Items)
+	case v.Projected != nil:
+		mode(&v.Projected.DefaultMode)
+		for _, src := range v.Projected.Sources {
+			if t := src.ServiceAccountToken; t != nil && t.ExpirationSeconds == nil {
+				t.ExpirationSeconds = ptr.To[int64](3600)
+			}
+			if src.DownwardAPI != nil {
+				fieldRefs(src.DownwardAPI.Items)
+			}
+		}
+	case v.HostPath != nil && v.HostPath.Type == nil:
+		v.HostPath.Type = ptr.To(corev1.HostPathUnset)
 	}
 }
 

@@ -128,6 +128,9 @@ func servingNames(cfg Config) ([]string, []net.IP) {
 	dns := []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
 		"kubernetes.default.svc." + cfg.ClusterDomain}
 	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, nthAddr(cfg.ServiceCIDR, 0).AsSlice()}
+	if cfg.PodAddr.IsValid() {
+		ips = append(ips, cfg.PodAddr.AsSlice())
+	}
 	if host, _, err := net.SplitHostPort(cfg.Listen); err == nil {
 		if ip := net.ParseIP(host); ip != nil {
 			ips = append(ips, ip)

@@ -15,11 +15,13 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"k8s.io/apimachinery/pkg/version"
@@ -34,6 +36,10 @@ var Version = "v0.1.0"
 type Config struct {
 	DataDir       string
 	Listen        string // host:port for HTTPS
+	// PodAddr, if valid, is an address pods reach (the node bridge's): the API listens
+	// there too, on Listen's port, token required, and it is the kubernetes service's
+	// endpoint. It need not exist yet when the server starts.
+	PodAddr       netip.Addr
 	ServiceCIDR   netip.Prefix
 	ClusterDomain string
 	// ClusterDNS is the kube-dns service's ClusterIP (none when invalid).
@@ -141,9 +147,20 @@ func (s *Server) Run(ctx context.Context) error {
 		unixLn.Close()
 		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
 	}
-	tlsLn := tls.NewListener(tcpLn, &tls.Config{Certificates: []tls.Certificate{creds.cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
-	servers := []*http.Server{s.httpServer(s.handler), s.httpServer(s.Authenticate(creds.token, s.handler))}
-	listeners := []net.Listener{unixLn, tlsLn}
+	tlsConfig := &tls.Config{Certificates: []tls.Certificate{creds.cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+	authenticated := s.Authenticate(creds.token, s.handler)
+	servers := []*http.Server{s.httpServer(s.handler), s.httpServer(authenticated)}
+	listeners := []net.Listener{unixLn, tls.NewListener(tcpLn, tlsConfig)}
+	if podAddr := s.podListen(); podAddr != "" {
+		podLn, err := listenFreebind(ctx, podAddr)
+		if err != nil {
+			unixLn.Close()
+			tcpLn.Close()
+			return fmt.Errorf("listen %s: %w", podAddr, err)
+		}
+		servers = append(servers, s.httpServer(authenticated))
+		listeners = append(listeners, tls.NewListener(podLn, tlsConfig))
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	for i := range servers {
 		srv, ln := servers[i], listeners[i]
@@ -165,6 +182,26 @@ func (s *Server) Run(ctx context.Context) error {
 		return s.shutdown(servers)
 	})
 	return g.Wait()
+}
+
+// podListen is the address pods reach the API at, when it is not covered by Listen.
+func (s *Server) podListen() string {
+	host, port, err := net.SplitHostPort(s.cfg.Listen)
+	if ip := net.ParseIP(host); !s.cfg.PodAddr.IsValid() || err != nil || ip != nil && (ip.IsUnspecified() || ip.Equal(s.cfg.PodAddr.AsSlice())) {
+		return ""
+	}
+	return net.JoinHostPort(s.cfg.PodAddr.String(), port)
+}
+
+// listenFreebind listens on an address that may not exist yet (the bridge is made by
+// the node agent, after the API serves).
+func listenFreebind(ctx context.Context, addr string) (net.Listener, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, unix.IP_FREEBIND, 1) })
+		return errors.Join(err, serr)
+	}}
+	return lc.Listen(ctx, "tcp", addr)
 }
 
 // headerTimeout is how long a client has to send a request's headers: one that

@@ -76,7 +76,11 @@ func (r *Resource) columns() tableDef {
 		return r.table
 	}
 	cols := tableDef{nameColumn}
-	for _, c := range r.table {
+	own := r.table
+	if len(own) > 0 && own[0].name == "Name" { // a name column of its own
+		cols, own = tableDef{own[0]}, own[1:]
+	}
+	for _, c := range own {
 		if !c.wide {
 			cols = append(cols, c)
 		}
@@ -84,7 +88,7 @@ func (r *Resource) columns() tableDef {
 	if !r.noAge {
 		cols = append(cols, ageColumn)
 	}
-	for _, c := range r.table {
+	for _, c := range own {
 		if c.wide {
 			cols = append(cols, c)
 		}

@@ -49,11 +49,14 @@ type saClaims struct {
 	jwt.Claims
 	Kubernetes struct {
 		Namespace      string `json:"namespace"`
-		ServiceAccount struct {
-			Name string `json:"name"`
-			UID  string `json:"uid"`
-		} `json:"serviceaccount"`
+		ServiceAccount objectClaim  `json:"serviceaccount"`
+		Pod            *objectClaim `json:"pod,omitempty"` // a token bound to a pod
 	} `json:"kubernetes.io"`
+}
+
+type objectClaim struct {
+	Name string `json:"name"`
+	UID  string `json:"uid"`
 }
 
 func (t *tokenIssuer) load() error {
@@ -87,7 +90,7 @@ func (t *tokenIssuer) load() error {
 	return t.err
 }
 
-func (t *tokenIssuer) issue(sa *corev1.ServiceAccount, audiences []string, ttl time.Duration, now time.Time) (string, error) {
+func (t *tokenIssuer) issue(sa *corev1.ServiceAccount, pod *corev1.Pod, audiences []string, ttl time.Duration, now time.Time) (string, error) {
 	if err := t.load(); err != nil {
 		return "", err
 	}
@@ -95,6 +98,9 @@ func (t *tokenIssuer) issue(sa *corev1.ServiceAccount, audiences []string, ttl t
 		IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(ttl))}}
 	c.Kubernetes.Namespace = sa.Namespace
 	c.Kubernetes.ServiceAccount.Name, c.Kubernetes.ServiceAccount.UID = sa.Name, string(sa.UID)
+	if pod != nil {
+		c.Kubernetes.Pod = &objectClaim{Name: pod.Name, UID: string(pod.UID)}
+	}
 	return jwt.Signed(t.signer).Claims(c).Serialize()
 }
 
@@ -115,7 +121,8 @@ func (a *API) authenticate(token string, now time.Time) (authenticationv1.UserIn
 	if err := parsed.Claims(&t.key.PublicKey, &c); err != nil {
 		return authenticationv1.UserInfo{}, err
 	}
-	if err := c.Claims.ValidateWithLeeway(jwt.Expected{Issuer: t.issuer, Time: now}, time.Minute); err != nil {
+	// Only tokens meant for the API: a projected token for another audience is not one.
+	if err := c.Claims.ValidateWithLeeway(jwt.Expected{Issuer: t.issuer, AnyAudience: jwt.Audience{t.issuer}, Time: now}, time.Minute); err != nil {
 		return authenticationv1.UserInfo{}, err
 	}
 	sa := c.Kubernetes.ServiceAccount
@@ -124,6 +131,12 @@ func (a *API) authenticate(token string, now time.Time) (authenticationv1.UserIn
 		return authenticationv1.UserInfo{}, fmt.Errorf("service account %s/%s has been deleted", c.Kubernetes.Namespace, sa.Name)
 	}
 	ns := c.Kubernetes.Namespace
+	if p := c.Kubernetes.Pod; p != nil {
+		obj, err := a.Get(a.reg.Lookup("", "pods"), ns, p.Name)
+		if err != nil || string(obj.GetUID()) != p.UID {
+			return authenticationv1.UserInfo{}, fmt.Errorf("pod %s/%s, to which the token is bound, has been deleted", ns, p.Name)
+		}
+	}
 	return authenticationv1.UserInfo{Username: serviceAccountUser(ns, sa.Name), UID: sa.UID,
 		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}}, nil
 }
@@ -163,8 +176,23 @@ func (a *API) RequestToken(_ context.Context, ns, name string, tr *authenticatio
 	if len(tr.Spec.Audiences) == 0 {
 		tr.Spec.Audiences = []string{a.tokens.issuer}
 	}
+	var pod *corev1.Pod
+	if ref := tr.Spec.BoundObjectRef; ref != nil {
+		if ref.Kind != "Pod" {
+			return apierrors.NewInvalid(authenticationv1.SchemeGroupVersion.WithKind("TokenRequest").GroupKind(), name, field.ErrorList{
+				field.NotSupported(field.NewPath("spec", "boundObjectRef", "kind"), ref.Kind, []string{"Pod"})})
+		}
+		p, err := a.Get(a.reg.Lookup("", "pods"), ns, ref.Name)
+		if err != nil {
+			return err
+		}
+		if ref.UID != "" && p.GetUID() != ref.UID {
+			return apierrors.NewConflict(corev1.Resource("pods"), ref.Name, fmt.Errorf("the UID in the bound object reference (%s) does not match the UID in record. The object might have been deleted and then recreated", ref.UID))
+		}
+		pod = p.(*corev1.Pod)
+	}
 	now := time.Now()
-	token, err := a.tokens.issue(obj.(*corev1.ServiceAccount), tr.Spec.Audiences, time.Duration(secs)*time.Second, now)
+	token, err := a.tokens.issue(obj.(*corev1.ServiceAccount), pod, tr.Spec.Audiences, time.Duration(secs)*time.Second, now)
 	if err != nil {
 		return apierrors.NewInternalError(err)
 	}

@@ -42,12 +42,18 @@ func validatePodSpec(s *corev1.PodSpec, p *field.Path) field.ErrorList {
 	if len(s.Containers) == 0 {
 		errs = append(errs, field.Required(p.Child("containers"), ""))
 	}
+	volumes, verrs := validateVolumes(s.Volumes, p.Child("volumes"))
+	errs = append(errs, verrs...)
 	names := sets.New[string]()
 	for i := range s.InitContainers {
-		errs = append(errs, validateContainer(&s.InitContainers[i], names, p.Child("initContainers").Index(i))...)
+		cp := p.Child("initContainers").Index(i)
+		errs = append(errs, validateContainer(&s.InitContainers[i], names, cp)...)
+		errs = append(errs, validateVolumeMounts(s.InitContainers[i].VolumeMounts, volumes, cp.Child("volumeMounts"))...)
 	}
 	for i := range s.Containers {
-		errs = append(errs, validateContainer(&s.Containers[i], names, p.Child("containers").Index(i))...)
+		cp := p.Child("containers").Index(i)
+		errs = append(errs, validateContainer(&s.Containers[i], names, cp)...)
+		errs = append(errs, validateVolumeMounts(s.Containers[i].VolumeMounts, volumes, cp.Child("volumeMounts"))...)
 	}
 	switch s.RestartPolicy {
 	case corev1.RestartPolicyAlways, corev1.RestartPolicyOnFailure, corev1.RestartPolicyNever:

@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"fmt"
+	"slices"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -124,7 +125,15 @@ func defaultStatefulSet(obj store.Object) {
 
 func validateStatefulSet(obj, old store.Object) field.ErrorList {
 	s := obj.(*appsv1.StatefulSet)
-	errs := validateWorkload(s.Spec.Replicas, s.Spec.Selector, &s.Spec.Template)
+	// The template's mounts may name a claim template: each pod gets that volume.
+	tmpl := s.Spec.Template.DeepCopy()
+	for _, c := range s.Spec.VolumeClaimTemplates {
+		if !slices.ContainsFunc(tmpl.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == c.Name }) {
+			tmpl.Spec.Volumes = append(tmpl.Spec.Volumes, corev1.Volume{Name: c.Name,
+				VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: c.Name}}})
+		}
+	}
+	errs := validateWorkload(s.Spec.Replicas, s.Spec.Selector, tmpl)
 	if p := s.Spec.Template.Spec.RestartPolicy; p != corev1.RestartPolicyAlways {
 		errs = append(errs, field.NotSupported(specPath.Child("template", "spec", "restartPolicy"), p, []corev1.RestartPolicy{corev1.RestartPolicyAlways}))
 	}
@@ -134,8 +143,13 @@ func validateStatefulSet(obj, old store.Object) field.ErrorList {
 		errs = append(errs, field.NotSupported(specPath.Child("podManagementPolicy"), s.Spec.PodManagementPolicy,
 			[]appsv1.PodManagementPolicyType{appsv1.OrderedReadyPodManagement, appsv1.ParallelPodManagement}))
 	}
-	if len(s.Spec.VolumeClaimTemplates) > 0 {
-		errs = append(errs, field.Forbidden(specPath.Child("volumeClaimTemplates"), "not supported by minicluster yet (PersistentVolumeClaims come with volumes)"))
+	for i := range s.Spec.VolumeClaimTemplates {
+		c := &s.Spec.VolumeClaimTemplates[i]
+		cp := specPath.Child("volumeClaimTemplates").Index(i)
+		if c.Name == "" {
+			errs = append(errs, field.Required(cp.Child("metadata", "name"), ""))
+		}
+		errs = append(errs, validateClaimSpec(&c.Spec, cp.Child("spec"))...)
 	}
 	if old != nil {
 		// Kubernetes lets these change and nothing else.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -87,7 +88,41 @@ func (c *StatefulSet) podFor(set *appsv1.StatefulSet, i int, revision string) *c
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: lbls, Annotations: t.Annotations,
 		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(set, stsKind)}}, Spec: t.Spec}
 	pod.Spec.Hostname, pod.Spec.Subdomain = name, set.Spec.ServiceName
+	for _, c := range set.Spec.VolumeClaimTemplates {
+		v := corev1.Volume{Name: c.Name, VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claimName(set, &c, i)}}}
+		if j := slices.IndexFunc(pod.Spec.Volumes, func(x corev1.Volume) bool { return x.Name == c.Name }); j >= 0 {
+			pod.Spec.Volumes[j] = v
+		} else {
+			pod.Spec.Volumes = append(pod.Spec.Volumes, v)
+		}
+	}
 	return pod
+}
+
+// claimName is the claim of a template for ordinal i: <template>-<set>-<i>.
+func claimName(set *appsv1.StatefulSet, c *corev1.PersistentVolumeClaim, i int) string {
+	return fmt.Sprintf("%s-%s-%d", c.Name, set.Name, i)
+}
+
+// ensureClaims makes the claims of ordinal i that do not exist yet. They outlive the
+// pods (the next pod of the ordinal gets the same ones) and, unless the set's retention
+// policy says Delete, the set.
+func (c *StatefulSet) ensureClaims(ctx context.Context, set *appsv1.StatefulSet, i int) error {
+	for _, tmpl := range set.Spec.VolumeClaimTemplates {
+		claim := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: claimName(set, &tmpl, i), Namespace: set.Namespace,
+			Labels: maps.Clone(set.Spec.Selector.MatchLabels), Annotations: tmpl.Annotations}, Spec: tmpl.Spec}
+		if p := set.Spec.PersistentVolumeClaimRetentionPolicy; p != nil && p.WhenDeleted == appsv1.DeletePersistentVolumeClaimRetentionPolicyType {
+			claim.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(set, stsKind)}
+		}
+		_, err := c.client.CoreV1().PersistentVolumeClaims(set.Namespace).Create(ctx, claim, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			c.pc.rec.Eventf(set, corev1.EventTypeWarning, "FailedCreate", "create Claim %s for Pod %s-%d in StatefulSet %s failed error: %v",
+				claim.Name, set.Name, i, set.Name, err)
+			return err
+		}
+	}
+	return nil
 }
 
 func runningAndReady(p *corev1.Pod) bool {
@@ -129,6 +164,9 @@ func (c *StatefulSet) reconcile(ctx context.Context, key string) error {
 		p := byOrdinal[i]
 		switch {
 		case p == nil:
+			if err := c.ensureClaims(ctx, set, i); err != nil {
+				return err
+			}
 			if err := c.pc.create(ctx, key, set, c.podFor(set, i, update)); err != nil {
 				return err
 			}

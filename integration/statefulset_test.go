@@ -12,8 +12,9 @@ import (
 )
 
 // A StatefulSet of 3 behind a headless service: pods come up in order, each resolves
-// by name through the service from a pod, a deleted pod comes back under its name, and
-// scaling down removes the highest ordinal first.
+// by name through the service from a pod, each gets a claim of its own bound to a
+// node-local volume, a deleted pod comes back under its name with its volume's data,
+// and scaling down removes the highest ordinal first and keeps the claims.
 func TestStatefulSet(t *testing.T) {
 	n := newNode(t)
 	n.start()
@@ -41,6 +42,12 @@ spec:
         image: registry.k8s.io/e2e-test-images/agnhost:2.53
         args: [netexec, --http-port=8080]
         readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1}
+        volumeMounts: [{name: data, mountPath: /data}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 1Gi}}
 `), 0o644)
 	if _, errOut, err := n.exec("kubectl", "apply", "-f", manifest); err != nil {
 		t.Fatal(errOut)
@@ -89,6 +96,22 @@ spec:
 		out, _, _ := n.exec("kubectl", "get", "pod", name, "-o", "jsonpath={.metadata.uid}")
 		return out
 	}
+	// Each pod has its claim, bound to a volume of the default class.
+	out, _, _ := n.exec("kubectl", "get", "pvc")
+	for i := range 3 {
+		if !hasRow(out, fmt.Sprintf("data-web-%d", i), "Bound") || !strings.Contains(out, "local-path") {
+			t.Errorf("kubectl get pvc:\n%s", out)
+		}
+	}
+	if out, _, _ := n.exec("kubectl", "get", "pv"); strings.Count(out, "Bound") != 3 || !strings.Contains(out, "default/data-web-1") {
+		t.Errorf("kubectl get pv:\n%s", out)
+	}
+	if out, _, _ := n.exec("kubectl", "get", "sc"); !hasRow(out, "local-path", "(default)") {
+		t.Errorf("kubectl get sc:\n%s", out)
+	}
+	if _, errOut, err := n.exec("kubectl", "exec", "web-1", "--", "sh", "-c", "echo written-by-web-1 > /data/id"); err != nil {
+		t.Fatal(errOut)
+	}
 	old := uid("web-1")
 	if _, errOut, err := n.exec("kubectl", "delete", "pod", "web-1"); err != nil {
 		t.Fatal(errOut)
@@ -103,6 +126,12 @@ spec:
 		}
 		return nil
 	})
+	if got, errOut, err := n.exec("kubectl", "exec", "web-1", "--", "cat", "/data/id"); err != nil || got != "written-by-web-1\n" {
+		t.Errorf("the new web-1's volume holds %q (%v %s)", got, err, errOut)
+	}
+	if got, _, _ := n.exec("kubectl", "exec", "web-0", "--", "ls", "/data"); got != "" {
+		t.Errorf("web-0's volume holds %q: not a volume of its own", got)
+	}
 	// Down to 1: web-2 goes, then web-1.
 	if _, errOut, err := n.exec("kubectl", "scale", "sts", "web", "--replicas=1"); err != nil {
 		t.Fatal(errOut)
@@ -118,6 +147,25 @@ spec:
 		}
 		if len(pods) != 1 || !names["web-0"] {
 			return fmt.Errorf("pods %+v", pods)
+		}
+		return nil
+	})
+	// The claims stay (retention Retain); a claim deleted frees its volume, which goes
+	// with its directory (reclaim Delete).
+	if out, _, _ := n.exec("kubectl", "get", "pvc"); strings.Count(out, "Bound") != 3 {
+		t.Errorf("claims after scaling down:\n%s", out)
+	}
+	dirs, _ := filepath.Glob(filepath.Join(n.dataDir, "storage", "pvc-*_default_data-web-2"))
+	if len(dirs) != 1 {
+		t.Fatalf("web-2's volume directory: %v", dirs)
+	}
+	if _, errOut, err := n.exec("kubectl", "delete", "pvc", "data-web-2"); err != nil {
+		t.Fatal(errOut)
+	}
+	eventually(t, 20*time.Second, func() error {
+		out, _, _ := n.exec("kubectl", "get", "pv")
+		if _, err := os.Stat(dirs[0]); err == nil || strings.Contains(out, "data-web-2") {
+			return fmt.Errorf("the freed volume stays:\n%s", out)
 		}
 		return nil
 	})

@@ -38,6 +38,9 @@ type Config struct {
 	// this node, and the services whose links pods get in their environment.
 	Pods     coreinformers.PodInformer
 	Services coreinformers.ServiceInformer
+	// ConfigMaps and Secrets are read for volumes and environment variables.
+	ConfigMaps coreinformers.ConfigMapInformer
+	Secrets    coreinformers.SecretInformer
 	// Runtime runs the containers.
 	Runtime       *runtime.Runtime
 	Instance      string
@@ -58,21 +61,24 @@ type Config struct {
 // Agent runs this node's pods: the kubelet's sync loop over a sandbox (network) and
 // containers (runtime) for each, with probes, and the pods' and the Node's status.
 type Agent struct {
-	cfg      Config
-	client   kubernetes.Interface
-	pods     corelisters.PodLister
-	services corelisters.ServiceLister
-	synced   []cache.InformerSynced
-	net      *sandbox.Network
-	rt       *runtime.Runtime
-	loop     *controllers.Loop
-	probes   *prober
-	hostDNS  resolvConf
-	rec      record.EventRecorder
+	cfg        Config
+	client     kubernetes.Interface
+	pods       corelisters.PodLister
+	services   corelisters.ServiceLister
+	configMaps corelisters.ConfigMapLister
+	secrets    corelisters.SecretLister
+	synced     []cache.InformerSynced
+	net        *sandbox.Network
+	rt         *runtime.Runtime
+	loop       *controllers.Loop
+	probes     *prober
+	hostDNS    resolvConf
+	rec        record.EventRecorder
 
 	mu          sync.Mutex
 	sandboxes   map[string]sandbox.Sandbox // by namespace/name
 	terminating sync.Map                   // UIDs of pods being stopped
+	tokens      sync.Map                   // "uid/volume/path" → issuedToken
 	hostIP      atomic.Value               // netip.Addr: the node's InternalIP
 	// background are the terminations and probe loops, beside the workers.
 	background sync.WaitGroup
@@ -83,7 +89,7 @@ const heartbeat = 30 * time.Second
 
 // New builds the agent; nothing touches the kernel before Run.
 func New(cfg Config) (*Agent, error) {
-	if cfg.Client == nil || cfg.Pods == nil || cfg.Services == nil || cfg.Runtime == nil || cfg.Instance == "" ||
+	if cfg.Client == nil || cfg.Pods == nil || cfg.Services == nil || cfg.ConfigMaps == nil || cfg.Secrets == nil || cfg.Runtime == nil || cfg.Instance == "" ||
 		!cfg.PodCIDR.IsValid() || cfg.NodeName == "" {
 		return nil, errors.New("node agent: client, informers, runtime, instance, node name and pod CIDR are required")
 	}
@@ -94,9 +100,11 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Recorder = &record.FakeRecorder{}
 	}
 	a := &Agent{cfg: cfg, client: cfg.Client, pods: cfg.Pods.Lister(), services: cfg.Services.Lister(),
-		synced: []cache.InformerSynced{cfg.Pods.Informer().HasSynced, cfg.Services.Informer().HasSynced},
-		net:    sandbox.New(sandbox.Config{Instance: cfg.Instance, CIDR: cfg.PodCIDR, Log: cfg.Log}),
-		rt:     cfg.Runtime, rec: cfg.Recorder, sandboxes: map[string]sandbox.Sandbox{}}
+		configMaps: cfg.ConfigMaps.Lister(), secrets: cfg.Secrets.Lister(),
+		synced: []cache.InformerSynced{cfg.Pods.Informer().HasSynced, cfg.Services.Informer().HasSynced,
+			cfg.ConfigMaps.Informer().HasSynced, cfg.Secrets.Informer().HasSynced},
+		net: sandbox.New(sandbox.Config{Instance: cfg.Instance, CIDR: cfg.PodCIDR, Log: cfg.Log}),
+		rt:  cfg.Runtime, rec: cfg.Recorder, sandboxes: map[string]sandbox.Sandbox{}}
 	a.loop = controllers.NewLoop("node", cfg.Log, a.reconcile)
 	a.probes = &prober{agent: a}
 	cfg.Pods.Informer().AddEventHandler(cache.FilteringResourceEventHandler{Handler: a.loop.Handler(),
@@ -232,7 +240,16 @@ func (a *Agent) reconcile(ctx context.Context, k string) error {
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		return nil // finished pods stay as they ended
 	}
-	st, requeue, err := a.syncContainers(pod, sb)
+	vols, err := a.setupVolumes(ctx, pod)
+	if me := (*mountError)(nil); errors.As(err, &me) {
+		a.podEvent(pod, corev1.EventTypeWarning, "FailedMount", "%s", me)
+		a.loop.EnqueueAfter(k, 2*time.Second)
+		return a.updateStatus(ctx, pod, sb, a.rt.State(string(pod.UID)))
+	}
+	if err != nil {
+		return err
+	}
+	st, requeue, err := a.syncContainers(pod, sb, vols)
 	if err != nil {
 		return err
 	}
@@ -337,6 +354,12 @@ func (a *Agent) teardownWithin(ctx context.Context, k string, grace time.Duratio
 	if ours {
 		delete(a.sandboxes, k)
 	}
+	a.tokens.Range(func(k, _ any) bool {
+		if strings.HasPrefix(k.(string), sb.UID+"/") {
+			a.tokens.Delete(k)
+		}
+		return true
+	})
 	a.mu.Unlock()
 	if ours {
 		a.net.Remove(sb)
@@ -352,6 +375,11 @@ func (a *Agent) containerEvent(pod *corev1.Pod, container, eventType, reason, fo
 		return
 	}
 	a.rec.Eventf(ref, eventType, reason, format, args...)
+}
+
+// podEvent records an event about a pod, as the kubelet does.
+func (a *Agent) podEvent(pod *corev1.Pod, eventType, reason, format string, args ...any) {
+	a.rec.Eventf(pod, eventType, reason, format, args...)
 }
 
 // PortForward connects to a port of a running pod from inside its network namespace,

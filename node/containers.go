@@ -33,7 +33,7 @@ func backoff(restarts int32) time.Duration {
 // syncContainers runs the init containers one after another to success, then starts,
 // restarts or leaves each app container as the restart policy says. It returns when the
 // pod next needs a look (0: only on events).
-func (a *Agent) syncContainers(pod *corev1.Pod, sb sandbox.Sandbox) (*runtime.PodState, time.Duration, error) {
+func (a *Agent) syncContainers(pod *corev1.Pod, sb sandbox.Sandbox, vols map[string]string) (*runtime.PodState, time.Duration, error) {
 	uid := string(pod.UID)
 	st := a.rt.State(uid)
 	var requeue time.Duration
@@ -43,7 +43,7 @@ func (a *Agent) syncContainers(pod *corev1.Pod, sb sandbox.Sandbox) (*runtime.Po
 		if c.Exit != nil && c.Exit.ExitCode == 0 {
 			continue // done
 		}
-		wait, err := a.syncOne(pod, sb, ctr, c, initRestartPolicy(pod.Spec.RestartPolicy))
+		wait, err := a.syncOne(pod, sb, vols, ctr, c, initRestartPolicy(pod.Spec.RestartPolicy))
 		if err != nil {
 			return st, 0, err
 		}
@@ -51,7 +51,7 @@ func (a *Agent) syncContainers(pod *corev1.Pod, sb sandbox.Sandbox) (*runtime.Po
 	}
 	for i := range pod.Spec.Containers {
 		ctr := &pod.Spec.Containers[i]
-		wait, err := a.syncOne(pod, sb, ctr, a.containerFor(st, pod, ctr.Name), pod.Spec.RestartPolicy)
+		wait, err := a.syncOne(pod, sb, vols, ctr, a.containerFor(st, pod, ctr.Name), pod.Spec.RestartPolicy)
 		if err != nil {
 			return st, 0, err
 		}
@@ -85,7 +85,7 @@ func (a *Agent) containerFor(st *runtime.PodState, pod *corev1.Pod, name string)
 }
 
 // syncOne starts or restarts one container, or leaves it; it returns when to look again.
-func (a *Agent) syncOne(pod *corev1.Pod, sb sandbox.Sandbox, ctr *corev1.Container, c *runtime.ContainerState, policy corev1.RestartPolicy) (time.Duration, error) {
+func (a *Agent) syncOne(pod *corev1.Pod, sb sandbox.Sandbox, vols map[string]string, ctr *corev1.Container, c *runtime.ContainerState, policy corev1.RestartPolicy) (time.Duration, error) {
 	if c.Alive() {
 		a.probes.ensure(pod, ctr, c, sb.IP.String())
 		if !a.rt.Owns(c.ShimPID) {
@@ -109,7 +109,7 @@ func (a *Agent) syncOne(pod *corev1.Pod, sb sandbox.Sandbox, ctr *corev1.Contain
 			return wait, nil
 		}
 	}
-	err := a.startContainer(pod, sb, ctr, c)
+	err := a.startContainer(pod, sb, vols, ctr, c)
 	switch {
 	case errors.Is(err, runtime.ErrImageUnavailable):
 		c.Waiting, c.Message = "ErrImageNeverPull", err.Error()
@@ -144,7 +144,7 @@ func restartWanted(policy corev1.RestartPolicy, exit *shim.ExitRecord) bool {
 
 // startContainer starts a run of ctr in the pod's sandbox, with its environment, hosts
 // file and hostname, reporting it as the kubelet does.
-func (a *Agent) startContainer(pod *corev1.Pod, sb sandbox.Sandbox, ctr *corev1.Container, c *runtime.ContainerState) error {
+func (a *Agent) startContainer(pod *corev1.Pod, sb sandbox.Sandbox, vols map[string]string, ctr *corev1.Container, c *runtime.ContainerState) error {
 	env, err := a.containerEnv(pod, ctr, sb)
 	if err != nil {
 		return err
@@ -153,10 +153,14 @@ func (a *Agent) startContainer(pod *corev1.Pod, sb sandbox.Sandbox, ctr *corev1.
 	if err != nil {
 		return err
 	}
+	mounts, err := containerMounts(ctr, vols, env)
+	if err != nil {
+		return err
+	}
 	a.containerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine", ctr.Image)
 	run := runtime.Container{PodKey: key(pod), PodUID: string(pod.UID), Name: ctr.Name, Netns: sb.Netns, Argv: argv, Env: env,
 		Dir: ctr.WorkingDir, Hostname: podHostname(pod), Hosts: podHosts(pod, sb.IP, a.cfg.ClusterDomain),
-		Stdin: ctr.Stdin, StdinOnce: ctr.StdinOnce, TTY: ctr.TTY}
+		Stdin: ctr.Stdin, StdinOnce: ctr.StdinOnce, TTY: ctr.TTY, Mounts: mounts}
 	a.containerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Created", "Created container: %s", ctr.Name)
 	if err := a.rt.Start(run, c); err != nil {
 		a.containerEvent(pod, ctr.Name, corev1.EventTypeWarning, "Failed", "Error: %s", err)

@@ -3,13 +3,17 @@ package node
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/utils/ptr"
 
 	"github.com/minicluster/minicluster/node/sandbox"
 )
@@ -147,27 +151,120 @@ func (a *Agent) containerEnv(pod *corev1.Pod, ctr *corev1.Container, sb sandbox.
 		order = append(order, k)
 	}
 	sort.Strings(order)
+	set := func(k, v string) {
+		if _, seen := vars[k]; !seen {
+			order = append(order, k)
+		}
+		vars[k] = v
+	}
+	for _, from := range ctr.EnvFrom {
+		data, err := a.envSource(pod.Namespace, from)
+		if err != nil {
+			return nil, err
+		}
+		keys := slices.Sorted(maps.Keys(data))
+		for _, k := range keys {
+			set(from.Prefix+k, data[k])
+		}
+	}
 	for _, e := range ctr.Env {
 		v := expand(e.Value, vars)
 		if f := e.ValueFrom; f != nil {
-			if f.FieldRef == nil {
-				return nil, fmt.Errorf("%w: env %s: only valueFrom.fieldRef is supported", ErrContainerConfig, e.Name)
-			}
 			var err error
-			if v, err = fieldValue(pod, f.FieldRef.FieldPath, a.nodeIP().String(), sb.IP); err != nil {
+			var ok bool
+			switch {
+			case f.FieldRef != nil:
+				v, err = fieldValue(pod, f.FieldRef.FieldPath, a.nodeIP().String(), sb.IP)
+				ok = true
+			case f.ResourceFieldRef != nil:
+				ref := *f.ResourceFieldRef
+				if ref.ContainerName == "" {
+					ref.ContainerName = ctr.Name
+				}
+				v, err = resourceValue(pod, &ref)
+				ok = true
+			case f.ConfigMapKeyRef != nil:
+				r := f.ConfigMapKeyRef
+				v, ok, err = a.envKey(pod.Namespace, "configmap", r.Name, r.Key, r.Optional)
+			case f.SecretKeyRef != nil:
+				r := f.SecretKeyRef
+				v, ok, err = a.envKey(pod.Namespace, "secret", r.Name, r.Key, r.Optional)
+			}
+			if err != nil {
 				return nil, err
 			}
+			if !ok {
+				continue // optional, and missing
+			}
 		}
-		if _, seen := vars[e.Name]; !seen {
-			order = append(order, e.Name)
-		}
-		vars[e.Name] = v
+		set(e.Name, v)
 	}
 	env := make([]string, 0, len(order))
 	for _, k := range order {
 		env = append(env, k+"="+vars[k])
 	}
 	return env, nil
+}
+
+// envSource is what an envFrom entry brings: a ConfigMap's or a Secret's keys.
+func (a *Agent) envSource(ns string, from corev1.EnvFromSource) (map[string]string, error) {
+	out := map[string]string{}
+	switch {
+	case from.ConfigMapRef != nil:
+		cm, err := a.configMaps.ConfigMaps(ns).Get(from.ConfigMapRef.Name)
+		if err != nil {
+			if apierrors.IsNotFound(err) && ptr.Deref(from.ConfigMapRef.Optional, false) {
+				return out, nil
+			}
+			return nil, fmt.Errorf("%w: configmap %q not found", ErrContainerConfig, from.ConfigMapRef.Name)
+		}
+		maps.Copy(out, cm.Data)
+	case from.SecretRef != nil:
+		s, err := a.secrets.Secrets(ns).Get(from.SecretRef.Name)
+		if err != nil {
+			if apierrors.IsNotFound(err) && ptr.Deref(from.SecretRef.Optional, false) {
+				return out, nil
+			}
+			return nil, fmt.Errorf("%w: secret %q not found", ErrContainerConfig, from.SecretRef.Name)
+		}
+		for k, v := range s.Data {
+			out[k] = string(v)
+		}
+	}
+	return out, nil
+}
+
+// envKey is one key of a ConfigMap or Secret for an env var; ok is false when it is
+// missing and optional.
+func (a *Agent) envKey(ns, kind, name, key string, optional *bool) (v string, ok bool, err error) {
+	var data map[string]string
+	if kind == "configmap" {
+		cm, gerr := a.configMaps.ConfigMaps(ns).Get(name)
+		err = gerr
+		if cm != nil {
+			data = cm.Data
+		}
+	} else {
+		s, gerr := a.secrets.Secrets(ns).Get(name)
+		err = gerr
+		if s != nil {
+			data = map[string]string{}
+			for k, b := range s.Data {
+				data[k] = string(b)
+			}
+		}
+	}
+	if err != nil {
+		if apierrors.IsNotFound(err) && ptr.Deref(optional, false) {
+			return "", false, nil
+		}
+		return "", false, fmt.Errorf("%w: %s %q not found", ErrContainerConfig, kind, name)
+	}
+	v, ok = data[key]
+	if !ok && !ptr.Deref(optional, false) {
+		return "", false, fmt.Errorf("%w: couldn't find key %s in %s %s/%s", ErrContainerConfig, key, map[string]string{"configmap": "ConfigMap", "secret": "Secret"}[kind], ns, name)
+	}
+	return v, ok, nil
 }
 
 // linkedServices lists the services whose links a pod in ns gets: its namespace's, and the

@@ -498,6 +498,75 @@ func qosClass(spec corev1.PodSpec) corev1.PodQOSClass {
 	return corev1.PodQOSBurstable
 }
 
+// volume prints a volume's source as kubectl describe does.
+func (d *describer) volume(level int, v corev1.VolumeSource) {
+	switch {
+	case v.EmptyDir != nil:
+		limit := "<unset>"
+		if l := v.EmptyDir.SizeLimit; l != nil && l.Sign() > 0 {
+			limit = l.String()
+		}
+		d.line(level, "Type:\tEmptyDir (a temporary directory that shares a pod's lifetime)")
+		d.line(level, "Medium:\t%s", v.EmptyDir.Medium)
+		d.line(level, "SizeLimit:\t%s", limit)
+	case v.HostPath != nil:
+		typ := "<none>"
+		if v.HostPath.Type != nil {
+			typ = string(*v.HostPath.Type)
+		}
+		d.line(level, "Type:\tHostPath (bare host directory volume)")
+		d.line(level, "Path:\t%s", v.HostPath.Path)
+		d.line(level, "HostPathType:\t%s", typ)
+	case v.Secret != nil:
+		d.line(level, "Type:\tSecret (a volume populated by a Secret)")
+		d.line(level, "SecretName:\t%s", v.Secret.SecretName)
+		d.line(level, "Optional:\t%v", ptr.Deref(v.Secret.Optional, false))
+	case v.ConfigMap != nil:
+		d.line(level, "Type:\tConfigMap (a volume populated by a ConfigMap)")
+		d.line(level, "Name:\t%s", v.ConfigMap.Name)
+		d.line(level, "Optional:\t%v", ptr.Deref(v.ConfigMap.Optional, false))
+	case v.DownwardAPI != nil:
+		d.line(level, "Type:\tDownwardAPI (a volume populated by information about the pod)")
+		d.line(level, "Items:")
+		for _, it := range v.DownwardAPI.Items {
+			if it.FieldRef != nil {
+				d.line(level+1, "%s -> %s", it.FieldRef.FieldPath, it.Path)
+			}
+			if it.ResourceFieldRef != nil {
+				d.line(level+1, "%s -> %s", it.ResourceFieldRef.Resource, it.Path)
+			}
+		}
+	case v.PersistentVolumeClaim != nil:
+		d.line(level, "Type:\tPersistentVolumeClaim (a reference to a PersistentVolumeClaim in the same namespace)")
+		d.line(level, "ClaimName:\t%s", v.PersistentVolumeClaim.ClaimName)
+		d.line(level, "ReadOnly:\t%v", v.PersistentVolumeClaim.ReadOnly)
+	case v.Projected != nil:
+		d.line(level, "Type:\tProjected (a volume that contains injected data from multiple sources)")
+		optional := func(b *bool) string {
+			if b == nil {
+				return "<nil>"
+			}
+			return fmt.Sprint(*b)
+		}
+		for _, src := range v.Projected.Sources {
+			switch {
+			case src.Secret != nil:
+				d.line(level, "SecretName:\t%s", src.Secret.Name)
+				d.line(level, "SecretOptionalName:\t%s", optional(src.Secret.Optional))
+			case src.DownwardAPI != nil:
+				d.line(level, "DownwardAPI:\ttrue")
+			case src.ConfigMap != nil:
+				d.line(level, "ConfigMapName:\t%s", src.ConfigMap.Name)
+				d.line(level, "ConfigMapOptional:\t%s", optional(src.ConfigMap.Optional))
+			case src.ServiceAccountToken != nil:
+				d.line(level, "TokenExpirationSeconds:\t%d", ptr.Deref(src.ServiceAccountToken.ExpirationSeconds, 0))
+			}
+		}
+	default:
+		d.line(level, "<unknown>")
+	}
+}
+
 // podSpecTail prints a pod spec's volumes, QoS class (pods only), node selectors and
 // tolerations.
 func (d *describer) podSpecTail(level int, spec corev1.PodSpec, qos string) {
@@ -507,6 +576,7 @@ func (d *describer) podSpecTail(level int, spec corev1.PodSpec, qos string) {
 		d.line(level, "Volumes:")
 		for _, v := range spec.Volumes {
 			d.line(level+1, "%s:", v.Name)
+			d.volume(level+2, v.VolumeSource)
 		}
 	}
 	if qos != "" {
@@ -606,7 +676,11 @@ func (d *describer) containers(cs []corev1.Container, statuses []corev1.Containe
 		} else {
 			d.line(2, "Mounts:")
 			for _, m := range c.VolumeMounts {
-				d.line(3, "%s from %s (%s)", m.MountPath, m.Name, map[bool]string{true: "ro", false: "rw"}[m.ReadOnly])
+				flags := map[bool]string{true: "ro", false: "rw"}[m.ReadOnly]
+				if m.SubPath != "" {
+					flags += fmt.Sprintf(",path=%q", m.SubPath)
+				}
+				d.line(3, "%s from %s (%s)", m.MountPath, m.Name, flags)
 			}
 		}
 	}

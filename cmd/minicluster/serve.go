@@ -177,13 +177,14 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	core := clients.informers.Core().V1()
-	agent, err := node.New(node.Config{Client: clients.typed, Pods: core.Pods(), Services: core.Services(), Runtime: rt,
+	agent, err := node.New(node.Config{Client: clients.typed, Pods: core.Pods(), Services: core.Services(),
+		ConfigMaps: core.ConfigMaps(), Secrets: core.Secrets(), Runtime: rt,
 		Instance: cfg.instance, NodeName: cfg.nodeName, PodCIDR: cfg.podCIDR, ClusterDNS: cfg.clusterDNS, ClusterDomain: cfg.clusterDomain,
 		Version: apiserver.Version, Metrics: metrics, Recorder: events.Recorder("kubelet", cfg.nodeName), Log: log})
 	if err != nil {
 		return err
 	}
-	srv, err := apiserver.New(apiserver.Config{DataDir: cfg.dataDir, Listen: cfg.listen, ServiceCIDR: cfg.serviceCIDR,
+	srv, err := apiserver.New(apiserver.Config{DataDir: cfg.dataDir, Listen: cfg.listen, PodAddr: sandbox.Gateway(cfg.podCIDR), ServiceCIDR: cfg.serviceCIDR,
 		ClusterDomain: cfg.clusterDomain, ClusterDNS: cfg.clusterDNS, Store: st, Log: log, Metrics: metrics,
 		MaxWatchesPerClient: cfg.maxWatches, Logs: rt, Exec: rt, PortForward: agent})
 	if err != nil {
@@ -252,6 +253,8 @@ func newControllers(c *clients, events *controllers.Events, cfg *serveConfig, lo
 		controllers.NewNodeTaints(controllers.NodeTaintConfig{Client: c.typed, Informers: c.informers, Log: log}),
 		controllers.NewRootCA(controllers.RootCAConfig{Client: c.typed, Informers: c.informers,
 			CAFile: filepath.Join(cfg.dataDir, apiserver.CACertFile), Log: log}),
+		controllers.NewVolumes(controllers.VolumeConfig{Client: c.typed, Informers: c.informers, Provisioner: apiserver.LocalPathProvisioner,
+			StorageDir: filepath.Join(cfg.dataDir, "storage"), NodeName: cfg.nodeName, Recorder: events.Recorder("persistentvolume-controller", ""), Log: log}),
 		controllers.NewDeployment(deploy),
 		controllers.NewReplicaSet(rs),
 		controllers.NewReplicationController(rc),

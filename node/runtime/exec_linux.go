@@ -1,12 +1,10 @@
 package runtime
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"strconv"
 
@@ -22,7 +20,7 @@ import (
 )
 
 // Exec runs a command in a running container's namespaces (mount, UTS, network) with
-// the container's environment, as `kubectl exec` asks, on a terminal if asked, and
+// the container's environment and working directory, as `kubectl exec` asks, on a terminal if asked, and
 // returns its exit code.
 func (r *Runtime) Exec(ctx context.Context, pod *corev1.Pod, container string, command []string, o remotecommand.StreamOptions) (int, error) {
 	name, err := podContainer(pod, container)
@@ -33,17 +31,15 @@ func (r *Runtime) Exec(ctx context.Context, pod *corev1.Pod, container string, c
 	if c == nil || !c.Alive() {
 		return 0, apierrors.NewBadRequest(fmt.Sprintf("container %s is not running", name))
 	}
-	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", c.ShimPID))
+	spec, err := r.spec(string(pod.UID), name)
 	if err != nil {
 		return 0, fmt.Errorf("container %s: %w", name, err)
 	}
-	args := append([]string{"--target", strconv.Itoa(c.ShimPID), "--mount", "--uts", "--net", "--"}, command...)
+	// nsenter takes the root and the working directory of the shim, which are the
+	// container's.
+	args := append([]string{"--target", strconv.Itoa(c.ShimPID), "--mount", "--uts", "--net", "--root", "--wd", "--"}, command...)
 	run := exec.CommandContext(ctx, "nsenter", args...)
-	for _, kv := range bytes.Split(env, []byte{0}) {
-		if len(kv) > 0 {
-			run.Env = append(run.Env, string(kv))
-		}
-	}
+	run.Env = spec.Env
 	if o.Tty {
 		err = runOnTerminal(run, o)
 	} else {

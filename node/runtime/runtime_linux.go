@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -217,6 +218,8 @@ type Container struct {
 	// Hosts is the content of the container's /etc/hosts.
 	Hosts                 string
 	Stdin, StdinOnce, TTY bool
+	// Mounts are the container's volume mounts, in the pod's order.
+	Mounts []shim.Mount
 }
 
 // Resolve gives the program a container runs, from its image and command, or
@@ -238,7 +241,17 @@ func (r *Runtime) Start(ctr Container, c *ContainerState) error {
 	if err := os.WriteFile(hosts, []byte(ctr.Hosts), 0o644); err != nil {
 		return err
 	}
+	root := filepath.Join(dir, "root")
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return err
+	}
+	// Parents before what is mounted inside them, as the kubelet sorts them.
+	mounts := slices.Clone(ctr.Mounts)
+	slices.SortStableFunc(mounts, func(a, b shim.Mount) int {
+		return strings.Count(filepath.Clean(a.Target), "/") - strings.Count(filepath.Clean(b.Target), "/")
+	})
 	spec := shim.Spec{Argv: ctr.Argv, Builtin: ctr.Argv[0] == r.self, Env: ctr.Env, Dir: ctr.Dir, Hostname: ctr.Hostname,
+		Root: root, Mounts: mounts,
 		Binds: map[string]string{"/etc/resolv.conf": filepath.Join("/etc/netns", ctr.Netns, "resolv.conf"), "/etc/hosts": hosts},
 		Tmpfs: []string{"/tmp", "/run", r.dataDir}, ExitFile: filepath.Join(dir, "exit.json"),
 		Attach: r.attachSocket(ctr.PodUID, ctr.Name), Stdin: ctr.Stdin, StdinOnce: ctr.StdinOnce, TTY: ctr.TTY}
@@ -272,6 +285,36 @@ func (r *Runtime) Start(ctr Container, c *ContainerState) error {
 	return nil
 }
 
+// VolumeDir is where volume name of pod uid lives on the node (emptyDir, ConfigMap,
+// Secret, downward API and projected volumes), its parents made private to root; it
+// goes with the pod.
+func (r *Runtime) VolumeDir(uid, name string) (string, error) {
+	parent := filepath.Join(r.podDir(uid), "volumes")
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return "", err
+	}
+	return filepath.Join(parent, name), nil
+}
+
+// removePodDir removes a pod's directory, unmounting its memory-backed volumes first.
+func removePodDir(dir string) {
+	vols, _ := filepath.Glob(filepath.Join(dir, "volumes", "*"))
+	for _, v := range vols {
+		unix.Unmount(v, unix.MNT_DETACH) // EINVAL when it is no mount point
+	}
+	os.RemoveAll(dir)
+}
+
+// spec reads the spec a container's current run was started with.
+func (r *Runtime) spec(uid, name string) (*shim.Spec, error) {
+	data, err := os.ReadFile(filepath.Join(r.podDir(uid), name, "spec.json"))
+	if err != nil {
+		return nil, err
+	}
+	var s shim.Spec
+	return &s, json.Unmarshal(data, &s)
+}
+
 // Stop signals every container of pod uid: SIGTERM, then SIGKILL after grace; it
 // returns when all are gone, and forgets the pod. When ctx ends first it returns its
 // error and leaves the pod's record (the containers have had their SIGTERM).
@@ -302,7 +345,7 @@ func (r *Runtime) Stop(ctx context.Context, uid string, grace time.Duration) err
 			return ctx.Err()
 		}
 	}
-	os.RemoveAll(r.podDir(uid))
+	removePodDir(r.podDir(uid))
 	return nil
 }
 
@@ -326,6 +369,6 @@ func Cleanup(dataDir string, log *slog.Logger) {
 				log.Info("killed container", "pod", filepath.Base(dir), "container", name)
 			}
 		}
-		os.RemoveAll(dir)
+		removePodDir(dir)
 	}
 }

@@ -22,12 +22,16 @@ import (
 
 // Spec is one container run: what the shim sets up and executes.
 type Spec struct {
-	Argv     []string          `json:"argv"`
-	Env      []string          `json:"env"`
-	Dir      string            `json:"dir,omitempty"`
-	Hostname string            `json:"hostname"`
-	Binds    map[string]string `json:"binds"` // target in the container → source file on the host
+	Argv     []string `json:"argv"`
+	Env      []string `json:"env"`
+	Dir      string   `json:"dir,omitempty"`
+	Hostname string   `json:"hostname"`
+	// Root is an empty directory on the host the container's root is built at (in the
+	// shim's mount namespace only); empty: the host's root, as it is.
+	Root     string            `json:"root,omitempty"`
+	Binds    map[string]string `json:"binds"` // target in the container → source file on the host, copied
 	Tmpfs    []string          `json:"tmpfs"` // private empty directories (also hides the data dir)
+	Mounts   []Mount           `json:"mounts,omitempty"`
 	ExitFile string            `json:"exitFile"`
 	// Attach is the unix socket the shim serves attaches on.
 	Attach string `json:"attach,omitempty"`
@@ -186,14 +190,18 @@ func run(spec *Spec, h *hub) ExitRecord {
 	return rec
 }
 
-// prepareFilesystem makes this mount namespace private, binds the pod's files
-// (/etc/resolv.conf, /etc/hosts) and mounts empty tmpfs where the pod must not see
-// the host (/tmp, /run, the daemon's data dir).
+// prepareFilesystem gives the container a root of its own, built in this (private)
+// mount namespace on a tmpfs at spec.Root: every top-level directory of the host as an
+// overlay whose writes land in that tmpfs (so the container can write anywhere, and
+// nothing it writes reaches the host), /proc, /sys and /dev bound from the host, empty
+// tmpfs where it must not see the host (/tmp, /run, the daemon's data dir), the pod's
+// files (/etc/resolv.conf, /etc/hosts) and its volumes. It then pivots into that root,
+// so nothing outside it is reachable, and changes to the working directory.
 func prepareFilesystem(spec *Spec) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make / private: %w", err)
 	}
-	// Read the sources before the tmpfs mounts can hide them.
+	// Read and open what comes from the host before the host disappears.
 	contents := map[string][]byte{}
 	for target, source := range spec.Binds {
 		data, err := os.ReadFile(source)
@@ -202,44 +210,261 @@ func prepareFilesystem(spec *Spec) error {
 		}
 		contents[target] = data
 	}
-	for _, dir := range spec.Tmpfs {
-		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-			continue // under an earlier tmpfs: already hidden
+	sources := make([]*os.File, len(spec.Mounts))
+	for i, m := range spec.Mounts {
+		f, err := openSource(m)
+		if err != nil {
+			return fmt.Errorf("volume mount %s: %w", m.Target, err)
 		}
-		if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
+		defer f.Close()
+		sources[i] = f
+	}
+	fs := spec.Root + "/fs"
+	if err := buildRoot(spec.Root, spec.Tmpfs); err != nil {
+		return err
+	}
+	root, err := os.OpenFile(fs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	// Bound before the pivot: a bind's source must be in this namespace's tree, and the
+	// host's root leaves it with the pivot.
+	for i, m := range spec.Mounts {
+		if err := mountVolume(root, m, sources[i]); err != nil {
+			return fmt.Errorf("volume mount %s: %w", m.Target, err)
+		}
+	}
+	if err := pivot(fs); err != nil {
+		return err
+	}
+	for target, data := range contents {
+		if err := putFile(target, data); err != nil {
+			return fmt.Errorf("%s: %w", target, err)
+		}
+	}
+	dir := spec.Dir
+	if dir == "" {
+		dir = "/"
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("working directory: %w", err)
+	}
+	return os.Chdir(dir)
+}
+
+// Mount is one volume mount of a container.
+type Mount struct {
+	// Source is the volume's directory (or file) on the host; SubPath a path inside it,
+	// resolved within it (symlinks cannot leave it) and made a directory if missing.
+	Source  string `json:"source"`
+	SubPath string `json:"subPath,omitempty"`
+	// Target is where it appears in the container (symlinks resolve inside the
+	// container's root).
+	Target   string `json:"target"`
+	ReadOnly bool   `json:"readOnly,omitempty"`
+}
+
+// openSource opens what a mount binds, by descriptor: the volume, or the subPath inside
+// it, resolved by the kernel beneath the volume (a symlink or ".." that would leave it
+// is an error, as in the kubelet).
+func openSource(m Mount) (*os.File, error) {
+	root, err := os.OpenFile(m.Source, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil || m.SubPath == "" {
+		return root, err
+	}
+	defer root.Close()
+	how := &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS}
+	fd, err := unix.Openat2(int(root.Fd()), m.SubPath, how)
+	if errors.Is(err, unix.ENOENT) { // made as the kubelet does: directories, within the volume
+		parts := strings.Split(filepath.Clean(m.SubPath), "/")
+		for i := range parts {
+			dir := strings.Join(parts[:i+1], "/")
+			if merr := unix.Mkdirat(int(root.Fd()), dir, 0o755); merr != nil && !errors.Is(merr, unix.EEXIST) {
+				break // a symlink in the way: openat2 below says what is wrong
+			}
+			// Each step resolved beneath the volume, so a symlink cannot lead a mkdir out.
+			if pfd, perr := unix.Openat2(int(root.Fd()), dir, how); perr == nil {
+				unix.Close(pfd)
+			} else {
+				break
+			}
+		}
+		fd, err = unix.Openat2(int(root.Fd()), m.SubPath, how)
+	}
+	if errors.Is(err, unix.EXDEV) {
+		return nil, fmt.Errorf("subPath %s resolves outside the volume", m.SubPath)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("subPath %s: %w", m.SubPath, err)
+	}
+	return os.NewFile(uintptr(fd), m.SubPath), nil
+}
+
+// inRoot resolves path as if root were "/" (symlinks cannot leave it).
+var inRoot = &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
+
+// mountVolume binds an opened source at its target in the container's root (open as
+// root), making the target, within the root, as a directory or an empty file to match
+// the source.
+func mountVolume(root *os.File, m Mount, src *os.File) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(src.Fd()), &st); err != nil {
+		return err
+	}
+	target := filepath.Clean("/" + m.Target)
+	parts := strings.Split(strings.TrimPrefix(target, "/"), "/")
+	for i := range parts {
+		dir := strings.Join(parts[:i+1], "/")
+		if fd, err := unix.Openat2(int(root.Fd()), dir, inRoot); err == nil {
+			unix.Close(fd)
+			continue
+		}
+		parent, err := unix.Openat2(int(root.Fd()), "/"+strings.Join(parts[:i], "/"), inRoot)
+		if err != nil {
+			return fmt.Errorf("open %s: %w", "/"+strings.Join(parts[:i], "/"), err)
+		}
+		if i == len(parts)-1 && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			fd, err := unix.Openat(parent, parts[i], unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
+			if err == nil {
+				unix.Close(fd)
+			}
+		} else {
+			err = unix.Mkdirat(parent, parts[i], 0o755)
+		}
+		unix.Close(parent)
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("make %s: %w", dir, err)
+		}
+	}
+	tfd, err := unix.Openat2(int(root.Fd()), target, inRoot)
+	if err != nil {
+		return fmt.Errorf("open target: %w", err)
+	}
+	defer unix.Close(tfd)
+	proc := func(fd int) string { return fmt.Sprintf("/proc/self/fd/%d", fd) }
+	if err := unix.Mount(proc(int(src.Fd())), proc(tfd), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind: %w", err)
+	}
+	if !m.ReadOnly {
+		return nil
+	}
+	mounted, err := unix.Openat2(int(root.Fd()), target, inRoot) // the new mount, over tfd
+	if err != nil {
+		return err
+	}
+	defer unix.Close(mounted)
+	return unix.Mount("", proc(mounted), "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, "")
+}
+
+// buildRoot makes the container's root at root/fs on a fresh tmpfs at root. Each
+// top-level directory of the host is an overlay with its upper layer in that tmpfs; the
+// paths in empty are empty tmpfs; /proc, /sys and /dev are the host's; symlinks are copied.
+// An overlay the kernel refuses falls back to a bind of the host's directory.
+func buildRoot(root string, empty []string) error {
+	if err := unix.Mount("tmpfs", root, "tmpfs", unix.MS_NOSUID, "mode=0755"); err != nil {
+		return fmt.Errorf("container root: %w", err)
+	}
+	fs := root + "/fs"
+	if err := os.Mkdir(fs, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount(fs, fs, "", unix.MS_BIND, ""); err != nil { // pivot_root wants a mount point
+		return err
+	}
+	entries, err := os.ReadDir("/")
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		host, dst := "/"+e.Name(), fs+"/"+e.Name()
+		switch {
+		case e.Type()&os.ModeSymlink != 0:
+			link, err := os.Readlink(host)
+			if err != nil {
+				return err
+			}
+			if err := os.Symlink(link, dst); err != nil {
+				return err
+			}
+			continue
+		case !e.IsDir(), e.Name() == "lost+found":
+			continue
+		}
+		info, err := os.Stat(host)
+		if err != nil {
+			return err
+		}
+		if err := os.Mkdir(dst, info.Mode().Perm()|info.Mode()&(os.ModeSticky)); err != nil {
+			return err
+		}
+		switch {
+		case e.Name() == "proc" || e.Name() == "sys" || e.Name() == "dev":
+			if err := unix.Mount(host, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+				return fmt.Errorf("bind %s: %w", host, err)
+			}
+		case slices.Contains(empty, host):
+			if err := unix.Mount("tmpfs", dst, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
+				return fmt.Errorf("tmpfs on %s: %w", host, err)
+			}
+		default:
+			upper, work := root+"/rw/"+e.Name()+"/upper", root+"/rw/"+e.Name()+"/work"
+			if err := errors.Join(os.MkdirAll(upper, 0o755), os.MkdirAll(work, 0o755)); err != nil {
+				return err
+			}
+			opts := "lowerdir=" + host + ",upperdir=" + upper + ",workdir=" + work
+			if err := unix.Mount("overlay", dst, "overlay", 0, opts); err != nil {
+				if err := unix.Mount(host, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+					return fmt.Errorf("%s: %w", host, err)
+				}
+			}
+		}
+	}
+	// Deeper hidden paths (the daemon's data dir) get an empty tmpfs over them.
+	for _, dir := range empty {
+		if strings.Count(dir, "/") < 2 {
+			continue
+		}
+		if _, err := os.Stat(fs + dir); err != nil {
+			continue // under an empty one already, or absent
+		}
+		if err := unix.Mount("tmpfs", fs+dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
 			return fmt.Errorf("tmpfs on %s: %w", dir, err)
 		}
 	}
-	for target, data := range contents {
-		if err := bindContent(target, data); err != nil {
-			return fmt.Errorf("%s: %w", target, err)
+	// Shared memory of its own, not the host's.
+	if _, err := os.Stat(fs + "/dev/shm"); err == nil {
+		if err := unix.Mount("shm", fs+"/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
+			return fmt.Errorf("/dev/shm: %w", err)
 		}
 	}
 	return nil
 }
 
-// bindContent puts data at target through a private copy bind-mounted over it. A target
-// that is a symlink into a fresh tmpfs (/etc/resolv.conf → /run/...) gets its file made.
-func bindContent(target string, data []byte) error {
-	if _, err := os.Stat(target); errors.Is(err, os.ErrNotExist) {
-		if dest, err := filepath.EvalSymlinks(filepath.Dir(target)); err == nil {
-			if link, err := os.Readlink(target); err == nil {
-				if !filepath.IsAbs(link) {
-					link = filepath.Join(dest, link)
-				}
-				os.MkdirAll(filepath.Dir(link), 0o755)
-				os.WriteFile(link, nil, 0o644)
-			}
-		}
-	}
-	src, err := os.CreateTemp("/tmp", ".bind-")
-	if err != nil {
+// pivot makes dir the root of this mount namespace and lets go of the old one.
+func pivot(dir string) error {
+	if err := os.Chdir(dir); err != nil {
 		return err
 	}
-	src.Write(data)
-	src.Close()
-	defer os.Remove(src.Name()) // the mount keeps the inode
-	return unix.Mount(src.Name(), target, "", unix.MS_BIND, "")
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach the host's root: %w", err)
+	}
+	return os.Chdir("/")
+}
+
+// putFile writes data at target as a file of the container's own (a symlink there, say
+// /etc/resolv.conf into /run, is replaced).
+func putFile(target string, data []byte) error {
+	if fi, err := os.Lstat(target); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		os.Remove(target)
+	}
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(target, data, 0o644)
 }
 
 // runBuiltin runs a built-in image (agnhost, pause) inside the shim itself: starting a
@@ -250,11 +475,6 @@ func runBuiltin(spec *Spec, h *hub) (int, error) {
 	for _, kv := range spec.Env {
 		if k, v, ok := strings.Cut(kv, "="); ok {
 			os.Setenv(k, v)
-		}
-	}
-	if spec.Dir != "" {
-		if err := os.Chdir(spec.Dir); err != nil {
-			return 0, err
 		}
 	}
 	logFD, err := unix.Dup(1)

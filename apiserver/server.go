@@ -34,8 +34,8 @@ var Version = "v0.1.0"
 
 // Config configures the API server.
 type Config struct {
-	DataDir       string
-	Listen        string // host:port for HTTPS
+	DataDir string
+	Listen  string // host:port for HTTPS
 	// PodAddr, if valid, is an address pods reach (the node bridge's): the API listens
 	// there too, on Listen's port, token required, and it is the kubernetes service's
 	// endpoint. It need not exist yet when the server starts.

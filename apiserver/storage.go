@@ -6,9 +6,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
-	"k8s.io/utils/ptr"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
 
 	"github.com/minicluster/minicluster/store"
 )
@@ -19,7 +19,7 @@ import (
 
 // DefaultStorageClass is the class every cluster starts with, and its provisioner.
 const (
-	DefaultStorageClass = "local-path"
+	DefaultStorageClass  = "local-path"
 	LocalPathProvisioner = "minicluster.io/local-path"
 	isDefaultClassKey    = "storageclass.kubernetes.io/is-default-class"
 )

@@ -48,7 +48,7 @@ type tokenIssuer struct {
 type saClaims struct {
 	jwt.Claims
 	Kubernetes struct {
-		Namespace      string `json:"namespace"`
+		Namespace      string       `json:"namespace"`
 		ServiceAccount objectClaim  `json:"serviceaccount"`
 		Pod            *objectClaim `json:"pod,omitempty"` // a token bound to a pod
 	} `json:"kubernetes.io"`

@@ -2,8 +2,8 @@ package apiserver
 
 import (
 	"path"
-	"slices"
 	"reflect"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"

@@ -32,7 +32,7 @@ func TestPodVolumesValidation(t *testing.T) {
 		{name: "a mount of no volume", method: "POST", path: podsPath, contentType: jsonCT, wantCode: 422,
 			body: pod("a", `[]`, `[{"name":"ghost","mountPath":"/g"}]`), check: wantCauses("spec.containers[0].volumeMounts[0].name")},
 		{name: "two paths alike", method: "POST", path: podsPath, contentType: jsonCT, wantCode: 422,
-			body: pod("b", `[{"name":"v"}]`, `[{"name":"v","mountPath":"/d"},{"name":"v","mountPath":"/d"}]`),
+			body:  pod("b", `[{"name":"v"}]`, `[{"name":"v","mountPath":"/d"},{"name":"v","mountPath":"/d"}]`),
 			check: wantCauses("spec.containers[0].volumeMounts[1].mountPath")},
 		{name: "duplicate volume", method: "POST", path: podsPath, contentType: jsonCT, wantCode: 422,
 			body: pod("c", `[{"name":"v"},{"name":"v"}]`, `[]`), check: wantCauses("spec.volumes[1].name")},

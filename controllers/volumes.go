@@ -38,9 +38,9 @@ type VolumeConfig struct {
 	// per volume, on this node (NodeName), as k3s's local-path provisioner does.
 	Provisioner string
 	StorageDir  string
-	NodeName   string
-	Recorder   record.EventRecorder
-	Log        *slog.Logger
+	NodeName    string
+	Recorder    record.EventRecorder
+	Log         *slog.Logger
 }
 
 // Volumes binds PersistentVolumeClaims to PersistentVolumes, as kube-controller-manager's

@@ -202,7 +202,8 @@ func prepareCreate(r *Resource, obj store.Object) {
 type MutateFunc func(cur store.Object) (store.Object, error)
 
 // Update changes ns/name through mutate, applying subresource rules (sub is "",
-// "status" or "finalize"), defaults and validation; it retries on races.
+// "status", "finalize" or "ephemeralcontainers"), defaults and validation; it retries
+// on races.
 func (a *API) Update(ctx context.Context, r *Resource, ns, name, sub string, mutate MutateFunc, dryRun bool) (store.Object, error) {
 	if !r.Namespaced {
 		ns = ""
@@ -291,6 +292,10 @@ func applySubresource(r *Resource, sub string, next, old store.Object) store.Obj
 	case "finalize":
 		out := old.DeepCopyObject().(store.Object)
 		copyField(out, next, "Spec")
+		return out
+	case "ephemeralcontainers":
+		out := old.DeepCopyObject().(*corev1.Pod)
+		out.Spec.EphemeralContainers = next.(*corev1.Pod).Spec.EphemeralContainers
 		return out
 	}
 	if r.prepareUpdate != nil {

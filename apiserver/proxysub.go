@@ -13,6 +13,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // proxyTransport reaches pods as kube-apiserver does: over HTTPS without checking
@@ -62,8 +63,9 @@ func (h *handler) serveProxy(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if path == "" {
-		path = "/"
+	if path == "" { // as kube-apiserver: to the root, with its slash
+		redirectToSlash(w, r)
+		return
 	}
 	rp := &httputil.ReverseProxy{Transport: proxyTransport, Rewrite: func(pr *httputil.ProxyRequest) {
 		pr.Out.URL.Scheme, pr.Out.URL.Host, pr.Out.URL.Path, pr.Out.URL.RawPath, pr.Out.Host = scheme, target, path, "", target
@@ -73,6 +75,55 @@ func (h *handler) serveProxy(w http.ResponseWriter, r *http.Request) {
 	}}
 	rp.ServeHTTP(w, r)
 	return
+}
+
+// redirectToSlash answers a proxy path without its trailing slash with a permanent
+// redirect to the path with one.
+func redirectToSlash(w http.ResponseWriter, r *http.Request) {
+	u := *r.URL
+	u.Path += "/"
+	http.Redirect(w, r, u.RequestURI(), http.StatusMovedPermanently)
+}
+
+// serveNodeProxy serves nodes/{name}/proxy: what the kubelet serves there that this
+// node has: /healthz, /pods (the pods bound to the node) and /logs/ (the node's
+// /var/log, read-only).
+func (h *handler) serveNodeProxy(w http.ResponseWriter, r *http.Request) {
+	name := chi.URLParam(r, "name")
+	if chi.URLParam(r, "group") != "" || chi.URLParam(r, "version") != "v1" || chi.URLParam(r, "resource") != "nodes" {
+		writeError(w, errNoSuchResource)
+		return
+	}
+	if _, err := h.api.Get(h.api.reg.Lookup("", "nodes"), "", name); err != nil {
+		writeError(w, err)
+		return
+	}
+	_, path, _ := strings.Cut(r.URL.Path, "/"+name+"/proxy")
+	switch {
+	case path == "":
+		redirectToSlash(w, r)
+	case r.Method != http.MethodGet && r.Method != http.MethodHead:
+		writeError(w, apierrors.NewMethodNotSupported(corev1.Resource("nodes/proxy"), strings.ToLower(r.Method)))
+	case path == "/healthz":
+		w.Write([]byte("ok"))
+	case path == "/pods" || path == "/pods/":
+		pods, _, err := h.api.List(h.api.reg.Lookup("", "pods"), "", Selector{})
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		list := &corev1.PodList{TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"}}
+		for _, o := range pods {
+			if p := o.(*corev1.Pod); p.Spec.NodeName == name {
+				list.Items = append(list.Items, *p)
+			}
+		}
+		writeJSONValue(w, list)
+	case path == "/logs" || strings.HasPrefix(path, "/logs/"):
+		http.StripPrefix(strings.TrimSuffix(r.URL.Path, path)+"/logs", http.FileServer(http.Dir("/var/log"))).ServeHTTP(w, r)
+	default:
+		writeError(w, errNoSuchResource)
+	}
 }
 
 func (h *handler) podTarget(ns, name, port, scheme string) (string, error) {

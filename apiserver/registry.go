@@ -244,9 +244,13 @@ func NewRegistry(alloc *Allocator) *Registry {
 
 	pod := newResource[corev1.Pod]("", "v1", "Pod", "pods", true)
 	pod.ShortNames, pod.Categories = []string{"po"}, []string{"all"}
-	pod.Subresources = []string{"status", "binding", "eviction", "log", "exec", "attach", "portforward", "proxy"}
+	pod.Subresources = []string{"status", "binding", "eviction", "log", "exec", "attach", "portforward", "proxy", "ephemeralcontainers"}
 	pod.defaults, pod.validate, pod.table = defaultPod, validatePod, podTable
-	pod.prepareUpdate = keepStatus
+	pod.prepareUpdate = func(obj, old store.Object) {
+		keepStatus(obj, old)
+		// Only pods/ephemeralcontainers changes them.
+		obj.(*corev1.Pod).Spec.EphemeralContainers = old.(*corev1.Pod).Spec.EphemeralContainers
+	}
 	pod.fieldSet = podFields
 	// A pod being deleted stays while its node stops it (deletionGracePeriodSeconds > 0).
 	pod.Finalizing = func(obj store.Object) bool {
@@ -293,7 +297,7 @@ func NewRegistry(alloc *Allocator) *Registry {
 
 	node := newResource[corev1.Node]("", "v1", "Node", "nodes", false)
 	node.ShortNames = []string{"no"}
-	node.Subresources = []string{"status"}
+	node.Subresources = []string{"status", "proxy"}
 	node.table, node.fieldSet = nodeTable, nodeFields
 	node.prepareUpdate = keepStatus
 

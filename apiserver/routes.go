@@ -43,6 +43,8 @@ func (h *handler) routes() http.Handler {
 			r.Get("/", h.discovery)
 			r.HandleFunc("/namespaces/{namespace}/{resource}/{name}/proxy", h.serveProxy)
 			r.HandleFunc("/namespaces/{namespace}/{resource}/{name}/proxy/*", h.serveProxy)
+			r.HandleFunc("/{resource}/{name}/proxy", h.serveNodeProxy)
+			r.HandleFunc("/{resource}/{name}/proxy/*", h.serveNodeProxy)
 			for _, p := range []string{"/{resource}", "/{resource}/{name}", "/{resource}/{name}/{subresource}",
 				"/namespaces/{namespace}/{resource}", "/namespaces/{namespace}/{resource}/{name}", "/namespaces/{namespace}/{resource}/{name}/{subresource}"} {
 				r.HandleFunc(p, h.serveResourcePath)

@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -34,7 +35,23 @@ var (
 func validateNamespace(obj, old store.Object) field.ErrorList { return nil }
 
 func validatePod(obj, old store.Object) field.ErrorList {
-	return validatePodSpec(&obj.(*corev1.Pod).Spec, specPath)
+	pod := obj.(*corev1.Pod)
+	errs := validatePodSpec(&pod.Spec, specPath)
+	if old != nil {
+		// Ephemeral containers are added, never changed or removed.
+		was := old.(*corev1.Pod).Spec.EphemeralContainers
+		p := specPath.Child("ephemeralContainers")
+		for _, e := range was {
+			i := slices.IndexFunc(pod.Spec.EphemeralContainers, func(c corev1.EphemeralContainer) bool { return c.Name == e.Name })
+			switch {
+			case i < 0:
+				errs = append(errs, field.Forbidden(p, fmt.Sprintf("existing ephemeral containers %q may not be removed", e.Name)))
+			case !apiequality.Semantic.DeepEqual(pod.Spec.EphemeralContainers[i], e):
+				errs = append(errs, field.Forbidden(p.Index(i), fmt.Sprintf("existing ephemeral containers %q may not be changed", e.Name)))
+			}
+		}
+	}
+	return errs
 }
 
 func validatePodSpec(s *corev1.PodSpec, p *field.Path) field.ErrorList {
@@ -54,6 +71,26 @@ func validatePodSpec(s *corev1.PodSpec, p *field.Path) field.ErrorList {
 		cp := p.Child("containers").Index(i)
 		errs = append(errs, validateContainer(&s.Containers[i], names, cp)...)
 		errs = append(errs, validateVolumeMounts(s.Containers[i].VolumeMounts, volumes, cp.Child("volumeMounts"))...)
+	}
+	for i := range s.EphemeralContainers {
+		e := &s.EphemeralContainers[i]
+		ep := p.Child("ephemeralContainers").Index(i)
+		c := corev1.Container(e.EphemeralContainerCommon)
+		errs = append(errs, validateContainer(&c, names, ep)...)
+		errs = append(errs, validateVolumeMounts(c.VolumeMounts, volumes, ep.Child("volumeMounts"))...)
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"ports", len(c.Ports) > 0}, {"livenessProbe", c.LivenessProbe != nil}, {"readinessProbe", c.ReadinessProbe != nil},
+			{"startupProbe", c.StartupProbe != nil}, {"lifecycle", c.Lifecycle != nil}, {"resources", len(c.Resources.Limits)+len(c.Resources.Requests) > 0}} {
+			if f.set {
+				errs = append(errs, field.Forbidden(ep.Child(f.name), "cannot be set for an Ephemeral Container"))
+			}
+		}
+		if t := e.TargetContainerName; t != "" && !slices.ContainsFunc(s.Containers, func(c corev1.Container) bool { return c.Name == t }) &&
+			!slices.ContainsFunc(s.InitContainers, func(c corev1.Container) bool { return c.Name == t }) {
+			errs = append(errs, field.NotFound(ep.Child("targetContainerName"), t))
+		}
 	}
 	switch s.RestartPolicy {
 	case corev1.RestartPolicyAlways, corev1.RestartPolicyOnFailure, corev1.RestartPolicyNever:

@@ -5,6 +5,7 @@ package integration
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -282,5 +283,39 @@ func TestInClusterAPIAccess(t *testing.T) {
 	kubectl("run", "none", "--image=busybox", "--restart=Never", "--overrides", `{"spec":{"automountServiceAccountToken":false}}`, "--", "sleep", "3600")
 	if got := kubectl("get", "pod", "none", "-o", "jsonpath={.spec.volumes}"); got != "" {
 		t.Errorf("volumes of a pod without automount: %s", got)
+	}
+}
+
+// kubectl debug adds an ephemeral container to a running pod: it runs once, in the
+// pod's network and volumes, its output in its log, interactively too; it may not be
+// changed or removed afterwards.
+func TestKubectlDebug(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	kubectl := n.kubectlFor(t)
+	kubectl("run", "app", "--image=busybox", "--", "sleep", "3600")
+	kubectl("wait", "--for=condition=Ready", "pod/app", "--timeout=60s")
+	ip := kubectl("get", "pod", "app", "-o", "jsonpath={.status.podIP}")
+	kubectl("debug", "app", "--image=busybox", "--target=app", "--container=dbg", "--", "sh", "-c", "echo hello; hostname -i")
+	eventually(t, 20*time.Second, func() error {
+		out, errOut, err := n.exec("kubectl", "logs", "app", "-c", "dbg")
+		if err != nil || out != "hello\n"+ip+"\n" {
+			return fmt.Errorf("debug container log %q (%v %s), want hello and %s", out, err, errOut, ip)
+		}
+		return nil
+	})
+	cmd := exec.Command("ip", "netns", "exec", n.netns, "kubectl", "debug", "app", "-i", "--image=busybox", "--container=dbg2", "--", "sh")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(n.dataDir, "kubeconfig"))
+	cmd.Stdin = strings.NewReader("echo interactive-$((6*7))\nexit\n")
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "interactive-42") {
+		t.Errorf("kubectl debug -i: %v\n%s", err, out)
+	}
+	if got := kubectl("get", "pod", "app", "-o", "jsonpath={.status.ephemeralContainerStatuses[*].state.terminated.reason}"); got != "Completed Completed" {
+		t.Errorf("ephemeral container states %q", got)
+	}
+	_, errOut, err := n.exec("kubectl", "patch", "pod", "app", "--subresource=ephemeralcontainers", "--type=json",
+		"-p", `[{"op":"remove","path":"/spec/ephemeralContainers/0"}]`)
+	if err == nil || !strings.Contains(errOut, `existing ephemeral containers "dbg" may not be removed`) {
+		t.Errorf("removing an ephemeral container: %v %s", err, errOut)
 	}
 }

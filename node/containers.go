@@ -59,6 +59,17 @@ func (a *Agent) syncContainers(pod *corev1.Pod, sb sandbox.Sandbox, vols map[str
 			requeue = pollInterval(requeue, wait)
 		}
 	}
+	// Ephemeral containers (kubectl debug) run once each, beside the others.
+	for i := range pod.Spec.EphemeralContainers {
+		ctr := corev1.Container(pod.Spec.EphemeralContainers[i].EphemeralContainerCommon)
+		wait, err := a.syncOne(pod, sb, vols, &ctr, a.containerFor(st, pod, ctr.Name), corev1.RestartPolicyNever)
+		if err != nil {
+			return st, 0, err
+		}
+		if wait > 0 {
+			requeue = pollInterval(requeue, wait)
+		}
+	}
 	return st, requeue, a.rt.SaveState(uid, st)
 }
 

@@ -65,6 +65,11 @@ func (a *Agent) updateStatus(ctx context.Context, pod *corev1.Pod, sb sandbox.Sa
 			failed++
 		}
 	}
+	st.EphemeralContainerStatuses = nil
+	for _, e := range pod.Spec.EphemeralContainers {
+		ctr := corev1.Container(e.EphemeralContainerCommon)
+		st.EphemeralContainerStatuses = append(st.EphemeralContainerStatuses, containerStatus(pod, ctr, ps.Containers[ctr.Name], false, false))
+	}
 	n := len(pod.Spec.Containers)
 	switch {
 	case initFailed:

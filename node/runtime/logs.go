@@ -106,6 +106,11 @@ func podContainer(pod *corev1.Pod, want string) (string, error) {
 			return want, nil
 		}
 	}
+	for _, c := range pod.Spec.EphemeralContainers {
+		if c.Name == want {
+			return want, nil
+		}
+	}
 	var names []string
 	for _, c := range pod.Spec.Containers {
 		if c.Name == want {

@@ -3,6 +3,7 @@ package apiserver
 import (
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -91,6 +92,31 @@ func validateJobSpec(s *batchv1.JobSpec, p *field.Path) field.ErrorList {
 	}
 	if m := s.CompletionMode; m != nil && *m == batchv1.IndexedCompletion && s.Completions == nil {
 		errs = append(errs, field.Required(p.Child("completions"), fmt.Sprintf("when completion mode is %s", *m)))
+	}
+	if pfp := s.PodFailurePolicy; pfp != nil {
+		if rp := s.Template.Spec.RestartPolicy; rp != corev1.RestartPolicyNever {
+			errs = append(errs, field.Invalid(p.Child("template", "spec", "restartPolicy"), rp, `only "Never" is supported when podFailurePolicy is specified`))
+		}
+		actions := []batchv1.PodFailurePolicyAction{batchv1.PodFailurePolicyActionCount, batchv1.PodFailurePolicyActionFailIndex,
+			batchv1.PodFailurePolicyActionFailJob, batchv1.PodFailurePolicyActionIgnore}
+		for i, r := range pfp.Rules {
+			rp := p.Child("podFailurePolicy", "rules").Index(i)
+			if !slices.Contains(actions, r.Action) {
+				errs = append(errs, field.NotSupported(rp.Child("action"), r.Action, actions))
+			}
+			if (r.OnExitCodes == nil) == (len(r.OnPodConditions) == 0) {
+				errs = append(errs, field.Invalid(rp, field.OmitValueType{}, "specifying one of OnExitCodes and OnPodConditions is required"))
+			}
+			if e := r.OnExitCodes; e != nil {
+				if e.Operator != batchv1.PodFailurePolicyOnExitCodesOpIn && e.Operator != batchv1.PodFailurePolicyOnExitCodesOpNotIn {
+					errs = append(errs, field.NotSupported(rp.Child("onExitCodes", "operator"), e.Operator,
+						[]batchv1.PodFailurePolicyOnExitCodesOperator{batchv1.PodFailurePolicyOnExitCodesOpIn, batchv1.PodFailurePolicyOnExitCodesOpNotIn}))
+				}
+				if len(e.Values) == 0 {
+					errs = append(errs, field.Required(rp.Child("onExitCodes", "values"), "at least one value is required"))
+				}
+			}
+		}
 	}
 	switch s.Template.Spec.RestartPolicy {
 	case corev1.RestartPolicyNever, corev1.RestartPolicyOnFailure:

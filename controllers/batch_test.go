@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -226,5 +227,94 @@ func TestStatefulSetOrderAndPartition(t *testing.T) {
 	st := list[*appsv1.StatefulSet](w, "statefulsets")[0].Status
 	if st.UpdatedReplicas != 2 || st.CurrentRevision == st.UpdateRevision || st.ReadyReplicas != 3 {
 		t.Errorf("status %+v", st)
+	}
+}
+
+// An Indexed job gives each pod its index and completes when every index succeeded;
+// a failed index is run again, not another.
+func TestIndexedJob(t *testing.T) {
+	w := newWorld(t)
+	c := NewJob(WorkloadConfig{Client: w.client, Informers: w.informers, Recorder: w.events})
+	w.podExpect = append(w.podExpect, c.pc.expect)
+	now := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
+	c.now = func() time.Time { return now }
+	j := job("idx", 3, 3, 6)
+	j.Spec.CompletionMode = ptr.To(batchv1.IndexedCompletion)
+	w.apply(j)
+	get := func() *batchv1.Job { return list[*batchv1.Job](w, "jobs")[0] }
+	w.reconcile(c.reconcile, "default/idx")
+	indexes := map[string]bool{}
+	for _, p := range w.pods() {
+		i := p.Annotations[batchv1.JobCompletionIndexAnnotation]
+		indexes[i] = true
+		if p.Spec.Hostname != "idx-"+i || p.Labels[batchv1.JobCompletionIndexAnnotation] != i {
+			t.Errorf("pod %s: hostname %q, labels %v", p.GenerateName, p.Spec.Hostname, p.Labels)
+		}
+		if env := p.Spec.Containers[0].Env; len(env) != 1 || env[0].Name != "JOB_COMPLETION_INDEX" {
+			t.Errorf("env %+v", env)
+		}
+	}
+	if len(indexes) != 3 || !indexes["0"] || !indexes["2"] {
+		t.Fatalf("indexes %v", indexes)
+	}
+	// Index 1 fails, the others succeed: only index 1 runs again.
+	for _, p := range w.pods() {
+		p = p.DeepCopy()
+		p.Status.Phase = map[bool]corev1.PodPhase{true: corev1.PodFailed, false: corev1.PodSucceeded}[p.Annotations[batchv1.JobCompletionIndexAnnotation] == "1"]
+		w.update(p)
+	}
+	now = now.Add(time.Minute) // past the back-off
+	w.reconcile(c.reconcile, "default/idx")
+	if st := get().Status; st.CompletedIndexes != "0,2" || st.Active != 1 {
+		t.Fatalf("status %+v", st)
+	}
+	for _, p := range w.pods() {
+		if p.Status.Phase == "" && p.Annotations[batchv1.JobCompletionIndexAnnotation] != "1" {
+			t.Errorf("a new pod for index %s", p.Annotations[batchv1.JobCompletionIndexAnnotation])
+		}
+	}
+	w.finishPods(corev1.PodSucceeded, now)
+	w.reconcile(c.reconcile, "default/idx")
+	if st := get().Status; st.CompletedIndexes != "0-2" || finishedCondition(get()) == nil || finishedCondition(get()).Type != batchv1.JobComplete {
+		t.Errorf("status %+v", st)
+	}
+}
+
+// The pod failure policy: an ignored exit code does not count against backoffLimit,
+// a FailJob one fails the job at once, with the rule in the message.
+func TestJobPodFailurePolicy(t *testing.T) {
+	w := newWorld(t)
+	c := NewJob(WorkloadConfig{Client: w.client, Informers: w.informers, Recorder: w.events})
+	w.podExpect = append(w.podExpect, c.pc.expect)
+	now := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
+	c.now = func() time.Time { return now }
+	j := job("pfp", 1, 1, 0)
+	j.Spec.PodFailurePolicy = &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{
+		{Action: batchv1.PodFailurePolicyActionFailJob, OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
+			Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{42}}},
+		{Action: batchv1.PodFailurePolicyActionIgnore, OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
+			Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{1}}},
+	}}
+	w.apply(j)
+	get := func() *batchv1.Job { return list[*batchv1.Job](w, "jobs")[0] }
+	w.reconcile(c.reconcile, "default/pfp")
+	w.finishPods(corev1.PodFailed, now) // exit code 1: ignored
+	w.reconcile(c.reconcile, "default/pfp")
+	if st := get().Status; st.Failed != 0 || finishedCondition(get()) != nil || st.Active != 1 {
+		t.Fatalf("after an ignored failure: %+v", st)
+	}
+	for _, p := range w.pods() {
+		if p.Status.Phase == "" {
+			p = p.DeepCopy()
+			p.Status.Phase = corev1.PodFailed
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "c", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 42}}}}
+			w.update(p)
+		}
+	}
+	w.reconcile(c.reconcile, "default/pfp")
+	done := finishedCondition(get())
+	if done == nil || done.Type != batchv1.JobFailed || done.Reason != batchv1.JobReasonPodFailurePolicy ||
+		!strings.Contains(done.Message, "failed with exit code 42 matching FailJob rule at index 0") {
+		t.Errorf("condition %+v", done)
 	}
 }

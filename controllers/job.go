@@ -3,6 +3,11 @@ package controllers
 import (
 	"cmp"
 	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -17,11 +22,14 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// Job runs a Job's pods to completion, as kube-controller-manager's job controller does
-// for NonIndexed jobs: parallelism pods at a time until completions succeed (or, with
-// no completions, until one succeeds and the rest end), a failed pod replaced after a
-// back-off until backoffLimit, activeDeadlineSeconds, suspend, and
-// ttlSecondsAfterFinished (the TTL-after-finished controller's part).
+// Job runs a Job's pods to completion, as kube-controller-manager's job controller does:
+// parallelism pods at a time until completions succeed (or, with no completions, until
+// one succeeds and the rest end); Indexed jobs give each pod an index (annotation,
+// label, JOB_COMPLETION_INDEX, hostname <job>-<index>) and complete when every index has
+// succeeded once; a failed pod is replaced after a back-off until backoffLimit, unless
+// the pod failure policy ignores its failure or fails the job at once;
+// activeDeadlineSeconds, suspend, and ttlSecondsAfterFinished (the TTL-after-finished
+// controller's part).
 type Job struct {
 	client kubernetes.Interface
 	jobs   batchlisters.JobLister
@@ -94,14 +102,27 @@ func (c *Job) reconcile(ctx context.Context, key string) error {
 		return cmp.Or(err, ErrRequeue)
 	}
 	st := job.Status.DeepCopy()
+	indexed := ptr.Deref(job.Spec.CompletionMode, batchv1.NonIndexedCompletion) == batchv1.IndexedCompletion
 	var active []*corev1.Pod
 	var succeeded, failed, ready, terminating int32
 	var lastFailure time.Time
+	var policyFailure string // the pod failure policy's FailJob message
+	completed, running := parseIndexes(st.CompletedIndexes), map[int]bool{}
 	for _, p := range owned {
 		switch {
 		case p.Status.Phase == corev1.PodSucceeded:
 			succeeded++
+			if i, ok := completionIndex(p); ok && indexed && i < int(ptr.Deref(job.Spec.Completions, 0)) {
+				completed[i] = true
+			}
 		case p.Status.Phase == corev1.PodFailed:
+			action, msg := failurePolicyAction(job, p)
+			switch action {
+			case batchv1.PodFailurePolicyActionIgnore:
+				continue // not counted against backoffLimit
+			case batchv1.PodFailurePolicyActionFailJob:
+				policyFailure = cmp.Or(policyFailure, msg)
+			}
 			failed++
 			for _, cs := range p.Status.ContainerStatuses {
 				if t := cs.State.Terminated; t != nil && t.FinishedAt.After(lastFailure) {
@@ -112,6 +133,9 @@ func (c *Job) reconcile(ctx context.Context, key string) error {
 			terminating++
 		default:
 			active = append(active, p)
+			if i, ok := completionIndex(p); ok {
+				running[i] = true
+			}
 			if podReady(p) {
 				ready++
 			}
@@ -119,6 +143,10 @@ func (c *Job) reconcile(ctx context.Context, key string) error {
 				failed += int32(restarts(p)) // restarts in place count against backoffLimit
 			}
 		}
+	}
+	if indexed {
+		st.CompletedIndexes = formatIndexes(completed)
+		succeeded = int32(len(completed))
 	}
 	// Finished pods may be deleted by anyone: counts never go back.
 	st.Succeeded, st.Failed = max(st.Succeeded, succeeded), max(st.Failed, failed)
@@ -141,6 +169,9 @@ func (c *Job) reconcile(ctx context.Context, key string) error {
 	}
 	completions := job.Spec.Completions
 	switch {
+	case policyFailure != "":
+		finish(batchv1.JobFailed, batchv1.JobReasonPodFailurePolicy, policyFailure)
+		c.rec.Event(job, corev1.EventTypeWarning, batchv1.JobReasonPodFailurePolicy, policyFailure)
 	case st.Failed > ptr.Deref(job.Spec.BackoffLimit, 6):
 		finish(batchv1.JobFailed, batchv1.JobReasonBackoffLimitExceeded, "Job has reached the specified backoff limit")
 		c.rec.Event(job, corev1.EventTypeWarning, batchv1.JobReasonBackoffLimitExceeded, "Job has reached the specified backoff limit")
@@ -178,12 +209,18 @@ func (c *Job) reconcile(ctx context.Context, key string) error {
 			if wait := lastFailure.Add(backoff(st.Failed)).Sub(now); st.Failed > 0 && wait > 0 {
 				requeue = wait
 			} else {
-				for range missing {
-					if err := c.pc.create(ctx, key, job, jobPod(job)); err != nil {
+				made := int32(0)
+				for i := 0; made < missing && (!indexed || i < int(*completions)); i++ {
+					if indexed && (completed[i] || running[i]) {
+						continue
+					}
+					if err := c.pc.create(ctx, key, job, jobPod(job, i, indexed)); err != nil {
 						return err
 					}
+					running[i] = true
+					made++
 				}
-				st.Active += missing
+				st.Active += made
 			}
 		}
 		if d := job.Spec.ActiveDeadlineSeconds; d != nil && st.StartTime != nil {
@@ -209,10 +246,118 @@ func (c *Job) reconcile(ctx context.Context, key string) error {
 	return nil
 }
 
-func jobPod(job *batchv1.Job) *corev1.Pod {
+// jobPod is a pod of the job; of an Indexed job, the pod of index i.
+func jobPod(job *batchv1.Job, i int, indexed bool) *corev1.Pod {
 	t := job.Spec.Template.DeepCopy()
-	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: job.Name + "-", Labels: t.Labels, Annotations: t.Annotations,
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: job.Name + "-", Labels: t.Labels, Annotations: t.Annotations,
 		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(job, jobKind)}}, Spec: t.Spec}
+	if !indexed {
+		return pod
+	}
+	idx := strconv.Itoa(i)
+	pod.GenerateName = job.Name + "-" + idx + "-"
+	pod.Labels, pod.Annotations = maps.Clone(pod.Labels), maps.Clone(pod.Annotations)
+	if pod.Labels == nil {
+		pod.Labels = map[string]string{}
+	}
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	pod.Labels[batchv1.JobCompletionIndexAnnotation], pod.Annotations[batchv1.JobCompletionIndexAnnotation] = idx, idx
+	if pod.Spec.Hostname == "" {
+		pod.Spec.Hostname = job.Name + "-" + idx
+	}
+	env := corev1.EnvVar{Name: "JOB_COMPLETION_INDEX", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{
+		FieldPath: "metadata.labels['" + batchv1.JobCompletionIndexAnnotation + "']"}}}
+	for j := range pod.Spec.InitContainers {
+		pod.Spec.InitContainers[j].Env = append(pod.Spec.InitContainers[j].Env, env)
+	}
+	for j := range pod.Spec.Containers {
+		pod.Spec.Containers[j].Env = append(pod.Spec.Containers[j].Env, env)
+	}
+	return pod
+}
+
+// completionIndex is the index of a pod of an Indexed job.
+func completionIndex(p *corev1.Pod) (int, bool) {
+	v, ok := p.Annotations[batchv1.JobCompletionIndexAnnotation]
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(v)
+	return i, err == nil && i >= 0
+}
+
+// parseIndexes reads status.completedIndexes ("1,3-5,7").
+func parseIndexes(s string) map[int]bool {
+	out := map[int]bool{}
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil {
+			continue
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil {
+				continue
+			}
+		}
+		for i := a; i <= b && i-a < 1<<20; i++ {
+			out[i] = true
+		}
+	}
+	return out
+}
+
+// formatIndexes writes indexes as status.completedIndexes does: ranges, ascending.
+func formatIndexes(set map[int]bool) string {
+	idx := slices.Sorted(maps.Keys(set))
+	var parts []string
+	for i := 0; i < len(idx); {
+		j := i
+		for j+1 < len(idx) && idx[j+1] == idx[j]+1 {
+			j++
+		}
+		if j > i {
+			parts = append(parts, fmt.Sprintf("%d-%d", idx[i], idx[j]))
+		} else {
+			parts = append(parts, strconv.Itoa(idx[i]))
+		}
+		i = j + 1
+	}
+	return strings.Join(parts, ",")
+}
+
+// failurePolicyAction is what the job's pod failure policy says of a failed pod: the
+// action of the first rule that matches (Count when none does), and for FailJob the
+// message kube-controller-manager gives.
+func failurePolicyAction(job *batchv1.Job, p *corev1.Pod) (batchv1.PodFailurePolicyAction, string) {
+	if job.Spec.PodFailurePolicy == nil {
+		return batchv1.PodFailurePolicyActionCount, ""
+	}
+	for ri, rule := range job.Spec.PodFailurePolicy.Rules {
+		if r := rule.OnExitCodes; r != nil {
+			for _, cs := range p.Status.ContainerStatuses {
+				t := cs.State.Terminated
+				if t == nil || t.ExitCode == 0 || r.ContainerName != nil && *r.ContainerName != cs.Name {
+					continue
+				}
+				if slices.Contains(r.Values, t.ExitCode) == (r.Operator == batchv1.PodFailurePolicyOnExitCodesOpIn) {
+					return rule.Action, fmt.Sprintf("Container %s for pod %s/%s failed with exit code %d matching %s rule at index %d",
+						cs.Name, p.Namespace, p.Name, t.ExitCode, rule.Action, ri)
+				}
+			}
+		}
+		for _, pc := range rule.OnPodConditions {
+			for _, c := range p.Status.Conditions {
+				if c.Type == pc.Type && c.Status == pc.Status {
+					return rule.Action, fmt.Sprintf("Pod %s/%s has condition %s matching %s rule at index %d", p.Namespace, p.Name, c.Type, rule.Action, ri)
+				}
+			}
+		}
+	}
+	return batchv1.PodFailurePolicyActionCount, ""
 }
 
 // expire deletes a finished job once ttlSecondsAfterFinished have passed (its pods go

@@ -51,3 +51,57 @@ func TestJobsAndCronJobs(t *testing.T) {
 	kubectl("create", "job", "manual", "--from=cronjob/tick")
 	kubectl("wait", "--for=condition=complete", "job/manual", "--timeout=60s")
 }
+
+// An Indexed job runs one pod per index, each knowing its index; a pod failure policy
+// fails a job at once on the exit code it names.
+func TestIndexedJobAndFailurePolicy(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	kubectl := n.kubectlFor(t)
+	manifest := filepath.Join(t.TempDir(), "jobs.yaml")
+	os.WriteFile(manifest, []byte(`
+apiVersion: batch/v1
+kind: Job
+metadata: {name: idx}
+spec:
+  completions: 3
+  parallelism: 3
+  completionMode: Indexed
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: c, image: busybox, command: [sh, -c, 'echo "index=$JOB_COMPLETION_INDEX host=$(hostname)"']}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: policy}
+spec:
+  backoffLimit: 6
+  podFailurePolicy:
+    rules:
+    - action: FailJob
+      onExitCodes: {operator: In, values: [42]}
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: main, image: busybox, command: [sh, -c, 'exit 42']}
+`), 0o644)
+	kubectl("apply", "-f", manifest)
+	kubectl("wait", "--for=condition=complete", "job/idx", "--timeout=60s")
+	if got := kubectl("get", "job", "idx", "-o", "jsonpath={.status.completedIndexes}"); got != "0-2" {
+		t.Errorf("completedIndexes %q", got)
+	}
+	for i := range 3 {
+		pod := kubectl("get", "pods", "-l", fmt.Sprintf("batch.kubernetes.io/job-completion-index=%d,job-name=idx", i), "-o", "jsonpath={.items[0].metadata.name}")
+		if out := kubectl("logs", pod); out != fmt.Sprintf("index=%d host=idx-%d\n", i, i) {
+			t.Errorf("index %d: %q", i, out)
+		}
+	}
+	kubectl("wait", "--for=condition=failed", "job/policy", "--timeout=60s")
+	got := kubectl("get", "job", "policy", "-o", `jsonpath={.status.conditions[?(@.type=="Failed")].reason}:{.status.failed}`)
+	if got != "PodFailurePolicy:1" {
+		t.Errorf("failed job: %s", got)
+	}
+}

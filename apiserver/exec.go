@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +17,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/remotecommand"
+	"k8s.io/streaming/pkg/httpstream"
+	"k8s.io/streaming/pkg/httpstream/spdy"
 )
 
 // PodExec runs commands in containers and attaches to their main process; the node
@@ -59,7 +62,9 @@ const (
 	chanClose    = 255
 )
 
-// podExec serves pods/exec and pods/attach over WebSocket (v5.channel.k8s.io).
+// podExec serves pods/exec and pods/attach over WebSocket (v5.channel.k8s.io) or SPDY
+// (v4…v1.channel.k8s.io, client-go's SPDY executor), as kube-apiserver and the kubelet
+// do.
 func (h *handler) podExec(w http.ResponseWriter, r *http.Request, pod *corev1.Pod, attach bool) {
 	q := r.URL.Query()
 	cmd := q["command"]
@@ -70,10 +75,39 @@ func (h *handler) podExec(w http.ResponseWriter, r *http.Request, pod *corev1.Po
 	case len(cmd) == 0 && !attach:
 		writeError(w, apierrors.NewBadRequest("you must specify at least 1 command"))
 		return
-	case !websocket.IsWebSocketUpgrade(r):
-		writeError(w, apierrors.NewBadRequest("Upgrade request required"))
-		return
 	}
+	run := func(ctx context.Context, opts remotecommand.StreamOptions) metav1.Status {
+		var code int
+		var err error
+		if attach {
+			err = h.exec.Attach(ctx, pod, first(q["container"]), opts)
+		} else {
+			code, err = h.exec.Exec(ctx, pod, first(q["container"]), cmd, opts)
+		}
+		st := metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusSuccess}
+		switch {
+		case err != nil:
+			st.Status, st.Message = metav1.StatusFailure, err.Error()
+		case code != 0:
+			st.Status, st.Reason = metav1.StatusFailure, "NonZeroExitCode"
+			st.Message = fmt.Sprintf("command terminated with non-zero exit code: error executing command [%s], exit code %d", strings.Join(cmd, " "), code)
+			st.Details = &metav1.StatusDetails{Causes: []metav1.StatusCause{{Type: "ExitCode", Message: fmt.Sprint(code)}}}
+		}
+		return st
+	}
+	switch {
+	case websocket.IsWebSocketUpgrade(r):
+		execWebSocket(w, r, q, run)
+	case httpstream.IsUpgradeRequest(r):
+		execSPDY(w, r, q, run)
+	default:
+		writeError(w, apierrors.NewBadRequest("Upgrade request required"))
+	}
+}
+
+// execWebSocket serves one exec or attach over WebSocket, v5.channel.k8s.io: binary
+// frames whose first byte is the channel.
+func execWebSocket(w http.ResponseWriter, r *http.Request, q url.Values, run func(context.Context, remotecommand.StreamOptions) metav1.Status) {
 	up := websocket.Upgrader{Subprotocols: []string{execProtocol}, CheckOrigin: func(*http.Request) bool { return true }}
 	conn, err := up.Upgrade(w, r, nil)
 	if err != nil {
@@ -116,29 +150,128 @@ func (h *handler) podExec(w http.ResponseWriter, r *http.Request, pod *corev1.Po
 			execFrame(data, stdinSink, resize)
 		}
 	})
-	opts := remotecommand.StreamOptions{Tty: isTrue(first(q["tty"])), Stdin: stdin, TerminalSizeQueue: resize,
+	st := run(ctx, remotecommand.StreamOptions{Tty: isTrue(first(q["tty"])), Stdin: stdin, TerminalSizeQueue: resize,
 		Stdout: writerFunc(func(p []byte) (int, error) { return len(p), send(chanStdout, p) }),
-		Stderr: writerFunc(func(p []byte) (int, error) { return len(p), send(chanStderr, p) })}
-	var code int
-	if attach {
-		err = h.exec.Attach(ctx, pod, first(q["container"]), opts)
-	} else {
-		code, err = h.exec.Exec(ctx, pod, first(q["container"]), cmd, opts)
-	}
-	st := metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusSuccess}
-	switch {
-	case err != nil:
-		st.Status, st.Message = metav1.StatusFailure, err.Error()
-	case code != 0:
-		st.Status, st.Reason = metav1.StatusFailure, "NonZeroExitCode"
-		st.Message = fmt.Sprintf("command terminated with non-zero exit code: error executing command [%s], exit code %d", strings.Join(cmd, " "), code)
-		st.Details = &metav1.StatusDetails{Causes: []metav1.StatusCause{{Type: "ExitCode", Message: fmt.Sprint(code)}}}
-	}
+		Stderr: writerFunc(func(p []byte) (int, error) { return len(p), send(chanStderr, p) })})
 	b, _ := json.Marshal(st)
 	send(chanStatus, b)
 	mu.Lock()
 	conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 	mu.Unlock()
+}
+
+// The SPDY remote command protocols, newest first: v4 reports the result as a Status
+// on the error stream, the older ones only a failure's message.
+var spdyExecProtocols = []string{"v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io"}
+
+// execSPDY serves one exec or attach over SPDY: the client opens one stream per
+// channel (streamType error, stdin, stdout, stderr, resize), as the kubelet expects.
+func execSPDY(w http.ResponseWriter, r *http.Request, q url.Values, run func(context.Context, remotecommand.StreamOptions) metav1.Status) {
+	protocol, err := httpstream.Handshake(r, w, spdyExecProtocols)
+	if err != nil {
+		return // Handshake answered
+	}
+	type replied struct {
+		s    httpstream.Stream
+		sent <-chan struct{}
+	}
+	streams := make(chan replied, 8)
+	conn := spdy.NewResponseUpgrader().UpgradeResponse(w, r, func(s httpstream.Stream, sent <-chan struct{}) error {
+		select {
+		case streams <- replied{s, sent}:
+		default:
+			s.Reset() // more streams than a command has
+		}
+		return nil
+	})
+	if conn == nil {
+		return // the upgrader answered
+	}
+	defer conn.Close()
+	tty := isTrue(first(q["tty"]))
+	want := map[string]bool{corev1.StreamTypeError: true, corev1.StreamTypeStdin: isTrue(first(q["stdin"])),
+		corev1.StreamTypeStdout: isTrue(first(q["stdout"])), corev1.StreamTypeStderr: isTrue(first(q["stderr"])) && !tty,
+		corev1.StreamTypeResize: tty && protocol != "v2.channel.k8s.io" && protocol != "channel.k8s.io"}
+	got := map[string]httpstream.Stream{}
+	expected := 0
+	for _, v := range want {
+		if v {
+			expected++
+		}
+	}
+	timeout := time.After(30 * time.Second) // the kubelet's stream creation timeout
+	for len(got) < expected {
+		select {
+		case s := <-streams:
+			typ := s.s.Headers().Get(corev1.StreamType)
+			if !want[typ] || got[typ] != nil {
+				s.s.Reset()
+				continue
+			}
+			<-s.sent
+			got[typ] = s.s
+		case <-timeout:
+			return
+		case <-conn.CloseChan():
+			return
+		}
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-conn.CloseChan():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	opts := remotecommand.StreamOptions{Tty: tty}
+	if s := got[corev1.StreamTypeStdin]; s != nil {
+		opts.Stdin = s
+	}
+	if s := got[corev1.StreamTypeStdout]; s != nil {
+		opts.Stdout = s
+	}
+	if s := got[corev1.StreamTypeStderr]; s != nil {
+		opts.Stderr = s
+	}
+	if s := got[corev1.StreamTypeResize]; s != nil {
+		resize := make(sizeQueue, 4)
+		opts.TerminalSizeQueue = resize
+		go func() {
+			defer close(resize)
+			dec := json.NewDecoder(s)
+			for {
+				var sz remotecommand.TerminalSize
+				if dec.Decode(&sz) != nil {
+					return
+				}
+				select {
+				case resize <- sz:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	if opts.Stdout == nil {
+		opts.Stdout = io.Discard
+	}
+	if opts.Stderr == nil {
+		opts.Stderr = io.Discard // not asked for, or a terminal's (all on stdout)
+	}
+	st := run(ctx, opts)
+	errStream := got[corev1.StreamTypeError]
+	switch {
+	case protocol == spdyExecProtocols[0]:
+		b, _ := json.Marshal(st)
+		errStream.Write(b)
+	case st.Status != metav1.StatusSuccess:
+		errStream.Write([]byte(st.Message))
+	}
+	for _, s := range got {
+		s.Close()
+	}
 }
 
 type nopWriteCloser struct{ io.Writer }

@@ -7,13 +7,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/gorilla/websocket"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
+	utilexec "k8s.io/client-go/util/exec"
 )
 
 // fakeExec echoes stdin to stdout, writes its command to stderr, and exits with the
@@ -127,4 +130,39 @@ func FuzzExecFrame(f *testing.F) {
 		resize := make(chan remotecommand.TerminalSize, 1)
 		execFrame(data, &sink{}, resize)
 	})
+}
+
+// client-go's SPDY and WebSocket executors, as the e2e framework and kubectl use them:
+// stdin in, stdout and stderr apart, the exit code as a CodeExitError.
+func TestExecExecutors(t *testing.T) {
+	s := newTestServer(t, func(c *Config) { c.Exec = fakeExec{} })
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
+	if _, err := s.API().Create(context.Background(), s.API().Registry().Lookup("", "pods"), "default", pod, false); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &rest.Config{Host: s.url}
+	u, _ := url.Parse(s.url + "/api/v1/namespaces/default/pods/p/exec?command=sh&command=-c&command=x&stdin=true&stdout=true&stderr=true")
+	spdyExec, err := remotecommand.NewSPDYExecutor(cfg, "POST", u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wsExec, err := remotecommand.NewWebSocketExecutor(cfg, "GET", u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, ex := range map[string]remotecommand.Executor{"spdy": spdyExec, "websocket": wsExec} {
+		var stdout, stderr strings.Builder
+		err := ex.StreamWithContext(context.Background(), remotecommand.StreamOptions{Stdin: strings.NewReader("hello"), Stdout: &stdout, Stderr: &stderr})
+		var exit utilexec.CodeExitError
+		if !errors.As(err, &exit) || exit.Code != 2 || stdout.String() != "hello" || stderr.String() != "sh -c x" {
+			t.Errorf("%s: stdout %q, stderr %q, err %v", name, stdout.String(), stderr.String(), err)
+		}
+	}
+	// A command that succeeds: no error.
+	u0, _ := url.Parse(s.url + "/api/v1/namespaces/default/pods/p/exec?command=true&stdout=true&stderr=true")
+	ex, _ := remotecommand.NewSPDYExecutor(cfg, "POST", u0)
+	var out strings.Builder
+	if err := ex.StreamWithContext(context.Background(), remotecommand.StreamOptions{Stdout: &out, Stderr: &out}); err != nil || out.String() != "true" {
+		t.Errorf("spdy, exit 0: %q %v", out.String(), err)
+	}
 }

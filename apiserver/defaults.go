@@ -53,6 +53,17 @@ func defaultPodSpec(s *corev1.PodSpec) {
 	for i := range s.Volumes {
 		defaultVolume(&s.Volumes[i].VolumeSource)
 	}
+	if s.HostNetwork { // a host-network pod's ports are the node's
+		for _, list := range [][]corev1.Container{s.InitContainers, s.Containers} {
+			for i := range list {
+				for j := range list[i].Ports {
+					if p := &list[i].Ports[j]; p.HostPort == 0 {
+						p.HostPort = p.ContainerPort
+					}
+				}
+			}
+		}
+	}
 	for i := range s.InitContainers {
 		defaultContainer(&s.InitContainers[i])
 	}

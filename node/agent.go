@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
@@ -195,6 +197,16 @@ func (a *Agent) adopt(ctx context.Context) error {
 		a.sandboxes[ns+"/"+name] = sb
 		a.cfg.Log.Info("adopted pod network", "netns", sb.Netns, "ip", sb.IP)
 	}
+	defer a.syncHostPorts()
+	// hostNetwork pods have no sandbox of their own: their containers say they exist.
+	pods, _ := a.pods.List(labels.Everything())
+	for _, uid := range a.rt.Pods() {
+		for _, p := range pods {
+			if string(p.UID) == uid && p.Spec.HostNetwork && p.Spec.NodeName == a.cfg.NodeName {
+				a.sandboxes[key(p)] = a.hostSandbox(p)
+			}
+		}
+	}
 	// Containers of pods that went away while the daemon was down.
 	for _, uid := range a.rt.Pods() {
 		if !a.hasSandbox(uid) {
@@ -264,6 +276,9 @@ func (a *Agent) ensureSandbox(ctx context.Context, pod *corev1.Pod) (sandbox.San
 	a.mu.Lock()
 	sb, ok := a.sandboxes[k]
 	a.mu.Unlock()
+	if ok && sb.UID == string(pod.UID) && sb.Netns == "" {
+		return sb, nil // the node's own network
+	}
 	if ok && sb.UID == string(pod.UID) {
 		what, err := a.net.Repair(sb)
 		switch {
@@ -280,6 +295,13 @@ func (a *Agent) ensureSandbox(ctx context.Context, pod *corev1.Pod) (sandbox.San
 	if ok {
 		a.teardown(ctx, k) // a pod of the same name was replaced, or its sandbox was lost
 	}
+	if pod.Spec.HostNetwork {
+		sb := a.hostSandbox(pod)
+		a.mu.Lock()
+		a.sandboxes[k] = sb
+		a.mu.Unlock()
+		return sb, nil
+	}
 	sb, err := a.net.Create(pod.Namespace, pod.Name, string(pod.UID))
 	if err != nil {
 		return sandbox.Sandbox{}, fmt.Errorf("pod %s network: %w", k, err)
@@ -292,7 +314,42 @@ func (a *Agent) ensureSandbox(ctx context.Context, pod *corev1.Pod) (sandbox.San
 	a.sandboxes[k] = sb
 	a.mu.Unlock()
 	a.cfg.Log.Info("pod network ready", "pod", k, "ip", sb.IP, "netns", sb.Netns)
+	a.syncHostPorts()
 	return sb, nil
+}
+
+// syncHostPorts forwards the hostPorts of this node's pod-network pods from the node,
+// as the portmap CNI plugin does (a hostNetwork pod's ports are the node's already).
+func (a *Agent) syncHostPorts() {
+	var ports []sandbox.HostPort
+	a.mu.Lock()
+	for k, sb := range a.sandboxes {
+		ns, name, _ := strings.Cut(k, "/")
+		pod, err := a.pods.Pods(ns).Get(name)
+		if sb.Netns == "" || err != nil || string(pod.UID) != sb.UID {
+			continue
+		}
+		for _, c := range pod.Spec.Containers {
+			for _, p := range c.Ports {
+				if p.HostPort <= 0 {
+					continue
+				}
+				hostIP, _ := netip.ParseAddr(p.HostIP)
+				ports = append(ports, sandbox.HostPort{Protocol: strings.ToLower(string(cmp.Or(p.Protocol, corev1.ProtocolTCP))),
+					Port: uint16(p.HostPort), HostIP: hostIP, PodIP: sb.IP, PodPort: uint16(p.ContainerPort)})
+			}
+		}
+	}
+	a.mu.Unlock()
+	if err := a.net.SetHostPorts(ports); err != nil {
+		a.cfg.Log.Error("host ports", "err", err)
+	}
+}
+
+// hostSandbox is the sandbox of a hostNetwork pod: the node's own network namespace
+// (no netns of its own) and address.
+func (a *Agent) hostSandbox(pod *corev1.Pod) sandbox.Sandbox {
+	return sandbox.Sandbox{UID: string(pod.UID), IP: a.nodeIP()}
 }
 
 // forcedGrace is how long containers of a pod deleted without waiting for its node
@@ -361,7 +418,8 @@ func (a *Agent) teardownWithin(ctx context.Context, k string, grace time.Duratio
 		return true
 	})
 	a.mu.Unlock()
-	if ours {
+	if ours && sb.Netns != "" {
+		a.syncHostPorts()
 		a.net.Remove(sb)
 		a.cfg.Log.Info("pod network removed", "pod", k, "ip", sb.IP)
 	}
@@ -391,7 +449,11 @@ func (a *Agent) PortForward(ctx context.Context, pod *corev1.Pod, port int32) (n
 	}
 	var conn net.Conn
 	var dialErr error
-	err := sandbox.Do(a.net.NetnsName(pod.Namespace, pod.Name), func() {
+	netnsName := a.net.NetnsName(pod.Namespace, pod.Name)
+	if pod.Spec.HostNetwork {
+		netnsName = ""
+	}
+	err := sandbox.Do(netnsName, func() {
 		var d net.Dialer
 		conn, dialErr = d.DialContext(ctx, "tcp4", fmt.Sprintf("127.0.0.1:%d", port))
 	})

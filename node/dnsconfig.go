@@ -53,11 +53,15 @@ func (rc resolvConf) String() string {
 // Default copies the node's; None starts empty; dnsConfig is merged on top.
 func podResolvConf(pod *corev1.Pod, clusterDNS netip.Addr, domain string, host resolvConf) resolvConf {
 	var rc resolvConf
-	switch pod.Spec.DNSPolicy {
+	policy := pod.Spec.DNSPolicy
+	if policy == corev1.DNSClusterFirst && pod.Spec.HostNetwork {
+		policy = corev1.DNSDefault // as the kubelet: a host-network pod asks for the cluster with ClusterFirstWithHostNet
+	}
+	switch policy {
 	case corev1.DNSNone:
 	case corev1.DNSDefault:
 		rc = host
-	default: // ClusterFirst, ClusterFirstWithHostNet (no host network here)
+	default: // ClusterFirst, ClusterFirstWithHostNet
 		rc = resolvConf{nameservers: []string{clusterDNS.String()},
 			searches: append([]string{pod.Namespace + ".svc." + domain, "svc." + domain, domain}, host.searches...),
 			options:  []string{"ndots:5"}}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -22,9 +23,16 @@ import (
 // CreateContainerConfigError).
 var ErrContainerConfig = errors.New("container configuration")
 
-// podHosts renders /etc/hosts as the kubelet does.
+// podHosts renders /etc/hosts as the kubelet does: for a hostNetwork pod, the node's.
 func podHosts(pod *corev1.Pod, ip netip.Addr, domain string) string {
 	var b strings.Builder
+	if pod.Spec.HostNetwork {
+		if data, err := os.ReadFile("/etc/hosts"); err == nil {
+			b.WriteString("# Kubernetes-managed hosts file (host network).\n")
+			b.Write(data)
+			return b.String()
+		}
+	}
 	b.WriteString("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" +
 		"fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n")
 	host := podHostname(pod)

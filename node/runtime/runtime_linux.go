@@ -215,8 +215,9 @@ type Container struct {
 	Argv, Env []string
 	Dir       string
 	Hostname  string
-	// Hosts is the content of the container's /etc/hosts.
-	Hosts                 string
+	// Hosts and ResolvConf are the content of the container's /etc/hosts and
+	// /etc/resolv.conf.
+	Hosts, ResolvConf     string
 	Stdin, StdinOnce, TTY bool
 	// Mounts are the container's volume mounts, in the pod's order.
 	Mounts []shim.Mount
@@ -237,8 +238,8 @@ func (r *Runtime) Start(ctr Container, c *ContainerState) error {
 		c.Last, c.Exit = c.Exit, nil
 		c.NextStart = time.Time{}
 	}
-	hosts := filepath.Join(r.podDir(ctr.PodUID), "hosts")
-	if err := os.WriteFile(hosts, []byte(ctr.Hosts), 0o644); err != nil {
+	hosts, resolv := filepath.Join(r.podDir(ctr.PodUID), "hosts"), filepath.Join(r.podDir(ctr.PodUID), "resolv.conf")
+	if err := errors.Join(os.WriteFile(hosts, []byte(ctr.Hosts), 0o644), os.WriteFile(resolv, []byte(ctr.ResolvConf), 0o644)); err != nil {
 		return err
 	}
 	root := filepath.Join(dir, "root")
@@ -252,7 +253,7 @@ func (r *Runtime) Start(ctr Container, c *ContainerState) error {
 	})
 	spec := shim.Spec{Argv: ctr.Argv, Builtin: ctr.Argv[0] == r.self, Env: ctr.Env, Dir: ctr.Dir, Hostname: ctr.Hostname,
 		Root: root, Mounts: mounts,
-		Binds: map[string]string{"/etc/resolv.conf": filepath.Join("/etc/netns", ctr.Netns, "resolv.conf"), "/etc/hosts": hosts},
+		Binds: map[string]string{"/etc/resolv.conf": resolv, "/etc/hosts": hosts},
 		Tmpfs: []string{"/tmp", "/run", r.dataDir}, ExitFile: filepath.Join(dir, "exit.json"),
 		Attach: r.attachSocket(ctr.PodUID, ctr.Name), Stdin: ctr.Stdin, StdinOnce: ctr.StdinOnce, TTY: ctr.TTY}
 	os.Remove(spec.Attach) // the last run's

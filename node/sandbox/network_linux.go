@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -43,6 +44,9 @@ type Network struct {
 	gateway  netip.Addr
 	ipam     *ipam
 	log      *slog.Logger
+
+	mu        sync.Mutex
+	hostPorts []HostPort // forwarded now
 }
 
 // New builds the network; nothing touches the kernel before Setup.
@@ -371,6 +375,10 @@ func ownVeth(instance, name string) bool {
 // made there belong to it). A thread that cannot move back ends with its goroutine
 // instead of returning to the pool.
 func Do(name string, f func()) error {
+	if name == "" { // the node's own network (a hostNetwork pod's)
+		f()
+		return nil
+	}
 	target, err := netns.GetFromName(name)
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -44,11 +45,19 @@ func fmtList(l []string) string {
 	return s + "]"
 }
 
-func TestMasqueradeRules(t *testing.T) {
+func TestNodeRules(t *testing.T) {
 	n := New(Config{Instance: "mc", CIDR: netip.MustParsePrefix("10.244.0.0/16")})
-	want := "table ip mc_node {}\ndelete table ip mc_node\ntable ip mc_node {\n\tchain postrouting {\n" +
-		"\t\ttype nat hook postrouting priority 100; policy accept;\n\t\tip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade\n\t}\n}\n"
-	if got := n.masqueradeRules(); got != want {
-		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	got := n.nodeRules([]HostPort{{Protocol: "tcp", Port: 8080, PodIP: netip.MustParseAddr("10.244.0.5"), PodPort: 80},
+		{Protocol: "udp", Port: 5353, HostIP: netip.MustParseAddr("192.0.2.1"), PodIP: netip.MustParseAddr("10.244.0.6"), PodPort: 53}})
+	for _, want := range []string{
+		"table ip mc_node {}\ndelete table ip mc_node\ntable ip mc_node {\n",
+		"\tchain hostports {\n\t\ttcp dport 8080 dnat to 10.244.0.5:80\n\t\tip daddr 192.0.2.1 udp dport 5353 dnat to 10.244.0.6:53\n\t}\n",
+		"type nat hook prerouting priority -110; policy accept;\n\t\tfib daddr type local jump hostports\n",
+		"type nat hook output priority -110; policy accept;\n\t\tfib daddr type local jump hostports\n",
+		"\t\ttype nat hook postrouting priority 100; policy accept;\n\t\tip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no %q in:\n%s", want, got)
+		}
 	}
 }

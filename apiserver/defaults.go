@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -29,7 +30,13 @@ func defaultNamespace(obj store.Object) {
 	ns.Labels["kubernetes.io/metadata.name"] = ns.Name
 }
 
-func defaultPod(obj store.Object) { defaultPodSpec(&obj.(*corev1.Pod).Spec) }
+func defaultPod(obj store.Object) {
+	pod := obj.(*corev1.Pod)
+	defaultPodSpec(&pod.Spec)
+	if pod.Status.QOSClass == "" { // set at creation, as kube-apiserver does
+		pod.Status.QOSClass = PodQOSClass(pod.Spec)
+	}
+}
 
 func defaultPodSpec(s *corev1.PodSpec) {
 	if s.RestartPolicy == "" {
@@ -117,6 +124,15 @@ func defaultVolume(v *corev1.VolumeSource) {
 }
 
 func defaultContainer(c *corev1.Container) {
+	// A limit without a request requests the limit.
+	for name, limit := range c.Resources.Limits {
+		if _, ok := c.Resources.Requests[name]; !ok {
+			if c.Resources.Requests == nil {
+				c.Resources.Requests = corev1.ResourceList{}
+			}
+			c.Resources.Requests[name] = limit.DeepCopy()
+		}
+	}
 	if c.ImagePullPolicy == "" {
 		c.ImagePullPolicy = corev1.PullIfNotPresent
 		if _, tag, ok := strings.Cut(lastPathElem(c.Image), ":"); !ok || tag == "latest" {
@@ -272,4 +288,27 @@ func defaultReplicaSet(obj store.Object) {
 		rs.Spec.Replicas = ptr.To[int32](1)
 	}
 	defaultPodSpec(&rs.Spec.Template.Spec)
+}
+
+// PodQOSClass is a pod's QoS class, as Kubernetes computes it from its containers'
+// requests and limits.
+func PodQOSClass(spec corev1.PodSpec) corev1.PodQOSClass {
+	requests, guaranteed := false, true
+	for _, c := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
+		for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+			req, hasReq := c.Resources.Requests[r]
+			lim, hasLim := c.Resources.Limits[r]
+			requests = requests || hasReq || hasLim
+			if !hasLim || hasReq && req.Cmp(lim) != 0 {
+				guaranteed = false
+			}
+		}
+	}
+	switch {
+	case !requests:
+		return corev1.PodQOSBestEffort
+	case guaranteed:
+		return corev1.PodQOSGuaranteed
+	}
+	return corev1.PodQOSBurstable
 }

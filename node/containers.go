@@ -173,7 +173,7 @@ func (a *Agent) startContainer(pod *corev1.Pod, sb sandbox.Sandbox, vols map[str
 	run := runtime.Container{PodKey: key(pod), PodUID: string(pod.UID), Name: ctr.Name, Netns: sb.Netns, Argv: argv, Env: env,
 		Dir: ctr.WorkingDir, Hostname: podHostname(pod), Hosts: podHosts(pod, sb.IP, a.cfg.ClusterDomain),
 		ResolvConf: podResolvConf(pod, a.cfg.ClusterDNS, a.cfg.ClusterDomain, a.hostDNS).String(),
-		Stdin:      ctr.Stdin, StdinOnce: ctr.StdinOnce, TTY: ctr.TTY, Mounts: mounts}
+		Stdin:      ctr.Stdin, StdinOnce: ctr.StdinOnce, TTY: ctr.TTY, Mounts: mounts, Resources: ctr.Resources}
 	a.containerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Created", "Created container: %s", ctr.Name)
 	if err := a.rt.Start(run, c); err != nil {
 		a.containerEvent(pod, ctr.Name, corev1.EventTypeWarning, "Failed", "Error: %s", err)

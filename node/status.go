@@ -119,7 +119,10 @@ func condition(b bool) corev1.ConditionStatus {
 
 func terminated(r *shim.ExitRecord) *corev1.ContainerStateTerminated {
 	reason := "Completed"
-	if r.ExitCode != 0 {
+	switch {
+	case r.Reason != "":
+		reason = r.Reason
+	case r.ExitCode != 0:
 		reason = "Error"
 	}
 	return &corev1.ContainerStateTerminated{ExitCode: r.ExitCode, Reason: reason, Message: r.Error,

@@ -232,7 +232,7 @@ func TestDescribeHelpers(t *testing.T) {
 		{corev1.ResourceRequirements{Limits: cpu, Requests: cpu}, corev1.PodQOSGuaranteed},
 		{corev1.ResourceRequirements{Requests: cpu}, corev1.PodQOSBurstable},
 	} {
-		if got := qosClass(corev1.PodSpec{Containers: []corev1.Container{{Resources: c.res}}}); got != c.want {
+		if got := apiserver.PodQOSClass(corev1.PodSpec{Containers: []corev1.Container{{Resources: c.res}}}); got != c.want {
 			t.Errorf("qosClass(%v) = %s, want %s", c.res, got, c.want)
 		}
 	}

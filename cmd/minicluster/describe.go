@@ -471,31 +471,9 @@ func (d *describer) pod(p *corev1.Pod) {
 	}
 	qos := p.Status.QOSClass
 	if qos == "" {
-		qos = qosClass(p.Spec)
+		qos = apiserver.PodQOSClass(p.Spec) // a server that does not fill it
 	}
 	d.podSpecTail(0, p.Spec, string(qos))
-}
-
-// qosClass is the pod's QoS class, for servers that do not fill status.qosClass.
-func qosClass(spec corev1.PodSpec) corev1.PodQOSClass {
-	requests, guaranteed := false, true
-	for _, c := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
-		for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
-			req, hasReq := c.Resources.Requests[r]
-			lim, hasLim := c.Resources.Limits[r]
-			requests = requests || hasReq || hasLim
-			if !hasLim || hasReq && req.Cmp(lim) != 0 {
-				guaranteed = false
-			}
-		}
-	}
-	switch {
-	case !requests:
-		return corev1.PodQOSBestEffort
-	case guaranteed:
-		return corev1.PodQOSGuaranteed
-	}
-	return corev1.PodQOSBurstable
 }
 
 // volume prints a volume's source as kubectl describe does.

@@ -283,8 +283,13 @@ func cleanup(args []string, stderr io.Writer) error {
 	if !instanceName.MatchString(*instance) {
 		return fmt.Errorf("--instance %q: must be 1-8 lowercase letters and digits, starting with a letter", *instance)
 	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	// The daemon's mount namespace: its memory-backed volumes, and /sys with the cgroups.
+	if err := enterHostMountNamespace(log); err != nil {
+		return err
+	}
 	proxy.Cleanup(*instance, nil)
-	return node.Cleanup(*instance, *dataDir, slog.New(slog.NewTextHandler(stderr, nil)))
+	return node.Cleanup(*instance, *dataDir, log)
 }
 
 // checkDataDir refuses a data dir that others could read or change: it holds the CA key

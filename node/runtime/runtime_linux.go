@@ -42,6 +42,7 @@ type Runtime struct {
 	self    string   // this binary: built-in images
 	shim    []string // the shim's command, before its spec
 	catalog *catalog
+	cgroups *cgroups
 	log     *slog.Logger
 	exits   chan string // keys of pods one of whose shims this daemon started has ended
 
@@ -72,7 +73,12 @@ func New(cfg Config) (*Runtime, error) {
 	if small := filepath.Join(filepath.Dir(self), "minicluster-shim"); unix.Access(small, unix.X_OK) == nil {
 		shimCmd = []string{small}
 	}
-	return &Runtime{dataDir: cfg.DataDir, self: self, shim: shimCmd, catalog: cat, log: cfg.Log, exits: make(chan string, 1024), children: map[int]string{}}, nil
+	cg := detectCgroups()
+	if cg.memory == "" || cg.cpu == "" {
+		cfg.Log.Warn("no cgroup memory or cpu controller: containers' resource limits are not enforced", "memory", cg.memory, "cpu", cg.cpu)
+	}
+	return &Runtime{dataDir: cfg.DataDir, self: self, shim: shimCmd, catalog: cat, cgroups: cg, log: cfg.Log,
+		exits: make(chan string, 1024), children: map[int]string{}}, nil
 }
 
 // Exits delivers the key (namespace/name) of a pod each time one of the shims this
@@ -204,6 +210,9 @@ func (r *Runtime) CollectExit(uid, name string, c *ContainerState) {
 	if err != nil || json.Unmarshal(data, &rec) != nil {
 		rec = shim.ExitRecord{ExitCode: 137, Signal: "SIGKILL", Error: "the container's shim vanished", StartedAt: c.StartedAt, FinishedAt: time.Now()}
 	}
+	if rec.ExitCode == 137 && r.cgroups.oomKilled(uid, name) {
+		rec.Reason = "OOMKilled"
+	}
 	c.Exit = &rec
 }
 
@@ -221,6 +230,8 @@ type Container struct {
 	Stdin, StdinOnce, TTY bool
 	// Mounts are the container's volume mounts, in the pod's order.
 	Mounts []shim.Mount
+	// Resources are enforced with cgroups.
+	Resources corev1.ResourceRequirements
 }
 
 // Resolve gives the program a container runs, from its image and command, or
@@ -251,8 +262,16 @@ func (r *Runtime) Start(ctr Container, c *ContainerState) error {
 	slices.SortStableFunc(mounts, func(a, b shim.Mount) int {
 		return strings.Count(filepath.Clean(a.Target), "/") - strings.Count(filepath.Clean(b.Target), "/")
 	})
+	// A fresh cgroup for each run: the last run's OOM count is not this one's.
+	for _, d := range r.cgroups.dirs(ctr.PodUID, ctr.Name) {
+		os.Remove(d)
+	}
+	cgroups, err := r.cgroups.setup(ctr.PodUID, ctr.Name, ctr.Resources)
+	if err != nil {
+		return err
+	}
 	spec := shim.Spec{Argv: ctr.Argv, Builtin: ctr.Argv[0] == r.self, Env: ctr.Env, Dir: ctr.Dir, Hostname: ctr.Hostname,
-		Root: root, Mounts: mounts,
+		Root: root, Mounts: mounts, Cgroups: cgroups,
 		Binds: map[string]string{"/etc/resolv.conf": resolv, "/etc/hosts": hosts},
 		Tmpfs: []string{"/tmp", "/run", r.dataDir}, ExitFile: filepath.Join(dir, "exit.json"),
 		Attach: r.attachSocket(ctr.PodUID, ctr.Name), Stdin: ctr.Stdin, StdinOnce: ctr.StdinOnce, TTY: ctr.TTY}
@@ -347,6 +366,7 @@ func (r *Runtime) Stop(ctx context.Context, uid string, grace time.Duration) err
 		}
 	}
 	removePodDir(r.podDir(uid))
+	r.cgroups.remove(uid)
 	return nil
 }
 
@@ -371,5 +391,11 @@ func Cleanup(dataDir string, log *slog.Logger) {
 			}
 		}
 		removePodDir(dir)
+		cg := detectCgroups()
+		wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 2*time.Second, true, func(context.Context) (bool, error) {
+			cg.remove(filepath.Base(dir))
+			_, err := os.Stat(filepath.Join(cg.memory, podCgroup(filepath.Base(dir))))
+			return cg.memory == "" || err != nil, nil
+		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -33,6 +34,9 @@ type Spec struct {
 	Tmpfs    []string          `json:"tmpfs"` // private empty directories (also hides the data dir)
 	Mounts   []Mount           `json:"mounts,omitempty"`
 	ExitFile string            `json:"exitFile"`
+	// Cgroups are the container's cgroup directories: the shim joins them before the
+	// program starts, so the program and everything it starts are limited.
+	Cgroups []string `json:"cgroups,omitempty"`
 	// Attach is the unix socket the shim serves attaches on.
 	Attach string `json:"attach,omitempty"`
 	// Stdin keeps the program's stdin open for attached clients; StdinOnce ends it when
@@ -47,8 +51,10 @@ type Spec struct {
 
 // ExitRecord is what the shim leaves when the program ends.
 type ExitRecord struct {
-	ExitCode   int32     `json:"exitCode"`
-	Signal     string    `json:"signal,omitempty"`
+	ExitCode int32  `json:"exitCode"`
+	Signal   string `json:"signal,omitempty"`
+	// Reason, when set, is the kubelet's reason for the end (OOMKilled).
+	Reason     string    `json:"reason,omitempty"`
 	Error      string    `json:"error,omitempty"`
 	StartedAt  time.Time `json:"startedAt"`
 	FinishedAt time.Time `json:"finishedAt"`
@@ -110,6 +116,11 @@ func run(spec *Spec, h *hub) ExitRecord {
 	fail := func(err error) ExitRecord {
 		rec.ExitCode, rec.Error, rec.FinishedAt = 128, err.Error(), time.Now()
 		return rec
+	}
+	for _, dir := range spec.Cgroups {
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
+			return fail(fmt.Errorf("join cgroup %s: %w", dir, err))
+		}
 	}
 	if err := prepareFilesystem(spec); err != nil {
 		return fail(err)

@@ -104,25 +104,38 @@ func fieldValue(pod *corev1.Pod, path, hostIP string, ip netip.Addr) (string, er
 	return "", fmt.Errorf("%w: fieldRef %q is not supported", ErrContainerConfig, path)
 }
 
-// expand replaces $(VAR) with earlier variables, leaving unknown references and
-// turning $$ into $, as Kubernetes does.
+// expand replaces $(VAR) with earlier variables, leaving unknown references as written
+// and turning $$ into $, as the kubelet's expansion does: a reference runs from $( to
+// the first ), and an incomplete one is kept as it is.
 func expand(s string, vars map[string]string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
-		switch {
-		case strings.HasPrefix(s[i:], "$$"):
+		if s[i] != '$' || i+1 == len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		switch next := s[i+1]; {
+		case next == '$':
 			b.WriteByte('$')
 			i++
-		case strings.HasPrefix(s[i:], "$("):
-			end := strings.IndexByte(s[i:], ')')
-			if v, ok := vars[s[i+2:i+max(end, 2)]]; end > 2 && ok {
-				b.WriteString(v)
-				i += end
+		case next == '(':
+			end := strings.IndexByte(s[i+2:], ')')
+			if end < 0 {
+				b.WriteString("$(") // incomplete: kept, and what follows read on
+				i++
 				continue
 			}
-			b.WriteByte(s[i])
+			name := s[i+2 : i+2+end]
+			if v, ok := vars[name]; ok {
+				b.WriteString(v)
+			} else {
+				b.WriteString("$(" + name + ")")
+			}
+			i += 2 + end
 		default:
-			b.WriteByte(s[i])
+			b.WriteByte('$')
+			b.WriteByte(next)
+			i++
 		}
 	}
 	return b.String()

@@ -8,6 +8,7 @@ FUZZTIME ?= 30s
 # Real clients the integration tests drive, pinned, built from the Go module proxy once.
 TOOLS := /var/cache/minicluster-tools
 HELM_VERSION := v3.21.4
+COREDNS_VERSION := v1.15.0
 RUN_FLAGS ?=
 
 .DEFAULT_GOAL := help
@@ -30,9 +31,11 @@ deps: ## install the Debian packages minicluster and its tests use (root; only m
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-tools: ## install the real clients the integration tests use (Helm) into $(TOOLS)
+tools: ## install the real clients the integration tests use (Helm, CoreDNS) into $(TOOLS)
 	@test -x $(TOOLS)/helm || { echo "installing helm $(HELM_VERSION) into $(TOOLS)"; \
 		cd /tmp && GOFLAGS= GOBIN=$(TOOLS) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
+	@test -x $(TOOLS)/coredns || { echo "installing coredns $(COREDNS_VERSION) into $(TOOLS) (a few minutes)"; \
+		cd /tmp && GOFLAGS= GOBIN=$(TOOLS) $(GO) install github.com/coredns/coredns@$(COREDNS_VERSION); }
 
 test: deps tools test-unit test-integration ## all tests: unit, then integration (root)
 

@@ -4,10 +4,12 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -62,4 +64,31 @@ func TestExecExecutors(t *testing.T) {
 			t.Errorf("%s: stdout %q, stderr %q, err %v", name, stdout.String(), stderr.String(), err)
 		}
 	}
+}
+
+// securityContext's runAsUser and runAsGroup: the container and what kubectl exec runs
+// in it run as that user; runAsNonRoot without a user is refused as the kubelet does.
+func TestRunAsUser(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	kubectl := n.kubectlFor(t)
+	kubectl("run", "user", "--image=busybox", "--overrides",
+		`{"spec":{"securityContext":{"runAsUser":1000,"runAsGroup":3000,"supplementalGroups":[4000]},`+
+			`"containers":[{"name":"user","image":"busybox","command":["sh","-c","id; touch /tmp/mine; sleep 3600"]}]}}`)
+	kubectl("run", "nonroot", "--image=busybox", "--overrides",
+		`{"spec":{"containers":[{"name":"nonroot","image":"busybox","command":["sleep","3600"],"securityContext":{"runAsNonRoot":true}}]}}`)
+	kubectl("wait", "--for=condition=Ready", "pod/user", "--timeout=60s")
+	if out := kubectl("logs", "user"); !strings.Contains(out, "uid=1000") || !strings.Contains(out, "gid=3000") || !strings.Contains(out, "4000") {
+		t.Errorf("id in the container: %q", out)
+	}
+	if out := kubectl("exec", "user", "--", "id", "-u"); out != "1000\n" {
+		t.Errorf("id -u through exec: %q", out)
+	}
+	eventually(t, 30*time.Second, func() error {
+		got := kubectl("get", "pod", "nonroot", "-o", `jsonpath={.status.containerStatuses[0].state.waiting.reason}: {.status.containerStatuses[0].state.waiting.message}`)
+		if !strings.HasPrefix(got, "CreateContainerConfigError: ") || !strings.Contains(got, "container has runAsNonRoot and image will run as root") {
+			return fmt.Errorf("nonroot: %s", got)
+		}
+		return nil
+	})
 }

@@ -89,3 +89,82 @@ func lastLines(b []byte, n int) string {
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
+
+// toolBinary finds a real client `make tools` installs into /var/cache/minicluster-tools.
+func toolBinary(t *testing.T, name string) string {
+	p := filepath.Join("/var/cache/minicluster-tools", name)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s is not installed: `make tools` installs it", p)
+	}
+	return p
+}
+
+// The real CoreDNS (its kubernetes plugin, client-go's watch-list) syncs from
+// minicluster's API with no API error, follows changes, and answers service names as
+// minicluster's own DNS does.
+func TestRealCoreDNS(t *testing.T) {
+	coredns := toolBinary(t, "coredns")
+	n := newNode(t)
+	n.start()
+	ip := n.applyBackend(t, 2)
+	dir := t.TempDir()
+	corefile := filepath.Join(dir, "Corefile")
+	os.WriteFile(corefile, []byte(`.:1053 {
+    bind 127.0.0.53
+    errors
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig `+filepath.Join(n.dataDir, "kubeconfig")+` minicluster
+        pods insecure
+    }
+}
+`), 0o644)
+	logPath := filepath.Join(dir, "coredns.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", n.netns, coredns, "-conf", corefile)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		cmd.Wait()
+		logFile.Close()
+	})
+	dig := func(server, port, name, typ string) string {
+		out, _, _ := n.exec("dig", "@"+server, "-p", port, "+short", "+time=1", "+tries=1", name, typ)
+		return strings.TrimSpace(out)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if got := dig("127.0.0.53", "1053", "backend.default.svc.cluster.local", "A"); got != ip {
+			return fmt.Errorf("CoreDNS: backend is %q, want %s", got, ip)
+		}
+		return nil
+	})
+	// A change reaches it through its watches.
+	kubectl := n.kubectlFor(t)
+	kubectl("create", "service", "clusterip", "late", "--tcp=80:8080")
+	late := n.clusterIP(t, "late")
+	eventually(t, 10*time.Second, func() error {
+		if got := dig("127.0.0.53", "1053", "late.default.svc.cluster.local", "A"); got != late {
+			return fmt.Errorf("CoreDNS: late is %q, want %s", got, late)
+		}
+		return nil
+	})
+	for _, q := range []struct{ name, typ string }{
+		{"backend.default.svc.cluster.local", "A"}, {"kubernetes.default.svc.cluster.local", "A"},
+		{"_http._tcp.backend.default.svc.cluster.local", "SRV"}, {"late.default.svc.cluster.local", "A"},
+	} {
+		if ours, theirs := dig("10.244.0.1", "53", q.name, q.typ), dig("127.0.0.53", "1053", q.name, q.typ); ours != theirs || ours == "" {
+			t.Errorf("%s %s: minicluster %q, CoreDNS %q", q.name, q.typ, ours, theirs)
+		}
+	}
+	log, _ := os.ReadFile(logPath)
+	apiError := regexp.MustCompile(`(?i)failed to (list|watch)|Unhandled Error|is forbidden|could not find the requested resource|field label not supported|Unauthorized`)
+	if m := apiError.FindAll(log, -1); len(m) > 0 {
+		t.Errorf("CoreDNS's log has %d API errors, e.g. %q:\n%s", len(m), m[0], lastLines(log, 40))
+	}
+}

@@ -1,12 +1,15 @@
 package node
 
 import (
+	"cmp"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/minicluster/minicluster/node/runtime"
 	"github.com/minicluster/minicluster/node/runtime/shim"
@@ -169,11 +172,15 @@ func (a *Agent) startContainer(pod *corev1.Pod, sb sandbox.Sandbox, vols map[str
 	if err != nil {
 		return err
 	}
+	user, err := containerUser(pod, ctr)
+	if err != nil {
+		return err
+	}
 	a.containerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine", ctr.Image)
 	run := runtime.Container{PodKey: key(pod), PodUID: string(pod.UID), Name: ctr.Name, Netns: sb.Netns, Argv: argv, Env: env,
 		Dir: ctr.WorkingDir, Hostname: podHostname(pod), Hosts: podHosts(pod, sb.IP, a.cfg.ClusterDomain),
 		ResolvConf: podResolvConf(pod, a.cfg.ClusterDNS, a.cfg.ClusterDomain, a.hostDNS).String(),
-		Stdin:      ctr.Stdin, StdinOnce: ctr.StdinOnce, TTY: ctr.TTY, Mounts: mounts, Resources: ctr.Resources}
+		Stdin:      ctr.Stdin, StdinOnce: ctr.StdinOnce, TTY: ctr.TTY, Mounts: mounts, Resources: ctr.Resources, User: user}
 	a.containerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Created", "Created container: %s", ctr.Name)
 	if err := a.rt.Start(run, c); err != nil {
 		a.containerEvent(pod, ctr.Name, corev1.EventTypeWarning, "Failed", "Error: %s", err)
@@ -182,6 +189,40 @@ func (a *Agent) startContainer(pod *corev1.Pod, sb sandbox.Sandbox, vols map[str
 	a.probes.ensure(pod, ctr, c, sb.IP.String())
 	a.containerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Started", "Started container %s", ctr.Name)
 	return nil
+}
+
+// containerUser is who a container runs as: its securityContext's runAsUser and
+// runAsGroup over the pod's, with the pod's supplementalGroups and fsGroup; nil is root,
+// which the images here run as.
+func containerUser(pod *corev1.Pod, ctr *corev1.Container) (*shim.User, error) {
+	var uid, gid *int64
+	var nonRoot *bool
+	var groups []uint32
+	if sc := pod.Spec.SecurityContext; sc != nil {
+		uid, gid, nonRoot = sc.RunAsUser, sc.RunAsGroup, sc.RunAsNonRoot
+		for _, g := range sc.SupplementalGroups {
+			groups = append(groups, uint32(g))
+		}
+		if sc.FSGroup != nil {
+			groups = append(groups, uint32(*sc.FSGroup))
+		}
+	}
+	if sc := ctr.SecurityContext; sc != nil {
+		uid, gid, nonRoot = cmp.Or(sc.RunAsUser, uid), cmp.Or(sc.RunAsGroup, gid), cmp.Or(sc.RunAsNonRoot, nonRoot)
+	}
+	if nonRoot != nil && *nonRoot && (uid == nil || *uid == 0) {
+		if uid == nil {
+			return nil, fmt.Errorf("%w: container has runAsNonRoot and image will run as root (pod: %q, container: %s)",
+				ErrContainerConfig, fmt.Sprintf("%s_%s(%s)", pod.Name, pod.Namespace, pod.UID), ctr.Name)
+		}
+		return nil, fmt.Errorf("%w: container's runAsUser breaks non-root policy (pod: %q, container: %s)",
+			ErrContainerConfig, fmt.Sprintf("%s_%s(%s)", pod.Name, pod.Namespace, pod.UID), ctr.Name)
+	}
+	if uid == nil && gid == nil && len(groups) == 0 {
+		return nil, nil
+	}
+	u := &shim.User{UID: uint32(ptr.Deref(uid, 0)), GID: uint32(ptr.Deref(gid, 0)), Groups: groups}
+	return u, nil
 }
 
 func podHostname(pod *corev1.Pod) string {

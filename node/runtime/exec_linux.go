@@ -37,7 +37,11 @@ func (r *Runtime) Exec(ctx context.Context, pod *corev1.Pod, container string, c
 	}
 	// nsenter takes the root and the working directory of the shim, which are the
 	// container's.
-	args := append([]string{"--target", strconv.Itoa(c.ShimPID), "--mount", "--uts", "--net", "--root", "--wd", "--"}, command...)
+	args := []string{"--target", strconv.Itoa(c.ShimPID), "--mount", "--uts", "--net", "--root", "--wd"}
+	if u := spec.User; u != nil { // as the container's user
+		args = append(args, "--setuid", strconv.Itoa(int(u.UID)), "--setgid", strconv.Itoa(int(u.GID)))
+	}
+	args = append(append(args, "--"), command...)
 	run := exec.CommandContext(ctx, "nsenter", args...)
 	run.Env = spec.Env
 	if o.Tty {

@@ -232,6 +232,8 @@ type Container struct {
 	Mounts []shim.Mount
 	// Resources are enforced with cgroups.
 	Resources corev1.ResourceRequirements
+	// User is who the container's processes run as (nil: root).
+	User *shim.User
 }
 
 // Resolve gives the program a container runs, from its image and command, or
@@ -270,8 +272,15 @@ func (r *Runtime) Start(ctr Container, c *ContainerState) error {
 	if err != nil {
 		return err
 	}
-	spec := shim.Spec{Argv: ctr.Argv, Builtin: ctr.Argv[0] == r.self, Env: ctr.Env, Dir: ctr.Dir, Hostname: ctr.Hostname,
-		Root: root, Mounts: mounts, Cgroups: cgroups,
+	// The shim says when the program runs: Start returns then, as a runtime's start does.
+	startedR, startedW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer startedR.Close()
+	defer startedW.Close()
+	spec := shim.Spec{Argv: ctr.Argv, Builtin: ctr.Argv[0] == r.self, Env: ctr.Env, Dir: ctr.Dir, Hostname: ctr.Hostname, Started: 3,
+		Root: root, Mounts: mounts, Cgroups: cgroups, User: ctr.User,
 		Binds: map[string]string{"/etc/resolv.conf": resolv, "/etc/hosts": hosts},
 		Tmpfs: []string{"/tmp", "/run", r.dataDir}, ExitFile: filepath.Join(dir, "exit.json"),
 		Attach: r.attachSocket(ctr.PodUID, ctr.Name), Stdin: ctr.Stdin, StdinOnce: ctr.StdinOnce, TTY: ctr.TTY}
@@ -289,6 +298,7 @@ func (r *Runtime) Start(ctr Container, c *ContainerState) error {
 	defer log.Close()
 	cmd := exec.Command(r.shim[0], append(r.shim[1:], specPath)...)
 	cmd.Stdout, cmd.Stderr = log, log
+	cmd.ExtraFiles = []*os.File{startedW} // fd 3
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS}
 	// Forked from a thread inside the pod's netns, so the shim starts there.
 	var startErr error
@@ -301,6 +311,9 @@ func (r *Runtime) Start(ctr Container, c *ContainerState) error {
 	r.children[pid] = ctr.PodKey
 	r.mu.Unlock()
 	cmd.Process.Release() // reaped by Run, by PID
+	startedW.Close()
+	startedR.SetReadDeadline(time.Now().Add(30 * time.Second))
+	startedR.Read(make([]byte, 1)) // a byte, or EOF when the shim ended first
 	r.log.Info("container started", "pod", ctr.PodKey, "container", ctr.Name, "argv", strings.Join(ctr.Argv, " "), "restarts", c.RestartCount)
 	return nil
 }

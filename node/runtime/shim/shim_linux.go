@@ -34,6 +34,11 @@ type Spec struct {
 	Tmpfs    []string          `json:"tmpfs"` // private empty directories (also hides the data dir)
 	Mounts   []Mount           `json:"mounts,omitempty"`
 	ExitFile string            `json:"exitFile"`
+	// User is who the program runs as (nil: root).
+	User *User `json:"user,omitempty"`
+	// Started, when set, is a descriptor the shim writes one byte to once the program
+	// runs (its filesystem, user and cgroups set), then closes.
+	Started int `json:"started,omitempty"`
 	// Cgroups are the container's cgroup directories: the shim joins them before the
 	// program starts, so the program and everything it starts are limited.
 	Cgroups []string `json:"cgroups,omitempty"`
@@ -47,6 +52,14 @@ type Spec struct {
 	// Builtin: Argv is a built-in image (minicluster agnhost|pause ...), run inside the
 	// shim itself.
 	Builtin bool `json:"builtin,omitempty"`
+}
+
+// User is a container's user and groups (securityContext runAsUser, runAsGroup,
+// supplementalGroups).
+type User struct {
+	UID    uint32   `json:"uid"`
+	GID    uint32   `json:"gid"`
+	Groups []uint32 `json:"groups,omitempty"`
 }
 
 // ExitRecord is what the shim leaves when the program ends.
@@ -78,6 +91,9 @@ func Main(args []string, stderr io.Writer) int {
 	if err := json.Unmarshal(data, &spec); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2
+	}
+	if spec.Started > 0 {
+		unix.CloseOnExec(spec.Started) // not the program's
 	}
 	// Opened before the data dir disappears behind a tmpfs.
 	exitFile, err := os.OpenFile(spec.ExitFile, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -128,7 +144,25 @@ func run(spec *Spec, h *hub) ExitRecord {
 	if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
 		return fail(fmt.Errorf("set hostname: %w", err))
 	}
+	started := func() {
+		if spec.Started > 0 {
+			unix.Write(spec.Started, []byte{1})
+			unix.Close(spec.Started)
+		}
+	}
+	defer started() // a failure: the agent stops waiting, and reads the exit record
 	if spec.Builtin && len(spec.Argv) > 1 {
+		if u := spec.User; u != nil { // the shim itself becomes the user
+			groups := make([]int, len(u.Groups))
+			for i, g := range u.Groups {
+				groups[i] = int(g)
+			}
+			if err := errors.Join(syscall.Setgroups(groups), syscall.Setgid(int(u.GID)), syscall.Setuid(int(u.UID))); err != nil {
+				return fail(fmt.Errorf("run as %d:%d: %w", u.UID, u.GID, err))
+			}
+		}
+		started()
+		spec.Started = 0
 		code, err := runBuiltin(spec, h)
 		if err != nil {
 			return fail(err)
@@ -151,10 +185,14 @@ func run(spec *Spec, h *hub) ExitRecord {
 	cmd.Stdout = stdout
 	cmd.Stderr = &criWriter{mu: &mu, out: os.Stdout, stream: "stderr", now: time.Now, hub: h}
 	term := h.term
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
+	if u := spec.User; u != nil {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}
+	}
 	switch {
 	case term != nil:
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = h.child, h.child, h.child
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+		cmd.SysProcAttr.Setsid, cmd.SysProcAttr.Setctty, cmd.SysProcAttr.Ctty = true, true, 0
 		if !slices.ContainsFunc(cmd.Env, func(kv string) bool { return strings.HasPrefix(kv, "TERM=") }) {
 			cmd.Env = append(cmd.Env, "TERM=xterm")
 		}
@@ -164,6 +202,8 @@ func run(spec *Spec, h *hub) ExitRecord {
 	if err := cmd.Start(); err != nil {
 		return fail(fmt.Errorf("start %s: %w", spec.Argv[0], err))
 	}
+	started()
+	spec.Started = 0
 	if h.child != nil {
 		h.child.Close() // the program's now
 	}

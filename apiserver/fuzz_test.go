@@ -38,6 +38,14 @@ func FuzzDecodeBody(f *testing.F) {
 	f.Add([]byte(`{"metadata":{"name":"e"},"eventTime":"2026-12-05T10:00:00.000000Z","regarding":{"kind":"Pod"},"series":{"count":2}}`), at("events.k8s.io", "events"))
 	f.Add([]byte(`{"spec":{"resourceAttributes":{"verb":"get"},"nonResourceAttributes":{"path":"/"}}}`), at("authorization.k8s.io", "selfsubjectaccessreviews"))
 	f.Add([]byte(`{"metadata":{"name":"b"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"Role","name":"r"},"subjects":[{"kind":"Robot"}]}`), at("rbac.authorization.k8s.io", "rolebindings"))
+	f.Add([]byte(`{"metadata":{"name":"v"},"spec":{"containers":[{"name":"c","image":"b","volumeMounts":[{"name":"x","mountPath":"/x","subPath":"../a"}]}],`+
+		`"ephemeralContainers":[{"name":"d","image":"b","targetContainerName":"zz"}],"volumes":[{"name":"x","configMap":{"items":[{"key":"k","path":"/p","mode":-1}]}},`+
+		`{"name":"y","projected":{"sources":[{"serviceAccountToken":{"path":"t"}},{"downwardAPI":{"items":[{"path":"l","resourceFieldRef":{"resource":"limits.cpu"}}]}}]}},{"name":"z"}]}}`), at("", "pods"))
+	f.Add([]byte(`{"metadata":{"name":"w"},"spec":{"serviceName":"w","selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b"}},"spec":{"containers":[{"name":"c","image":"b","volumeMounts":[{"name":"data","mountPath":"/d"}]}]}},`+
+		`"volumeClaimTemplates":[{"metadata":{"name":"data"},"spec":{"accessModes":["ReadWriteOnce"],"resources":{"requests":{"storage":"1Gi"}}}}]}}`), at("apps", "statefulsets"))
+	f.Add([]byte(`{"metadata":{"name":"sc"},"provisioner":"","reclaimPolicy":"Recycle"}`), at("storage.k8s.io", "storageclasses"))
+	f.Add([]byte(`{"metadata":{"name":"pvc"},"spec":{"accessModes":[],"resources":{"requests":{"storage":"-1"}},"volumeName":"v"}}`), at("", "persistentvolumeclaims"))
+	f.Add([]byte(`{"metadata":{"name":"j"},"spec":{"completions":3,"completionMode":"Indexed","podFailurePolicy":{"rules":[{"action":"Nope","onExitCodes":{"operator":"In","values":[]}}]},"template":{"spec":{"restartPolicy":"OnFailure","containers":[{"name":"c","image":"b"}]}}}}`), at("batch", "jobs"))
 	f.Fuzz(func(t *testing.T, data []byte, which uint8) {
 		res := reg.Resources()
 		r := res[int(which)%len(res)]

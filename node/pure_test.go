@@ -140,3 +140,16 @@ func TestExpandAsTheKubelet(t *testing.T) {
 		}
 	}
 }
+
+// FuzzExpand: no string makes expansion panic, and one without $ comes back as it was.
+func FuzzExpand(f *testing.F) {
+	for _, seed := range []string{"$(A)", "$$(A)", "$(", "$", "a$(B$(A))", "$()"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got := expand(s, map[string]string{"A": "x", "B": "$(A)"})
+		if !strings.Contains(s, "$") && got != s {
+			t.Errorf("expand(%q) = %q", s, got)
+		}
+	})
+}

@@ -91,6 +91,9 @@ func newNode(t testing.TB) *node {
 		// Pod netns live beside the node's: remove them too, also after a failure.
 		exec.Command("ip", "netns", "exec", n.netns, binary, "cleanup", "--instance", n.instance, "--data-dir", n.dataDir).Run()
 		exec.Command("ip", "netns", "del", n.netns).Run()
+		if out, _ := exec.Command("pgrep", "-f", filepath.Join(n.dataDir, "pods")+"/").Output(); len(out) > 0 {
+			t.Errorf("container shims outlived cleanup: pids %s", bytes.Fields(out))
+		}
 	})
 	mustRun(t, "ip", "-n", n.netns, "link", "set", "lo", "up")
 	return n

@@ -207,6 +207,7 @@ func (a *Agent) adopt(ctx context.Context) error {
 			}
 		}
 	}
+	a.rt.KillStrays()
 	// Containers of pods that went away while the daemon was down.
 	for _, uid := range a.rt.Pods() {
 		if !a.hasSandbox(uid) {

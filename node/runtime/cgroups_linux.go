@@ -13,13 +13,21 @@ import (
 )
 
 // Containers' resources are enforced with cgroups, as the kubelet does through its
-// runtime: a memory limit (the kernel's OOM killer ends a container over it, reported
+// runtime (only containers with limits or CPU requests get one): a memory limit (the kernel's OOM killer ends a container over it, reported
 // OOMKilled), a CPU limit (CFS quota) and CPU requests (weight). Each container has a
 // cgroup minicluster/<pod uid>/<container> under the hierarchy's root: cgroup v2 when
 // the host has it unified, else the v1 memory and cpu controllers. Without them, limits
 // are not enforced (and the node says so in its log).
 
 const cgroupRoot = "/sys/fs/cgroup"
+
+// limited reports whether a container has limits or CPU requests to enforce.
+func limited(res corev1.ResourceRequirements) bool {
+	_, mem := res.Limits[corev1.ResourceMemory]
+	_, cpu := res.Limits[corev1.ResourceCPU]
+	_, req := res.Requests[corev1.ResourceCPU]
+	return mem || cpu || req
+}
 
 // cgroups finds the controllers: v2's one directory, or v1's memory and cpu ones.
 type cgroups struct {

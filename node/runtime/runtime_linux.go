@@ -264,13 +264,27 @@ func (r *Runtime) Start(ctr Container, c *ContainerState) error {
 	slices.SortStableFunc(mounts, func(a, b shim.Mount) int {
 		return strings.Count(filepath.Clean(a.Target), "/") - strings.Count(filepath.Clean(b.Target), "/")
 	})
-	// A fresh cgroup for each run: the last run's OOM count is not this one's.
-	for _, d := range r.cgroups.dirs(ctr.PodUID, ctr.Name) {
-		os.Remove(d)
-	}
-	cgroups, err := r.cgroups.setup(ctr.PodUID, ctr.Name, ctr.Resources)
-	if err != nil {
-		return err
+	// A container with limits gets a cgroup, fresh for each run (the last run's OOM count
+	// is not this one's). Moving a process into a v1 cgroup costs ~15 ms (the kernel waits
+	// for an RCU grace period), so containers without limits go without; on v2 the shim is
+	// started inside it (clone into cgroup), which costs nothing.
+	var cgroups []string
+	var cgroupFD *os.File
+	var err error
+	if limited(ctr.Resources) {
+		for _, d := range r.cgroups.dirs(ctr.PodUID, ctr.Name) {
+			os.Remove(d)
+		}
+		if cgroups, err = r.cgroups.setup(ctr.PodUID, ctr.Name, ctr.Resources); err != nil {
+			return err
+		}
+		if r.cgroups.v2 && len(cgroups) == 1 {
+			if cgroupFD, err = os.Open(cgroups[0]); err != nil {
+				return err
+			}
+			defer cgroupFD.Close()
+			cgroups = nil
+		}
 	}
 	// The shim says when the program runs: Start returns then, as a runtime's start does.
 	startedR, startedW, err := os.Pipe()
@@ -300,6 +314,9 @@ func (r *Runtime) Start(ctr Container, c *ContainerState) error {
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.ExtraFiles = []*os.File{startedW} // fd 3
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS}
+	if cgroupFD != nil {
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, int(cgroupFD.Fd())
+	}
 	// Forked from a thread inside the pod's netns, so the shim starts there.
 	var startErr error
 	if err := errors.Join(sandbox.Do(ctr.Netns, func() { startErr = cmd.Start() }), startErr); err != nil {
@@ -383,6 +400,45 @@ func (r *Runtime) Stop(ctx context.Context, uid string, grace time.Duration) err
 	return nil
 }
 
+// shims finds the running shims of containers under dataDir, by their command line
+// (the spec's path): PID → pod UID.
+func shims(dataDir string) map[int]string {
+	out := map[int]string{}
+	prefix := filepath.Join(dataDir, "pods") + "/"
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
+		last := args[len(args)-1]
+		if !strings.HasPrefix(last, prefix) || !strings.HasSuffix(last, "/spec.json") {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		uid, _, _ := strings.Cut(strings.TrimPrefix(last, prefix), "/")
+		out[pid] = uid
+	}
+	return out
+}
+
+// KillStrays kills the shims of this data dir that no container record names: started
+// by a daemon killed before it could record them.
+func (r *Runtime) KillStrays() {
+	for pid, uid := range shims(r.dataDir) {
+		known := false
+		for _, c := range r.State(uid).Containers {
+			known = known || c.ShimPID == pid
+		}
+		if !known {
+			unix.Kill(-pid, unix.SIGKILL)
+			unix.Kill(pid, unix.SIGKILL)
+			r.log.Warn("killed a container shim no record names", "pid", pid, "pod", uid)
+		}
+	}
+}
+
 // Pods lists the UIDs of the pods with container records.
 func (r *Runtime) Pods() []string {
 	dirs, _ := filepath.Glob(filepath.Join(r.dataDir, "pods", "*"))
@@ -392,9 +448,14 @@ func (r *Runtime) Pods() []string {
 	return dirs
 }
 
-// Cleanup kills the process group of every recorded container shim in dataDir and
-// forgets the pods.
+// Cleanup kills the process group of every container shim of dataDir (recorded, or
+// found by its command line) and forgets the pods.
 func Cleanup(dataDir string, log *slog.Logger) {
+	for pid, uid := range shims(dataDir) {
+		unix.Kill(-pid, unix.SIGKILL)
+		unix.Kill(pid, unix.SIGKILL)
+		log.Info("killed container shim", "pod", uid, "pid", pid)
+	}
 	dirs, _ := filepath.Glob(filepath.Join(dataDir, "pods", "*"))
 	for _, dir := range dirs {
 		for name, c := range loadState(dataDir, filepath.Base(dir)).Containers {

@@ -81,6 +81,8 @@ type Agent struct {
 	sandboxes   map[string]sandbox.Sandbox // by namespace/name
 	terminating sync.Map                   // UIDs of pods being stopped
 	tokens      sync.Map                   // "uid/volume/path" → issuedToken
+	pulls       sync.Map                   // "uid/container" → pullState after a failed pull
+	ctx         context.Context            // Run's: pulls end with it
 	hostIP      atomic.Value               // netip.Addr: the node's InternalIP
 	// background are the terminations and probe loops, beside the workers.
 	background sync.WaitGroup
@@ -142,7 +144,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.adopt(ctx); err != nil {
 		return fmt.Errorf("adopt sandboxes: %w", err)
 	}
-	a.probes.ctx = ctx
+	a.probes.ctx, a.ctx = ctx, ctx
 	var wg sync.WaitGroup
 	wg.Go(func() { a.heartbeats(ctx) })
 	wg.Go(func() { a.resync(ctx) })

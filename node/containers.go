@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/minicluster/minicluster/node/images"
 	"github.com/minicluster/minicluster/node/runtime"
 	"github.com/minicluster/minicluster/node/runtime/shim"
 	"github.com/minicluster/minicluster/node/sandbox"
@@ -129,6 +130,10 @@ func (a *Agent) syncOne(pod *corev1.Pod, sb sandbox.Sandbox, vols map[string]str
 	case errors.Is(err, runtime.ErrImageUnavailable):
 		c.Waiting, c.Message = "ErrImageNeverPull", err.Error()
 		a.containerEvent(pod, ctr.Name, corev1.EventTypeWarning, "ErrImageNeverPull", "%s", err)
+	case errors.Is(err, errImagePull), errors.Is(err, errImagePullBack), errors.Is(err, errImageNeverPull):
+		// "<reason>: <message>", the reason being the error's own text.
+		reason, msg, _ := strings.Cut(err.Error(), ": ")
+		c.Waiting, c.Message = reason, msg
 	case errors.Is(err, ErrContainerConfig):
 		c.Waiting, c.Message = "CreateContainerConfigError", err.Error()
 		a.containerEvent(pod, ctr.Name, corev1.EventTypeWarning, "Failed", "Error: %s", err)
@@ -160,11 +165,37 @@ func restartWanted(policy corev1.RestartPolicy, exit *shim.ExitRecord) bool {
 // startContainer starts a run of ctr in the pod's sandbox, with its environment, hosts
 // file and hostname, reporting it as the kubelet does.
 func (a *Agent) startContainer(pod *corev1.Pod, sb sandbox.Sandbox, vols map[string]string, ctr *corev1.Container, c *runtime.ContainerState) error {
-	env, err := a.containerEnv(pod, ctr, sb)
+	// A stored image (pulled or imported) runs in its own root; an image of the catalog
+	// (built in, the host's busybox or nginx, images.yaml) in a view of the host's;
+	// any other is pulled.
+	var img *images.Image
+	if _, stored := a.rt.Images().Get(ctr.Image); stored || !a.rt.Cataloged(ctr.Image) {
+		pulled, err := a.ensureImage(a.ctx, pod, ctr)
+		if err != nil {
+			return err
+		}
+		img = pulled
+	}
+	var imageEnv []string
+	if img != nil {
+		imageEnv = img.Config.Env
+	}
+	env, err := a.containerEnv(pod, ctr, sb, imageEnv)
 	if err != nil {
 		return err
 	}
-	argv, err := a.rt.Resolve(expandCommand(ctr, env))
+	expanded := expandCommand(ctr, env)
+	var argv []string
+	var rootfs, dir string
+	if img != nil {
+		rootfs, dir = a.rt.Images().RootFS(img), cmp.Or(ctr.WorkingDir, img.Config.WorkingDir)
+		argv, err = imageArgv(img, expanded)
+		a.rt.Images().Used(img)
+	} else {
+		dir = ctr.WorkingDir
+		argv, err = a.rt.Resolve(expanded)
+		a.containerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine", ctr.Image)
+	}
 	if err != nil {
 		return err
 	}
@@ -176,11 +207,15 @@ func (a *Agent) startContainer(pod *corev1.Pod, sb sandbox.Sandbox, vols map[str
 	if err != nil {
 		return err
 	}
-	a.containerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine", ctr.Image)
+	if user == nil && img != nil {
+		if user, err = imageUser(rootfs, img.Config.User); err != nil {
+			return err
+		}
+	}
 	run := runtime.Container{PodKey: key(pod), PodUID: string(pod.UID), Name: ctr.Name, Netns: sb.Netns, Argv: argv, Env: env,
-		Dir: ctr.WorkingDir, Hostname: podHostname(pod), Hosts: podHosts(pod, sb.IP, a.cfg.ClusterDomain),
+		Dir: dir, Hostname: podHostname(pod), Hosts: podHosts(pod, sb.IP, a.cfg.ClusterDomain),
 		ResolvConf: podResolvConf(pod, a.cfg.ClusterDNS, a.cfg.ClusterDomain, a.hostDNS).String(),
-		Stdin:      ctr.Stdin, StdinOnce: ctr.StdinOnce, TTY: ctr.TTY, Mounts: mounts, Resources: ctr.Resources, User: user}
+		Stdin:      ctr.Stdin, StdinOnce: ctr.StdinOnce, TTY: ctr.TTY, Mounts: mounts, Resources: ctr.Resources, User: user, RootFS: rootfs}
 	a.containerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Created", "Created container: %s", ctr.Name)
 	if err := a.rt.Start(run, c); err != nil {
 		a.containerEvent(pod, ctr.Name, corev1.EventTypeWarning, "Failed", "Error: %s", err)

@@ -159,9 +159,15 @@ func expandCommand(ctr *corev1.Container, env []string) *corev1.Container {
 	return out
 }
 
-// containerEnv is the container's environment: defaults, service links, then its env.
-func (a *Agent) containerEnv(pod *corev1.Pod, ctr *corev1.Container, sb sandbox.Sandbox) ([]string, error) {
+// containerEnv is the container's environment: defaults, the image's, service links,
+// then its env.
+func (a *Agent) containerEnv(pod *corev1.Pod, ctr *corev1.Container, sb sandbox.Sandbox, imageEnv []string) ([]string, error) {
 	vars := map[string]string{"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOSTNAME": podHostname(pod)}
+	for _, kv := range imageEnv { // the image's ENV, under the pod's
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			vars[k] = v
+		}
+	}
 	if pod.Spec.EnableServiceLinks == nil || *pod.Spec.EnableServiceLinks {
 		for k, v := range serviceEnv(a.linkedServices(pod.Namespace)) {
 			vars[k] = v

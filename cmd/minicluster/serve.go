@@ -42,6 +42,7 @@ type serveConfig struct {
 	proxySyncPeriod, dnsTTL                                      time.Duration
 	dnsUpstreams                                                 []string
 	dnsForwardFor                                                []netip.Prefix
+	insecureRegistries                                           []string
 	maxEndpointsPerSlice, maxWatches                             int
 }
 
@@ -69,11 +70,17 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	upstream := fs.String("dns-upstream", "", "comma-separated upstream resolvers (host or host:port) for names outside the cluster domain; default: the host's nameservers, skipping loopback ones; none: no forwarding")
 	forwardFor := fs.String("dns-forward-for", "", "comma-separated CIDRs whose clients the cluster DNS also forwards for, besides the pod CIDR, the node and loopback (others get cluster names only: no open resolver)")
 	dns := fs.String("cluster-dns", "10.96.0.10", "cluster DNS address written into pods' resolv.conf")
+	insecure := fs.String("insecure-registries", "", "comma-separated registries (host:port) images are pulled from over plain HTTP, e.g. a local one")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+	}
+	for _, r := range strings.Split(*insecure, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			c.insecureRegistries = append(c.insecureRegistries, r)
+		}
 	}
 	if !instanceName.MatchString(c.instance) {
 		return nil, fmt.Errorf("--instance %q: must be 1-8 lowercase letters and digits, starting with a letter", c.instance)
@@ -172,7 +179,7 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	events := controllers.NewEvents(clients.typed)
-	rt, err := runtime.New(runtime.Config{DataDir: cfg.dataDir, Log: log})
+	rt, err := runtime.New(runtime.Config{DataDir: cfg.dataDir, InsecureRegistries: cfg.insecureRegistries, Log: log})
 	if err != nil {
 		return err
 	}

@@ -21,16 +21,19 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/minicluster/minicluster/node/images"
 	"github.com/minicluster/minicluster/node/runtime/shim"
 	"github.com/minicluster/minicluster/node/sandbox"
 )
 
 // Config configures the runtime.
 type Config struct {
-	// DataDir holds per-pod state and logs under pods/<uid>, and images.yaml (hidden
-	// from containers).
+	// DataDir holds per-pod state and logs under pods/<uid>, pulled images under
+	// images/, and images.yaml (hidden from containers).
 	DataDir string
-	Log     *slog.Logger
+	// InsecureRegistries are reached over plain HTTP (host:port prefixes).
+	InsecureRegistries []string
+	Log                *slog.Logger
 }
 
 // Runtime runs containers: each in a shim of its own (this binary, `minicluster shim`),
@@ -42,6 +45,7 @@ type Runtime struct {
 	self    string   // this binary: built-in images
 	shim    []string // the shim's command, before its spec
 	catalog *catalog
+	images  *images.Store
 	cgroups *cgroups
 	log     *slog.Logger
 	exits   chan string // keys of pods one of whose shims this daemon started has ended
@@ -73,11 +77,15 @@ func New(cfg Config) (*Runtime, error) {
 	if small := filepath.Join(filepath.Dir(self), "minicluster-shim"); unix.Access(small, unix.X_OK) == nil {
 		shimCmd = []string{small}
 	}
+	store, err := images.New(images.Config{Dir: filepath.Join(cfg.DataDir, "images"), Insecure: cfg.InsecureRegistries, Log: cfg.Log})
+	if err != nil {
+		return nil, err
+	}
 	cg := detectCgroups()
 	if cg.memory == "" || cg.cpu == "" {
 		cfg.Log.Warn("no cgroup memory or cpu controller: containers' resource limits are not enforced", "memory", cg.memory, "cpu", cg.cpu)
 	}
-	return &Runtime{dataDir: cfg.DataDir, self: self, shim: shimCmd, catalog: cat, cgroups: cg, log: cfg.Log,
+	return &Runtime{dataDir: cfg.DataDir, self: self, shim: shimCmd, catalog: cat, images: store, cgroups: cg, log: cfg.Log,
 		exits: make(chan string, 1024), children: map[int]string{}}, nil
 }
 
@@ -234,11 +242,24 @@ type Container struct {
 	Resources corev1.ResourceRequirements
 	// User is who the container's processes run as (nil: root).
 	User *shim.User
+	// RootFS, when set, is the image's root filesystem the container runs in (under a
+	// writable layer of its own); else it runs in a view of the host's.
+	RootFS string
 }
 
 // Resolve gives the program a container runs, from its image and command, or
 // ErrImageUnavailable.
 func (r *Runtime) Resolve(ctr *corev1.Container) ([]string, error) { return r.catalog.resolve(ctr) }
+
+// Cataloged reports whether an image runs from the host (built in, the host's busybox
+// or nginx, images.yaml) rather than from the image store.
+func (r *Runtime) Cataloged(image string) bool {
+	_, ok := r.catalog.images[ImageName(image)]
+	return ok
+}
+
+// Images is the node's image store.
+func (r *Runtime) Images() *images.Store { return r.images }
 
 // Start starts a run of ctr (the next, if c has run before), recording it in c.
 func (r *Runtime) Start(ctr Container, c *ContainerState) error {
@@ -296,7 +317,7 @@ func (r *Runtime) Start(ctr Container, c *ContainerState) error {
 	spec := shim.Spec{Argv: ctr.Argv, Builtin: ctr.Argv[0] == r.self, Env: ctr.Env, Dir: ctr.Dir, Hostname: ctr.Hostname, Started: 3,
 		Root: root, Mounts: mounts, Cgroups: cgroups, User: ctr.User,
 		Binds: map[string]string{"/etc/resolv.conf": resolv, "/etc/hosts": hosts},
-		Tmpfs: []string{"/tmp", "/run", r.dataDir}, ExitFile: filepath.Join(dir, "exit.json"),
+		Tmpfs: []string{"/tmp", "/run", r.dataDir}, Image: ctr.RootFS, ExitFile: filepath.Join(dir, "exit.json"),
 		Attach: r.attachSocket(ctr.PodUID, ctr.Name), Stdin: ctr.Stdin, StdinOnce: ctr.StdinOnce, TTY: ctr.TTY}
 	os.Remove(spec.Attach) // the last run's
 	specPath := filepath.Join(dir, "spec.json")

@@ -29,11 +29,14 @@ type Spec struct {
 	Hostname string   `json:"hostname"`
 	// Root is an empty directory on the host the container's root is built at (in the
 	// shim's mount namespace only); empty: the host's root, as it is.
-	Root     string            `json:"root,omitempty"`
-	Binds    map[string]string `json:"binds"` // target in the container → source file on the host, copied
-	Tmpfs    []string          `json:"tmpfs"` // private empty directories (also hides the data dir)
-	Mounts   []Mount           `json:"mounts,omitempty"`
-	ExitFile string            `json:"exitFile"`
+	Root  string            `json:"root,omitempty"`
+	Binds map[string]string `json:"binds"` // target in the container → source file on the host, copied
+	Tmpfs []string          `json:"tmpfs"` // private empty directories (also hides the data dir)
+	// Image, when set, is the image's root filesystem: the container's root is it under
+	// a writable layer (Tmpfs then does not apply: the host is not in view).
+	Image    string  `json:"image,omitempty"`
+	Mounts   []Mount `json:"mounts,omitempty"`
+	ExitFile string  `json:"exitFile"`
 	// User is who the program runs as (nil: root).
 	User *User `json:"user,omitempty"`
 	// Started, when set, is a descriptor the shim writes one byte to once the program
@@ -175,6 +178,12 @@ func run(spec *Spec, h *hub) ExitRecord {
 	// A program on a terminal leads a session of its own: signals are passed on to it.
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	// A bare program name is looked up on the container's PATH, inside its root.
+	for _, kv := range spec.Env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			os.Setenv("PATH", v)
+		}
+	}
 	cmd := exec.Command(spec.Argv[0], spec.Argv[1:]...)
 	cmd.Env, cmd.Dir = spec.Env, spec.Dir
 	// The agent gave the shim the log file as stdout: the program's output goes there as
@@ -271,7 +280,11 @@ func prepareFilesystem(spec *Spec) error {
 		sources[i] = f
 	}
 	fs := spec.Root + "/fs"
-	if err := buildRoot(spec.Root, spec.Tmpfs); err != nil {
+	build := func() error { return buildRoot(spec.Root, spec.Tmpfs) }
+	if spec.Image != "" {
+		build = func() error { return buildImageRoot(spec.Root, spec.Image) }
+	}
+	if err := build(); err != nil {
 		return err
 	}
 	root, err := os.OpenFile(fs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -485,6 +498,47 @@ func buildRoot(root string, empty []string) error {
 	}
 	// Shared memory of its own, not the host's.
 	if _, err := os.Stat(fs + "/dev/shm"); err == nil {
+		if err := unix.Mount("shm", fs+"/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
+			return fmt.Errorf("/dev/shm: %w", err)
+		}
+	}
+	return nil
+}
+
+// buildImageRoot makes the container's root at root/fs: the image's root filesystem
+// (read-only) under a writable layer in a fresh tmpfs at root, with /proc, /sys and
+// /dev from the host and a /dev/shm of its own.
+func buildImageRoot(root, image string) error {
+	if err := unix.Mount("tmpfs", root, "tmpfs", unix.MS_NOSUID, "mode=0755"); err != nil {
+		return fmt.Errorf("container root: %w", err)
+	}
+	fs, upper, work := root+"/fs", root+"/rw/upper", root+"/rw/work"
+	if err := errors.Join(os.Mkdir(fs, 0o755), os.MkdirAll(upper, 0o755), os.MkdirAll(work, 0o755)); err != nil {
+		return err
+	}
+	if err := unix.Mount("overlay", fs, "overlay", 0, "lowerdir="+image+",upperdir="+upper+",workdir="+work); err != nil {
+		return fmt.Errorf("image root: %w", err)
+	}
+	rootFD, err := os.OpenFile(fs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer rootFD.Close()
+	for _, d := range []string{"proc", "sys", "dev"} {
+		// Made inside the image's root (its own /dev may be a symlink: it stays inside).
+		src, err := os.OpenFile("/"+d, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		err = mountVolume(rootFD, Mount{Target: "/" + d}, src)
+		src.Close()
+		if err != nil {
+			return fmt.Errorf("/%s: %w", d, err)
+		}
+	}
+	shm, err := os.OpenFile("/dev/shm", unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err == nil {
+		shm.Close()
 		if err := unix.Mount("shm", fs+"/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
 			return fmt.Errorf("/dev/shm: %w", err)
 		}

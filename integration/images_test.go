@@ -1,0 +1,237 @@
+//go:build integration
+
+package integration
+
+import (
+	"archive/tar"
+	"bytes"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// registryInNetns serves go-containerregistry's registry on 127.0.0.1 inside the node's
+// netns (where the daemon pulls from), asking GETs of private/ for user:pass.
+func (n *node) registryInNetns(t *testing.T) string {
+	lnc := make(chan net.Listener, 1)
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		if err := setNetns(n.netns); err != nil {
+			errc <- err
+			return
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			errc <- err
+			return
+		}
+		lnc <- ln
+	}()
+	var ln net.Listener
+	select {
+	case ln = <-lnc:
+	case err := <-errc:
+		t.Fatal(err)
+	}
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); strings.HasPrefix(r.URL.Path, "/v2/private/") && r.Method == http.MethodGet && (!ok || u != "user" || p != "pass") {
+			w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+			return
+		}
+		reg.ServeHTTP(w, r)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// busyboxLayer is a layer with the host's busybox, the libraries it links, an applet
+// link for sh, and files.
+func busyboxLayer(t *testing.T, files map[string]string) v1.Layer {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(name string, data []byte, mode int64) {
+		tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(data)), Typeflag: tar.TypeReg, ModTime: time.Unix(1e9, 0)})
+		tw.Write(data)
+	}
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Skip("no busybox on this host")
+	}
+	data, _ := os.ReadFile(bb)
+	add("bin/busybox", data, 0o755)
+	out, _ := exec.Command("ldd", bb).Output()
+	for _, lib := range regexp.MustCompile(`(/\S+\.so[.\d]*)`).FindAllString(string(out), -1) {
+		real, _ := filepath.EvalSymlinks(lib)
+		data, err := os.ReadFile(real)
+		if err != nil {
+			t.Fatal(err)
+		}
+		add(strings.TrimPrefix(lib, "/"), data, 0o755)
+	}
+	tw.WriteHeader(&tar.Header{Name: "tmp/", Typeflag: tar.TypeDir, Mode: 0o1777})
+	for _, applet := range []string{"sh", "ls", "cat", "httpd", "touch", "echo", "grep"} {
+		tw.WriteHeader(&tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777})
+	}
+	for name, body := range files {
+		add(name, []byte(body), 0o644)
+	}
+	tw.Close()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf.Bytes())), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return layer
+}
+
+func fileLayer(t *testing.T, files map[string]string) v1.Layer {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for name, body := range files {
+		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg})
+		tw.Write([]byte(body))
+	}
+	tw.Close()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf.Bytes())), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return layer
+}
+
+// pushFromNetns pushes img to the registry in the node's netns.
+func (n *node) pushFromNetns(t *testing.T, ref string, img v1.Image) {
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = remote.Write(r, img, remote.WithAuth(&authn.Basic{Username: "user", Password: "pass"}),
+		remote.WithTransport(&http.Transport{DialContext: n.dialInNetns}))
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Images from a registry: a deployment by tag with a pull secret serves through a
+// Service, the kubelet's pull events, a second pod does not pull again, a pod by digest,
+// no secret → ErrImagePull then ImagePullBackOff; the container's root is the image's
+// (whiteouts applied), and what it writes stays in it.
+func TestPulledImages(t *testing.T) {
+	n := newNode(t)
+	// The registry's port is known once it listens; the daemon starts after.
+	reg := n.registryInNetns(t)
+	n.start("--insecure-registries", reg)
+	kubectl := n.kubectlFor(t)
+	img, err := mutate.AppendLayers(empty.Image,
+		busyboxLayer(t, map[string]string{"www/index.html": "from-the-registry\n", "etc/gone": "x", "etc/passwd": "root:x:0:0:root:/:/bin/sh\nweb:x:1000:1000::/:/bin/sh\n"}),
+		fileLayer(t, map[string]string{"etc/.wh.gone": "", "etc/hello": "layer two\n"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err = mutate.Config(img, v1.Config{Entrypoint: []string{"httpd"}, Cmd: []string{"-f", "-p", "8080", "-h", "/www"},
+		Env: []string{"PATH=/bin", "FROM_IMAGE=yes"}, WorkingDir: "/www"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := reg + "/private/web:v1"
+	n.pushFromNetns(t, ref, img)
+	digest, _ := img.Digest()
+	kubectl("create", "secret", "docker-registry", "regcred", "--docker-server="+reg, "--docker-username=user", "--docker-password=pass")
+	manifest := filepath.Join(t.TempDir(), "web.yaml")
+	os.WriteFile(manifest, []byte(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      imagePullSecrets: [{name: regcred}]
+      containers: [{name: web, image: "`+ref+`", ports: [{containerPort: 8080}]}]
+`), 0o644)
+	kubectl("apply", "-f", manifest)
+	kubectl("expose", "deployment", "web", "--port=80", "--target-port=8080")
+	kubectl("rollout", "status", "deployment/web", "--timeout=90s")
+	// A second pod of the same image does not pull it again.
+	kubectl("scale", "deployment", "web", "--replicas=2")
+	kubectl("rollout", "status", "deployment/web", "--timeout=90s")
+	ip := n.clusterIP(t, "web")
+	eventually(t, 20*time.Second, func() error {
+		out, _, err := n.exec("curl", "-sS", "-m", "2", "http://"+ip+"/")
+		if err != nil || out != "from-the-registry\n" {
+			return fmt.Errorf("through the service: %q %v", out, err)
+		}
+		return nil
+	})
+	events := kubectl("get", "events", "--field-selector", "reason=Pulled", "-o", "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}")
+	if !strings.Contains(events, `Successfully pulled image "`+ref+`" in `) || !strings.Contains(events, `Container image "`+ref+`" already present on machine`) {
+		t.Errorf("pull events:\n%s", events)
+	}
+	if pulling := kubectl("get", "events", "--field-selector", "reason=Pulling", "-o", "name"); strings.Count(strings.TrimSpace(pulling), "\n") != 0 {
+		t.Errorf("the image was pulled more than once: %s", pulling)
+	}
+	pod := kubectl("get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].metadata.name}")
+	in := func(pod, script string) string {
+		out, errOut, err := n.exec("kubectl", "exec", pod, "--", "sh", "-c", script)
+		if err != nil {
+			t.Errorf("%s: %v %s", script, err, errOut)
+		}
+		return out
+	}
+	if got := in(pod, "ls /"); strings.Contains(got, "work") || !strings.Contains(got, "www") || !strings.Contains(got, "bin") {
+		t.Errorf("ls / in the container: %q", got)
+	}
+	if got := in(pod, "cat /etc/hello; ls /etc; echo $FROM_IMAGE; pwd"); !strings.Contains(got, "layer two") || strings.Contains(got, "gone") ||
+		!strings.HasSuffix(got, "yes\n/www\n") {
+		t.Errorf("the image's files, env and directory: %q", got)
+	}
+	in(pod, "echo x > /etc/x; echo y > /index.html; echo z > /tmp/y")
+	other := kubectl("get", "pods", "-l", "app=web", "-o", "jsonpath={.items[1].metadata.name}")
+	if got := in(other, "ls /etc/x /index.html /tmp/y 2>&1 | grep -c 'No such file'"); got != "3\n" {
+		t.Errorf("another container sees what the first wrote: %q", got)
+	}
+	for _, p := range []string{"/etc/x", "/index.html", "/tmp/y"} {
+		if data, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(data)) != "" && (p != "/tmp/y" || string(data) == "z\n") {
+			t.Errorf("%s reached the host", p)
+		}
+	}
+	// By digest, from the store.
+	kubectl("run", "bydigest", "--image="+reg+"/private/web@"+digest.String(), "--overrides", `{"spec":{"imagePullSecrets":[{"name":"regcred"}]}}`)
+	kubectl("wait", "--for=condition=Ready", "pod/bydigest", "--timeout=60s")
+	// Without the secret, a new image: ErrImagePull, then ImagePullBackOff.
+	n.pushFromNetns(t, reg+"/private/other:v1", img)
+	kubectl("run", "nosecret", "--image="+reg+"/private/other:v1")
+	eventually(t, 30*time.Second, func() error {
+		got := kubectl("get", "pod", "nosecret", "-o", "jsonpath={.status.containerStatuses[0].state.waiting.reason}")
+		if got != "ImagePullBackOff" && got != "ErrImagePull" {
+			return fmt.Errorf("nosecret waiting %q", got)
+		}
+		if !strings.Contains(kubectl("get", "events", "--field-selector", "involvedObject.name=nosecret"), "UNAUTHORIZED") {
+			return fmt.Errorf("no event with the registry's refusal")
+		}
+		return nil
+	})
+}

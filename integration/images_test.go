@@ -92,7 +92,7 @@ func busyboxLayer(t *testing.T, files map[string]string) v1.Layer {
 		add(strings.TrimPrefix(lib, "/"), data, 0o755)
 	}
 	tw.WriteHeader(&tar.Header{Name: "tmp/", Typeflag: tar.TypeDir, Mode: 0o1777})
-	for _, applet := range []string{"sh", "ls", "cat", "httpd", "touch", "echo", "grep"} {
+	for _, applet := range []string{"sh", "ls", "cat", "httpd", "touch", "echo", "grep", "sleep"} {
 		tw.WriteHeader(&tar.Header{Name: "bin/" + applet, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777})
 	}
 	for name, body := range files {
@@ -234,4 +234,47 @@ spec:
 		}
 		return nil
 	})
+}
+
+// `minicluster images` imports a docker save tarball into the node's store (offline);
+// a pod with imagePullPolicy Never runs it; an image in use is not removed.
+func TestImagesCommand(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	kubectl := n.kubectlFor(t)
+	img, err := mutate.AppendLayers(empty.Image, busyboxLayer(t, map[string]string{"etc/motd": "imported\n"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, _ = mutate.Config(img, v1.Config{Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"cat /etc/motd; exec sleep 3600"}})
+	tag, _ := name.NewTag("example.com/offline/app:1.0")
+	tarPath := filepath.Join(t.TempDir(), "app.tar")
+	if err := tarball.WriteToFile(tarPath, tag, img); err != nil {
+		t.Fatal(err)
+	}
+	images := func(args ...string) (string, error) {
+		out, err := exec.Command(binary, append([]string{"images", "--data-dir", n.dataDir}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := images("import", tarPath); err != nil || !strings.Contains(out, "imported example.com/offline/app:1.0") {
+		t.Fatalf("import: %v %s", err, out)
+	}
+	if out, _ := images(); !hasRow(out, "example.com/offline/app", "1.0") {
+		t.Errorf("images:\n%s", out)
+	}
+	kubectl("run", "offline", "--image=example.com/offline/app:1.0", "--image-pull-policy=Never")
+	kubectl("wait", "--for=condition=Ready", "pod/offline", "--timeout=60s")
+	if out := kubectl("logs", "offline"); out != "imported\n" {
+		t.Errorf("logs %q", out)
+	}
+	if out, err := images("rm", "example.com/offline/app:1.0"); err == nil || !strings.Contains(out, "in use") {
+		t.Errorf("removing an image in use: %v %s", err, out)
+	}
+	kubectl("delete", "pod", "offline", "--grace-period=1")
+	if out, err := images("rm", "example.com/offline/app:1.0"); err != nil {
+		t.Errorf("rm: %v %s", err, out)
+	}
+	if out, _ := images(); strings.Contains(out, "offline") {
+		t.Errorf("after rm:\n%s", out)
+	}
 }

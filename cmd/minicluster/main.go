@@ -22,6 +22,7 @@ Usage:
   minicluster logs [-f] [-c C] [--tail N] [--previous] POD|TYPE/NAME|-l SELECTOR   print containers' logs
   minicluster exec [-i] [-t] [-c C] POD|TYPE/NAME -- COMMAND [ARGS...]   run a command in a container
   minicluster version                       show client and server versions
+  minicluster images [list|pull REF|import FILE|rm REF]   the node's image store (root)
   minicluster cleanup [--instance mc]       remove the instance's bridge, veths and pod netns
 
 Client flags (before or after the subcommand): --kubeconfig, --data-dir, -n/--namespace.
@@ -41,6 +42,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = serve(rest, stderr)
 	case "cleanup":
 		err = cleanup(rest, stderr)
+	case "images":
+		err = imagesCommand(rest, stdout, stderr)
 	case "agnhost": // built-in image registry.k8s.io/e2e-test-images/agnhost
 		return agnhost.Main(args[1:], stderr)
 	case "pause": // built-in image registry.k8s.io/pause

@@ -32,6 +32,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"golang.org/x/sys/unix"
 )
 
 // Config configures the store.
@@ -66,6 +67,7 @@ type Store struct {
 
 	mu     sync.Mutex
 	images map[string]*Image // by ID
+	loaded time.Time         // the index's modification time when read
 	pulls  map[string]*pull  // in flight, by reference: one pull per image at a time
 }
 
@@ -93,22 +95,63 @@ func New(cfg Config) (*Store, error) {
 	}
 	os.RemoveAll(filepath.Join(cfg.Dir, "tmp")) // an unpack a crash cut short
 	s := &Store{cfg: cfg, log: cfg.Log, images: map[string]*Image{}, pulls: map[string]*pull{}}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s, s.loadLocked()
+}
+
+// loadLocked reads the index when it changed on disk (`minicluster images` beside a
+// running daemon changes it).
+func (s *Store) loadLocked() error {
+	fi, err := os.Stat(s.indexPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.ModTime().Equal(s.loaded) {
+		return nil
+	}
 	data, err := os.ReadFile(s.indexPath())
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, err
+	if err != nil {
+		return err
 	}
 	var list []*Image
 	if len(data) > 0 {
 		if err := json.Unmarshal(data, &list); err != nil {
-			return nil, fmt.Errorf("images: index: %w", err)
+			return fmt.Errorf("images: index: %w", err)
 		}
 	}
+	s.images = map[string]*Image{}
 	for _, img := range list {
 		if _, err := os.Stat(s.RootFS(img)); err == nil {
 			s.images[img.ID] = img
 		}
 	}
-	return s, nil
+	s.loaded = fi.ModTime()
+	return nil
+}
+
+// locked runs f with the store locked against other processes too, the index fresh.
+func (s *Store) locked(f func() error) error {
+	lock, err := os.OpenFile(filepath.Join(s.cfg.Dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.loadLocked(); err != nil {
+		return err
+	}
+	if err := f(); err != nil {
+		return err
+	}
+	return s.saveLocked()
 }
 
 func (s *Store) indexPath() string { return filepath.Join(s.cfg.Dir, "index.json") }
@@ -136,6 +179,7 @@ func (s *Store) Get(ref string) (*Image, bool) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.loadLocked()
 	for _, img := range s.images {
 		if slices.Contains(img.Refs, full) || strings.HasSuffix(full, "@"+img.Digest) {
 			return img, true
@@ -148,6 +192,7 @@ func (s *Store) Get(ref string) (*Image, bool) {
 func (s *Store) List() []Image {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.loadLocked()
 	out := make([]Image, 0, len(s.images))
 	for _, img := range s.images {
 		out = append(out, *img)
@@ -278,22 +323,24 @@ func (s *Store) add(img v1.Image, ref string) (*Image, error) {
 		}
 		have = entry
 	}
-	s.mu.Lock()
-	if cur := s.images[have.ID]; cur != nil {
-		have = cur
-	}
-	if !slices.Contains(have.Refs, ref) {
-		have.Refs = append(have.Refs, ref)
-	}
-	// A reference names one image: it leaves an older one it named.
-	for _, other := range s.images {
-		if other.ID != have.ID {
-			other.Refs = slices.DeleteFunc(other.Refs, func(r string) bool { return r == ref })
+	err = s.locked(func() error {
+		if cur := s.images[have.ID]; cur != nil {
+			have = cur
+		} else if _, err := os.Stat(s.RootFS(have)); err != nil {
+			return err // removed meanwhile
 		}
-	}
-	s.images[have.ID] = have
-	err = s.saveLocked()
-	s.mu.Unlock()
+		if !slices.Contains(have.Refs, ref) {
+			have.Refs = append(have.Refs, ref)
+		}
+		// A reference names one image: it leaves an older one it named.
+		for _, other := range s.images {
+			if other.ID != have.ID {
+				other.Refs = slices.DeleteFunc(other.Refs, func(r string) bool { return r == ref })
+			}
+		}
+		s.images[have.ID] = have
+		return nil
+	})
 	return have, err
 }
 
@@ -339,28 +386,37 @@ func (s *Store) saveLocked() error {
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
 		return err
 	}
-	return os.Rename(tmp, s.indexPath())
+	if err := os.Rename(tmp, s.indexPath()); err != nil {
+		return err
+	}
+	if fi, err := os.Stat(s.indexPath()); err == nil {
+		s.loaded = fi.ModTime()
+	}
+	return nil
 }
 
 // Remove deletes the image a reference names (its root filesystem goes with it when no
 // other reference names it). inUse says whether a container runs it.
 func (s *Store) Remove(ref string, inUse func(*Image) bool) error {
-	img, ok := s.Get(ref)
-	if !ok {
+	full, err := Normalize(ref)
+	if err != nil {
+		return err
+	}
+	return s.locked(func() error {
+		for _, img := range s.images {
+			if !slices.Contains(img.Refs, full) && !strings.HasSuffix(full, "@"+img.Digest) {
+				continue
+			}
+			img.Refs = slices.DeleteFunc(img.Refs, func(r string) bool { return r == full })
+			if strings.Contains(full, "@") || len(img.Refs) == 0 {
+				if inUse != nil && inUse(img) {
+					return fmt.Errorf("image %s is in use by a container", img.ID)
+				}
+				delete(s.images, img.ID)
+				return os.RemoveAll(s.RootFS(img))
+			}
+			return nil
+		}
 		return fmt.Errorf("image %q not found", ref)
-	}
-	full, _ := Normalize(ref)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	img.Refs = slices.DeleteFunc(img.Refs, func(r string) bool { return r == full })
-	if strings.Contains(full, "@") || len(img.Refs) == 0 {
-		if inUse != nil && inUse(img) {
-			return fmt.Errorf("image %s is in use by a container", img.ID)
-		}
-		delete(s.images, img.ID)
-		if err := os.RemoveAll(s.RootFS(img)); err != nil {
-			return err
-		}
-	}
-	return s.saveLocked()
+	})
 }

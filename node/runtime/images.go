@@ -82,12 +82,12 @@ func ImageName(image string) string {
 	return image
 }
 
-// resolve returns the argv a container runs.
+// resolve returns the argv a container of a catalog image runs (other images are the
+// image store's).
 func (c *catalog) resolve(ctr *corev1.Container) ([]string, error) {
 	spec, known := c.images[ImageName(ctr.Image)]
-	if !known && len(ctr.Command) == 0 {
-		return nil, fmt.Errorf("%w: %q: minicluster pulls no images; install the program and set the container's command to it, use a built-in image (registry.k8s.io/e2e-test-images/agnhost, registry.k8s.io/pause, busybox), or map the image in %s",
-			ErrImageUnavailable, ctr.Image, c.file)
+	if !known {
+		return nil, fmt.Errorf("%w: %q is not in the catalog (%s)", ErrImageUnavailable, ctr.Image, c.file)
 	}
 	entry, cmd := spec.Entrypoint, spec.Cmd
 	if len(ctr.Command) > 0 {

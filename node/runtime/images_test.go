@@ -63,9 +63,8 @@ func TestResolve(t *testing.T) {
 		{"catalog file", corev1.Container{Image: "example.com/app:v1"}, "/opt/app --port=80", ""},
 		{"nginx", corev1.Container{Image: "nginx:1.27"}, "/usr/sbin/nginx -g daemon off;", ""},
 		{"command drops CMD", corev1.Container{Image: "example.com/app:v1", Command: []string{"/opt/app"}}, "/opt/app", ""},
-		{"unknown image with a host command", corev1.Container{Image: "whatever", Command: []string{"nginx", "-g", "daemon off;"}}, "/usr/sbin/nginx -g daemon off;", ""},
-		{"unknown image", corev1.Container{Image: "ghcr.io/acme/app:1"}, "", "minicluster pulls no images"},
-		{"command not installed", corev1.Container{Image: "x", Command: []string{"redis-server"}}, "", `command "redis-server" is not installed`},
+		{"not in the catalog (the image store's)", corev1.Container{Image: "ghcr.io/acme/app:1"}, "", "is not in the catalog"},
+		{"command not installed", corev1.Container{Image: "example.com/app:v1", Command: []string{"redis-server"}}, "", `command "redis-server" is not installed`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

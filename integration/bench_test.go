@@ -8,12 +8,20 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
 // podWatch reports when each pod (by name) is first seen Running with an IP.
@@ -47,7 +55,12 @@ func (n *node) podWatch(b testing.TB) (<-chan string, func()) {
 }
 
 func (n *node) createPod(b testing.TB, name string) {
-	body := fmt.Sprintf(`{"metadata":{"name":%q},"spec":{"containers":[{"name":"c","image":"registry.k8s.io/pause:3.10"}]}}`, name)
+	n.createPodOf(b, name, `{"name":"c","image":"registry.k8s.io/pause:3.10"}`)
+}
+
+// createPodOf creates a pod with one container (JSON) through the API socket.
+func (n *node) createPodOf(b testing.TB, name, container string) {
+	body := fmt.Sprintf(`{"metadata":{"name":%q},"spec":{"containers":[%s]}}`, name, container)
 	resp, err := n.socketClient().Post("http://x/api/v1/namespaces/default/pods", "application/json", strings.NewReader(body))
 	if err != nil {
 		b.Fatal(err)
@@ -79,6 +92,51 @@ func percentile(d []time.Duration, p float64) time.Duration {
 // BenchmarkPodStartup: pod create → Running with an IP, one pod at a time (p50/p99),
 // then a burst of 100 created at once (time until all run), and memory per pod.
 // Run with: make bench (root).
+// BenchmarkPodStartupStoredImage: pods of an image in the node's store (imported, so
+// cached: imagePullPolicy Never), each in the image's root under a writable layer; and,
+// in the same run, pods of the catalog's busybox (a view of the host's root), for the
+// ratio.
+func BenchmarkPodStartupStoredImage(b *testing.B) {
+	n := newNode(b)
+	n.start()
+	img, err := mutate.AppendLayers(empty.Image, busyboxLayer(b, nil))
+	if err != nil {
+		b.Fatal(err)
+	}
+	img, _ = mutate.Config(img, v1.Config{Entrypoint: []string{"/bin/sleep"}, Cmd: []string{"3600"}})
+	tag, _ := name.NewTag("example.com/bench/sleep:1")
+	tarPath := filepath.Join(b.TempDir(), "sleep.tar")
+	if err := tarball.WriteToFile(tarPath, tag, img); err != nil {
+		b.Fatal(err)
+	}
+	if out, err := exec.Command(binary, "images", "--data-dir", n.dataDir, "import", tarPath).CombinedOutput(); err != nil {
+		b.Fatalf("import: %v %s", err, out)
+	}
+	running, stop := n.podWatch(b)
+	defer stop()
+	measure := func(prefix, container string) []time.Duration {
+		var d []time.Duration
+		for i := 0; i < b.N; i++ {
+			start := time.Now()
+			n.createPodOf(b, fmt.Sprint(prefix, i), container)
+			select {
+			case <-running:
+				d = append(d, time.Since(start))
+			case <-time.After(30 * time.Second):
+				b.Fatalf("pod %s%d not running in 30s", prefix, i)
+			}
+		}
+		return d
+	}
+	b.ResetTimer()
+	stored := measure("stored-", `{"name":"c","image":"example.com/bench/sleep:1","imagePullPolicy":"Never"}`)
+	host := measure("host-", `{"name":"c","image":"busybox","command":["sleep","3600"]}`)
+	b.StopTimer()
+	b.ReportMetric(float64(percentile(stored, 0.5).Microseconds())/1000, "stored-p50-ms")
+	b.ReportMetric(float64(percentile(stored, 0.99).Microseconds())/1000, "stored-p99-ms")
+	b.ReportMetric(float64(percentile(host, 0.5).Microseconds())/1000, "catalog-p50-ms")
+}
+
 func BenchmarkPodStartup(b *testing.B) {
 	n := newNode(b)
 	n.start()

@@ -69,7 +69,7 @@ func (n *node) registryInNetns(t *testing.T) string {
 
 // busyboxLayer is a layer with the host's busybox, the libraries it links, an applet
 // link for sh, and files.
-func busyboxLayer(t *testing.T, files map[string]string) v1.Layer {
+func busyboxLayer(t testing.TB, files map[string]string) v1.Layer {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	add := func(name string, data []byte, mode int64) {

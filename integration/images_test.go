@@ -267,6 +267,31 @@ func TestImagesCommand(t *testing.T) {
 	if out := kubectl("logs", "offline"); out != "imported\n" {
 		t.Errorf("logs %q", out)
 	}
+	if id := kubectl("get", "pod", "offline", "-o", "jsonpath={.status.containerStatuses[0].imageID}"); !strings.HasPrefix(id, "example.com/offline/app@sha256:") {
+		t.Errorf("imageID %q", id)
+	}
+	// securityContext: a read-only root (volumes still writable), no_new_privs; /sys
+	// read-only; /etc/hostname the pod's.
+	kubectl("run", "secure", "--image=example.com/offline/app:1.0", "--image-pull-policy=Never", "--overrides",
+		`{"spec":{"containers":[{"name":"secure","image":"example.com/offline/app:1.0","imagePullPolicy":"Never",`+
+			`"command":["sh","-c","grep NoNewPrivs /proc/self/status; exec sleep 3600"],`+
+			`"securityContext":{"readOnlyRootFilesystem":true,"allowPrivilegeEscalation":false},"volumeMounts":[{"name":"s","mountPath":"/scratch"}]}],`+
+			`"volumes":[{"name":"s","emptyDir":{}}]}}`)
+	kubectl("wait", "--for=condition=Ready", "pod/secure", "--timeout=60s")
+	for script, want := range map[string]string{
+		"touch /newfile 2>&1 | grep -o 'Read-only file system'": "Read-only file system\n",
+		"touch /scratch/ok && echo ok":                          "ok\n",
+		"cat /etc/hostname":                                     "secure\n",
+		"touch /sys/x 2>&1 | grep -o 'Read-only file system'":   "Read-only file system\n",
+	} {
+		if out, errOut, err := n.exec("kubectl", "exec", "secure", "--", "sh", "-c", script); out != want {
+			t.Errorf("%s: %q (%v %s), want %q", script, out, err, errOut, want)
+		}
+	}
+	if out := kubectl("logs", "secure"); out != "NoNewPrivs:\t1\n" {
+		t.Errorf("the container's no_new_privs: %q", out)
+	}
+	kubectl("delete", "pod", "secure", "--grace-period=1")
 	if out, err := images("rm", "example.com/offline/app:1.0"); err == nil || !strings.Contains(out, "in use") {
 		t.Errorf("removing an image in use: %v %s", err, out)
 	}

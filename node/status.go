@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -11,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/minicluster/minicluster/node/images"
 	"github.com/minicluster/minicluster/node/runtime"
 	"github.com/minicluster/minicluster/node/runtime/shim"
 	"github.com/minicluster/minicluster/node/sandbox"
@@ -30,6 +32,7 @@ func (a *Agent) updateStatus(ctx context.Context, pod *corev1.Pod, sb sandbox.Sa
 	for _, ctr := range pod.Spec.InitContainers {
 		c := ps.Containers[ctr.Name]
 		cs := containerStatus(pod, ctr, c, false, false)
+		a.setImageID(&cs)
 		if t := cs.State.Terminated; t != nil && t.ExitCode == 0 {
 			cs.Ready = true
 			initDone++
@@ -49,6 +52,7 @@ func (a *Agent) updateStatus(ctx context.Context, pod *corev1.Pod, sb sandbox.Sa
 			ready, started = a.probes.results(pod.UID, ctr.Name, c.RestartCount)
 		}
 		cs := containerStatus(pod, ctr, c, ready, started)
+		a.setImageID(&cs)
 		if w := cs.State.Waiting; w != nil && !initialized && w.Reason == "ContainerCreating" {
 			w.Reason = "PodInitializing"
 		}
@@ -68,7 +72,9 @@ func (a *Agent) updateStatus(ctx context.Context, pod *corev1.Pod, sb sandbox.Sa
 	st.EphemeralContainerStatuses = nil
 	for _, e := range pod.Spec.EphemeralContainers {
 		ctr := corev1.Container(e.EphemeralContainerCommon)
-		st.EphemeralContainerStatuses = append(st.EphemeralContainerStatuses, containerStatus(pod, ctr, ps.Containers[ctr.Name], false, false))
+		cs := containerStatus(pod, ctr, ps.Containers[ctr.Name], false, false)
+		a.setImageID(&cs)
+		st.EphemeralContainerStatuses = append(st.EphemeralContainerStatuses, cs)
 	}
 	n := len(pod.Spec.Containers)
 	switch {
@@ -108,6 +114,24 @@ func (a *Agent) updateStatus(ctx context.Context, pod *corev1.Pod, sb sandbox.Sa
 		return nil // gone: its deletion is on its way
 	}
 	return err // a conflict: the newer pod is on its way, and is reconciled again
+}
+
+// setImageID names a stored image by its repository and manifest digest, as the
+// kubelet reports a pulled image (docker.io/library/nginx@sha256:…).
+func (a *Agent) setImageID(cs *corev1.ContainerStatus) {
+	img, ok := a.rt.Images().Get(cs.Image)
+	if !ok {
+		return
+	}
+	full, err := images.Normalize(cs.Image)
+	if err != nil {
+		return
+	}
+	repo, _, _ := strings.Cut(full, "@")
+	if i := strings.LastIndex(repo, ":"); i > strings.LastIndex(repo, "/") {
+		repo = repo[:i]
+	}
+	cs.ImageID = repo + "@" + img.Digest
 }
 
 func condition(b bool) corev1.ConditionStatus {

@@ -242,6 +242,9 @@ type Container struct {
 	Resources corev1.ResourceRequirements
 	// User is who the container's processes run as (nil: root).
 	User *shim.User
+	// ReadOnlyRoot and NoNewPrivs: securityContext's readOnlyRootFilesystem and
+	// allowPrivilegeEscalation: false.
+	ReadOnlyRoot, NoNewPrivs bool
 	// RootFS, when set, is the image's root filesystem the container runs in (under a
 	// writable layer of its own); else it runs in a view of the host's.
 	RootFS string
@@ -273,7 +276,9 @@ func (r *Runtime) Start(ctr Container, c *ContainerState) error {
 		c.NextStart = time.Time{}
 	}
 	hosts, resolv := filepath.Join(r.podDir(ctr.PodUID), "hosts"), filepath.Join(r.podDir(ctr.PodUID), "resolv.conf")
-	if err := errors.Join(os.WriteFile(hosts, []byte(ctr.Hosts), 0o644), os.WriteFile(resolv, []byte(ctr.ResolvConf), 0o644)); err != nil {
+	hostname := filepath.Join(r.podDir(ctr.PodUID), "hostname")
+	if err := errors.Join(os.WriteFile(hosts, []byte(ctr.Hosts), 0o644), os.WriteFile(resolv, []byte(ctr.ResolvConf), 0o644),
+		os.WriteFile(hostname, []byte(ctr.Hostname+"\n"), 0o644)); err != nil {
 		return err
 	}
 	root := filepath.Join(dir, "root")
@@ -316,7 +321,8 @@ func (r *Runtime) Start(ctr Container, c *ContainerState) error {
 	defer startedW.Close()
 	spec := shim.Spec{Argv: ctr.Argv, Builtin: ctr.Argv[0] == r.self, Env: ctr.Env, Dir: ctr.Dir, Hostname: ctr.Hostname, Started: 3,
 		Root: root, Mounts: mounts, Cgroups: cgroups, User: ctr.User,
-		Binds: map[string]string{"/etc/resolv.conf": resolv, "/etc/hosts": hosts},
+		Binds:        map[string]string{"/etc/resolv.conf": resolv, "/etc/hosts": hosts, "/etc/hostname": hostname},
+		ReadOnlyRoot: ctr.ReadOnlyRoot, NoNewPrivs: ctr.NoNewPrivs,
 		Tmpfs: []string{"/tmp", "/run", r.dataDir}, Image: ctr.RootFS, ExitFile: filepath.Join(dir, "exit.json"),
 		Attach: r.attachSocket(ctr.PodUID, ctr.Name), Stdin: ctr.Stdin, StdinOnce: ctr.StdinOnce, TTY: ctr.TTY}
 	os.Remove(spec.Attach) // the last run's

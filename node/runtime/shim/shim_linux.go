@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	goruntime "runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -39,6 +40,10 @@ type Spec struct {
 	ExitFile string  `json:"exitFile"`
 	// User is who the program runs as (nil: root).
 	User *User `json:"user,omitempty"`
+	// ReadOnlyRoot makes the container's root read-only (its volumes stay as they are);
+	// NoNewPrivs sets no_new_privs (allowPrivilegeEscalation: false).
+	ReadOnlyRoot bool `json:"readOnlyRoot,omitempty"`
+	NoNewPrivs   bool `json:"noNewPrivs,omitempty"`
 	// Started, when set, is a descriptor the shim writes one byte to once the program
 	// runs (its filesystem, user and cgroups set), then closes.
 	Started int `json:"started,omitempty"`
@@ -146,6 +151,14 @@ func run(spec *Spec, h *hub) ExitRecord {
 	}
 	if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
 		return fail(fmt.Errorf("set hostname: %w", err))
+	}
+	if spec.NoNewPrivs {
+		// A thread's attribute, inherited by what it forks: the program is started from
+		// this goroutine, kept on this thread.
+		goruntime.LockOSThread()
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return fail(fmt.Errorf("no_new_privs: %w", err))
+		}
 	}
 	started := func() {
 		if spec.Started > 0 {
@@ -280,7 +293,11 @@ func prepareFilesystem(spec *Spec) error {
 		sources[i] = f
 	}
 	fs := spec.Root + "/fs"
-	build := func() error { return buildRoot(spec.Root, spec.Tmpfs) }
+	var overlays []string // a catalog image's root: one overlay per host directory
+	build := func() (err error) {
+		overlays, err = buildRoot(spec.Root, spec.Tmpfs)
+		return err
+	}
 	if spec.Image != "" {
 		build = func() error { return buildImageRoot(spec.Root, spec.Image) }
 	}
@@ -305,6 +322,11 @@ func prepareFilesystem(spec *Spec) error {
 	for target, data := range contents {
 		if err := putFile(target, data); err != nil {
 			return fmt.Errorf("%s: %w", target, err)
+		}
+	}
+	if spec.ReadOnlyRoot {
+		if err := readOnlyRoot(overlays); err != nil {
+			return fmt.Errorf("read-only root: %w", err)
 		}
 	}
 	dir := spec.Dir
@@ -425,20 +447,21 @@ func mountVolume(root *os.File, m Mount, src *os.File) error {
 // top-level directory of the host is an overlay with its upper layer in that tmpfs; the
 // paths in empty are empty tmpfs; /proc, /sys and /dev are the host's; symlinks are copied.
 // An overlay the kernel refuses falls back to a bind of the host's directory.
-func buildRoot(root string, empty []string) error {
+func buildRoot(root string, empty []string) ([]string, error) {
 	if err := unix.Mount("tmpfs", root, "tmpfs", unix.MS_NOSUID, "mode=0755"); err != nil {
-		return fmt.Errorf("container root: %w", err)
+		return nil, fmt.Errorf("container root: %w", err)
 	}
 	fs := root + "/fs"
 	if err := os.Mkdir(fs, 0o755); err != nil {
-		return err
+		return nil, err
 	}
 	if err := unix.Mount(fs, fs, "", unix.MS_BIND, ""); err != nil { // pivot_root wants a mount point
-		return err
+		return nil, err
 	}
+	var overlays []string
 	entries, err := os.ReadDir("/")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, e := range entries {
 		host, dst := "/"+e.Name(), fs+"/"+e.Name()
@@ -446,10 +469,10 @@ func buildRoot(root string, empty []string) error {
 		case e.Type()&os.ModeSymlink != 0:
 			link, err := os.Readlink(host)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if err := os.Symlink(link, dst); err != nil {
-				return err
+				return nil, err
 			}
 			continue
 		case !e.IsDir(), e.Name() == "lost+found":
@@ -457,29 +480,30 @@ func buildRoot(root string, empty []string) error {
 		}
 		info, err := os.Stat(host)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := os.Mkdir(dst, info.Mode().Perm()|info.Mode()&(os.ModeSticky)); err != nil {
-			return err
+			return nil, err
 		}
 		switch {
 		case e.Name() == "proc" || e.Name() == "sys" || e.Name() == "dev":
 			if err := unix.Mount(host, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-				return fmt.Errorf("bind %s: %w", host, err)
+				return nil, fmt.Errorf("bind %s: %w", host, err)
 			}
 		case slices.Contains(empty, host):
 			if err := unix.Mount("tmpfs", dst, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
-				return fmt.Errorf("tmpfs on %s: %w", host, err)
+				return nil, fmt.Errorf("tmpfs on %s: %w", host, err)
 			}
 		default:
 			upper, work := root+"/rw/"+e.Name()+"/upper", root+"/rw/"+e.Name()+"/work"
 			if err := errors.Join(os.MkdirAll(upper, 0o755), os.MkdirAll(work, 0o755)); err != nil {
-				return err
+				return nil, err
 			}
 			opts := "lowerdir=" + host + ",upperdir=" + upper + ",workdir=" + work
+			overlays = append(overlays, host)
 			if err := unix.Mount("overlay", dst, "overlay", 0, opts); err != nil {
 				if err := unix.Mount(host, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-					return fmt.Errorf("%s: %w", host, err)
+					return nil, fmt.Errorf("%s: %w", host, err)
 				}
 			}
 		}
@@ -493,16 +517,16 @@ func buildRoot(root string, empty []string) error {
 			continue // under an empty one already, or absent
 		}
 		if err := unix.Mount("tmpfs", fs+dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
-			return fmt.Errorf("tmpfs on %s: %w", dir, err)
+			return nil, fmt.Errorf("tmpfs on %s: %w", dir, err)
 		}
 	}
 	// Shared memory of its own, not the host's.
 	if _, err := os.Stat(fs + "/dev/shm"); err == nil {
 		if err := unix.Mount("shm", fs+"/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
-			return fmt.Errorf("/dev/shm: %w", err)
+			return nil, fmt.Errorf("/dev/shm: %w", err)
 		}
 	}
-	return nil
+	return overlays, nil
 }
 
 // buildImageRoot makes the container's root at root/fs: the image's root filesystem
@@ -536,6 +560,9 @@ func buildImageRoot(root, image string) error {
 			return fmt.Errorf("/%s: %w", d, err)
 		}
 	}
+	if err := unix.Mount("", fs+"/sys", "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+		return fmt.Errorf("read-only /sys: %w", err)
+	}
 	shm, err := os.OpenFile("/dev/shm", unix.O_PATH|unix.O_CLOEXEC, 0)
 	if err == nil {
 		shm.Close()
@@ -558,6 +585,35 @@ func pivot(dir string) error {
 		return fmt.Errorf("detach the host's root: %w", err)
 	}
 	return os.Chdir("/")
+}
+
+// readOnlyRoot remounts the root read-only, and the overlays of a catalog image's root
+// (unless a volume covers one); volumes, /proc, /sys, /dev and /tmp stay as they are.
+func readOnlyRoot(overlays []string) error {
+	ro := func(p string) error { return unix.Mount("", p, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, "") }
+	if err := ro("/"); err != nil {
+		return err
+	}
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	top := map[string]string{} // mount point → the filesystem type mounted there last
+	for _, line := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(line); len(f) > 4 {
+			if sep := slices.Index(f, "-"); sep > 0 && sep+1 < len(f) {
+				top[f[4]] = f[sep+1]
+			}
+		}
+	}
+	for _, p := range overlays {
+		if top[p] == "overlay" {
+			if err := ro(p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // putFile writes data at target as a file of the container's own (a symlink there, say

@@ -30,8 +30,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	specs "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 )
 
@@ -258,12 +260,17 @@ func (s *Store) pull(ctx context.Context, full string, keychain authn.Keychain) 
 	return s.add(img, full)
 }
 
-// Import adds the images of a `docker save` tarball (or a single-image one) under the
-// references it names.
+// Import adds the images of a `docker save` tarball, or of an OCI image layout in a
+// tarball (`podman save --format oci-archive`), under the references it names.
 func (s *Store) Import(path string) ([]*Image, error) {
 	manifest, err := tarball.LoadManifest(func() (io.ReadCloser, error) { return os.Open(path) })
 	if err != nil {
-		return nil, fmt.Errorf("not a docker save tarball: %w", err)
+		if out, lerr := s.importLayout(path); lerr == nil {
+			return out, nil
+		} else if !errors.Is(lerr, errNotLayout) {
+			return out, lerr
+		}
+		return nil, fmt.Errorf("neither a docker save tarball nor an OCI layout: %w", err)
 	}
 	var out []*Image
 	for _, m := range manifest {
@@ -285,6 +292,90 @@ func (s *Store) Import(path string) ([]*Image, error) {
 		}
 	}
 	return out, nil
+}
+
+var errNotLayout = errors.New("not an OCI image layout")
+
+// importLayout imports the images an OCI layout tarball's index names: by the
+// annotation io.containerd.image.name, else org.opencontainers.image.ref.name when it is
+// a full reference; an index of several platforms gives this node's.
+func (s *Store) importLayout(path string) ([]*Image, error) {
+	tmp := filepath.Join(s.cfg.Dir, "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(tmp, "layout-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	u, err := newUnpacker(dir, s.cfg.MaxImageSize) // the tarball is untrusted too
+	if err == nil {
+		err = u.apply(f)
+		u.close()
+	}
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(dir, "oci-layout")); err != nil {
+		return nil, errNotLayout
+	}
+	idx, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		return nil, err
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, err
+	}
+	var out []*Image
+	for _, desc := range im.Manifests {
+		ref := desc.Annotations["io.containerd.image.name"]
+		if ref == "" {
+			ref = desc.Annotations[specs.AnnotationRefName]
+		}
+		full, err := Normalize(ref)
+		if ref == "" || err != nil || !strings.Contains(ref, "/") && !strings.Contains(ref, ":") {
+			return out, fmt.Errorf("manifest %s: no image name in its annotations", desc.Digest)
+		}
+		var img v1.Image
+		if desc.MediaType.IsIndex() {
+			sub, err := idx.ImageIndex(desc.Digest)
+			if err != nil {
+				return out, err
+			}
+			if img, err = platformImage(sub); err != nil {
+				return out, err
+			}
+		} else if img, err = idx.Image(desc.Digest); err != nil {
+			return out, err
+		}
+		got, err := s.add(img, full)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, got)
+	}
+	return out, nil
+}
+
+// platformImage is this node's image of a multi-platform index.
+func platformImage(idx v1.ImageIndex) (v1.Image, error) {
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range im.Manifests {
+		if p := d.Platform; p != nil && p.OS == "linux" && p.Architecture == goruntime.GOARCH {
+			return idx.Image(d.Digest)
+		}
+	}
+	return nil, fmt.Errorf("no image for linux/%s in the index", goruntime.GOARCH)
 }
 
 // add unpacks img (once per config digest) and records it under ref.

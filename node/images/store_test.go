@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -309,4 +310,47 @@ func FuzzUnpack(f *testing.F) {
 			t.Fatalf("wrote outside the root: %v", entries)
 		}
 	})
+}
+
+// An OCI image layout in a tarball imports under the name its index gives.
+func TestImportOCILayout(t *testing.T) {
+	img := testImage(t, layerTar(t, entry{name: "hello", body: "from a layout"}))
+	dir := t.TempDir()
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{"io.containerd.image.name": "example.com/layout/app:2"})); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	filepath.Walk(dir, func(path string, fi os.FileInfo, err error) error {
+		rel, _ := filepath.Rel(dir, path)
+		if err != nil || rel == "." {
+			return err
+		}
+		hdr, _ := tar.FileInfoHeader(fi, "")
+		hdr.Name = rel
+		tw.WriteHeader(hdr)
+		if fi.Mode().IsRegular() {
+			data, _ := os.ReadFile(path)
+			tw.Write(data)
+		}
+		return nil
+	})
+	tw.Close()
+	tarPath := filepath.Join(t.TempDir(), "layout.tar")
+	os.WriteFile(tarPath, buf.Bytes(), 0o644)
+	s, _ := New(Config{Dir: t.TempDir()})
+	got, err := s.Import(tarPath)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("import: %v %v", got, err)
+	}
+	if read(t, s.RootFS(got[0]), "hello") != "from a layout" || got[0].Refs[0] != "example.com/layout/app:2" {
+		t.Errorf("imported %+v", got[0])
+	}
+	if _, err := s.Import(filepath.Join(dir, "index.json")); err == nil {
+		t.Error("a file that is neither was imported")
+	}
 }

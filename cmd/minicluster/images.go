@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -17,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/minicluster/minicluster/node/images"
+	"github.com/minicluster/minicluster/node/runtime"
 )
 
 const imagesUsage = `Usage:
@@ -94,19 +93,7 @@ func imagesCommand(args []string, stdout, stderr io.Writer) error {
 		}
 		return nil
 	case verb == "rm" && len(rest) > 0:
-		// In use: a container of a pod on the node runs in its root.
-		inUse := func(img *images.Image) bool {
-			specs, _ := filepath.Glob(filepath.Join(*dataDir, "pods", "*", "*", "spec.json"))
-			for _, p := range specs {
-				var spec struct {
-					Image string `json:"image"`
-				}
-				if data, err := os.ReadFile(p); err == nil && json.Unmarshal(data, &spec) == nil && spec.Image == store.RootFS(img) {
-					return true
-				}
-			}
-			return false
-		}
+		inUse := func(img *images.Image) bool { return runtime.ImageInUse(*dataDir, store.RootFS(img)) }
 		var errs []error
 		for _, ref := range rest {
 			if err := store.Remove(ref, inUse); err != nil {

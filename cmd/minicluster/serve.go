@@ -43,6 +43,7 @@ type serveConfig struct {
 	dnsUpstreams                                                 []string
 	dnsForwardFor                                                []netip.Prefix
 	insecureRegistries                                           []string
+	imageGCHigh, imageGCLow                                      int
 	maxEndpointsPerSlice, maxWatches                             int
 }
 
@@ -70,12 +71,17 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	upstream := fs.String("dns-upstream", "", "comma-separated upstream resolvers (host or host:port) for names outside the cluster domain; default: the host's nameservers, skipping loopback ones; none: no forwarding")
 	forwardFor := fs.String("dns-forward-for", "", "comma-separated CIDRs whose clients the cluster DNS also forwards for, besides the pod CIDR, the node and loopback (others get cluster names only: no open resolver)")
 	dns := fs.String("cluster-dns", "10.96.0.10", "cluster DNS address written into pods' resolv.conf")
+	fs.IntVar(&c.imageGCHigh, "image-gc-high-threshold", 85, "percent of the disk used past which images no container uses are removed")
+	fs.IntVar(&c.imageGCLow, "image-gc-low-threshold", 80, "percent of the disk image garbage collection brings the usage under")
 	insecure := fs.String("insecure-registries", "", "comma-separated registries (host:port) images are pulled from over plain HTTP, e.g. a local one")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("serve takes no arguments, got %q", fs.Args())
+	}
+	if c.imageGCLow < 0 || c.imageGCHigh > 100 || c.imageGCLow > c.imageGCHigh {
+		return nil, fmt.Errorf("--image-gc-low-threshold %d and --image-gc-high-threshold %d: want 0 ≤ low ≤ high ≤ 100", c.imageGCLow, c.imageGCHigh)
 	}
 	for _, r := range strings.Split(*insecure, ",") {
 		if r = strings.TrimSpace(r); r != "" {
@@ -179,7 +185,8 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	events := controllers.NewEvents(clients.typed)
-	rt, err := runtime.New(runtime.Config{DataDir: cfg.dataDir, InsecureRegistries: cfg.insecureRegistries, Log: log})
+	rt, err := runtime.New(runtime.Config{DataDir: cfg.dataDir, InsecureRegistries: cfg.insecureRegistries,
+		ImageGCHigh: cfg.imageGCHigh, ImageGCLow: cfg.imageGCLow, Log: log})
 	if err != nil {
 		return err
 	}

@@ -67,6 +67,9 @@ type Store struct {
 	cfg Config
 	log *slog.Logger
 
+	// usage is how full the store's filesystem is, in percent.
+	usage func() (int, error)
+
 	mu     sync.Mutex
 	images map[string]*Image // by ID
 	loaded time.Time         // the index's modification time when read
@@ -97,6 +100,13 @@ func New(cfg Config) (*Store, error) {
 	}
 	os.RemoveAll(filepath.Join(cfg.Dir, "tmp")) // an unpack a crash cut short
 	s := &Store{cfg: cfg, log: cfg.Log, images: map[string]*Image{}, pulls: map[string]*pull{}}
+	s.usage = func() (int, error) {
+		var st unix.Statfs_t
+		if err := unix.Statfs(cfg.Dir, &st); err != nil || st.Blocks == 0 {
+			return 0, err
+		}
+		return int(100 - st.Bavail*100/st.Blocks), nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s, s.loadLocked()
@@ -510,4 +520,49 @@ func (s *Store) Remove(ref string, inUse func(*Image) bool) error {
 		}
 		return fmt.Errorf("image %q not found", ref)
 	})
+}
+
+// GC removes images no container uses, the least recently used first, while the store's
+// filesystem is more than high percent full, until it is below low (the kubelet's image
+// garbage collection). It returns the IDs it removed.
+func (s *Store) GC(high, low int, inUse func(*Image) bool) ([]string, error) {
+	used, err := s.usage()
+	if err != nil || used <= high {
+		return nil, err
+	}
+	candidates := s.List()
+	sort.Slice(candidates, func(i, j int) bool { return lastUse(&candidates[i]).Before(lastUse(&candidates[j])) })
+	var removed []string
+	for i := range candidates {
+		if used < low {
+			break
+		}
+		img := &candidates[i]
+		err := s.locked(func() error {
+			cur := s.images[img.ID]
+			if cur == nil || inUse != nil && inUse(cur) {
+				return nil
+			}
+			delete(s.images, cur.ID)
+			removed = append(removed, cur.ID)
+			return os.RemoveAll(s.RootFS(cur))
+		})
+		if err != nil {
+			return removed, err
+		}
+		if used, err = s.usage(); err != nil {
+			return removed, err
+		}
+	}
+	if used >= low {
+		return removed, fmt.Errorf("image garbage collection left the disk %d%% full (wanted below %d%%): the remaining images are in use", used, low)
+	}
+	return removed, nil
+}
+
+func lastUse(img *Image) time.Time {
+	if img.LastUsed.After(img.Pulled) {
+		return img.LastUsed
+	}
+	return img.Pulled
 }

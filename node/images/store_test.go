@@ -354,3 +354,41 @@ func TestImportOCILayout(t *testing.T) {
 		t.Error("a file that is neither was imported")
 	}
 }
+
+// Garbage collection past the threshold: the least recently used images not in use go
+// first, until the disk is below the low mark.
+func TestGC(t *testing.T) {
+	s, _ := New(Config{Dir: t.TempDir()})
+	var ids []string
+	for i, repo := range []string{"old", "inuse", "mid", "new"} {
+		tag, err := name.NewTag("example.com/" + repo + ":1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "i.tar")
+		if err := tarball.WriteToFile(path, tag, testImage(t, layerTar(t, entry{name: "f", body: repo}))); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Import(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[0].Pulled = time.Unix(int64(1000+i), 0)
+		ids = append(ids, got[0].ID)
+	}
+	// Each image fills 10% of a disk that is 55% full without them.
+	s.usage = func() (int, error) { return 55 + 10*len(s.List()), nil }
+	inUse := func(img *Image) bool { return img.ID == ids[1] }
+	if removed, _ := s.GC(96, 80, inUse); len(removed) != 0 {
+		t.Errorf("below the high mark: removed %v", removed)
+	}
+	removed, err := s.GC(85, 80, inUse)
+	if err != nil || strings.Join(removed, ",") != ids[0]+","+ids[2] {
+		t.Errorf("removed %v (%v), want the two oldest unused, %s and %s", removed, err, ids[0], ids[2])
+	}
+	for _, keep := range []string{"example.com/inuse:1", "example.com/new:1"} {
+		if _, ok := s.Get(keep); !ok {
+			t.Errorf("%s went", keep)
+		}
+	}
+}

@@ -33,7 +33,10 @@ type Config struct {
 	DataDir string
 	// InsecureRegistries are reached over plain HTTP (host:port prefixes).
 	InsecureRegistries []string
-	Log                *slog.Logger
+	// ImageGCHigh and ImageGCLow are the kubelet's image GC thresholds: past High percent
+	// of the disk used, images no container uses go until below Low (defaults 85, 80).
+	ImageGCHigh, ImageGCLow int
+	Log                     *slog.Logger
 }
 
 // Runtime runs containers: each in a shim of its own (this binary, `minicluster shim`),
@@ -47,8 +50,10 @@ type Runtime struct {
 	catalog *catalog
 	images  *images.Store
 	cgroups *cgroups
-	log     *slog.Logger
-	exits   chan string // keys of pods one of whose shims this daemon started has ended
+	// image garbage collection thresholds, percent of the disk
+	gcHigh, gcLow int
+	log           *slog.Logger
+	exits         chan string // keys of pods one of whose shims this daemon started has ended
 
 	mu       sync.Mutex
 	children map[int]string // shim PID → pod key, for the shims this daemon started
@@ -85,7 +90,11 @@ func New(cfg Config) (*Runtime, error) {
 	if cg.memory == "" || cg.cpu == "" {
 		cfg.Log.Warn("no cgroup memory or cpu controller: containers' resource limits are not enforced", "memory", cg.memory, "cpu", cg.cpu)
 	}
+	if cfg.ImageGCHigh == 0 {
+		cfg.ImageGCHigh, cfg.ImageGCLow = 85, 80
+	}
 	return &Runtime{dataDir: cfg.DataDir, self: self, shim: shimCmd, catalog: cat, images: store, cgroups: cg, log: cfg.Log,
+		gcHigh: cfg.ImageGCHigh, gcLow: cfg.ImageGCLow,
 		exits: make(chan string, 1024), children: map[int]string{}}, nil
 }
 
@@ -93,7 +102,11 @@ func New(cfg Config) (*Runtime, error) {
 // daemon started ends.
 func (r *Runtime) Exits() <-chan string { return r.exits }
 
-// Run reaps the shims this daemon started until ctx is cancelled.
+// imageGCPeriod is how often the image store's disk is looked at (the kubelet's: 5 min).
+var imageGCPeriod = 5 * time.Minute
+
+// Run reaps the shims this daemon started, and collects unused images when the disk
+// fills, until ctx is cancelled.
 func (r *Runtime) Run(ctx context.Context) error {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGCHLD)
@@ -101,15 +114,42 @@ func (r *Runtime) Run(ctx context.Context) error {
 	// A shim can end between its start and its registration: look now and then too.
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	gc := time.NewTicker(imageGCPeriod)
+	defer gc.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-sig:
 		case <-tick.C:
+		case <-gc.C:
+			removed, err := r.images.GC(r.gcHigh, r.gcLow, r.imageInUse)
+			for _, id := range removed {
+				r.log.Info("image garbage-collected", "image", id)
+			}
+			if err != nil {
+				r.log.Warn("image garbage collection", "err", err)
+			}
 		}
 		r.reap()
 	}
+}
+
+// imageInUse reports whether a container of a pod on the node runs in img's root.
+func (r *Runtime) imageInUse(img *images.Image) bool {
+	return ImageInUse(r.dataDir, r.images.RootFS(img))
+}
+
+// ImageInUse reports whether a container of a pod under dataDir runs in the image root.
+func ImageInUse(dataDir, root string) bool {
+	specs, _ := filepath.Glob(filepath.Join(dataDir, "pods", "*", "*", "spec.json"))
+	for _, p := range specs {
+		var spec shim.Spec
+		if data, err := os.ReadFile(p); err == nil && json.Unmarshal(data, &spec) == nil && spec.Image == root {
+			return true
+		}
+	}
+	return false
 }
 
 // reap collects the exit of every ended shim of ours (and only ours: other children,

@@ -109,6 +109,10 @@ func (a *Agent) syncOne(pod *corev1.Pod, sb sandbox.Sandbox, vols map[string]str
 		}
 		return 0, nil
 	}
+	if c.ShimPID != 0 && c.Exit == nil { // it ended since containerFor looked
+		a.rt.CollectExit(string(pod.UID), ctr.Name, c)
+		a.probes.end(pod.UID, ctr.Name, c.RestartCount)
+	}
 	if c.ShimPID != 0 && !restartWanted(policy, c.Exit) {
 		return 0, nil
 	}

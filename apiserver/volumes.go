@@ -58,19 +58,9 @@ func validateVolumeSource(s *corev1.VolumeSource, p *field.Path) field.ErrorList
 	}
 	switch {
 	case s.ConfigMap != nil:
-		cp := p.Child("configMap")
-		if s.ConfigMap.Name == "" {
-			errs = append(errs, field.Required(cp.Child("name"), ""))
-		}
-		errs = append(errs, validateMode(s.ConfigMap.DefaultMode, cp.Child("defaultMode"))...)
-		errs = append(errs, validateKeyToPaths(s.ConfigMap.Items, cp.Child("items"))...)
+		errs = append(errs, validateKeysVolume(s.ConfigMap.Name, "name", s.ConfigMap.DefaultMode, s.ConfigMap.Items, p.Child("configMap"))...)
 	case s.Secret != nil:
-		sp := p.Child("secret")
-		if s.Secret.SecretName == "" {
-			errs = append(errs, field.Required(sp.Child("secretName"), ""))
-		}
-		errs = append(errs, validateMode(s.Secret.DefaultMode, sp.Child("defaultMode"))...)
-		errs = append(errs, validateKeyToPaths(s.Secret.Items, sp.Child("items"))...)
+		errs = append(errs, validateKeysVolume(s.Secret.SecretName, "secretName", s.Secret.DefaultMode, s.Secret.Items, p.Child("secret"))...)
 	case s.DownwardAPI != nil:
 		dp := p.Child("downwardAPI")
 		errs = append(errs, validateMode(s.DownwardAPI.DefaultMode, dp.Child("defaultMode"))...)
@@ -144,6 +134,17 @@ func validateVolumeSource(s *corev1.VolumeSource, p *field.Path) field.ErrorList
 		}
 	}
 	return errs
+}
+
+// validateKeysVolume checks a ConfigMap or Secret volume: the object's name, the
+// default mode and the items.
+func validateKeysVolume(name, nameField string, mode *int32, items []corev1.KeyToPath, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if name == "" {
+		errs = append(errs, field.Required(p.Child(nameField), ""))
+	}
+	errs = append(errs, validateMode(mode, p.Child("defaultMode"))...)
+	return append(errs, validateKeyToPaths(items, p.Child("items"))...)
 }
 
 func validateMode(m *int32, p *field.Path) field.ErrorList {

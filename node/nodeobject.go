@@ -51,16 +51,21 @@ func (a *Agent) findNodeIP() netip.Addr {
 	return a.net.Gateway()
 }
 
+// nodeCapacity is what the node offers: its CPUs, memory and 110 pods, as the kubelet.
+func nodeCapacity() corev1.ResourceList {
+	return corev1.ResourceList{
+		corev1.ResourcePods:   resource.MustParse("110"),
+		corev1.ResourceCPU:    *resource.NewQuantity(int64(goruntime.NumCPU()), resource.DecimalSI),
+		corev1.ResourceMemory: *resource.NewQuantity(memoryBytes(), resource.BinarySI),
+	}
+}
+
 func (a *Agent) nodeStatus() corev1.NodeStatus {
 	a.refreshNodeIP()
 	now := metav1.NewTime(time.Now().Truncate(time.Second))
 	var uts syscall.Utsname
 	syscall.Uname(&uts)
-	capacity := corev1.ResourceList{
-		corev1.ResourcePods:   resource.MustParse("110"),
-		corev1.ResourceCPU:    *resource.NewQuantity(int64(goruntime.NumCPU()), resource.DecimalSI),
-		corev1.ResourceMemory: *resource.NewQuantity(memoryBytes(), resource.BinarySI),
-	}
+	capacity := nodeCapacity()
 	return corev1.NodeStatus{
 		Capacity: capacity, Allocatable: capacity,
 		Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",

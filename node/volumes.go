@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -325,21 +324,8 @@ func resourceValue(pod *corev1.Pod, ref *corev1.ResourceFieldSelector) (string, 
 		list = ctr.Resources.Requests
 	}
 	q, ok := list[corev1.ResourceName(name)]
-	if !ok {
-		switch name {
-		case "cpu":
-			q = *resource.NewQuantity(int64(goruntime.NumCPU()), resource.DecimalSI)
-			if kind == "requests" {
-				q = resource.MustParse("0")
-			}
-		case "memory":
-			q = *resource.NewQuantity(memoryBytes(), resource.BinarySI)
-			if kind == "requests" {
-				q = resource.MustParse("0")
-			}
-		default:
-			q = resource.MustParse("0")
-		}
+	if !ok && kind == "limits" {
+		q = nodeCapacity()[corev1.ResourceName(name)] // no limit: the node's (zero if it has none)
 	}
 	divisor := ref.Divisor
 	if divisor.IsZero() {

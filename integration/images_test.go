@@ -31,7 +31,7 @@ import (
 
 // registryInNetns serves go-containerregistry's registry on 127.0.0.1 inside the node's
 // netns (where the daemon pulls from), asking GETs of private/ for user:pass.
-func (n *node) registryInNetns(t *testing.T) string {
+func (n *node) registryInNetns(t testing.TB) string {
 	lnc := make(chan net.Listener, 1)
 	errc := make(chan error, 1)
 	go func() {
@@ -122,7 +122,7 @@ func fileLayer(t *testing.T, files map[string]string) v1.Layer {
 }
 
 // pushFromNetns pushes img to the registry in the node's netns.
-func (n *node) pushFromNetns(t *testing.T, ref string, img v1.Image) {
+func (n *node) pushFromNetns(t testing.TB, ref string, img v1.Image) {
 	r, err := name.ParseReference(ref, name.Insecure)
 	if err != nil {
 		t.Fatal(err)

@@ -374,7 +374,7 @@ func (a *Agent) terminate(ctx context.Context, pod *corev1.Pod) {
 		defer a.terminating.Delete(pod.UID)
 		deadline := time.Now().Add(grace)
 		for name, c := range a.rt.State(string(pod.UID)).Containers {
-			if c.Alive() {
+			if c.Alive() && name != runtime.PodInit {
 				a.containerEvent(pod, name, corev1.EventTypeNormal, "Killing", "Stopping container %s", name)
 			}
 		}

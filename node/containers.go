@@ -42,6 +42,11 @@ func (a *Agent) syncContainers(pod *corev1.Pod, sb sandbox.Sandbox, vols map[str
 	uid := string(pod.UID)
 	st := a.rt.State(uid)
 	var requeue time.Duration
+	if pidMode(pod, "") == "container:"+runtime.PodInit {
+		if err := a.ensurePodInit(pod, sb, st); err != nil {
+			return st, 0, err
+		}
+	}
 	for i := range pod.Spec.InitContainers {
 		ctr := &pod.Spec.InitContainers[i]
 		c := a.containerFor(st, pod, ctr.Name)
@@ -216,13 +221,26 @@ func (a *Agent) startContainer(pod *corev1.Pod, sb sandbox.Sandbox, vols map[str
 			return err
 		}
 	}
-	run := runtime.Container{PodKey: key(pod), PodUID: string(pod.UID), Name: ctr.Name, Netns: sb.Netns, Argv: argv, Env: env,
-		Dir: dir, Hostname: podHostname(pod), Hosts: podHosts(pod, sb.IP, a.cfg.ClusterDomain),
-		ResolvConf: podResolvConf(pod, a.cfg.ClusterDNS, a.cfg.ClusterDomain, a.hostDNS).String(),
-		Stdin:      ctr.Stdin, StdinOnce: ctr.StdinOnce, TTY: ctr.TTY, Mounts: mounts, Resources: ctr.Resources, User: user, RootFS: rootfs}
+	run := a.podContainer(pod, sb)
+	run.Name, run.Argv, run.Env, run.Dir, run.User, run.RootFS = ctr.Name, argv, env, dir, user, rootfs
+	run.Stdin, run.StdinOnce, run.TTY, run.Mounts, run.Resources = ctr.Stdin, ctr.StdinOnce, ctr.TTY, mounts, ctr.Resources
+	run.PID = pidMode(pod, ctr.Name)
+	var add, drop []string
 	if sc := ctr.SecurityContext; sc != nil {
 		run.ReadOnlyRoot = ptr.Deref(sc.ReadOnlyRootFilesystem, false)
 		run.NoNewPrivs = sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation
+		run.Privileged = ptr.Deref(sc.Privileged, false)
+		if c := sc.Capabilities; c != nil {
+			for _, n := range c.Add {
+				add = append(add, string(n))
+			}
+			for _, n := range c.Drop {
+				drop = append(drop, string(n))
+			}
+		}
+	}
+	if run.Caps, err = shim.Capabilities(add, drop, run.Privileged); err != nil {
+		return fmt.Errorf("%w: %v", ErrContainerConfig, err)
 	}
 	a.containerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Created", "Created container: %s", ctr.Name)
 	if err := a.rt.Start(run, c); err != nil {
@@ -232,6 +250,43 @@ func (a *Agent) startContainer(pod *corev1.Pod, sb sandbox.Sandbox, vols map[str
 	a.probes.ensure(pod, ctr, c, sb.IP.String())
 	a.containerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Started", "Started container %s", ctr.Name)
 	return nil
+}
+
+// podContainer is what every container of pod has in common.
+func (a *Agent) podContainer(pod *corev1.Pod, sb sandbox.Sandbox) runtime.Container {
+	return runtime.Container{PodKey: key(pod), PodUID: string(pod.UID), Netns: sb.Netns, Hostname: podHostname(pod),
+		Hosts: podHosts(pod, sb.IP, a.cfg.ClusterDomain), ResolvConf: podResolvConf(pod, a.cfg.ClusterDNS, a.cfg.ClusterDomain, a.hostDNS).String()}
+}
+
+// pidMode is the PID namespace a container runs in (runtime.Container.PID): the
+// node's (hostPID), the pod's (shareProcessNamespace: its init's), its target's (an
+// ephemeral container with targetContainerName), else its own.
+func pidMode(pod *corev1.Pod, name string) string {
+	switch {
+	case pod.Spec.HostPID:
+		return "host"
+	case ptr.Deref(pod.Spec.ShareProcessNamespace, false):
+		return "container:" + runtime.PodInit
+	}
+	for _, e := range pod.Spec.EphemeralContainers {
+		if e.Name == name && e.TargetContainerName != "" {
+			return "container:" + e.TargetContainerName
+		}
+	}
+	return ""
+}
+
+// ensurePodInit starts the pod's init process, which holds the PID namespace its
+// containers share, unless it runs.
+func (a *Agent) ensurePodInit(pod *corev1.Pod, sb sandbox.Sandbox, st *runtime.PodState) error {
+	c := a.containerFor(st, pod, runtime.PodInit)
+	if c.Alive() {
+		return nil
+	}
+	if err := a.rt.Start(a.rt.PodInitContainer(a.podContainer(pod, sb)), c); err != nil {
+		return err
+	}
+	return a.rt.SaveState(string(pod.UID), st) // the containers find it there
 }
 
 // containerUser is who a container runs as: its securityContext's runAsUser and

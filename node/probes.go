@@ -1,12 +1,14 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/tools/remotecommand"
 
 	"github.com/minicluster/minicluster/node/runtime"
 )
@@ -150,7 +153,7 @@ func (p *prober) loop(ctx context.Context, pod *corev1.Pod, ctr *corev1.Containe
 					continue
 				}
 				kd.next = now.Add(time.Duration(max(kd.probe.PeriodSeconds, 1)) * time.Second)
-				err := runProbe(ctx, kd.probe, ctr, podIP, shimPID)
+				err := runProbe(ctx, kd.probe, ctr, podIP, a.execIn(pod, ctr.Name))
 				if err != nil && ctx.Err() == nil {
 					a.containerEvent(pod, ctr.Name, corev1.EventTypeWarning, "Unhealthy", "%s probe failed: %s",
 						strings.ToUpper(kd.name[:1])+kd.name[1:], err)
@@ -174,8 +177,9 @@ func (p *prober) loop(ctx context.Context, pod *corev1.Pod, ctr *corev1.Containe
 	}
 }
 
-// runProbe runs one probe; nil means success.
-func runProbe(ctx context.Context, p *corev1.Probe, ctr *corev1.Container, podIP string, shimPID int) error {
+// runProbe runs one probe (an exec probe's command with execIn); nil means success.
+func runProbe(ctx context.Context, p *corev1.Probe, ctr *corev1.Container, podIP string,
+	execIn func(context.Context, []string, io.Writer) (int, error)) error {
 	timeout := time.Duration(max(p.TimeoutSeconds, 1)) * time.Second
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -227,10 +231,42 @@ func runProbe(ctx context.Context, p *corev1.Probe, ctr *corev1.Container, podIP
 		}
 		return err
 	case p.Exec != nil && len(p.Exec.Command) > 0:
-		args := append([]string{"--target", strconv.Itoa(shimPID), "--mount", "--uts", "--net", "--"}, p.Exec.Command...)
-		return exec.CommandContext(ctx, "nsenter", args...).Run()
+		// Its output is the failure's message, as the kubelet reports it.
+		var out bytes.Buffer
+		code, err := execIn(ctx, p.Exec.Command, &limitedBuffer{b: &out, n: 10 << 10})
+		switch {
+		case ctx.Err() != nil:
+			return fmt.Errorf("command %q timed out", strings.Join(p.Exec.Command, " "))
+		case err != nil:
+			return err
+		case code != 0 && out.Len() > 0:
+			return errors.New(strings.TrimSpace(out.String()))
+		case code != 0:
+			return fmt.Errorf("command %q exited with %d", strings.Join(p.Exec.Command, " "), code)
+		}
+		return nil
 	}
 	return fmt.Errorf("probe has no handler minicluster runs (grpc is not supported)")
+}
+
+// execIn runs commands in a container of pod, its output to out.
+func (a *Agent) execIn(pod *corev1.Pod, name string) func(context.Context, []string, io.Writer) (int, error) {
+	return func(ctx context.Context, cmd []string, out io.Writer) (int, error) {
+		return a.rt.ExecIn(ctx, string(pod.UID), name, cmd, remotecommand.StreamOptions{Stdout: out, Stderr: out})
+	}
+}
+
+// limitedBuffer keeps the first n bytes written to it.
+type limitedBuffer struct {
+	b *bytes.Buffer
+	n int
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := l.n - l.b.Len(); room > 0 {
+		l.b.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
 }
 
 // probePort resolves a probe port, by name through the container's ports.
@@ -272,7 +308,7 @@ func (a *Agent) runPreStop(ctx context.Context, pod *corev1.Pod, deadline time.T
 			} else {
 				probe := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: h.Exec, HTTPGet: h.HTTPGet, TCPSocket: h.TCPSocket},
 					TimeoutSeconds: int32(max(time.Until(deadline).Seconds(), 1))}
-				err = runProbe(ctx, probe, ctr, sb.IP.String(), c.ShimPID)
+				err = runProbe(ctx, probe, ctr, sb.IP.String(), a.execIn(pod, ctr.Name))
 			}
 			a.cfg.Log.Info("preStop hook ran", "pod", key(pod), "container", ctr.Name, "err", err)
 		})

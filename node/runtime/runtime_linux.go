@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	goruntime "runtime"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -288,6 +289,25 @@ type Container struct {
 	// RootFS, when set, is the image's root filesystem the container runs in (under a
 	// writable layer of its own); else it runs in a view of the host's.
 	RootFS string
+	// Caps are its capabilities (securityContext's names); Privileged gives it the
+	// host's devices and /sys too.
+	Caps       []string
+	Privileged bool
+	// PID is the PID namespace it runs in: its own (""), the node's ("host"), or that of
+	// another container of the pod ("container:NAME", which must be running).
+	PID string
+}
+
+// PodInit is the name of the record of a pod's init process, which holds the PID
+// namespace its containers share (shareProcessNamespace); no container can have it.
+const PodInit = "POD"
+
+// PodInitContainer is the pod's init process: the built-in pause, in a PID namespace
+// of its own.
+func (r *Runtime) PodInitContainer(ctr Container) Container {
+	ctr.Name, ctr.Argv, ctr.Env, ctr.Dir, ctr.Mounts, ctr.RootFS = PodInit, []string{r.self, "pause"}, nil, "", nil, ""
+	ctr.Stdin, ctr.StdinOnce, ctr.TTY, ctr.Resources, ctr.PID = false, false, false, corev1.ResourceRequirements{}, ""
+	return ctr
 }
 
 // Resolve gives the program a container runs, from its image and command, or
@@ -362,7 +382,7 @@ func (r *Runtime) Start(ctr Container, c *ContainerState) error {
 	spec := shim.Spec{Argv: ctr.Argv, Builtin: ctr.Argv[0] == r.self, Env: ctr.Env, Dir: ctr.Dir, Hostname: ctr.Hostname, Started: 3,
 		Root: root, Mounts: mounts, Cgroups: cgroups, User: ctr.User,
 		Binds:        map[string]string{"/etc/resolv.conf": resolv, "/etc/hosts": hosts, "/etc/hostname": hostname},
-		ReadOnlyRoot: ctr.ReadOnlyRoot, NoNewPrivs: ctr.NoNewPrivs,
+		ReadOnlyRoot: ctr.ReadOnlyRoot, NoNewPrivs: ctr.NoNewPrivs, Caps: ctr.Caps, Privileged: ctr.Privileged,
 		Tmpfs: []string{"/tmp", "/run", r.dataDir}, Image: ctr.RootFS, ExitFile: filepath.Join(dir, "exit.json"),
 		Attach: r.attachSocket(ctr.PodUID, ctr.Name), Stdin: ctr.Stdin, StdinOnce: ctr.StdinOnce, TTY: ctr.TTY}
 	os.Remove(spec.Attach) // the last run's
@@ -384,9 +404,25 @@ func (r *Runtime) Start(ctr Container, c *ContainerState) error {
 	if cgroupFD != nil {
 		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, int(cgroupFD.Fd())
 	}
-	// Forked from a thread inside the pod's netns, so the shim starts there.
-	var startErr error
-	if err := errors.Join(sandbox.Do(ctr.Netns, func() { startErr = cmd.Start() }), startErr); err != nil {
+	// The shim is its PID namespace's init (its program's reaper), or joins another's.
+	var pidns *os.File
+	switch other, ok := strings.CutPrefix(ctr.PID, "container:"); {
+	case ctr.PID == "host":
+	case ok:
+		o := r.State(ctr.PodUID).Containers[other]
+		if o == nil || !o.Alive() {
+			return fmt.Errorf("start %s: container %s, whose PID namespace it shares, is not running", ctr.Name, other)
+		}
+		if pidns, err = os.Open(fmt.Sprintf("/proc/%d/ns/pid", o.ShimPID)); err != nil {
+			return fmt.Errorf("start %s: %w", ctr.Name, err)
+		}
+		defer pidns.Close()
+	default:
+		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWPID
+	}
+	// Forked from a thread inside the pod's netns (and the shared PID namespace), so
+	// the shim starts there.
+	if err := startIn(ctr.Netns, pidns, cmd.Start); err != nil {
 		return fmt.Errorf("start %s: %w", ctr.Name, err)
 	}
 	pid := cmd.Process.Pid
@@ -400,6 +436,39 @@ func (r *Runtime) Start(ctr Container, c *ContainerState) error {
 	startedR.Read(make([]byte, 1)) // a byte, or EOF when the shim ended first
 	r.log.Info("container started", "pod", ctr.PodKey, "container", ctr.Name, "argv", strings.Join(ctr.Argv, " "), "restarts", c.RestartCount)
 	return nil
+}
+
+// startIn runs start on a thread of its own in network namespace netns (none: the
+// node's) and, when pidns is set, with pidns for its children; the thread is not given
+// back.
+func startIn(netns string, pidns *os.File, start func() error) error {
+	var ns *os.File
+	if netns != "" {
+		f, err := os.Open(sandbox.NetnsPath(netns))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		ns = f
+	}
+	errc := make(chan error, 1)
+	go func() {
+		goruntime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		if ns != nil {
+			if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+				errc <- fmt.Errorf("enter the pod's network namespace: %w", err)
+				return
+			}
+		}
+		if pidns != nil {
+			if err := unix.Setns(int(pidns.Fd()), unix.CLONE_NEWPID); err != nil {
+				errc <- fmt.Errorf("enter the pod's PID namespace: %w", err)
+				return
+			}
+		}
+		errc <- start()
+	}()
+	return <-errc
 }
 
 // VolumeDir is where volume name of pod uid lives on the node (emptyDir, ConfigMap,

@@ -409,3 +409,6 @@ func Do(name string, f func()) error {
 	}()
 	return <-errc
 }
+
+// NetnsPath is where the named network namespace is bound.
+func NetnsPath(name string) string { return filepath.Join(netnsDir, name) }

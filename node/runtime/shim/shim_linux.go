@@ -57,9 +57,13 @@ type Spec struct {
 	Stdin     bool `json:"stdin,omitempty"`
 	StdinOnce bool `json:"stdinOnce,omitempty"`
 	TTY       bool `json:"tty,omitempty"`
-	// Builtin: Argv is a built-in image (minicluster agnhost|pause ...), run inside the
-	// shim itself.
+	// Builtin: Argv is a built-in image (minicluster agnhost|pause ...), run by this
+	// binary started again inside the container.
 	Builtin bool `json:"builtin,omitempty"`
+	// Caps are the capabilities the program may have (securityContext's names, without
+	// CAP_); Privileged gives it the host's devices and a writable /sys too.
+	Caps       []string `json:"caps"`
+	Privileged bool     `json:"privileged,omitempty"`
 }
 
 // User is a container's user and groups (securityContext runAsUser, runAsGroup,
@@ -86,6 +90,9 @@ type ExitRecord struct {
 // a daemon crash. It prepares the filesystem view, runs the program as its child, and
 // records the exit status; it returns its own exit code.
 func Main(args []string, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "--builtin" {
+		return builtin(args[1:], stderr)
+	}
 	if len(args) != 1 {
 		fmt.Fprintln(stderr, "usage: minicluster shim SPEC.json")
 		return 2
@@ -123,7 +130,7 @@ func Main(args []string, stderr io.Writer) int {
 			go h.serve(ln)
 		}
 	}
-	rec := run(&spec, h)
+	rec := run(&spec, h, os.Args[:len(os.Args)-len(args)])
 	h.end()
 	out, _ := json.Marshal(rec)
 	exitFile.Write(out)
@@ -135,7 +142,7 @@ func Main(args []string, stderr io.Writer) int {
 	return int(rec.ExitCode)
 }
 
-func run(spec *Spec, h *hub) ExitRecord {
+func run(spec *Spec, h *hub, self []string) ExitRecord {
 	rec := ExitRecord{StartedAt: time.Now()}
 	fail := func(err error) ExitRecord {
 		rec.ExitCode, rec.Error, rec.FinishedAt = 128, err.Error(), time.Now()
@@ -152,122 +159,176 @@ func run(spec *Spec, h *hub) ExitRecord {
 	if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
 		return fail(fmt.Errorf("set hostname: %w", err))
 	}
+	// Capabilities and no_new_privs are a thread's, inherited by what it starts: the
+	// program is started from this goroutine, kept on this thread (which the shim
+	// itself then no longer needs).
+	goruntime.LockOSThread()
+	if err := LimitCaps(spec.Caps); err != nil {
+		return fail(fmt.Errorf("capabilities: %w", err))
+	}
 	if spec.NoNewPrivs {
-		// A thread's attribute, inherited by what it forks: the program is started from
-		// this goroutine, kept on this thread.
-		goruntime.LockOSThread()
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 			return fail(fmt.Errorf("no_new_privs: %w", err))
 		}
 	}
+	// What the program leaves behind comes to the shim, which reaps it.
+	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	started := func() {
 		if spec.Started > 0 {
 			unix.Write(spec.Started, []byte{1})
 			unix.Close(spec.Started)
+			spec.Started = 0
 		}
 	}
 	defer started() // a failure: the agent stops waiting, and reads the exit record
-	if spec.Builtin && len(spec.Argv) > 1 {
-		if u := spec.User; u != nil { // the shim itself becomes the user
-			groups := make([]int, len(u.Groups))
-			for i, g := range u.Groups {
-				groups[i] = int(g)
-			}
-			if err := errors.Join(syscall.Setgroups(groups), syscall.Setgid(int(u.GID)), syscall.Setuid(int(u.UID))); err != nil {
-				return fail(fmt.Errorf("run as %d:%d: %w", u.UID, u.GID, err))
-			}
-		}
-		started()
-		spec.Started = 0
-		code, err := runBuiltin(spec, h)
-		if err != nil {
-			return fail(err)
-		}
-		rec.ExitCode, rec.FinishedAt = int32(code), time.Now()
-		return rec
-	}
 	// SIGTERM reaches the program through the process group; the shim waits for it. It
 	// catches rather than ignores: an ignored signal would stay ignored in the program.
 	// A program on a terminal leads a session of its own: signals are passed on to it.
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	// A bare program name is looked up on the container's PATH, inside its root.
-	for _, kv := range spec.Env {
-		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
-			os.Setenv("PATH", v)
+	var cmd *exec.Cmd
+	if spec.Builtin { // this binary again, inside the container (minicluster agnhost|pause ...)
+		cmd = &exec.Cmd{Path: "/proc/self/exe", Args: append(slices.Clone(self), append([]string{"--builtin"}, spec.Argv[1:]...)...)}
+	} else {
+		// A bare program name is looked up on the container's PATH, inside its root.
+		for _, kv := range spec.Env {
+			if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+				os.Setenv("PATH", v)
+			}
+		}
+		cmd = exec.Command(spec.Argv[0], spec.Argv[1:]...)
+		if cmd.Err != nil {
+			return fail(fmt.Errorf("start %s: %w", spec.Argv[0], cmd.Err))
 		}
 	}
-	cmd := exec.Command(spec.Argv[0], spec.Argv[1:]...)
 	cmd.Env, cmd.Dir = spec.Env, spec.Dir
 	// The agent gave the shim the log file as stdout: the program's output goes there as
-	// CRI records, and to attached clients (os/exec copies through pipes, and Wait
-	// drains them).
+	// CRI records, and to attached clients.
 	var mu sync.Mutex
 	stdout := &criWriter{mu: &mu, out: os.Stdout, stream: "stdout", now: time.Now, hub: h}
-	cmd.Stdout = stdout
-	cmd.Stderr = &criWriter{mu: &mu, out: os.Stdout, stream: "stderr", now: time.Now, hub: h}
+	stderr := &criWriter{mu: &mu, out: os.Stdout, stream: "stderr", now: time.Now, hub: h}
 	term := h.term
 	cmd.SysProcAttr = &syscall.SysProcAttr{}
 	if u := spec.User; u != nil {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}
 	}
-	switch {
-	case term != nil:
+	var copies sync.WaitGroup
+	copyFrom := func(w io.Writer, r *os.File) {
+		copies.Add(1)
+		go func() {
+			defer copies.Done()
+			io.Copy(w, r) // a terminal ends with EIO once the program and its children are gone
+			r.Close()
+		}()
+	}
+	var ours []*os.File // the program's ends, closed here once it has them
+	if term != nil {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = h.child, h.child, h.child
 		cmd.SysProcAttr.Setsid, cmd.SysProcAttr.Setctty, cmd.SysProcAttr.Ctty = true, true, 0
 		if !slices.ContainsFunc(cmd.Env, func(kv string) bool { return strings.HasPrefix(kv, "TERM=") }) {
 			cmd.Env = append(cmd.Env, "TERM=xterm")
 		}
-	case h.child != nil:
-		cmd.Stdin = h.child
+	} else {
+		if h.child != nil {
+			cmd.Stdin = h.child
+		}
+		for _, out := range []struct {
+			w   io.Writer
+			set *io.Writer
+		}{{stdout, &cmd.Stdout}, {stderr, &cmd.Stderr}} {
+			r, w, err := os.Pipe()
+			if err != nil {
+				return fail(err)
+			}
+			*out.set = w
+			ours = append(ours, w)
+			copyFrom(out.w, r)
+		}
 	}
-	if err := cmd.Start(); err != nil {
+	if h.child != nil {
+		ours = append(ours, h.child)
+	}
+	err := cmd.Start()
+	for _, f := range ours {
+		f.Close()
+	}
+	if err != nil {
 		return fail(fmt.Errorf("start %s: %w", spec.Argv[0], err))
 	}
 	started()
-	spec.Started = 0
-	if h.child != nil {
-		h.child.Close() // the program's now
-	}
-	copied := make(chan struct{})
 	if term != nil {
-		go func() {
-			io.Copy(stdout, term) // ends with EIO once the program and its children are gone
-			close(copied)
-		}()
+		copyFrom(stdout, term)
 		go func() {
 			for sig := range sigs {
 				syscall.Kill(-cmd.Process.Pid, sig.(syscall.Signal))
 			}
 		}()
 	}
-	err := cmd.Wait()
-	if term != nil {
-		select {
-		case <-copied:
-		case <-time.After(time.Second): // a background child holds the terminal open
+	ws := reap(cmd.Process.Pid)
+	rec.FinishedAt = time.Now()
+	if os.Getpid() == 1 {
+		// The container ends with its program, as with any runtime: what it left
+		// running in its PID namespace goes too, and with it the output's last writers.
+		unix.Kill(-1, unix.SIGKILL)
+		for reapOne(-1) {
 		}
 	}
-	rec.FinishedAt = time.Now()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		ws := ee.Sys().(syscall.WaitStatus)
-		if ws.Signaled() {
-			rec.ExitCode, rec.Signal = 128+int32(ws.Signal()), unix.SignalName(ws.Signal())
-		} else {
-			rec.ExitCode = int32(ws.ExitStatus())
-		}
-	} else if err != nil {
-		return fail(err)
+	done := make(chan struct{})
+	go func() { copies.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Second): // a background child (in a shared PID namespace) holds the output open
+	}
+	if ws.Signaled() {
+		rec.ExitCode, rec.Signal = 128+int32(ws.Signal()), unix.SignalName(ws.Signal())
+	} else {
+		rec.ExitCode = int32(ws.ExitStatus())
 	}
 	return rec
+}
+
+// reap waits for the program (pid) to end, reaping whatever else ends meanwhile (the
+// shim is its container's init, or their subreaper), and returns its status.
+func reap(pid int) unix.WaitStatus {
+	for {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(-1, &ws, 0, nil)
+		if got == pid || errors.Is(err, unix.ECHILD) {
+			return ws
+		}
+	}
+}
+
+// reapOne reaps one child that has ended, waiting for one if any is left; false when
+// none is.
+func reapOne(pid int) bool {
+	var ws unix.WaitStatus
+	_, err := unix.Wait4(pid, &ws, 0, nil)
+	return !errors.Is(err, unix.ECHILD)
+}
+
+// builtin runs a built-in image (agnhost, pause) as the container's program: this
+// binary started again inside the container, its output the shim's pipes.
+func builtin(args []string, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: minicluster-shim --builtin agnhost|pause ARGS...")
+		return 2
+	}
+	switch args[0] {
+	case "agnhost":
+		return agnhost.Main(args[1:], stderr)
+	case "pause":
+		return agnhost.Main([]string{"pause"}, stderr)
+	}
+	fmt.Fprintf(stderr, "unknown built-in %q\n", args[0])
+	return 2
 }
 
 // prepareFilesystem gives the container a root of its own, built in this (private)
 // mount namespace on a tmpfs at spec.Root: every top-level directory of the host as an
 // overlay whose writes land in that tmpfs (so the container can write anywhere, and
-// nothing it writes reaches the host), /proc, /sys and /dev bound from the host, empty
-// tmpfs where it must not see the host (/tmp, /run, the daemon's data dir), the pod's
+// nothing it writes reaches the host), or the image's root under such a layer; /proc,
+// /sys and /dev (mountKernelFS); empty tmpfs where it must not see the host (/tmp, /run, the daemon's data dir), the pod's
 // files (/etc/resolv.conf, /etc/hosts) and its volumes. It then pivots into that root,
 // so nothing outside it is reachable, and changes to the working directory.
 func prepareFilesystem(spec *Spec) error {
@@ -309,6 +370,9 @@ func prepareFilesystem(spec *Spec) error {
 		return err
 	}
 	defer root.Close()
+	if err := mountKernelFS(root, spec.Privileged); err != nil {
+		return err
+	}
 	// Bound before the pivot: a bind's source must be in this namespace's tree, and the
 	// host's root leaves it with the pivot.
 	for i, m := range spec.Mounts {
@@ -398,34 +462,9 @@ func mountVolume(root *os.File, m Mount, src *os.File) error {
 	if err := unix.Fstat(int(src.Fd()), &st); err != nil {
 		return err
 	}
-	target := filepath.Clean("/" + m.Target)
-	parts := strings.Split(strings.TrimPrefix(target, "/"), "/")
-	for i := range parts {
-		dir := strings.Join(parts[:i+1], "/")
-		if fd, err := unix.Openat2(int(root.Fd()), dir, inRoot); err == nil {
-			unix.Close(fd)
-			continue
-		}
-		parent, err := unix.Openat2(int(root.Fd()), "/"+strings.Join(parts[:i], "/"), inRoot)
-		if err != nil {
-			return fmt.Errorf("open %s: %w", "/"+strings.Join(parts[:i], "/"), err)
-		}
-		if i == len(parts)-1 && st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			fd, err := unix.Openat(parent, parts[i], unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
-			if err == nil {
-				unix.Close(fd)
-			}
-		} else {
-			err = unix.Mkdirat(parent, parts[i], 0o755)
-		}
-		unix.Close(parent)
-		if err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("make %s: %w", dir, err)
-		}
-	}
-	tfd, err := unix.Openat2(int(root.Fd()), target, inRoot)
+	tfd, err := makeTarget(root, m.Target, st.Mode&unix.S_IFMT == unix.S_IFDIR)
 	if err != nil {
-		return fmt.Errorf("open target: %w", err)
+		return err
 	}
 	defer unix.Close(tfd)
 	proc := func(fd int) string { return fmt.Sprintf("/proc/self/fd/%d", fd) }
@@ -435,7 +474,7 @@ func mountVolume(root *os.File, m Mount, src *os.File) error {
 	if !m.ReadOnly {
 		return nil
 	}
-	mounted, err := unix.Openat2(int(root.Fd()), target, inRoot) // the new mount, over tfd
+	mounted, err := unix.Openat2(int(root.Fd()), m.Target, inRoot) // the new mount, over tfd
 	if err != nil {
 		return err
 	}
@@ -443,9 +482,45 @@ func mountVolume(root *os.File, m Mount, src *os.File) error {
 	return unix.Mount("", proc(mounted), "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, "")
 }
 
+// makeTarget opens target in the container's root (open as root; symlinks resolve
+// inside it), making it and its parents when missing: a directory, or an empty file.
+func makeTarget(root *os.File, target string, dir bool) (int, error) {
+	target = filepath.Clean("/" + target)
+	parts := strings.Split(strings.TrimPrefix(target, "/"), "/")
+	for i := range parts {
+		path := strings.Join(parts[:i+1], "/")
+		if fd, err := unix.Openat2(int(root.Fd()), path, inRoot); err == nil {
+			unix.Close(fd)
+			continue
+		}
+		parent, err := unix.Openat2(int(root.Fd()), "/"+strings.Join(parts[:i], "/"), inRoot)
+		if err != nil {
+			return -1, fmt.Errorf("open %s: %w", "/"+strings.Join(parts[:i], "/"), err)
+		}
+		if i == len(parts)-1 && !dir {
+			fd, err := unix.Openat(parent, parts[i], unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
+			if err == nil {
+				unix.Close(fd)
+			}
+		} else {
+			err = unix.Mkdirat(parent, parts[i], 0o755)
+		}
+		unix.Close(parent)
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			return -1, fmt.Errorf("make %s: %w", path, err)
+		}
+	}
+	fd, err := unix.Openat2(int(root.Fd()), target, inRoot)
+	if err != nil {
+		return -1, fmt.Errorf("open target %s: %w", target, err)
+	}
+	return fd, nil
+}
+
 // buildRoot makes the container's root at root/fs on a fresh tmpfs at root. Each
 // top-level directory of the host is an overlay with its upper layer in that tmpfs; the
-// paths in empty are empty tmpfs; /proc, /sys and /dev are the host's; symlinks are copied.
+// paths in empty are empty tmpfs; symlinks are copied; /proc, /sys and /dev are left
+// for mountKernelFS.
 // An overlay the kernel refuses falls back to a bind of the host's directory.
 func buildRoot(root string, empty []string) ([]string, error) {
 	if err := unix.Mount("tmpfs", root, "tmpfs", unix.MS_NOSUID, "mode=0755"); err != nil {
@@ -486,10 +561,7 @@ func buildRoot(root string, empty []string) ([]string, error) {
 			return nil, err
 		}
 		switch {
-		case e.Name() == "proc" || e.Name() == "sys" || e.Name() == "dev":
-			if err := unix.Mount(host, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-				return nil, fmt.Errorf("bind %s: %w", host, err)
-			}
+		case e.Name() == "proc" || e.Name() == "sys" || e.Name() == "dev": // mountKernelFS's
 		case slices.Contains(empty, host):
 			if err := unix.Mount("tmpfs", dst, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
 				return nil, fmt.Errorf("tmpfs on %s: %w", host, err)
@@ -520,18 +592,11 @@ func buildRoot(root string, empty []string) ([]string, error) {
 			return nil, fmt.Errorf("tmpfs on %s: %w", dir, err)
 		}
 	}
-	// Shared memory of its own, not the host's.
-	if _, err := os.Stat(fs + "/dev/shm"); err == nil {
-		if err := unix.Mount("shm", fs+"/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
-			return nil, fmt.Errorf("/dev/shm: %w", err)
-		}
-	}
 	return overlays, nil
 }
 
 // buildImageRoot makes the container's root at root/fs: the image's root filesystem
-// (read-only) under a writable layer in a fresh tmpfs at root, with /proc, /sys and
-// /dev from the host and a /dev/shm of its own.
+// (read-only) under a writable layer in a fresh tmpfs at root.
 func buildImageRoot(root, image string) error {
 	if err := unix.Mount("tmpfs", root, "tmpfs", unix.MS_NOSUID, "mode=0755"); err != nil {
 		return fmt.Errorf("container root: %w", err)
@@ -542,33 +607,6 @@ func buildImageRoot(root, image string) error {
 	}
 	if err := unix.Mount("overlay", fs, "overlay", 0, "lowerdir="+image+",upperdir="+upper+",workdir="+work); err != nil {
 		return fmt.Errorf("image root: %w", err)
-	}
-	rootFD, err := os.OpenFile(fs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer rootFD.Close()
-	for _, d := range []string{"proc", "sys", "dev"} {
-		// Made inside the image's root (its own /dev may be a symlink: it stays inside).
-		src, err := os.OpenFile("/"+d, unix.O_PATH|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		err = mountVolume(rootFD, Mount{Target: "/" + d}, src)
-		src.Close()
-		if err != nil {
-			return fmt.Errorf("/%s: %w", d, err)
-		}
-	}
-	if err := unix.Mount("", fs+"/sys", "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
-		return fmt.Errorf("read-only /sys: %w", err)
-	}
-	shm, err := os.OpenFile("/dev/shm", unix.O_PATH|unix.O_CLOEXEC, 0)
-	if err == nil {
-		shm.Close()
-		if err := unix.Mount("shm", fs+"/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
-			return fmt.Errorf("/dev/shm: %w", err)
-		}
 	}
 	return nil
 }
@@ -626,53 +664,4 @@ func putFile(target string, data []byte) error {
 		return err
 	}
 	return os.WriteFile(target, data, 0o644)
-}
-
-// runBuiltin runs a built-in image (agnhost, pause) inside the shim itself: starting a
-// second process per pod costs more than the rest of a pod's start. Its
-// output goes through the standard descriptors into the same CRI records.
-func runBuiltin(spec *Spec, h *hub) (int, error) {
-	os.Clearenv()
-	for _, kv := range spec.Env {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			os.Setenv(k, v)
-		}
-	}
-	logFD, err := unix.Dup(1)
-	if err != nil {
-		return 0, err
-	}
-	logFile := os.NewFile(uintptr(logFD), "log")
-	var mu sync.Mutex
-	var copies sync.WaitGroup
-	for fd, stream := range map[int]string{1: "stdout", 2: "stderr"} {
-		r, w, err := os.Pipe()
-		if err != nil {
-			return 0, err
-		}
-		if err := unix.Dup2(int(w.Fd()), fd); err != nil {
-			return 0, err
-		}
-		w.Close()
-		copies.Add(1)
-		go func() {
-			defer copies.Done()
-			io.Copy(&criWriter{mu: &mu, out: logFile, stream: stream, now: time.Now, hub: h}, r)
-		}()
-	}
-	var code int
-	switch spec.Argv[1] {
-	case "agnhost":
-		code = agnhost.Main(spec.Argv[2:], os.Stderr)
-	case "pause":
-		code = agnhost.Main([]string{"pause"}, os.Stderr)
-	default:
-		return 0, fmt.Errorf("unknown built-in %q", spec.Argv[1])
-	}
-	// Close our ends of the pipes so the copies see EOF, then let them drain.
-	unix.Close(1)
-	unix.Close(2)
-	copies.Wait()
-	unix.Dup2(logFD, 1) // for the shim's own last words
-	return code, nil
 }

@@ -5,6 +5,7 @@ package integration
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"log"
@@ -18,6 +19,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -302,4 +305,45 @@ func TestImagesCommand(t *testing.T) {
 	if out, _ := images(); strings.Contains(out, "offline") {
 		t.Errorf("after rm:\n%s", out)
 	}
+}
+
+// A full disk: the pull fails with the kernel's reason in the pod's status and events,
+// leaves no partial root behind, the daemon goes on, and a later pull (once there is
+// room) succeeds.
+func TestImagePullFullDisk(t *testing.T) {
+	n := newNode(t)
+	reg := n.registryInNetns(t)
+	store := filepath.Join(n.dataDir, "images")
+	os.MkdirAll(store, 0o700)
+	mustRun(t, "mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "minicluster-test", store)
+	t.Cleanup(func() { unix.Unmount(store, unix.MNT_DETACH) }) // after the daemon has stopped
+	n.start("--insecure-registries", reg)
+	kubectl := n.kubectlFor(t)
+	data := make([]byte, 6<<20)
+	rand.Read(data) // incompressible: 6 MiB on the disk whatever the compression
+	img, err := mutate.AppendLayers(empty.Image, busyboxLayer(t, map[string]string{"big": string(data)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, _ = mutate.Config(img, v1.Config{Entrypoint: []string{"/bin/sleep"}, Cmd: []string{"3600"}})
+	n.pushFromNetns(t, reg+"/public/big:1", img)
+	kubectl("run", "big", "--image="+reg+"/public/big:1")
+	eventually(t, 30*time.Second, func() error {
+		// ErrImagePull with the reason, then the kubelet's "Back-off pulling image".
+		got := kubectl("get", "pod", "big", "-o", "jsonpath={.status.containerStatuses[0].state.waiting.reason}: {.status.containerStatuses[0].state.waiting.message}")
+		if !(strings.HasPrefix(got, "ErrImagePull: ") && strings.Contains(got, "no space left on device")) && !strings.HasPrefix(got, "ImagePullBackOff: Back-off pulling image") {
+			return fmt.Errorf("big waiting %q", got)
+		}
+		if !strings.Contains(kubectl("get", "events", "--field-selector", "involvedObject.name=big,reason=Failed"), "no space left on device") {
+			return fmt.Errorf("no Failed event with the reason")
+		}
+		return nil
+	})
+	if entries, _ := os.ReadDir(filepath.Join(store, "rootfs")); len(entries) != 0 {
+		t.Errorf("a failed pull left %v", entries)
+	}
+	kubectl("run", "small", "--image=busybox", "--", "sleep", "3600") // the daemon goes on
+	kubectl("wait", "--for=condition=Ready", "pod/small", "--timeout=30s")
+	mustRun(t, "mount", "-o", "remount,size=64m", store)
+	kubectl("wait", "--for=condition=Ready", "pod/big", "--timeout=90s") // at its next try
 }

@@ -7,6 +7,7 @@ import (
 
 	mdns "github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
 )
 
 // Answerer answers queries for the cluster zone from a Source, and hands other names
@@ -51,8 +52,19 @@ func (a *Answerer) below(name string) ([]string, bool) {
 	return labels, true
 }
 
-// Answer computes the reply to req. It never fails: errors become rcodes.
+// Answer computes the reply to req. It never fails: errors become rcodes. A query with
+// EDNS gets EDNS back (its DO bit copied, RFC 3225), a version other than 0 BADVERS
+// (RFC 6891).
 func (a *Answerer) Answer(req *mdns.Msg) *mdns.Msg {
+	m := a.answer(req)
+	m.Extra = slices.DeleteFunc(m.Extra, func(rr mdns.RR) bool { return rr.Header().Rrtype == mdns.TypeOPT })
+	if opt := req.IsEdns0(); opt != nil {
+		m.SetEdns0(max(opt.UDPSize(), 512), opt.Do())
+	}
+	return m
+}
+
+func (a *Answerer) answer(req *mdns.Msg) *mdns.Msg {
 	m := new(mdns.Msg)
 	if len(req.Question) != 1 {
 		m.SetRcode(req, mdns.RcodeFormatError)
@@ -60,6 +72,10 @@ func (a *Answerer) Answer(req *mdns.Msg) *mdns.Msg {
 	}
 	if req.Opcode != mdns.OpcodeQuery {
 		m.SetRcode(req, mdns.RcodeNotImplemented)
+		return m
+	}
+	if opt := req.IsEdns0(); opt != nil && opt.Version() != 0 {
+		m.SetRcode(req, mdns.RcodeBadVers)
 		return m
 	}
 	m.SetReply(req)
@@ -70,10 +86,15 @@ func (a *Answerer) Answer(req *mdns.Msg) *mdns.Msg {
 		m.SetRcode(req, mdns.RcodeRefused)
 		return m
 	}
-	if ip, ok := reverseAddr(name); ok {
+	ip, isReverse := reverseAddr(name)
+	labels, inZone := a.below(name)
+	if q.Qclass != mdns.ClassINET && q.Qclass != mdns.ClassANY && (inZone || isReverse) {
+		m.SetRcode(req, mdns.RcodeRefused) // the cluster's names are IN only
+		return m
+	}
+	if isReverse {
 		return a.reverse(req, m, ip)
 	}
-	labels, inZone := a.below(name)
 	if !inZone {
 		return a.forward(req, m)
 	}
@@ -82,19 +103,31 @@ func (a *Answerer) Answer(req *mdns.Msg) *mdns.Msg {
 		return m
 	}
 	m.Authoritative = true
-	rrs, rcode := a.lookup(name, labels, q.Qtype, 0)
+	rrs, rcode := a.lookup(name, labels, q.Qtype, map[string]bool{name: true})
 	m.Rcode = rcode
-	if rcode == mdns.RcodeSuccess {
-		for _, rr := range rrs {
-			if _, glue := rr.(*glueA); glue {
-				m.Extra = append(m.Extra, rr.(*glueA).A)
-				continue
-			}
+	hasType := false
+	for _, rr := range rrs {
+		switch rr := rr.(type) {
+		case *glueA:
+			m.Extra = append(m.Extra, rr.A)
+		case *authority:
+			m.Ns = append(m.Ns, rr.RR)
+		default:
 			m.Answer = append(m.Answer, rr)
+			hasType = hasType || rr.Header().Rrtype == q.Qtype
 		}
 	}
-	if len(m.Answer) == 0 || rcode != mdns.RcodeSuccess {
-		m.Ns = []mdns.RR{a.soa()}
+	// Negative answers (NXDOMAIN, or no record of the type at the end of the chain)
+	// carry the SOA of the zone of the chain's end (RFC 2308): ours, or for an end
+	// outside the cluster the upstream's authority, if it gave one.
+	end := name
+	for _, rr := range m.Answer {
+		if c, ok := rr.(*mdns.CNAME); ok {
+			end = c.Target
+		}
+	}
+	if (rcode == mdns.RcodeNameError || rcode == mdns.RcodeSuccess && !hasType) && len(m.Ns) == 0 && a.inZone(end) {
+		m.Ns = []mdns.RR{a.soa(a.zone)}
 	}
 	// Answers carry the asked spelling of the name (0x20 case randomisation).
 	for _, rr := range m.Answer {
@@ -105,15 +138,21 @@ func (a *Answerer) Answer(req *mdns.Msg) *mdns.Msg {
 	return m
 }
 
-// glueA marks an A record that belongs in the additional section.
-type glueA struct{ *mdns.A }
+// glueA marks an A record that belongs in the additional section, authority one for
+// the authority section.
+type (
+	glueA     struct{ *mdns.A }
+	authority struct{ mdns.RR }
+)
 
 func (a *Answerer) hdr(name string, t uint16) mdns.RR_Header {
 	return mdns.RR_Header{Name: name, Rrtype: t, Class: mdns.ClassINET, Ttl: a.TTL}
 }
 
-func (a *Answerer) soa() mdns.RR {
-	return &mdns.SOA{Hdr: a.hdr(a.zone, mdns.TypeSOA), Ns: "ns.dns." + a.zone, Mbox: "hostmaster." + a.zone,
+// soa is the SOA of zone (the cluster's, or a reverse zone of its networks); its
+// primary server is the cluster's, ns.dns.<cluster zone>.
+func (a *Answerer) soa(zone string) mdns.RR {
+	return &mdns.SOA{Hdr: a.hdr(zone, mdns.TypeSOA), Ns: "ns.dns." + a.zone, Mbox: "hostmaster." + a.zone,
 		Serial: a.Serial, Refresh: 7200, Retry: 1800, Expire: 86400, Minttl: a.TTL}
 }
 
@@ -127,9 +166,18 @@ func (a *Answerer) addr(name string, ip netip.Addr, qtype uint16) mdns.RR {
 	return nil
 }
 
+// nameservers are the addresses of the cluster's DNS service (kube-system/kube-dns).
+func (a *Answerer) nameservers() []netip.Addr {
+	if svc := a.Source.Service("kube-system", "kube-dns"); svc != nil {
+		return clusterIPs(svc)
+	}
+	return nil
+}
+
 // lookup answers name (lower-case), whose labels below the zone are labels (top label
-// first). An empty answer with RcodeSuccess is NODATA.
-func (a *Answerer) lookup(name string, labels []string, qtype uint16, depth int) ([]mdns.RR, int) {
+// first); seen are the names an ExternalName chain has passed. An empty answer with
+// RcodeSuccess is NODATA.
+func (a *Answerer) lookup(name string, labels []string, qtype uint16, seen map[string]bool) ([]mdns.RR, int) {
 	ok := func(rrs ...mdns.RR) ([]mdns.RR, int) {
 		var out []mdns.RR
 		for _, rr := range rrs {
@@ -145,16 +193,36 @@ func (a *Answerer) lookup(name string, labels []string, qtype uint16, depth int)
 	case n == 0:
 		switch qtype {
 		case mdns.TypeSOA:
-			return ok(a.soa())
+			return ok(a.soa(a.zone))
 		case mdns.TypeNS:
-			return ok(&mdns.NS{Hdr: a.hdr(a.zone, mdns.TypeNS), Ns: "ns.dns." + a.zone})
+			rrs := []mdns.RR{&mdns.NS{Hdr: a.hdr(a.zone, mdns.TypeNS), Ns: "ns.dns." + a.zone}}
+			for _, ip := range a.nameservers() {
+				if ip.Is4() {
+					rrs = append(rrs, &glueA{&mdns.A{Hdr: a.hdr("ns.dns."+a.zone, mdns.TypeA), A: ip.AsSlice()}})
+				}
+			}
+			return ok(rrs...)
 		}
 		return ok()
 	case n == 1 && labels[0] == "dns-version":
 		if qtype == mdns.TypeTXT {
-			return ok(&mdns.TXT{Hdr: a.hdr(name, mdns.TypeTXT), Txt: []string{"1.1.0"}})
+			txt := &mdns.TXT{Hdr: a.hdr(name, mdns.TypeTXT), Txt: []string{"1.1.0"}}
+			txt.Hdr.Ttl = 28800 // as CoreDNS: the schema's version does not change
+			return ok(txt)
 		}
 		return ok()
+	case n <= 2 && labels[0] == "dns": // ns.dns.<zone>, the zone's name server
+		if n == 1 {
+			return ok()
+		}
+		if labels[1] != "ns" {
+			return nx()
+		}
+		var rrs []mdns.RR
+		for _, ip := range a.nameservers() {
+			rrs = append(rrs, a.addr(name, ip, qtype))
+		}
+		return ok(rrs...)
 	case labels[0] != "svc" && labels[0] != "pod":
 		return nx()
 	case n == 1: // svc.<zone>, pod.<zone>
@@ -174,117 +242,173 @@ func (a *Answerer) lookup(name string, labels []string, qtype uint16, depth int)
 	if svc == nil {
 		return nx()
 	}
-	headless := svc.Spec.ClusterIP == corev1.ClusterIPNone
-	switch {
-	case n == 3 && svc.Spec.Type == corev1.ServiceTypeExternalName:
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		if n != 3 {
+			return nx()
+		}
 		target := mdns.Fqdn(strings.ToLower(svc.Spec.ExternalName))
 		rrs := []mdns.RR{&mdns.CNAME{Hdr: a.hdr(name, mdns.TypeCNAME), Target: target}}
-		if qtype == mdns.TypeCNAME || depth > 5 {
+		if qtype == mdns.TypeCNAME {
 			return rrs, mdns.RcodeSuccess
 		}
-		return append(rrs, a.chase(target, qtype, depth)...), mdns.RcodeSuccess
+		more, rcode := a.chase(target, qtype, seen)
+		return append(rrs, more...), rcode
+	}
+	svcName := svc.Name + "." + svc.Namespace + ".svc." + a.zone
+	headless := svc.Spec.ClusterIP == corev1.ClusterIPNone
+	switch {
+	case n == 3 && !headless && qtype == mdns.TypeSRV:
+		return a.serviceSRV(svc, name, "", "")
 	case n == 3 && !headless:
 		var rrs []mdns.RR
 		for _, ip := range clusterIPs(svc) {
 			rrs = append(rrs, a.addr(name, ip, qtype))
 		}
 		return ok(rrs...)
-	case n == 3:
-		eps := readyEndpoints(svc, a.Source.Slices(svc.Namespace, svc.Name))
+	case n == 3 || n == 4: // a headless service's endpoints, or one endpoint by name
+		var eps []endpoint
+		for _, e := range readyEndpoints(svc, a.Source.Slices(svc.Namespace, svc.Name)) {
+			if n == 3 || e.hostname == labels[3] {
+				eps = append(eps, e)
+			}
+		}
 		if len(eps) == 0 {
 			return nx()
+		}
+		if qtype == mdns.TypeSRV {
+			return a.endpointSRV(eps, name, svcName, "", ""), mdns.RcodeSuccess
 		}
 		var rrs []mdns.RR
 		for _, e := range eps {
 			rrs = append(rrs, a.addr(name, e.ip, qtype))
 		}
 		return ok(rrs...)
-	case n == 4 && headless:
-		var rrs []mdns.RR
-		found := false
-		for _, e := range readyEndpoints(svc, a.Source.Slices(svc.Namespace, svc.Name)) {
-			if e.hostname == labels[3] {
-				found = true
-				rrs = append(rrs, a.addr(name, e.ip, qtype))
+	case n == 5 && strings.HasPrefix(labels[3], "_") && strings.HasPrefix(labels[4], "_"):
+		port, proto := labels[4][1:], labels[3][1:]
+		if !headless {
+			rrs, rcode := a.serviceSRV(svc, name, port, proto)
+			if qtype != mdns.TypeSRV {
+				return nil, rcode
 			}
+			return rrs, rcode
 		}
-		if !found {
+		eps := readyEndpoints(svc, a.Source.Slices(svc.Namespace, svc.Name))
+		rrs := a.endpointSRV(eps, name, svcName, port, proto)
+		if len(rrs) == 0 {
 			return nx()
 		}
-		return ok(rrs...)
-	case n == 5 && strings.HasPrefix(labels[3], "_") && strings.HasPrefix(labels[4], "_") &&
-		svc.Spec.Type != corev1.ServiceTypeExternalName:
-		return a.srv(svc, name, labels[4][1:], labels[3][1:], qtype, headless)
+		if qtype != mdns.TypeSRV {
+			return ok()
+		}
+		return rrs, mdns.RcodeSuccess
 	}
 	return nx()
 }
 
-// srv answers _port._proto.<svc>: one record per named port matching, targeting the
-// service (with glue) or, when headless, each ready endpoint.
-func (a *Answerer) srv(svc *corev1.Service, name, port, proto string, qtype uint16, headless bool) ([]mdns.RR, int) {
+// matchPort says whether a port (name, protocol) is one a query's _port._proto asks
+// for; empty ones ask for every port.
+func matchPort(port, proto, name string, protocol corev1.Protocol) bool {
+	return (port == "" || strings.EqualFold(port, name)) && (proto == "" || strings.EqualFold(proto, string(protocol)))
+}
+
+// serviceSRV answers SRV for a ClusterIP service: one record per port (named port
+// and protocol matching, if given), targeting the service, with its address as glue.
+func (a *Answerer) serviceSRV(svc *corev1.Service, name, port, proto string) ([]mdns.RR, int) {
 	svcName := svc.Name + "." + svc.Namespace + ".svc." + a.zone
 	var rrs []mdns.RR
-	found := false
 	for _, p := range svc.Spec.Ports {
-		if p.Name == "" || strings.ToLower(p.Name) != port || strings.ToLower(string(p.Protocol)) != proto {
+		if (port != "" && p.Name == "") || !matchPort(port, proto, p.Name, p.Protocol) {
 			continue
 		}
-		found = true
-		if qtype != mdns.TypeSRV {
-			continue
-		}
-		if !headless {
-			rrs = append(rrs, &mdns.SRV{Hdr: a.hdr(name, mdns.TypeSRV), Port: uint16(p.Port), Target: svcName})
-			for _, ip := range clusterIPs(svc) {
-				if ip.Is4() {
-					rrs = append(rrs, &glueA{&mdns.A{Hdr: a.hdr(svcName, mdns.TypeA), A: ip.AsSlice()}})
-				}
-			}
-			continue
-		}
-		for _, e := range readyEndpoints(svc, a.Source.Slices(svc.Namespace, svc.Name)) {
-			target := e.hostname + "." + svcName
-			// The target port is each endpoint's; all endpoints of a port share it here.
-			rrs = append(rrs, &mdns.SRV{Hdr: a.hdr(name, mdns.TypeSRV), Port: uint16(p.Port), Target: target})
-			if e.ip.Is4() {
-				rrs = append(rrs, &glueA{&mdns.A{Hdr: a.hdr(target, mdns.TypeA), A: e.ip.AsSlice()}})
-			}
-		}
+		rrs = append(rrs, &mdns.SRV{Hdr: a.hdr(name, mdns.TypeSRV), Port: uint16(p.Port), Target: svcName})
 	}
-	if !found {
-		return nil, mdns.RcodeNameError
-	}
-	// Equal weights summing to about 100, as CoreDNS gives them.
-	var srvs []*mdns.SRV
-	for _, rr := range rrs {
-		if s, ok := rr.(*mdns.SRV); ok {
-			srvs = append(srvs, s)
+	if len(rrs) == 0 {
+		if port != "" {
+			return nil, mdns.RcodeNameError
 		}
+		return nil, mdns.RcodeSuccess
 	}
-	for _, s := range srvs {
-		s.Weight = uint16(100 / len(srvs))
+	weigh(rrs)
+	rrs = dedupe(rrs) // two protocols on one port number
+	for _, ip := range clusterIPs(svc) {
+		if ip.Is4() {
+			rrs = append(rrs, &glueA{&mdns.A{Hdr: a.hdr(svcName, mdns.TypeA), A: ip.AsSlice()}})
+		}
 	}
 	return rrs, mdns.RcodeSuccess
 }
 
+// endpointSRV answers SRV for endpoints: one record per endpoint and port of its
+// EndpointSlice (the port the endpoint listens on; named port and protocol matching,
+// if given), targeting the endpoint's name, with its address as glue.
+func (a *Answerer) endpointSRV(eps []endpoint, name, svcName, port, proto string) []mdns.RR {
+	var rrs, glue []mdns.RR
+	for _, e := range eps {
+		target := e.hostname + "." + svcName
+		found := false
+		for _, p := range e.ports {
+			if p.Port == nil || (port != "" && ptr.Deref(p.Name, "") == "") ||
+				!matchPort(port, proto, ptr.Deref(p.Name, ""), ptr.Deref(p.Protocol, corev1.ProtocolTCP)) {
+				continue
+			}
+			found = true
+			rrs = append(rrs, &mdns.SRV{Hdr: a.hdr(name, mdns.TypeSRV), Port: uint16(*p.Port), Target: target})
+		}
+		if found && e.ip.Is4() {
+			glue = append(glue, &glueA{&mdns.A{Hdr: a.hdr(target, mdns.TypeA), A: e.ip.AsSlice()}})
+		}
+	}
+	weigh(rrs)
+	return append(dedupe(rrs), glue...)
+}
+
+// weigh gives SRV records equal weights summing to about 100, as CoreDNS does (counting
+// records that then turn out to be the same, which dedupe drops).
+func weigh(rrs []mdns.RR) {
+	for _, rr := range rrs {
+		rr.(*mdns.SRV).Weight = uint16(100 / len(rrs))
+	}
+}
+
+// dedupe drops records equal to an earlier one.
+func dedupe(rrs []mdns.RR) []mdns.RR {
+	seen := map[string]bool{}
+	return slices.DeleteFunc(rrs, func(rr mdns.RR) bool {
+		k := rr.String()
+		if seen[k] {
+			return true
+		}
+		seen[k] = true
+		return false
+	})
+}
+
 // chase resolves an ExternalName target: inside the zone from the index, outside it
-// through the forwarder.
-func (a *Answerer) chase(target string, qtype uint16, depth int) []mdns.RR {
+// through the forwarder. The rcode is the chain's end's (RFC 6604); a target the chain
+// has passed already is a loop: SERVFAIL, each name's CNAME given once.
+func (a *Answerer) chase(target string, qtype uint16, seen map[string]bool) ([]mdns.RR, int) {
+	if seen[target] {
+		return nil, mdns.RcodeServerFailure
+	}
+	seen[target] = true
 	if labels, inZone := a.below(target); inZone {
-		rrs, _ := a.lookup(target, labels, qtype, depth+1)
-		return rrs
+		return a.lookup(target, labels, qtype, seen)
 	}
 	if a.Forward == nil {
-		return nil
+		return nil, mdns.RcodeSuccess
 	}
 	q := new(mdns.Msg)
 	q.SetQuestion(target, qtype)
 	q.RecursionDesired = true
 	r, err := a.Forward(q)
-	if err != nil || r.Rcode != mdns.RcodeSuccess {
-		return nil
+	if err != nil {
+		return nil, mdns.RcodeServerFailure
 	}
-	return r.Answer
+	rrs := slices.Clone(r.Answer)
+	for _, rr := range r.Ns {
+		rrs = append(rrs, &authority{rr})
+	}
+	return rrs, r.Rcode
 }
 
 func (a *Answerer) forward(req, m *mdns.Msg) *mdns.Msg {
@@ -319,7 +443,7 @@ func (a *Answerer) reverse(req, m *mdns.Msg, ip netip.Addr) *mdns.Msg {
 	m.Authoritative = true
 	if len(names) == 0 {
 		m.Rcode = mdns.RcodeNameError
-		m.Ns = []mdns.RR{a.soa()}
+		m.Ns = []mdns.RR{a.soa(a.reverseZone(ip))}
 		return m
 	}
 	// A ClusterIP (svc.ns.svc) wins over endpoints with the same address.
@@ -334,13 +458,33 @@ func (a *Answerer) reverse(req, m *mdns.Msg, ip netip.Addr) *mdns.Msg {
 	}
 	slices.Sort(names)
 	if q.Qtype != mdns.TypePTR {
-		m.Ns = []mdns.RR{a.soa()}
+		m.Ns = []mdns.RR{a.soa(a.reverseZone(ip))}
 		return m
 	}
 	for _, n := range names {
 		m.Answer = append(m.Answer, &mdns.PTR{Hdr: a.hdr(q.Name, mdns.TypePTR), Ptr: n + "." + a.zone})
 	}
 	return m
+}
+
+// reverseZone is the reverse zone of ip's network among the cluster's (cut at the
+// last whole octet or nibble of its prefix, as reverse zones are); for another
+// address, in-addr.arpa or ip6.arpa itself.
+func (a *Answerer) reverseZone(ip netip.Addr) string {
+	step, top := 8, "in-addr.arpa."
+	if ip.Is6() {
+		step, top = 4, "ip6.arpa."
+	}
+	for _, p := range a.Reverse {
+		if !p.Contains(ip) {
+			continue
+		}
+		full, _ := mdns.ReverseAddr(ip.String()) // every label of the address
+		labels := strings.Split(strings.TrimSuffix(full, top), ".")
+		keep := p.Bits() / step
+		return strings.Join(labels[len(labels)-1-keep:], ".") + top
+	}
+	return top
 }
 
 // reverseAddr parses an in-addr.arpa or ip6.arpa name.

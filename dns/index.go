@@ -3,6 +3,7 @@ package dns
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -170,29 +171,35 @@ func parseIP(s string) (netip.Addr, bool) {
 type endpoint struct {
 	ip       netip.Addr
 	hostname string
+	ports    []discoveryv1.EndpointPort // its slice's: the ports it listens on
 }
 
 // readyEndpoints are the service's ready endpoint addresses, each with its hostname
-// (the endpoint's, else its dashed address), deduplicated.
-func readyEndpoints(svc *corev1.Service, slices []*discoveryv1.EndpointSlice) []endpoint {
+// (the endpoint's, else its dashed address) and ports, deduplicated (an address in two
+// slices has the ports of both).
+func readyEndpoints(svc *corev1.Service, epSlices []*discoveryv1.EndpointSlice) []endpoint {
 	var out []endpoint
-	seen := map[netip.Addr]bool{}
-	for _, s := range slices {
+	seen := map[netip.Addr]int{}
+	for _, s := range epSlices {
 		for _, e := range s.Endpoints {
 			if e.Conditions.Ready != nil && !*e.Conditions.Ready && !svc.Spec.PublishNotReadyAddresses {
 				continue
 			}
 			for _, a := range e.Addresses {
 				ip, ok := parseIP(a)
-				if !ok || seen[ip] {
+				if !ok {
 					continue
 				}
-				seen[ip] = true
+				if i, dup := seen[ip]; dup {
+					out[i].ports = append(out[i].ports, s.Ports...)
+					continue
+				}
+				seen[ip] = len(out)
 				h := strings.NewReplacer(".", "-", ":", "-").Replace(ip.String())
 				if e.Hostname != nil && *e.Hostname != "" {
 					h = *e.Hostname
 				}
-				out = append(out, endpoint{ip, strings.ToLower(h)})
+				out = append(out, endpoint{ip, strings.ToLower(h), slices.Clone(s.Ports)})
 			}
 		}
 	}

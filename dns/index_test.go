@@ -33,7 +33,7 @@ func TestIndexFollowsInformers(t *testing.T) {
 	}
 	f.Core().V1().Namespaces().Informer().GetIndexer().Add(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default"}})
 	set(svcs.Informer(), service("default", "web", "10.96.0.40"))
-	set(sliceInf.Informer(), epSlice("default", "web", ep("10.244.0.2", true, ""), ep("10.244.0.3", false, "")))
+	set(sliceInf.Informer(), epSlice("default", "web", nil, ep("10.244.0.2", true, ""), ep("10.244.0.3", false, "")))
 	check := func(ip string, want ...string) {
 		t.Helper()
 		got := x.PTR(netip.MustParseAddr(ip))

@@ -2,6 +2,7 @@ package dns
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -200,8 +201,16 @@ func (s *Server) serveUDP(pc net.PacketConn) error {
 		out = out[:0]
 		for _, m := range in[:n] {
 			req := new(mdns.Msg)
-			if req.Unpack(m.Buffers[0][:m.N]) != nil || req.Response {
-				continue // not a query: no answer, as a malformed packet gets none either
+			if err := req.Unpack(m.Buffers[0][:m.N]); err != nil {
+				// FORMERR to a malformed query whose header can be read (RFC 1035
+				// 4.1.1); nothing to an answer or to what is not DNS at all.
+				if reply := formErr(m.Buffers[0][:m.N]); reply != nil {
+					out = append(out, ipv4.Message{Buffers: [][]byte{reply}, Addr: m.Addr})
+				}
+				continue
+			}
+			if req.Response {
+				continue // not a query
 			}
 			if s.mayForward(req) {
 				s.forwarding.Go(func() { s.serve(&udpWriter{pc: pc, addr: m.Addr}, req) })
@@ -217,6 +226,20 @@ func (s *Server) serveUDP(pc net.PacketConn) error {
 			sent += k
 		}
 	}
+}
+
+// formErr is the FORMERR reply to the malformed query b: its ID and opcode, no
+// question; nil when b has no whole header or is a response.
+func formErr(b []byte) []byte {
+	if len(b) < 12 || b[2]&0x80 != 0 {
+		return nil
+	}
+	m := &mdns.Msg{MsgHdr: mdns.MsgHdr{Id: binary.BigEndian.Uint16(b), Response: true, Opcode: int(b[2]>>3) & 0xf, Rcode: mdns.RcodeFormatError}}
+	out, err := m.Pack()
+	if err != nil {
+		return nil
+	}
+	return out
 }
 
 // mayForward says whether answering req may ask an upstream.
@@ -266,11 +289,10 @@ func (s *Server) serve(w mdns.ResponseWriter, req *mdns.Msg) {
 	if !s.mayRecurse(w.RemoteAddr()) {
 		a = s.local
 	}
-	resp := a.Answer(req)
+	resp := a.Answer(req) // with EDNS, when the query has it
 	size := 512
 	if opt := req.IsEdns0(); opt != nil {
 		size = max(int(opt.UDPSize()), 512)
-		resp.SetEdns0(uint16(size), false)
 	}
 	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
 		resp.Truncate(size)

@@ -19,7 +19,7 @@ import (
 )
 
 // fakeUpstream serves, on 127.0.0.77:53 (UDP and TCP) inside the node's netns,
-// example.test. A 192.0.2.7 and big.test. with 40 A records — truncated over UDP, as a
+// example.test. A 192.0.2.7 (other types NODATA) and big.test. with 40 A records — truncated over UDP, as a
 // real server would, so the full answer needs TCP. It counts the queries it gets.
 func (n *node) fakeUpstream(t *testing.T) *atomic.Int32 {
 	var pc net.PacketConn
@@ -45,6 +45,9 @@ func (n *node) fakeUpstream(t *testing.T) *atomic.Int32 {
 		case strings.EqualFold(q.Name, "example.test.") && q.Qtype == mdns.TypeA:
 			rr, _ := mdns.NewRR("example.test. 60 IN A 192.0.2.7")
 			m.Answer = append(m.Answer, rr)
+		case strings.EqualFold(q.Name, "example.test."): // NODATA, with the zone's SOA
+			rr, _ := mdns.NewRR("example.test. 60 IN SOA ns.example.test. hostmaster.example.test. 1 7200 1800 86400 60")
+			m.Ns = append(m.Ns, rr)
 		case strings.EqualFold(q.Name, "big.test.") && q.Qtype == mdns.TypeA:
 			for i := range 40 {
 				rr, _ := mdns.NewRR(fmt.Sprintf("big.test. 60 IN A 192.0.2.%d", i+1))
@@ -143,7 +146,9 @@ func TestClusterDNS(t *testing.T) {
 	}{
 		{[]string{"db-0.db.default.svc.cluster.local"}, db0},
 		{[]string{"+tcp", "db-1.db.default.svc.cluster.local"}, db1},
-		{[]string{"_pg._tcp.db.default.svc.cluster.local", "SRV"}, "0 50 5432 db-0.db.default.svc.cluster.local.\n0 50 5432 db-1.db.default.svc.cluster.local."},
+		// A headless service's SRV records give the port its endpoints listen on (the
+		// targetPort, 8080), as CoreDNS: clients connect to the pods themselves.
+		{[]string{"_pg._tcp.db.default.svc.cluster.local", "SRV"}, "0 50 8080 db-0.db.default.svc.cluster.local.\n0 50 8080 db-1.db.default.svc.cluster.local."},
 		{[]string{"-x", db0}, "db-0.db.default.svc.cluster.local."},
 		{[]string{dashed + ".default.pod.cluster.local"}, pod.IP},
 		{[]string{"alias.default.svc.cluster.local"}, ip + "\nbackend.default.svc.cluster.local."}, // sorted

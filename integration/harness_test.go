@@ -60,6 +60,8 @@ type node struct {
 	dataDir  string
 	cmd      *exec.Cmd
 	logPath  string
+	// coreDNSLog is the log of the CoreDNS startCoreDNS started.
+	coreDNSLog string
 }
 
 func randomSuffix() string {

@@ -78,7 +78,7 @@ func TestRealKubeProxy(t *testing.T) {
 	if !strings.Contains(events, "kube-proxy") {
 		t.Errorf("no event from kube-proxy: %q", events)
 	}
-	log, _ := os.ReadFile(logPath)
+	log, _ := os.ReadFile(n.coreDNSLog)
 	apiError := regexp.MustCompile(`(?i)failed to (list|watch)|Unhandled Error|is forbidden|could not find the requested resource|field label not supported|server rejected event`)
 	if m := apiError.FindAll(log, -1); len(m) > 0 {
 		t.Errorf("kube-proxy's log has %d API errors, e.g. %q:\n%s", len(m), m[0], lastLines(log, 40))
@@ -91,7 +91,7 @@ func lastLines(b []byte, n int) string {
 }
 
 // toolBinary finds a real client `make tools` installs into /var/cache/minicluster-tools.
-func toolBinary(t *testing.T, name string) string {
+func toolBinary(t testing.TB, name string) string {
 	p := filepath.Join("/var/cache/minicluster-tools", name)
 	if _, err := os.Stat(p); err != nil {
 		t.Fatalf("%s is not installed: `make tools` installs it", p)
@@ -99,27 +99,31 @@ func toolBinary(t *testing.T, name string) string {
 	return p
 }
 
-// The real CoreDNS (its kubernetes plugin, client-go's watch-list) syncs from
-// minicluster's API with no API error, follows changes, and answers service names as
-// minicluster's own DNS does.
-func TestRealCoreDNS(t *testing.T) {
+// startCoreDNS runs the real CoreDNS (make tools installs it) in the node's netns on
+// 127.0.0.53:1053 with the kubernetes plugin on the daemon's kubeconfig, configured as
+// kubeadm's Corefile configures it, forwarding other names to upstream (none: no
+// forward plugin); its log is at n.coreDNSLog. It returns its address.
+func (n *node) startCoreDNS(t testing.TB, upstream string) string {
 	coredns := toolBinary(t, "coredns")
-	n := newNode(t)
-	n.start()
-	ip := n.applyBackend(t, 2)
 	dir := t.TempDir()
 	corefile := filepath.Join(dir, "Corefile")
+	forward := ""
+	if upstream != "" {
+		forward = "forward . " + upstream
+	}
 	os.WriteFile(corefile, []byte(`.:1053 {
     bind 127.0.0.53
     errors
     kubernetes cluster.local in-addr.arpa ip6.arpa {
         kubeconfig `+filepath.Join(n.dataDir, "kubeconfig")+` minicluster
         pods insecure
+        fallthrough in-addr.arpa ip6.arpa
     }
+    `+forward+`
 }
 `), 0o644)
-	logPath := filepath.Join(dir, "coredns.log")
-	logFile, err := os.Create(logPath)
+	n.coreDNSLog = filepath.Join(dir, "coredns.log")
+	logFile, err := os.Create(n.coreDNSLog)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,6 +138,17 @@ func TestRealCoreDNS(t *testing.T) {
 		cmd.Wait()
 		logFile.Close()
 	})
+	return "127.0.0.53:1053"
+}
+
+// The real CoreDNS (its kubernetes plugin, client-go's watch-list) syncs from
+// minicluster's API with no API error, follows changes, and answers service names as
+// minicluster's own DNS does.
+func TestRealCoreDNS(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	ip := n.applyBackend(t, 2)
+	n.startCoreDNS(t, "")
 	dig := func(server, port, name, typ string) string {
 		out, _, _ := n.exec("dig", "@"+server, "-p", port, "+short", "+time=1", "+tries=1", name, typ)
 		return strings.TrimSpace(out)
@@ -162,7 +177,7 @@ func TestRealCoreDNS(t *testing.T) {
 			t.Errorf("%s %s: minicluster %q, CoreDNS %q", q.name, q.typ, ours, theirs)
 		}
 	}
-	log, _ := os.ReadFile(logPath)
+	log, _ := os.ReadFile(n.coreDNSLog)
 	apiError := regexp.MustCompile(`(?i)failed to (list|watch)|Unhandled Error|is forbidden|could not find the requested resource|field label not supported|Unauthorized`)
 	if m := apiError.FindAll(log, -1); len(m) > 0 {
 		t.Errorf("CoreDNS's log has %d API errors, e.g. %q:\n%s", len(m), m[0], lastLines(log, 40))

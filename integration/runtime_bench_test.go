@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -78,7 +77,11 @@ func BenchmarkContainerStart(b *testing.B) {
 		cmd.ExtraFiles = []*os.File{w}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWUTS | syscall.CLONE_NEWPID}
 		start := time.Now()
-		inNetns(b, n.netns, func() error { return cmd.Start() })
+		var err error
+		n.inNetns(b, func() { err = cmd.Start() })
+		if err != nil {
+			b.Fatal(err)
+		}
 		w.Close()
 		if _, err := r.Read(make([]byte, 1)); err != nil {
 			b.Fatalf("shim did not start its program: %v", err)
@@ -188,27 +191,5 @@ func hostBusybox(t testing.TB, dir string) {
 	}
 	for _, d := range []string{"proc", "sys", "dev", "tmp", "etc"} {
 		os.MkdirAll(dir+"/"+d, 0o755)
-	}
-}
-
-// inNetns runs f on a thread in the named network namespace (what it starts is born
-// there).
-func inNetns(t testing.TB, name string, f func() error) {
-	ns, err := os.Open("/run/netns/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread goes with the goroutine
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		errc <- f()
-	}()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
 	}
 }

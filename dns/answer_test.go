@@ -328,3 +328,36 @@ func TestFormErr(t *testing.T) {
 		t.Error("a response got a reply")
 	}
 }
+
+// The answer cache serves a query's bytes back for the same query (any ID) at the same
+// generation, keeps the two answerers apart, and forgets everything when the
+// generation moves.
+func TestAnswerCache(t *testing.T) {
+	q := new(mdns.Msg)
+	q.SetQuestion("backend.default.svc.cluster.local.", mdns.TypeA)
+	q.Id = 1
+	b1, _ := q.Pack()
+	q.Id = 2
+	b2, _ := q.Pack()
+	c := newAnswerCache()
+	c.get(7, true, b1) // at generation 7
+	c.put(7, true, b1, []byte("answer-bytes"), nil)
+	if a, ok := c.get(7, true, b2); !ok || string(a.packed) != "answer-bytes" {
+		t.Errorf("same query, other ID: %v %q", ok, a.packed)
+	}
+	if _, ok := c.get(7, false, b2); ok {
+		t.Error("the answerer without forwarding got the other's answer")
+	}
+	q.Question[0].Name = "BACKEND.default.svc.cluster.local."
+	b3, _ := q.Pack()
+	if _, ok := c.get(7, true, b3); ok {
+		t.Error("another spelling got the cached spelling")
+	}
+	if _, ok := c.get(8, true, b2); ok {
+		t.Error("an answer outlived its generation")
+	}
+	c.put(7, true, b1, []byte("stale"), nil) // computed before the change was seen
+	if _, ok := c.get(8, true, b1); ok {
+		t.Error("an answer of an older generation was kept")
+	}
+}

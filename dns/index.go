@@ -38,6 +38,9 @@ type Index struct {
 	namespaces corelisters.NamespaceLister
 	informers  []cache.InformerSynced
 	synced     atomic.Bool
+	// generation counts the changes seen (services, slices, namespaces): answers
+	// computed at one generation hold until the next.
+	generation atomic.Uint64
 
 	mu      sync.RWMutex
 	reverse map[netip.Addr]map[string]int // address → name → how many records give it
@@ -60,6 +63,9 @@ func NewIndex(services coreinformers.ServiceInformer, slices discoveryinformers.
 		reverse:   map[netip.Addr]map[string]int{}, contrib: map[string][]ptrRecord{}}
 	services.Informer().AddEventHandler(index.OnService(x.refresh))
 	sliceInf.AddEventHandler(index.OnService(x.refresh))
+	bump := func(any) { x.generation.Add(1) }
+	namespaces.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: bump,
+		UpdateFunc: func(_, o any) { bump(o) }, DeleteFunc: bump})
 	return x, nil
 }
 
@@ -72,6 +78,9 @@ func (x *Index) Run(ctx context.Context) error {
 }
 
 func (x *Index) Synced() bool { return x.synced.Load() }
+
+// Generation changes with every change the index sees.
+func (x *Index) Generation() uint64 { return x.generation.Load() }
 
 func (x *Index) Namespace(name string) bool {
 	_, err := x.namespaces.Get(name)
@@ -102,6 +111,7 @@ func (x *Index) PTR(ip netip.Addr) []string {
 
 // refresh recomputes the reverse records of service ns/name.
 func (x *Index) refresh(ns, name string) {
+	defer x.generation.Add(1) // after the records: an answer computed before is stale
 	recs := ptrRecords(x.Service(ns, name), x.Slices(ns, name))
 	key := ns + "/" + name
 	x.mu.Lock()

@@ -148,7 +148,7 @@ func (s *Server) Run(ctx context.Context) error {
 		case <-time.After(wait):
 		}
 	}
-	handler := mdns.HandlerFunc(s.serve)
+	handler := mdns.HandlerFunc(func(w mdns.ResponseWriter, req *mdns.Msg) { s.serve(w, req) })
 	servers := []*mdns.Server{{Listener: ln, Handler: handler, ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}}
 	errc := make(chan error, len(servers)+len(pcs))
 	for _, srv := range servers {
@@ -186,6 +186,7 @@ func (s *Server) serveUDP(pc net.PacketConn) error {
 		in[i].Buffers = [][]byte{make([]byte, 4096)} // a larger query is cut short and ignored
 	}
 	var out []ipv4.Message
+	answers := newAnswerCache() // this socket's own: no lock
 	packed := make([][]byte, batch) // a buffer to pack each answer of a batch into
 	for i := range packed {
 		packed[i] = make([]byte, 1232) // the usual EDNS0 size; a larger answer gets its own
@@ -200,11 +201,23 @@ func (s *Server) serveUDP(pc net.PacketConn) error {
 		}
 		out = out[:0]
 		for _, m := range in[:n] {
+			b := m.Buffers[0][:m.N]
+			recursive := s.mayRecurse(m.Addr)
+			gen := s.index.Generation() // before the answer is computed: see answerCache
+			if a, ok := answers.get(gen, recursive, b); ok {
+				start := time.Now()
+				buf := append(packed[len(out)][:0], a.packed...)
+				buf[0], buf[1] = b[0], b[1] // the query's ID
+				out = append(out, ipv4.Message{Buffers: [][]byte{buf}, Addr: m.Addr})
+				a.responses.Inc()
+				s.metrics.duration.Observe(time.Since(start).Seconds())
+				continue
+			}
 			req := new(mdns.Msg)
-			if err := req.Unpack(m.Buffers[0][:m.N]); err != nil {
+			if err := req.Unpack(b); err != nil {
 				// FORMERR to a malformed query whose header can be read (RFC 1035
 				// 4.1.1); nothing to an answer or to what is not DNS at all.
-				if reply := formErr(m.Buffers[0][:m.N]); reply != nil {
+				if reply := formErr(b); reply != nil {
 					out = append(out, ipv4.Message{Buffers: [][]byte{reply}, Addr: m.Addr})
 				}
 				continue
@@ -216,7 +229,12 @@ func (s *Server) serveUDP(pc net.PacketConn) error {
 				s.forwarding.Go(func() { s.serve(&udpWriter{pc: pc, addr: m.Addr}, req) })
 				continue
 			}
-			s.serve(&udpWriter{pc: pc, addr: m.Addr, queue: &out, buf: packed[len(out)]}, req)
+			w := &udpWriter{pc: pc, addr: m.Addr, queue: &out, buf: packed[len(out)]}
+			before := len(out)
+			if resp := s.serve(w, req); len(out) > before && s.answerer.cacheable(resp) {
+				answers.put(gen, recursive, b, out[len(out)-1].Buffers[0], s.metrics.requests.WithLabelValues(
+					mdns.TypeToString[req.Question[0].Qtype], mdns.RcodeToString[resp.Rcode]))
+			}
 		}
 		for sent := 0; sent < len(out); {
 			k, err := bc.WriteBatch(out[sent:], 0)
@@ -283,7 +301,7 @@ func (w *udpWriter) Hijack()             {}
 
 // serve answers one query; a UDP answer that does not fit the client's buffer is
 // truncated with TC set, so the client asks again over TCP.
-func (s *Server) serve(w mdns.ResponseWriter, req *mdns.Msg) {
+func (s *Server) serve(w mdns.ResponseWriter, req *mdns.Msg) *mdns.Msg {
 	start := time.Now()
 	a := s.answerer
 	if !s.mayRecurse(w.RemoteAddr()) {
@@ -305,6 +323,7 @@ func (s *Server) serve(w mdns.ResponseWriter, req *mdns.Msg) {
 		qtype = mdns.TypeToString[req.Question[0].Qtype]
 	}
 	s.metrics.observe(qtype, mdns.RcodeToString[resp.Rcode], time.Since(start))
+	return resp
 }
 
 func (s *Server) mayRecurse(addr net.Addr) bool {

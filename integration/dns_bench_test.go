@@ -37,8 +37,10 @@ var lostLine = regexp.MustCompile(`Queries lost:\s+(\d+)`)
 // BenchmarkDNS: dnsperf against the cluster DNS address with 10k services and a query
 // mix of hits (50 %), search-path NXDOMAINs (40 %) and SRV (10 %): the highest rate it
 // sustains, then p50/p99 latency at a fixed rate, through the service address (the
-// proxy's DNAT) and straight to the server's own address, side by side with a baseline
-// server that answers everything with one fixed record; and the daemon's memory for 10k
+// proxy's DNAT) and straight to the server's own address, side by side with CoreDNS
+// 1.15 (its kubernetes plugin on the daemon's API, built with go install, behind a
+// ClusterIP of its own so its queries take the same path) and with a baseline server
+// that answers everything with one fixed record; and the daemon's memory for 10k
 // services. The proxy runs in nftables mode: iptables mode's periodic rule check at 10k
 // services costs a CPU-second every 30 s, which shows up as noise here. dnsperf and the
 // daemon share the machine's two cores. Run it with -benchtime 1x.
@@ -96,55 +98,106 @@ func benchDNS(b *testing.B) {
 	go baseline.ActivateAndServe()
 	defer baseline.Shutdown()
 
-	for _, target := range []struct{ label, addr string }{{"service-address", "10.96.0.10"}, {"server-address", "10.244.0.1"},
-		{"baseline-fixed-answer", "127.0.0.88"}} {
+	// CoreDNS on the bridge address, port 1053, behind a service of its own
+	// (selector-less, its EndpointSlice written by hand) as kube-dns is behind 10.96.0.10.
+	n.startCoreDNS(b, "10.244.0.1:1053", "")
+	manifest := filepath.Join(b.TempDir(), "coredns-svc.yaml")
+	os.WriteFile(manifest, []byte(`apiVersion: v1
+kind: Service
+metadata: {name: coredns-bench}
+spec:
+  ports: [{name: dns, port: 53, protocol: UDP, targetPort: 1053}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: coredns-bench-1, labels: {kubernetes.io/service-name: coredns-bench}}
+addressType: IPv4
+ports: [{name: dns, port: 1053, protocol: UDP}]
+endpoints: [{addresses: [10.244.0.1], conditions: {ready: true}}]
+`), 0o644)
+	if out, errOut, err := n.exec("kubectl", "apply", "-f", manifest); err != nil {
+		b.Fatalf("coredns-bench service: %v %s%s", err, out, errOut)
+	}
+	corednsIP, _, _ := n.exec("kubectl", "get", "svc", "coredns-bench", "-o", "jsonpath={.spec.clusterIP}")
+	last := fmt.Sprintf("s-%d.default.svc.cluster.local", services-1)
+	if err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, 120*time.Second, true, func(context.Context) (bool, error) {
+		out, _, err := n.exec("dig", "+short", "+time=1", "+tries=1", "@"+corednsIP, last)
+		return err == nil && strings.TrimSpace(out) != "", nil
+	}); err != nil {
+		b.Fatalf("CoreDNS behind %s does not answer %s", corednsIP, last)
+	}
+
+	targets := []struct{ label, addr string }{{"service-address", "10.96.0.10"}, {"server-address", "10.244.0.1"},
+		{"coredns-service-address", corednsIP}, {"baseline-fixed-answer", "127.0.0.88"}}
+	// The highest rate of each, one after another.
+	maxQPS, p50, p99 := map[string]float64{}, map[string]float64{}, map[string]float64{}
+	for _, target := range targets {
 		out := n.dnsperf(b, target.addr, file, "-l", "10", "-c", "8", "-q", "200")
 		qps, _ := strconv.ParseFloat(qpsLine.FindStringSubmatch(out)[1], 64)
-		lost := lostLine.FindStringSubmatch(out)[1]
 		b.ReportMetric(qps, "qps-max-"+target.label)
-		b.Logf("%s: max %.0f QPS (lost %s)", target.label, qps, lost)
-		if target.label == "service-address" {
-			// Sustained: 80 % of that for MC_DNS_SUSTAIN seconds (60), ≤ 0.01 % lost.
-			secs := strconv.Itoa(envInt("MC_DNS_SUSTAIN", 60))
-			out := n.dnsperf(b, target.addr, file, "-l", secs, "-c", "8", "-Q", strconv.Itoa(int(qps*0.8)))
-			sent, _ := strconv.Atoi(regexp.MustCompile(`Queries sent:\s+(\d+)`).FindStringSubmatch(out)[1])
-			lostN, _ := strconv.Atoi(lostLine.FindStringSubmatch(out)[1])
-			pct := 100 * float64(lostN) / float64(max(sent, 1))
-			b.ReportMetric(pct, "lost-%-at-80%-for-"+secs+"s")
-			b.Logf("sustained %d QPS for %s s: %d sent, %d lost (%.4f %%)", int(qps*0.8), secs, sent, lostN, pct)
-			if pct > 0.01 {
-				b.Errorf("lost %.4f %% at 80 %% of the highest rate (goal ≤ 0.01 %%)", pct)
-			}
-		}
-		// Latency at a fixed rate, from dnsperf's per-query report.
-		rate := 10000
-		// dnsperf -v writes a line per query; into a pipe read by this process (which
-		// also runs the baseline server) that costs latency, into a file it does not.
-		vfile := filepath.Join(b.TempDir(), "verbose")
-		cmd := exec.Command("sh", "-c", `exec ip netns exec "$0" dnsperf -s "$1" -d "$2" -l 5 -c 8 -Q "$3" -v > "$4"`,
-			n.netns, target.addr, file, strconv.Itoa(rate), vfile)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("dnsperf: %v\n%s", err, out)
-		}
-		data, _ := os.ReadFile(vfile)
-		vout := string(data)
-		var lat []float64
-		for line := range strings.SplitSeq(vout, "\n") {
-			f := strings.Fields(line)
-			if len(f) >= 4 && f[0] == ">" {
-				if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
-					lat = append(lat, v*1000)
-				}
-			}
-		}
-		if len(lat) == 0 {
-			b.Fatalf("no latencies in dnsperf -v output:\n%s", vout[:min(len(vout), 2000)])
-		}
-		sort.Float64s(lat)
-		p := func(x float64) float64 { return lat[int(x*float64(len(lat)-1))] }
-		b.ReportMetric(p(0.5), fmt.Sprintf("ms-p50-at-%dqps-%s", rate, target.label))
-		b.ReportMetric(p(0.99), fmt.Sprintf("ms-p99-at-%dqps-%s", rate, target.label))
+		maxQPS[target.label] = qps
+		b.Logf("%s: max %.0f QPS (lost %s)", target.label, qps, lostLine.FindStringSubmatch(out)[1])
 	}
+	// Latency at 10k QPS: each target twice, in two rounds (so neither side always
+	// follows the other), the better round kept for each.
+	const rate = 10000
+	for round := range 2 {
+		for _, target := range targets {
+			l50, l99 := n.dnsLatency(b, target.addr, file, rate)
+			b.Logf("round %d, %s at %d QPS: p50 %.3f ms, p99 %.3f ms", round, target.label, rate, l50, l99)
+			if round == 0 || l99 < p99[target.label] {
+				p50[target.label], p99[target.label] = l50, l99
+			}
+		}
+	}
+	for _, target := range targets {
+		b.ReportMetric(p50[target.label], fmt.Sprintf("ms-p50-at-%dqps-%s", rate, target.label))
+		b.ReportMetric(p99[target.label], fmt.Sprintf("ms-p99-at-%dqps-%s", rate, target.label))
+	}
+	// Sustained: 80 % of the highest rate for MC_DNS_SUSTAIN seconds (60), ≤ 0.01 % lost.
+	secs := strconv.Itoa(envInt("MC_DNS_SUSTAIN", 60))
+	out := n.dnsperf(b, "10.96.0.10", file, "-l", secs, "-c", "8", "-Q", strconv.Itoa(int(maxQPS["service-address"]*0.8)))
+	sent, _ := strconv.Atoi(regexp.MustCompile(`Queries sent:\s+(\d+)`).FindStringSubmatch(out)[1])
+	lostN, _ := strconv.Atoi(lostLine.FindStringSubmatch(out)[1])
+	pct := 100 * float64(lostN) / float64(max(sent, 1))
+	b.ReportMetric(pct, "lost-%-at-80%-for-"+secs+"s")
+	b.Logf("sustained %d QPS for %s s: %d sent, %d lost (%.4f %%)", int(maxQPS["service-address"]*0.8), secs, sent, lostN, pct)
+	if pct > 0.01 {
+		b.Errorf("lost %.4f %% at 80 %% of the highest rate (goal ≤ 0.01 %%)", pct)
+	}
+	// The goals (issue 17): p99 at 10k QPS ≤ 0.5 × CoreDNS's, highest rate ≥ 2 × its.
+	b.ReportMetric(p99["service-address"]/p99["coredns-service-address"], "p99-ratio-vs-coredns")
+	b.ReportMetric(maxQPS["service-address"]/maxQPS["coredns-service-address"], "qps-ratio-vs-coredns")
+}
+
+// dnsLatency runs dnsperf against addr at a fixed rate for 5 s and returns the p50 and
+// p99 of its per-query latencies, in ms.
+func (n *node) dnsLatency(b *testing.B, addr, file string, rate int) (float64, float64) {
+	// dnsperf -v writes a line per query; into a pipe read by this process (which also
+	// runs the baseline server) that costs latency, into a file it does not.
+	vfile := filepath.Join(b.TempDir(), "verbose")
+	cmd := exec.Command("sh", "-c", `exec ip netns exec "$0" dnsperf -s "$1" -d "$2" -l 5 -c 8 -Q "$3" -v > "$4"`,
+		n.netns, addr, file, strconv.Itoa(rate), vfile)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("dnsperf: %v\n%s", err, out)
+	}
+	data, _ := os.ReadFile(vfile)
+	vout := string(data)
+	var lat []float64
+	for line := range strings.SplitSeq(vout, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 4 && f[0] == ">" {
+			if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+				lat = append(lat, v*1000)
+			}
+		}
+	}
+	if len(lat) == 0 {
+		b.Fatalf("no latencies in dnsperf -v output:\n%s", vout[:min(len(vout), 2000)])
+	}
+	sort.Float64s(lat)
+	p := func(x float64) float64 { return lat[int(x*float64(len(lat)-1))] }
+	return p(0.5), p(0.99)
 }
 
 // waitDNS waits until the cluster DNS answers name.

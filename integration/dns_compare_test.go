@@ -286,7 +286,8 @@ func TestDNSMatchesCoreDNS(t *testing.T) {
 	n := newNode(t)
 	n.fakeUpstream(t)
 	n.start("--dns-upstream", "127.0.0.77")
-	coredns := n.startCoreDNS(t, "127.0.0.77:53")
+	const coredns = "127.0.0.53:1053"
+	n.startCoreDNS(t, coredns, "127.0.0.77:53")
 	manifest := filepath.Join(t.TempDir(), "fixtures.yaml")
 	os.WriteFile(manifest, []byte(dnsFixtures), 0o644)
 	kubectl := n.kubectlFor(t)

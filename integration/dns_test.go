@@ -168,7 +168,17 @@ func TestClusterDNS(t *testing.T) {
 	if !strings.Contains(out, "Name:\tbackend.default.svc.cluster.local\nAddress: "+ip+"\n") {
 		t.Errorf("nslookup backend in a pod: %q", out)
 	}
-	// A new service answers at once.
+	// A new service answers at once, also where its name was asked before it existed
+	// (the NXDOMAIN then is kept by the server's answer cache until the index changes).
+	n.inNetns(t, func() {
+		m := new(mdns.Msg)
+		m.SetQuestion("fresh.default.svc.cluster.local.", mdns.TypeA)
+		for range 3 {
+			if r, _, err := new(mdns.Client).Exchange(m, "10.96.0.10:53"); err != nil || r.Rcode != mdns.RcodeNameError {
+				t.Errorf("fresh before its create: %v %v", r, err)
+			}
+		}
+	})
 	fresh, errOut, err := n.exec("kubectl", "create", "service", "clusterip", "fresh", "--tcp=80:8080", "-o", "jsonpath={.spec.clusterIP}")
 	if err != nil || fresh == "" {
 		t.Fatal(errOut)

@@ -5,6 +5,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,29 +91,33 @@ func lastLines(b []byte, n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
-// toolBinary finds a real client `make tools` installs into /var/cache/minicluster-tools.
+// toolBinary finds a real client `make tools` installs into /var/cache/minicluster-tools,
+// running it (go install, pinned) when the client is missing.
 func toolBinary(t testing.TB, name string) string {
 	p := filepath.Join("/var/cache/minicluster-tools", name)
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("%s is not installed: `make tools` installs it", p)
+	if _, err := os.Stat(p); err != nil { // built as make tools builds it, at its pinned version
+		if out, err := exec.Command("make", "-C", "..", "tools").CombinedOutput(); err != nil {
+			t.Fatalf("%s is not installed and make tools failed: %v\n%s", p, err, out)
+		}
 	}
 	return p
 }
 
 // startCoreDNS runs the real CoreDNS (make tools installs it) in the node's netns on
-// 127.0.0.53:1053 with the kubernetes plugin on the daemon's kubeconfig, configured as
+// addr (ip:port) with the kubernetes plugin on the daemon's kubeconfig, configured as
 // kubeadm's Corefile configures it, forwarding other names to upstream (none: no
-// forward plugin); its log is at n.coreDNSLog. It returns its address.
-func (n *node) startCoreDNS(t testing.TB, upstream string) string {
+// forward plugin); its log is at n.coreDNSLog.
+func (n *node) startCoreDNS(t testing.TB, addr, upstream string) {
 	coredns := toolBinary(t, "coredns")
+	host, port, _ := net.SplitHostPort(addr)
 	dir := t.TempDir()
 	corefile := filepath.Join(dir, "Corefile")
 	forward := ""
 	if upstream != "" {
 		forward = "forward . " + upstream
 	}
-	os.WriteFile(corefile, []byte(`.:1053 {
-    bind 127.0.0.53
+	os.WriteFile(corefile, []byte(`.:`+port+` {
+    bind `+host+`
     errors
     kubernetes cluster.local in-addr.arpa ip6.arpa {
         kubeconfig `+filepath.Join(n.dataDir, "kubeconfig")+` minicluster
@@ -138,7 +143,6 @@ func (n *node) startCoreDNS(t testing.TB, upstream string) string {
 		cmd.Wait()
 		logFile.Close()
 	})
-	return "127.0.0.53:1053"
 }
 
 // The real CoreDNS (its kubernetes plugin, client-go's watch-list) syncs from
@@ -148,7 +152,7 @@ func TestRealCoreDNS(t *testing.T) {
 	n := newNode(t)
 	n.start()
 	ip := n.applyBackend(t, 2)
-	n.startCoreDNS(t, "")
+	n.startCoreDNS(t, "127.0.0.53:1053", "")
 	dig := func(server, port, name, typ string) string {
 		out, _, _ := n.exec("dig", "@"+server, "-p", port, "+short", "+time=1", "+tries=1", name, typ)
 		return strings.TrimSpace(out)

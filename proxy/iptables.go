@@ -212,6 +212,116 @@ func iptScript(old, next *ruleset, stale []string) string {
 	return b.String()
 }
 
+// iptPartChains is how many chains one transaction of a full sync declares.
+const iptPartChains = 4000
+
+// iptFullScripts writes next in full as several iptables-restore transactions, since
+// iptables-nft's restore with --noflush grows with the square of a transaction's size
+// (10k services × 3 endpoints: 20 s as one, under 5 s in parts). A ruleset of up to
+// maxChains chains is one transaction. Else, first the chains that lead only to other
+// such chains or out of ours (the services' and endpoints' chains), each after those it
+// jumps to, maxChains at a time, each chain flushed and filled within one transaction,
+// so every service goes from its old rules to its new ones at once; then, in one, the
+// rest (the chains that lead to them, rewritten whole) and the removal of stale chains.
+func iptFullScripts(next *ruleset, stale []string, maxChains int) []string {
+	if len(next.chains) <= maxChains { // small enough: all at once
+		return []string{iptScript(nil, next, stale)}
+	}
+	// ours: a rule's jump target that is one of our chains, as "table/chain".
+	ours := func(table, rule string) (string, bool) {
+		f := strings.Fields(rule)
+		for i := 0; i+1 < len(f); i++ {
+			if f[i] == "-j" || f[i] == "-g" {
+				k := table + "/" + f[i+1]
+				_, isChain := next.chains[k]
+				_, isItems := next.items[k]
+				return k, isChain || isItems
+			}
+		}
+		return "", false
+	}
+	// early: chains whose jumps stay among early chains (or leave ours).
+	early := map[string]bool{}
+	var visit func(k string, seen map[string]bool) bool
+	visit = func(k string, seen map[string]bool) bool {
+		if v, done := early[k]; done {
+			return v
+		}
+		if _, isChain := next.chains[k]; !isChain || seen[k] {
+			return false
+		}
+		seen[k] = true
+		table, _, _ := strings.Cut(k, "/")
+		ok := true
+		for _, r := range next.chains[k] {
+			if t, isOurs := ours(table, r); isOurs && !visit(t, seen) {
+				ok = false
+			}
+		}
+		early[k] = ok
+		return ok
+	}
+	var order []string // each early chain after the chains it jumps to
+	placed := map[string]bool{}
+	var place func(k string)
+	place = func(k string) {
+		if placed[k] {
+			return
+		}
+		placed[k] = true
+		table, _, _ := strings.Cut(k, "/")
+		for _, r := range next.chains[k] {
+			if t, isOurs := ours(table, r); isOurs {
+				place(t)
+			}
+		}
+		order = append(order, k)
+	}
+	last := newRuleset()
+	last.items, last.decls = next.items, next.decls
+	referenced := map[string]bool{} // by another early chain
+	for _, k := range sortedKeys(next.chains) {
+		if !visit(k, map[string]bool{}) {
+			last.chains[k] = next.chains[k]
+			continue
+		}
+		table, _, _ := strings.Cut(k, "/")
+		for _, r := range next.chains[k] {
+			if t, isOurs := ours(table, r); isOurs {
+				referenced[t] = true
+			}
+		}
+	}
+	// From the top chains down, so a service's chain and its endpoints' land in the same
+	// transaction: jumps to chains made in the same transaction cost iptables-nft far
+	// less than jumps to chains already in the kernel.
+	for _, k := range sortedKeys(next.chains) {
+		if early[k] && !referenced[k] {
+			place(k)
+		}
+	}
+	for _, k := range sortedKeys(next.chains) {
+		if early[k] {
+			place(k)
+		}
+	}
+	var scripts []string
+	for start := 0; start < len(order); start += maxChains {
+		part := newRuleset()
+		for _, k := range order[start:min(start+maxChains, len(order))] {
+			part.chains[k] = next.chains[k]
+		}
+		scripts = append(scripts, iptScript(nil, part, nil))
+	}
+	var gone []string
+	for _, k := range stale {
+		if _, kept := next.chains[k]; !kept {
+			gone = append(gone, k)
+		}
+	}
+	return append(scripts, iptScript(nil, last, gone))
+}
+
 // parseIPTChains lists the chains with prefix in iptables-save output, as "table/chain".
 func parseIPTChains(save, prefix string) []string {
 	var s []string

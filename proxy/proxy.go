@@ -302,7 +302,12 @@ func (p *Proxy) apply(full bool, before, after *ruleset) error {
 		if err != nil {
 			return err
 		}
-		script = iptScript(nil, p.agg.full(iptBase(p.cfg.Instance, p.cfg.ServiceCIDR.String())), existing)
+		for _, script := range iptFullScripts(p.agg.full(iptBase(p.cfg.Instance, p.cfg.ServiceCIDR.String())), existing, iptPartChains) {
+			if _, err := p.cfg.Runner.Run(script, "iptables-restore", "-w", "5", "--noflush"); err != nil {
+				return err
+			}
+		}
+		return nil
 	} else {
 		script = iptScript(before, after, nil)
 		if script == "*nat\nCOMMIT\n*filter\nCOMMIT\n" {

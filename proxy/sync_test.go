@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -195,5 +196,58 @@ func TestProxyIPTablesSyncs(t *testing.T) {
 	}
 	if len(inserted) != 0 {
 		t.Errorf("the fake says every jump exists already, yet the proxy inserted %v", inserted)
+	}
+}
+
+// A large full sync in iptables mode goes in parts that, applied in order, give the
+// rules one transaction would: each part's jumps lead to chains that exist by then
+// (endpoint chains first), the collection chains and the removal of stale chains last.
+func TestIPTablesFullSyncInParts(t *testing.T) {
+	run := &fakeRunner{}
+	p, c := newTestProxy(t, ModeIPTables, run)
+	var ips []string
+	for i := range 6 {
+		name, ip := fmt.Sprintf("s%d", i), fmt.Sprintf("10.96.0.%d", 40+i)
+		c.set(p, svc(name, ip, 80, tcp))
+		c.set(p, slice(name, 8080, tcp, ready(fmt.Sprintf("10.244.0.%d", 2+i)), ready(fmt.Sprintf("10.244.1.%d", 2+i))))
+		ips = append(ips, ip)
+	}
+	if err := p.sync(); err != nil {
+		t.Fatal(err)
+	}
+	next := p.agg.full(iptBase(p.cfg.Instance, p.cfg.ServiceCIDR.String()))
+	stale := []string{"nat/MC-SVC-GONE"}
+	whole := iptFullScripts(next, stale, len(next.chains))
+	parts := iptFullScripts(next, stale, 3)
+	if len(whole) != 1 || len(parts) < 6 { // 6 × (a service's chain and its endpoints'), 3 chains a part, then the rest
+		t.Fatalf("%d scripts at once, %d in parts of 3 chains (%d chains)", len(whole), len(parts), len(next.chains))
+	}
+	declared, jumps := map[string]bool{}, 0
+	for i, s := range parts {
+		for line := range strings.SplitSeq(s, "\n") {
+			if chain, ok := strings.CutPrefix(line, ":"); ok {
+				declared[strings.Fields(chain)[0]] = true
+			}
+		}
+		for _, m := range regexp.MustCompile(`-[jg] (MC-[\w-]+)`).FindAllStringSubmatch(s, -1) {
+			jumps++
+			if !declared[m[1]] {
+				t.Errorf("part %d jumps to %s, which no part up to it declares", i, m[1])
+			}
+		}
+	}
+	if jumps < 18 { // 6 services: 6 jumps to their chains, 12 to their endpoints'
+		t.Errorf("only %d jumps to chains of ours in the parts", jumps)
+	}
+	if !strings.Contains(parts[len(parts)-1], "-X MC-SVC-GONE") || strings.Contains(strings.Join(parts[:len(parts)-1], ""), "-X ") {
+		t.Error("stale chains must go in the last part, and only there")
+	}
+	for _, ip := range ips {
+		pk := packet{src: "10.244.0.100", dst: ip, proto: "tcp", port: 80}
+		a := parseIPT(t, "mc", whole[0], tracer{t: t}).trace(pk)
+		b := parseIPT(t, "mc", strings.Join(parts, ""), tracer{t: t}).trace(pk)
+		if a != b || !strings.HasPrefix(a, "dnat") {
+			t.Errorf("%s: %q at once, %q in parts", ip, a, b)
+		}
 	}
 }

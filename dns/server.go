@@ -186,7 +186,7 @@ func (s *Server) serveUDP(pc net.PacketConn) error {
 		in[i].Buffers = [][]byte{make([]byte, 4096)} // a larger query is cut short and ignored
 	}
 	var out []ipv4.Message
-	answers := newAnswerCache() // this socket's own: no lock
+	answers := newAnswerCache()     // this socket's own: no lock
 	packed := make([][]byte, batch) // a buffer to pack each answer of a batch into
 	for i := range packed {
 		packed[i] = make([]byte, 1232) // the usual EDNS0 size; a larger answer gets its own

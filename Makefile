@@ -12,7 +12,7 @@ COREDNS_VERSION := v1.15.0
 RUN_FLAGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help build run deps tools test test-unit test-integration bench fuzz lint clean
+.PHONY: help build run deps tools test test-unit test-integration bench fuzz lint clean conformance
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-17s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ bench: build ## benchmarks: API and store, then pod start-up, the proxy and DNS 
 	$(GO) test -tags integration -run '^$$' -bench PodStartup -benchtime 20x -count 1 ./integration/
 	$(GO) test -tags integration -run '^$$' -bench Proxy -benchtime 1x -count 1 -timeout 60m ./integration/
 	$(GO) test -tags integration -run '^$$' -bench DNS -benchtime 1x -count 1 -timeout 20m ./integration/
+
+conformance: build ## Kubernetes' e2e suite on this node (root; long; FOCUS, SKIP, PROCS; not part of test)
+	scripts/conformance.sh
 
 fuzz: ## run every fuzz target for FUZZTIME each
 	@for t in $$($(GO) test -list '^Fuzz' ./... | grep '^Fuzz'); do \

@@ -230,3 +230,33 @@ func TestAttachAndLogs(t *testing.T) {
 		t.Errorf("minicluster exec -i: %q %v", b, err)
 	}
 }
+
+// The e2e suite's images that the host stands in for run what the suite runs in them:
+// /agnhost inside an agnhost container (its dns-suffix and dns-server-list), dig in
+// jessie-dnsutils, the e2e busybox.
+func TestE2EImages(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	kubectl := n.kubectlFor(t)
+	kubectl("run", "ag", "--image=registry.k8s.io/e2e-test-images/agnhost:2.53", "--", "netexec")
+	kubectl("run", "jd", "--image=registry.k8s.io/e2e-test-images/jessie-dnsutils:1.7", "--command", "--", "sleep", "3600")
+	kubectl("run", "bb", "--image=registry.k8s.io/e2e-test-images/busybox:1.36.1-1", "--command", "--", "sleep", "3600")
+	kubectl("wait", "--for=condition=Ready", "pod/ag", "pod/jd", "pod/bb", "--timeout=60s")
+	for _, c := range []struct {
+		pod  string
+		cmd  []string
+		want string
+	}{
+		{"ag", []string{"/agnhost", "dns-suffix"}, "default.svc.cluster.local,svc.cluster.local,cluster.local"},
+		{"ag", []string{"/agnhost", "dns-server-list"}, "10.96.0.10"},
+		{"jd", []string{"dig", "+short", "+time=2", "kubernetes.default.svc.cluster.local"}, "10.96.0.1\n"},
+		{"bb", []string{"sh", "-c", "echo $((6*7))"}, "42\n"},
+	} {
+		eventually(t, 10*time.Second, func() error {
+			if out, errOut, err := n.exec("kubectl", append([]string{"exec", c.pod, "--"}, c.cmd...)...); err != nil || out != c.want {
+				return fmt.Errorf("%s: %v: %q %s %v, want %q", c.pod, c.cmd, out, errOut, err, c.want)
+			}
+			return nil
+		})
+	}
+}

@@ -10,4 +10,9 @@ import (
 	"github.com/minicluster/minicluster/node/runtime/shim"
 )
 
-func main() { os.Exit(shim.Main(os.Args[1:], os.Stderr)) }
+func main() {
+	if code, ok := shim.AsAgnhost(); ok { // the /agnhost of a built-in image's container
+		os.Exit(code)
+	}
+	os.Exit(shim.Main(os.Args[1:], os.Stderr))
+}

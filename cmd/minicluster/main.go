@@ -30,6 +30,9 @@ Run "minicluster COMMAND -h" for a command's flags.
 `
 
 func main() {
+	if code, ok := shim.AsAgnhost(); ok { // the /agnhost of a built-in image's container
+		os.Exit(code)
+	}
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 

@@ -40,6 +40,11 @@ func builtinImages(self string) map[string]imageSpec {
 		"k8s.gcr.io/pause":                        {Entrypoint: []string{self, "pause"}},
 		"registry.k8s.io/e2e-test-images/agnhost": {Entrypoint: []string{self, "agnhost"}, Cmd: []string{"pause"}},
 		"busybox": {Cmd: []string{"sh"}, busybox: true},
+		// Kubernetes' e2e images that the host's programs stand in for: its busybox,
+		// and a shell with dig and nslookup (Debian's dnsutils) for jessie-dnsutils.
+		"registry.k8s.io/e2e-test-images/busybox":         {Cmd: []string{"sh"}, busybox: true},
+		"registry.k8s.io/e2e-test-images/jessie-dnsutils": {Cmd: []string{"sh"}},
+		"registry.k8s.io/e2e-test-images/nginx":           {Entrypoint: []string{"nginx"}, Cmd: []string{"-g", "daemon off;"}},
 		// The host's nginx with its stock welcome page; its pid file lands in the pod's
 		// private /run, so every pod runs its own.
 		"nginx": {Entrypoint: []string{"nginx"}, Cmd: []string{"-g", "daemon off;"}},

@@ -379,7 +379,13 @@ func (r *Runtime) Start(ctr Container, c *ContainerState) error {
 	}
 	defer startedR.Close()
 	defer startedW.Close()
-	spec := shim.Spec{Argv: ctr.Argv, Builtin: ctr.Argv[0] == r.self, Env: ctr.Env, Dir: ctr.Dir, Hostname: ctr.Hostname, Started: 3,
+	builtin := ctr.Argv[0] == r.self
+	if builtin && ctr.RootFS == "" {
+		// The image's own /agnhost, for commands run in the container (kubectl exec,
+		// exec probes): this binary, which answers to that name.
+		mounts = append(mounts, shim.Mount{Source: r.shim[0], Target: "/agnhost", ReadOnly: true})
+	}
+	spec := shim.Spec{Argv: ctr.Argv, Builtin: builtin, Env: ctr.Env, Dir: ctr.Dir, Hostname: ctr.Hostname, Started: 3,
 		Root: root, Mounts: mounts, Cgroups: cgroups, User: ctr.User,
 		Binds:        map[string]string{"/etc/resolv.conf": resolv, "/etc/hosts": hosts, "/etc/hostname": hostname},
 		ReadOnlyRoot: ctr.ReadOnlyRoot, NoNewPrivs: ctr.NoNewPrivs, Caps: ctr.Caps, Privileged: ctr.Privileged,

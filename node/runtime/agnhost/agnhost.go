@@ -26,7 +26,7 @@ import (
 // Main runs one agnhost subcommand and returns its exit code.
 func Main(args []string, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: agnhost netexec|serve-hostname|pause [flags]")
+		fmt.Fprintln(stderr, "usage: agnhost netexec|serve-hostname|pause|dns-suffix|dns-server-list [flags]")
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
@@ -44,8 +44,14 @@ func Main(args []string, stderr io.Writer) int {
 		err = serveHostname(ctx, args[1:], stderr)
 	case "pause":
 		<-ctx.Done()
+	case "dns-suffix", "dns-server-list":
+		// The search domains, or the name servers, of /etc/resolv.conf, comma-separated,
+		// as agnhost prints them.
+		var list []string
+		list, err = resolvConf(map[string]string{"dns-suffix": "search", "dns-server-list": "nameserver"}[args[0]])
+		fmt.Print(strings.Join(list, ","))
 	default:
-		err = fmt.Errorf("unknown agnhost subcommand %q (built in: netexec, serve-hostname, pause)", args[0])
+		err = fmt.Errorf("unknown agnhost subcommand %q (built in: netexec, serve-hostname, pause, dns-suffix, dns-server-list)", args[0])
 	}
 	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, http.ErrServerClosed) {
 		fmt.Fprintln(stderr, err)
@@ -55,6 +61,21 @@ func Main(args []string, stderr io.Writer) int {
 		return exitCode
 	}
 	return 0
+}
+
+// resolvConf returns the values of the /etc/resolv.conf lines starting with key.
+func resolvConf(key string) ([]string, error) {
+	data, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == key {
+			out = append(out, f[1:]...)
+		}
+	}
+	return out, nil
 }
 
 func hostname() string {

@@ -307,6 +307,15 @@ func reapOne(pid int) bool {
 	return !errors.Is(err, unix.ECHILD)
 }
 
+// AsAgnhost runs agnhost when this binary was started by that name (the /agnhost of a
+// built-in image's container, run by kubectl exec); false otherwise.
+func AsAgnhost() (int, bool) {
+	if filepath.Base(os.Args[0]) != "agnhost" {
+		return 0, false
+	}
+	return builtin(append([]string{"agnhost"}, os.Args[1:]...), os.Stderr), true
+}
+
 // builtin runs a built-in image (agnhost, pause) as the container's program: this
 // binary started again inside the container, its output the shim's pipes.
 func builtin(args []string, stderr io.Writer) int {

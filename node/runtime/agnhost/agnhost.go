@@ -26,7 +26,7 @@ import (
 // Main runs one agnhost subcommand and returns its exit code.
 func Main(args []string, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: agnhost netexec|serve-hostname|pause|dns-suffix|dns-server-list [flags]")
+		fmt.Fprintln(stderr, "usage: agnhost netexec|serve-hostname|pause|test-webserver|porter|dns-suffix|dns-server-list [flags]")
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
@@ -44,6 +44,10 @@ func Main(args []string, stderr io.Writer) int {
 		err = serveHostname(ctx, args[1:], stderr)
 	case "pause":
 		<-ctx.Done()
+	case "test-webserver":
+		err = testWebserver(ctx, args[1:], stderr)
+	case "porter":
+		err = porter(ctx, args[1:], stderr)
 	case "dns-suffix", "dns-server-list":
 		// The search domains, or the name servers, of /etc/resolv.conf, comma-separated,
 		// as agnhost prints them.
@@ -51,7 +55,7 @@ func Main(args []string, stderr io.Writer) int {
 		list, err = resolvConf(map[string]string{"dns-suffix": "search", "dns-server-list": "nameserver"}[args[0]])
 		fmt.Print(strings.Join(list, ","))
 	default:
-		err = fmt.Errorf("unknown agnhost subcommand %q (built in: netexec, serve-hostname, pause, dns-suffix, dns-server-list)", args[0])
+		err = fmt.Errorf("unknown agnhost subcommand %q (built in: netexec, serve-hostname, pause, test-webserver, porter, dns-suffix, dns-server-list)", args[0])
 	}
 	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, http.ErrServerClosed) {
 		fmt.Fprintln(stderr, err)

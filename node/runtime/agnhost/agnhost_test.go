@@ -109,8 +109,8 @@ func TestPorterAndTestWebserver(t *testing.T) {
 		return "", last
 	}
 	for url, want := range map[string]string{
-		"http://127.0.0.1:" + plain + "/":            `{"Method":"GET","Body":"foo"}` + "\n",
-		"https://127.0.0.1:" + secure + "/":          `{"Method":"GET","Body":"tls foo"}` + "\n",
+		"http://127.0.0.1:" + plain + "/":           `{"Method":"GET","Body":"foo"}` + "\n",
+		"https://127.0.0.1:" + secure + "/":         `{"Method":"GET","Body":"tls foo"}` + "\n",
 		"http://127.0.0.1:" + web + dir + "/result": "OK",
 	} {
 		if got, err := get(url); err != nil || got != want {

@@ -72,19 +72,16 @@ func (n *node) registryInNetns(t testing.TB) string {
 
 // busyboxLayer is a layer with the host's busybox, the libraries it links, an applet
 // link for sh, and files.
-func busyboxLayer(t testing.TB, files map[string]string) v1.Layer {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	add := func(name string, data []byte, mode int64) {
-		tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(data)), Typeflag: tar.TypeReg, ModTime: time.Unix(1e9, 0)})
-		tw.Write(data)
-	}
+// hostBusyboxFiles are the host's busybox and the libraries it links, by their paths
+// (without the leading slash); the test is skipped without busybox.
+func hostBusyboxFiles(t testing.TB) map[string][]byte {
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
 		t.Skip("no busybox on this host")
 	}
+	files := map[string][]byte{}
 	data, _ := os.ReadFile(bb)
-	add("bin/busybox", data, 0o755)
+	files["bin/busybox"] = data
 	out, _ := exec.Command("ldd", bb).Output()
 	for _, lib := range regexp.MustCompile(`(/\S+\.so[.\d]*)`).FindAllString(string(out), -1) {
 		real, _ := filepath.EvalSymlinks(lib)
@@ -92,7 +89,20 @@ func busyboxLayer(t testing.TB, files map[string]string) v1.Layer {
 		if err != nil {
 			t.Fatal(err)
 		}
-		add(strings.TrimPrefix(lib, "/"), data, 0o755)
+		files[strings.TrimPrefix(lib, "/")] = data
+	}
+	return files
+}
+
+func busyboxLayer(t testing.TB, files map[string]string) v1.Layer {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(name string, data []byte, mode int64) {
+		tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(data)), Typeflag: tar.TypeReg, ModTime: time.Unix(1e9, 0)})
+		tw.Write(data)
+	}
+	for name, data := range hostBusyboxFiles(t) {
+		add(name, data, 0o755)
 	}
 	tw.WriteHeader(&tar.Header{Name: "tmp/", Typeflag: tar.TypeDir, Mode: 0o1777})
 	for _, applet := range []string{"sh", "ls", "cat", "httpd", "touch", "echo", "grep", "sleep"} {

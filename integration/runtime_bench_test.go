@@ -166,25 +166,11 @@ func BenchmarkContainerStart(b *testing.B) {
 // hostBusybox makes a root filesystem at dir of the host's busybox and the libraries
 // it links.
 func hostBusybox(t testing.TB, dir string) {
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Skip("no busybox on this host")
-	}
-	copyFile := func(src, dst string) {
-		data, err := os.ReadFile(src)
-		if err != nil {
+	for name, data := range hostBusyboxFiles(t) {
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		os.MkdirAll(filepath.Dir(dst), 0o755)
-		if err := os.WriteFile(dst, data, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	copyFile(bb, dir+"/bin/busybox")
-	out, _ := exec.Command("ldd", bb).Output()
-	for _, lib := range regexp.MustCompile(`(/\S+\.so[.\d]*)`).FindAllString(string(out), -1) {
-		real, _ := filepath.EvalSymlinks(lib)
-		copyFile(real, dir+lib)
 	}
 	for _, applet := range []string{"sh", "sleep", "ls", "cat", "ps"} {
 		os.Symlink("busybox", dir+"/bin/"+applet)

@@ -302,12 +302,11 @@ type Container struct {
 // namespace its containers share (shareProcessNamespace); no container can have it.
 const PodInit = "POD"
 
-// PodInitContainer is the pod's init process: the built-in pause, in a PID namespace
-// of its own.
-func (r *Runtime) PodInitContainer(ctr Container) Container {
-	ctr.Name, ctr.Argv, ctr.Env, ctr.Dir, ctr.Mounts, ctr.RootFS = PodInit, []string{r.self, "pause"}, nil, "", nil, ""
-	ctr.Stdin, ctr.StdinOnce, ctr.TTY, ctr.Resources, ctr.PID = false, false, false, corev1.ResourceRequirements{}, ""
-	return ctr
+// PodInitContainer is the pod's init process, given what the pod's containers share
+// (its key, netns, hostname and files): the built-in pause, in a PID namespace of its own.
+func (r *Runtime) PodInitContainer(pod Container) Container {
+	return Container{PodKey: pod.PodKey, PodUID: pod.PodUID, Netns: pod.Netns, Hostname: pod.Hostname,
+		Hosts: pod.Hosts, ResolvConf: pod.ResolvConf, Name: PodInit, Argv: []string{r.self, "pause"}}
 }
 
 // Resolve gives the program a container runs, from its image and command, or

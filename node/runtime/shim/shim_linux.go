@@ -270,8 +270,7 @@ func run(spec *Spec, h *hub, self []string) ExitRecord {
 		// The container ends with its program, as with any runtime: what it left
 		// running in its PID namespace goes too, and with it the output's last writers.
 		unix.Kill(-1, unix.SIGKILL)
-		for reapOne(-1) {
-		}
+		reap(-1) // until none is left
 	}
 	done := make(chan struct{})
 	go func() { copies.Wait(); close(done) }()
@@ -288,7 +287,8 @@ func run(spec *Spec, h *hub, self []string) ExitRecord {
 }
 
 // reap waits for the program (pid) to end, reaping whatever else ends meanwhile (the
-// shim is its container's init, or their subreaper), and returns its status.
+// shim is its container's init, or their subreaper), and returns its status; with
+// pid -1, until no child is left.
 func reap(pid int) unix.WaitStatus {
 	for {
 		var ws unix.WaitStatus
@@ -297,14 +297,6 @@ func reap(pid int) unix.WaitStatus {
 			return ws
 		}
 	}
-}
-
-// reapOne reaps one child that has ended, waiting for one if any is left; false when
-// none is.
-func reapOne(pid int) bool {
-	var ws unix.WaitStatus
-	_, err := unix.Wait4(pid, &ws, 0, nil)
-	return !errors.Is(err, unix.ECHILD)
 }
 
 // AsAgnhost runs agnhost when this binary was started by that name (the /agnhost of a

@@ -111,7 +111,15 @@ func TestProxySubresources(t *testing.T) {
 	var gotAuth, gotPath string
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		gotAuth, gotPath = r.Header.Get("Authorization"), r.URL.RequestURI()
-		fmt.Fprintf(w, "%s %s", r.Method, r.URL.Path)
+		switch r.URL.Path {
+		case "/page":
+			w.Header().Set("Content-Type", "text/html")
+			fmt.Fprint(w, `<a href="/rewriteme">in</a><a href="http://elsewhere/x">out</a>`)
+		case "/moved":
+			http.Redirect(w, r, "/there", http.StatusFound)
+		default:
+			fmt.Fprintf(w, "%s %s", r.Method, r.URL.Path)
+		}
 	}))
 	defer backend.Close()
 	_, port, _ := net.SplitHostPort(backend.Listener.Addr().String())
@@ -131,6 +139,31 @@ func TestProxySubresources(t *testing.T) {
 			check: func(t *testing.T, r response) {
 				if string(r.body) != "POST /" {
 					t.Errorf("body %q", r.body)
+				}
+			}},
+		{name: "links in HTML go through the proxy", method: "GET", path: podsPath + "/p:web/proxy/page", wantCode: 200,
+			check: func(t *testing.T, r response) {
+				want := `<a href="` + podsPath + `/p:web/proxy/rewriteme">in</a><a href="http://elsewhere/x">out</a>`
+				if string(r.body) != want {
+					t.Errorf("body %s, want %s", r.body, want)
+				}
+			}},
+		{name: "redirects too", method: "GET", path: podsPath + "/p:web/proxy/moved", noRedirect: true, wantCode: 302,
+			check: func(t *testing.T, r response) {
+				if got := r.header.Get("Location"); got != podsPath+"/p:web/proxy/there" {
+					t.Errorf("Location %q", got)
+				}
+			}},
+		{name: "the root without its slash: DELETE goes on", method: "DELETE", path: podsPath + "/p:web/proxy?method=DELETE", wantCode: 200,
+			check: func(t *testing.T, r response) {
+				if string(r.body) != "DELETE /" || gotPath != "/?method=DELETE" {
+					t.Errorf("body %q, backend saw %q", r.body, gotPath)
+				}
+			}},
+		{name: "the root without its slash: GET is redirected", method: "GET", path: podsPath + "/p:web/proxy?q=1", noRedirect: true, wantCode: 301,
+			check: func(t *testing.T, r response) {
+				if got := r.header.Get("Location"); got != podsPath+"/p:web/proxy/?q=1" {
+					t.Errorf("Location %q", got)
 				}
 			}},
 		{name: "unknown port name", method: "GET", path: podsPath + "/p:nope/proxy/", wantCode: 400},

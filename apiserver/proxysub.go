@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/proxy"
 )
 
 // proxyTransport reaches pods as kube-apiserver does: over HTTPS without checking
@@ -63,11 +64,17 @@ func (h *handler) serveProxy(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if path == "" { // as kube-apiserver: to the root, with its slash
-		redirectToSlash(w, r)
-		return
+	if path == "" { // as kube-apiserver: reads of the root go to it with its slash, the rest on
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			redirectToSlash(w, r)
+			return
+		}
+		path = "/"
 	}
-	rp := &httputil.ReverseProxy{Transport: proxyTransport, Rewrite: func(pr *httputil.ProxyRequest) {
+	// As kube-apiserver: links and redirects to the target's own paths in what comes
+	// back are rewritten to go through the proxy again.
+	rt := &proxy.Transport{PathPrepend: strings.TrimSuffix(r.URL.Path, path), RoundTripper: proxyTransport}
+	rp := &httputil.ReverseProxy{Transport: rt, Rewrite: func(pr *httputil.ProxyRequest) {
 		pr.Out.URL.Scheme, pr.Out.URL.Host, pr.Out.URL.Path, pr.Out.URL.RawPath, pr.Out.Host = scheme, target, path, "", target
 		pr.Out.Header.Del("Authorization") // the API's token is not the pod's business
 	}, ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {

@@ -108,6 +108,14 @@ func get(v any, path ...any) any {
 
 func (s *testServer) do(t *testing.T, method, path, contentType, body string, headers ...string) response {
 	t.Helper()
+	return s.doWith(t, http.DefaultClient, method, path, contentType, body, headers...)
+}
+
+// noRedirects is a client that returns redirects rather than following them.
+var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+func (s *testServer) doWith(t *testing.T, client *http.Client, method, path, contentType, body string, headers ...string) response {
+	t.Helper()
 	req, err := http.NewRequest(method, s.url+s.expand(path), strings.NewReader(s.expand(body)))
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +126,7 @@ func (s *testServer) do(t *testing.T, method, path, contentType, body string, he
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,6 +156,7 @@ type step struct {
 	contentType, body string
 	headers           []string
 	wantCode          int
+	noRedirect        bool // the answer as it is, not where a redirect leads
 	check             func(t *testing.T, r response)
 }
 
@@ -155,7 +164,11 @@ func runSteps(t *testing.T, s *testServer, steps []step) {
 	t.Helper()
 	for _, st := range steps {
 		ok := t.Run(st.name, func(t *testing.T) {
-			r := s.do(t, st.method, st.path, st.contentType, st.body, st.headers...)
+			client := http.DefaultClient
+			if st.noRedirect {
+				client = noRedirects
+			}
+			r := s.doWith(t, client, st.method, st.path, st.contentType, st.body, st.headers...)
 			if r.code != st.wantCode {
 				t.Fatalf("%s %s: code %d, want %d; body: %s", st.method, st.path, r.code, st.wantCode, r.body)
 			}

@@ -164,6 +164,9 @@ func (a *API) Create(ctx context.Context, r *Resource, ns string, obj store.Obje
 		if err := a.admitServiceAccount(r, o); err != nil {
 			return nil, err
 		}
+		if err := a.admitRuntimeClass(r, o); err != nil {
+			return nil, err
+		}
 	case *corev1.PersistentVolumeClaim:
 		a.admitClaim(o)
 	}

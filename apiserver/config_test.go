@@ -257,3 +257,37 @@ func TestEviction(t *testing.T) {
 		{name: "a name that does not match", method: "POST", path: podsPath + "/b/eviction", contentType: jsonCT, body: evict("a"), wantCode: 400},
 	})
 }
+
+// RuntimeClasses are admitted as the RuntimeClass admission plugin does: a pod naming
+// a class that does not exist is forbidden; the class's overhead becomes the pod's.
+// PodTemplates are stored and validated.
+func TestRuntimeClassesAndPodTemplates(t *testing.T) {
+	s := newTestServer(t)
+	rcPod := func(name, class string) string {
+		return `{"metadata":{"name":"` + name + `"},"spec":{"runtimeClassName":"` + class + `","containers":[{"name":"c","image":"busybox"}]}}`
+	}
+	runSteps(t, s, []step{
+		{name: "no such class", method: "POST", path: podsPath, contentType: jsonCT, body: rcPod("p1", "gone"), wantCode: 403,
+			check: func(t *testing.T, r response) {
+				if !strings.Contains(r.status().Message, `pod rejected: RuntimeClass "gone" not found`) {
+					t.Errorf("message %q", r.status().Message)
+				}
+			}},
+		{name: "bad handler", method: "POST", path: "/apis/node.k8s.io/v1/runtimeclasses", contentType: jsonCT, wantCode: 422,
+			body: `{"metadata":{"name":"bad"},"handler":"Not_A_Label"}`},
+		{name: "class", method: "POST", path: "/apis/node.k8s.io/v1/runtimeclasses", contentType: jsonCT, wantCode: 201,
+			body: `{"metadata":{"name":"fast"},"handler":"test-handler","overhead":{"podFixed":{"cpu":"10m","memory":"1Mi"}}}`},
+		{name: "pod of the class gets its overhead", method: "POST", path: podsPath, contentType: jsonCT, body: rcPod("p2", "fast"), wantCode: 201,
+			check: func(t *testing.T, r response) {
+				if get(r.object(), "spec", "overhead", "cpu") != "10m" || get(r.object(), "spec", "overhead", "memory") != "1Mi" {
+					t.Errorf("overhead %v", get(r.object(), "spec", "overhead"))
+				}
+			}},
+		{name: "pod template", method: "POST", path: "/api/v1/namespaces/default/podtemplates", contentType: jsonCT, wantCode: 201,
+			body: `{"metadata":{"name":"t"},"template":{"metadata":{"labels":{"a":"b"}},"spec":{"containers":[{"name":"c","image":"busybox"}]}}}`},
+		{name: "invalid pod template", method: "POST", path: "/api/v1/namespaces/default/podtemplates", contentType: jsonCT, wantCode: 422,
+			body: `{"metadata":{"name":"u"},"template":{"spec":{"containers":[]}}}`},
+		{name: "delete a collection of templates", method: "DELETE", path: "/api/v1/namespaces/default/podtemplates", wantCode: 200},
+		{name: "gone", method: "GET", path: "/api/v1/namespaces/default/podtemplates/t", wantCode: 404},
+	})
+}

@@ -6,10 +6,15 @@ import (
 	"time"
 
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	nodev1 "k8s.io/api/node/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/minicluster/minicluster/store"
@@ -79,7 +84,7 @@ func registerExtraKinds() []*Resource {
 		b := o.(*rbacv1.ClusterRoleBinding)
 		return b.RoleRef, b.Subjects
 	})
-	return []*Resource{ing, ingClass, netpol, pdb, hpa, role, clusterRole, binding, clusterBinding}
+	return []*Resource{ing, ingClass, netpol, pdb, hpa, role, clusterRole, binding, clusterBinding, podTemplateResource(), runtimeClassResource()}
 }
 
 func selectorString(s *metav1.LabelSelector) string {
@@ -298,4 +303,78 @@ func bindingTable(of func(store.Object) (rbacv1.RoleRef, []rbacv1.Subject)) tabl
 		{name: "Groups", typ: "string", wide: true, cell: who(rbacv1.GroupKind)},
 		{name: "ServiceAccounts", typ: "string", wide: true, cell: who(rbacv1.ServiceAccountKind)},
 	}
+}
+
+// podTemplateResource is v1 PodTemplates: stored pod templates (kubectl and the e2e
+// suite use them; nothing here instantiates them).
+func podTemplateResource() *Resource {
+	pt := newResource[corev1.PodTemplate]("", "v1", "PodTemplate", "podtemplates", true)
+	pt.defaults = func(o store.Object) { defaultPodSpec(&o.(*corev1.PodTemplate).Template.Spec) }
+	pt.validate = func(o, _ store.Object) field.ErrorList {
+		return validatePodSpec(&o.(*corev1.PodTemplate).Template.Spec, field.NewPath("template", "spec"))
+	}
+	pt.table = tableDef{{name: "Containers", typ: "string", cell: func(o store.Object) any {
+		var names []string
+		for _, c := range o.(*corev1.PodTemplate).Template.Spec.Containers {
+			names = append(names, c.Name)
+		}
+		return strings.Join(names, ",")
+	}}}
+	return pt
+}
+
+// runtimeClassResource is node.k8s.io/v1 RuntimeClasses. The node has one runtime;
+// every handler runs on it. Pods that name a class are admitted as the RuntimeClass
+// admission plugin does (admitRuntimeClass).
+func runtimeClassResource() *Resource {
+	rc := newResource[nodev1.RuntimeClass]("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", false)
+	rc.validate = func(o, old store.Object) field.ErrorList {
+		c := o.(*nodev1.RuntimeClass)
+		var errs field.ErrorList
+		for _, msg := range validation.IsDNS1123Label(c.Handler) {
+			errs = append(errs, field.Invalid(field.NewPath("handler"), c.Handler, msg))
+		}
+		if old != nil && old.(*nodev1.RuntimeClass).Handler != c.Handler {
+			errs = append(errs, field.Invalid(field.NewPath("handler"), c.Handler, "field is immutable"))
+		}
+		return errs
+	}
+	rc.table = tableDef{{name: "Handler", typ: "string", cell: func(o store.Object) any { return o.(*nodev1.RuntimeClass).Handler }}}
+	return rc
+}
+
+// admitRuntimeClass is the RuntimeClass admission for a new pod: the class must exist;
+// its overhead becomes the pod's, and its scheduling constraints are added to the pod's.
+func (a *API) admitRuntimeClass(r *Resource, pod *corev1.Pod) error {
+	name := pod.Spec.RuntimeClassName
+	if name == nil || *name == "" {
+		return nil
+	}
+	obj, err := a.Get(a.reg.Lookup("node.k8s.io", "runtimeclasses"), "", *name)
+	if apierrors.IsNotFound(err) {
+		return apierrors.NewForbidden(r.GroupResource(), pod.Name, fmt.Errorf("pod rejected: RuntimeClass %q not found", *name))
+	}
+	if err != nil {
+		return err
+	}
+	rc := obj.(*nodev1.RuntimeClass)
+	if rc.Overhead != nil {
+		if pod.Spec.Overhead != nil && !equality.Semantic.DeepEqual(pod.Spec.Overhead, rc.Overhead.PodFixed) {
+			return apierrors.NewForbidden(r.GroupResource(), pod.Name, fmt.Errorf("pod rejected: Pod's Overhead doesn't match RuntimeClass's defined Overhead"))
+		}
+		pod.Spec.Overhead = rc.Overhead.PodFixed.DeepCopy()
+	}
+	if s := rc.Scheduling; s != nil {
+		for k, v := range s.NodeSelector {
+			if cur, ok := pod.Spec.NodeSelector[k]; ok && cur != v {
+				return apierrors.NewForbidden(r.GroupResource(), pod.Name, fmt.Errorf("conflict: runtimeClass.scheduling.nodeSelector[%s] = %s; pod.spec.nodeSelector[%s] = %s", k, v, k, cur))
+			}
+			if pod.Spec.NodeSelector == nil {
+				pod.Spec.NodeSelector = map[string]string{}
+			}
+			pod.Spec.NodeSelector[k] = v
+		}
+		pod.Spec.Tolerations = append(pod.Spec.Tolerations, s.Tolerations...)
+	}
+	return nil
 }

@@ -123,7 +123,7 @@ func build(agnhostBin string) (map[string]v1.Image, error) {
 	ag.file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"+
 		"user-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh\n", 0o644)
 	ag.file("etc/group", "root:x:0:\nnogroup:x:65534:\nuser-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n", 0o644)
-	for _, p := range []string{"dig", "nslookup", "host", "curl", "nc", "ip", "bash"} {
+	for _, p := range []string{"dig", "nslookup", "host", "curl", "nc", "ip"} {
 		if err := ag.binary(p); err != nil {
 			return nil, err
 		}
@@ -323,10 +323,20 @@ func (l *layerBuilder) busybox() error {
 		return fmt.Errorf("busybox --list: %w", err)
 	}
 	for _, applet := range strings.Fields(string(out)) {
-		if applet != "busybox" {
+		if applet != "busybox" && applet != "sh" {
 			l.symlink("bin/"+applet, "busybox")
 		}
 	}
+	// sh is bash: busybox 1.36's ash passes on environment variables whose names are
+	// not the shell's (envFrom's "data-1"), Debian's 1.35 drops them; bash keeps them.
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		return err
+	}
+	if err := l.binary("bash"); err != nil {
+		return err
+	}
+	l.symlink("bin/sh", bash)
 	return nil
 }
 

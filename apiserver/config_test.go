@@ -291,3 +291,31 @@ func TestRuntimeClassesAndPodTemplates(t *testing.T) {
 		{name: "gone", method: "GET", path: "/api/v1/namespaces/default/podtemplates/t", wantCode: 404},
 	})
 }
+
+// NetworkPolicies are validated and defaulted as kube-apiserver does (the e2e suite's
+// "Netpol API ... endport field").
+func TestNetworkPolicyValidation(t *testing.T) {
+	s := newTestServer(t)
+	path := "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies"
+	np := func(name, ports string) string {
+		return `{"metadata":{"name":"` + name + `"},"spec":{"podSelector":{},"egress":[{"ports":[` + ports + `]}]}}`
+	}
+	runSteps(t, s, []step{
+		{name: "endPort without port", method: "POST", path: path, contentType: jsonCT, body: np("a", `{"endPort":20000}`), wantCode: 422},
+		{name: "endPort after a named port", method: "POST", path: path, contentType: jsonCT, body: np("b", `{"port":"serve-80","endPort":20000}`), wantCode: 422},
+		{name: "endPort below port", method: "POST", path: path, contentType: jsonCT, body: np("c", `{"port":30000,"endPort":20000}`), wantCode: 422,
+			check: func(t *testing.T, r response) {
+				if c := r.status().Details.Causes; len(c) != 1 || c[0].Field != "spec.egress[0].ports[0].endPort" {
+					t.Errorf("causes %+v", c)
+				}
+			}},
+		{name: "bad peer", method: "POST", path: path, contentType: jsonCT, wantCode: 422,
+			body: `{"metadata":{"name":"d"},"spec":{"podSelector":{},"ingress":[{"from":[{"ipBlock":{"cidr":"10.0.0.0/8","except":["11.0.0.0/16"]}}]}]}}`},
+		{name: "endPort equal to port, defaults", method: "POST", path: path, contentType: jsonCT, body: np("e", `{"port":20000,"endPort":20000}`), wantCode: 201,
+			check: func(t *testing.T, r response) {
+				if get(r.object(), "spec", "policyTypes", 1) != "Egress" || get(r.object(), "spec", "egress", 0, "ports", 0, "protocol") != "TCP" {
+					t.Errorf("not defaulted: %s", r.body)
+				}
+			}},
+	})
+}

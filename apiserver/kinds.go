@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -14,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	metavalidation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
@@ -41,6 +44,30 @@ func registerExtraKinds() []*Resource {
 	}
 	netpol := newResource[networkingv1.NetworkPolicy]("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true)
 	netpol.ShortNames = []string{"netpol"}
+	netpol.validate = validateNetworkPolicy
+	netpol.defaults = func(o store.Object) { // as Kubernetes defaults them
+		np := o.(*networkingv1.NetworkPolicy)
+		tcp := func(ps []networkingv1.NetworkPolicyPort) {
+			for i := range ps {
+				if ps[i].Protocol == nil {
+					p := corev1.ProtocolTCP
+					ps[i].Protocol = &p
+				}
+			}
+		}
+		for _, r := range np.Spec.Ingress {
+			tcp(r.Ports)
+		}
+		for _, r := range np.Spec.Egress {
+			tcp(r.Ports)
+		}
+		if len(np.Spec.PolicyTypes) == 0 {
+			np.Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
+			if len(np.Spec.Egress) > 0 {
+				np.Spec.PolicyTypes = append(np.Spec.PolicyTypes, networkingv1.PolicyTypeEgress)
+			}
+		}
+	}
 	netpol.table = tableDef{{name: "Pod-Selector", typ: "string", cell: func(o store.Object) any {
 		return selectorString(&o.(*networkingv1.NetworkPolicy).Spec.PodSelector)
 	}}}
@@ -377,4 +404,105 @@ func (a *API) admitRuntimeClass(r *Resource, pod *corev1.Pod) error {
 		pod.Spec.Tolerations = append(pod.Spec.Tolerations, s.Tolerations...)
 	}
 	return nil
+}
+
+// validateNetworkPolicy is kube-apiserver's NetworkPolicy validation: selectors,
+// ports (numbers or names, endPort only after a numeric port and not below it),
+// peers (one kind each; ipBlock CIDRs with their exceptions inside) and policy types.
+func validateNetworkPolicy(obj, _ store.Object) field.ErrorList {
+	np := obj.(*networkingv1.NetworkPolicy)
+	spec := field.NewPath("spec")
+	opts := metavalidation.LabelSelectorValidationOptions{}
+	errs := metavalidation.ValidateLabelSelector(&np.Spec.PodSelector, opts, spec.Child("podSelector"))
+	ports := func(ps []networkingv1.NetworkPolicyPort, p *field.Path) {
+		for i, port := range ps {
+			pp := p.Index(i)
+			if port.Protocol != nil && *port.Protocol != corev1.ProtocolTCP && *port.Protocol != corev1.ProtocolUDP && *port.Protocol != corev1.ProtocolSCTP {
+				errs = append(errs, field.NotSupported(pp.Child("protocol"), *port.Protocol, []string{"TCP", "UDP", "SCTP"}))
+			}
+			switch {
+			case port.Port == nil:
+				if port.EndPort != nil {
+					errs = append(errs, field.Invalid(pp.Child("endPort"), *port.EndPort, "may not be specified when `port` is not specified"))
+				}
+			case port.Port.Type == intstr.Int:
+				for _, msg := range validation.IsValidPortNum(int(port.Port.IntVal)) {
+					errs = append(errs, field.Invalid(pp.Child("port"), port.Port.IntVal, msg))
+				}
+				if port.EndPort != nil {
+					if *port.EndPort < port.Port.IntVal {
+						errs = append(errs, field.Invalid(pp.Child("endPort"), *port.EndPort, "must be greater than or equal to `port`"))
+					}
+					for _, msg := range validation.IsValidPortNum(int(*port.EndPort)) {
+						errs = append(errs, field.Invalid(pp.Child("endPort"), *port.EndPort, msg))
+					}
+				}
+			default:
+				if port.EndPort != nil {
+					errs = append(errs, field.Invalid(pp.Child("endPort"), *port.EndPort, "may not be specified when `port` is non-numeric"))
+				}
+				for _, msg := range validation.IsValidPortName(port.Port.StrVal) {
+					errs = append(errs, field.Invalid(pp.Child("port"), port.Port.StrVal, msg))
+				}
+			}
+		}
+	}
+	peers := func(ps []networkingv1.NetworkPolicyPeer, p *field.Path) {
+		for i, peer := range ps {
+			pp := p.Index(i)
+			n := 0
+			if peer.PodSelector != nil {
+				n++
+				errs = append(errs, metavalidation.ValidateLabelSelector(peer.PodSelector, opts, pp.Child("podSelector"))...)
+			}
+			if peer.NamespaceSelector != nil {
+				n++
+				errs = append(errs, metavalidation.ValidateLabelSelector(peer.NamespaceSelector, opts, pp.Child("namespaceSelector"))...)
+			}
+			if b := peer.IPBlock; b != nil {
+				if n > 0 {
+					errs = append(errs, field.Forbidden(pp, "may not specify more than 1 peer type"))
+				}
+				n++
+				_, cidr, err := net.ParseCIDR(b.CIDR)
+				if err != nil {
+					errs = append(errs, field.Invalid(pp.Child("ipBlock", "cidr"), b.CIDR, "must be a valid CIDR"))
+				}
+				for j, e := range b.Except {
+					_, ex, err := net.ParseCIDR(e)
+					ep := pp.Child("ipBlock", "except").Index(j)
+					switch {
+					case err != nil:
+						errs = append(errs, field.Invalid(ep, e, "must be a valid CIDR"))
+					case cidr != nil:
+						ones, _ := ex.Mask.Size()
+						cones, _ := cidr.Mask.Size()
+						if !cidr.Contains(ex.IP) || ones <= cones {
+							errs = append(errs, field.Invalid(ep, e, "must be a strict subset of `cidr`"))
+						}
+					}
+				}
+			}
+			if n == 0 {
+				errs = append(errs, field.Required(pp, "must specify a peer"))
+			}
+		}
+	}
+	for i, r := range np.Spec.Ingress {
+		ports(r.Ports, spec.Child("ingress").Index(i).Child("ports"))
+		peers(r.From, spec.Child("ingress").Index(i).Child("from"))
+	}
+	for i, r := range np.Spec.Egress {
+		ports(r.Ports, spec.Child("egress").Index(i).Child("ports"))
+		peers(r.To, spec.Child("egress").Index(i).Child("to"))
+	}
+	if len(np.Spec.PolicyTypes) > 2 {
+		errs = append(errs, field.Invalid(spec.Child("policyTypes"), np.Spec.PolicyTypes, "may not specify more than two policyTypes"))
+	}
+	for i, t := range np.Spec.PolicyTypes {
+		if t != networkingv1.PolicyTypeIngress && t != networkingv1.PolicyTypeEgress {
+			errs = append(errs, field.NotSupported(spec.Child("policyTypes").Index(i), t, []string{"Ingress", "Egress"}))
+		}
+	}
+	return errs
 }

@@ -72,6 +72,13 @@ func Build(node string, services []*corev1.Service, slices []*discoveryv1.Endpoi
 		if ip == "" || ip == corev1.ClusterIPNone || svc.Spec.Type == corev1.ServiceTypeExternalName {
 			continue
 		}
+		// As kube-proxy: a service another proxy serves, or one marked headless, is not ours.
+		if _, other := svc.Labels["service.kubernetes.io/service-proxy-name"]; other {
+			continue
+		}
+		if _, headless := svc.Labels[corev1.IsHeadlessService]; headless {
+			continue
+		}
 		// The kernel reads 011 as octal; Kubernetes reads it as decimal (CVE-2021-29923):
 		// rules get the canonical spelling.
 		ip = canonicalIP(ip)

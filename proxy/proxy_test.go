@@ -361,3 +361,16 @@ func TestBuildReadsLeadingZerosAsDecimal(t *testing.T) {
 		t.Errorf("built %+v", got)
 	}
 }
+
+// As kube-proxy: services labelled for another proxy, or as headless, are left alone.
+func TestBuildSkipsOtherProxiesServices(t *testing.T) {
+	mine := svc("mine", "10.96.0.20", 80, corev1.ProtocolTCP)
+	other := svc("other", "10.96.0.21", 80, corev1.ProtocolTCP)
+	other.Labels = map[string]string{"service.kubernetes.io/service-proxy-name": "foo-bar"}
+	headless := svc("headless", "10.96.0.22", 80, corev1.ProtocolTCP)
+	headless.Labels = map[string]string{corev1.IsHeadlessService: ""}
+	got := Build("node1", []*corev1.Service{mine, other, headless}, nil)
+	if len(got) != 1 || got[0].ClusterIP != "10.96.0.20" {
+		t.Errorf("built %+v, want only mine", got)
+	}
+}

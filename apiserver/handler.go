@@ -213,6 +213,14 @@ func (h *handler) create(w http.ResponseWriter, r *http.Request, req *request) {
 func (h *handler) update(w http.ResponseWriter, r *http.Request, req *request) {
 	directive, data, err := readWrite(r, req)
 	if err == nil && req.sub == "scale" {
+		if isProtobuf(r) { // client-go sends Scales as protobuf too
+			var sc autoscalingv1.Scale
+			if _, _, derr := pbSerializer.Decode(data, nil, &sc); derr != nil {
+				writeError(w, apierrors.NewBadRequest(fmt.Sprintf("error decoding protobuf body: %v", derr)))
+				return
+			}
+			data, _ = json.Marshal(&sc)
+		}
 		h.updateScale(w, r, req, func([]byte) ([]byte, error) { return data, nil }, directive)
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"testing"
 
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
@@ -72,5 +73,26 @@ func TestProtobufBodiesAndResponses(t *testing.T) {
 	var p corev1.Pod
 	if _, _, err := pbSerializer.Decode(ev.Object.Raw, nil, &p); err != nil || ev.Type != "ADDED" || p.Name != "pb" {
 		t.Errorf("watch event %s %q: %v", ev.Type, p.Name, err)
+	}
+}
+
+// client-go puts a Scale as protobuf (kubectl scale, the e2e suite's scale subresource specs).
+func TestProtobufScale(t *testing.T) {
+	s := newTestServer(t)
+	if r := s.do(t, "POST", "/apis/apps/v1/namespaces/default/deployments", jsonCT, deployJSON); r.code != 201 {
+		t.Fatalf("create: %d %s", r.code, r.body)
+	}
+	sc := &autoscalingv1.Scale{TypeMeta: metav1.TypeMeta{APIVersion: "autoscaling/v1", Kind: "Scale"},
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"}, Spec: autoscalingv1.ScaleSpec{Replicas: 5}}
+	var buf bytes.Buffer
+	if err := pbSerializer.Encode(sc, &buf); err != nil {
+		t.Fatal(err)
+	}
+	r := s.do(t, "PUT", "/apis/apps/v1/namespaces/default/deployments/web/scale", protobufType, buf.String())
+	if r.code != 200 || get(r.object(), "spec", "replicas") != 5.0 {
+		t.Fatalf("put scale: %d %s", r.code, r.body)
+	}
+	if r := s.do(t, "PUT", "/apis/apps/v1/namespaces/default/deployments/web/scale", protobufType, buf.String()[:10]); r.code != 400 {
+		t.Errorf("truncated protobuf scale: %d %s", r.code, r.body)
 	}
 }

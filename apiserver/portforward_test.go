@@ -135,6 +135,12 @@ func TestProxySubresources(t *testing.T) {
 					t.Errorf("body %q, backend saw %q with Authorization %q", r.body, gotPath, gotAuth)
 				}
 			}},
+		{name: "pod without a port: its first container port", method: "GET", path: podsPath + "/p/proxy/x", wantCode: 200,
+			check: func(t *testing.T, r response) {
+				if string(r.body) != "GET /x" {
+					t.Errorf("body %q", r.body)
+				}
+			}},
 		{name: "pod by number, POST", method: "POST", path: podsPath + "/p:" + port + "/proxy/", body: "x", wantCode: 200,
 			check: func(t *testing.T, r response) {
 				if string(r.body) != "POST /" {

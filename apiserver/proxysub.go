@@ -142,6 +142,14 @@ func (h *handler) podTarget(ns, name, port, scheme string) (string, error) {
 	if pod.Status.PodIP == "" {
 		return "", apierrors.NewServiceUnavailable(fmt.Sprintf("pod %q has no address yet", name))
 	}
+	if port == "" { // as kube-apiserver (pod.ResourceLocation): the first container port the pod declares
+		for _, c := range pod.Spec.Containers {
+			if len(c.Ports) > 0 {
+				port = strconv.Itoa(int(c.Ports[0].ContainerPort))
+				break
+			}
+		}
+	}
 	switch {
 	case port == "" && scheme == "https":
 		port = "443"

@@ -230,6 +230,57 @@ func TestStatefulSetOrderAndPartition(t *testing.T) {
 	}
 }
 
+// OrderedReady scale-down halts while a pod is unhealthy (as the e2e "Scaling should
+// happen in predictable order and halt if any stateful pod is unhealthy"), and then goes
+// from the highest ordinal down.
+func TestStatefulSetScaleDownHaltsOnUnhealthy(t *testing.T) {
+	w := newWorld(t)
+	c := NewStatefulSet(WorkloadConfig{Client: w.client, Informers: w.informers, Recorder: w.events})
+	w.podExpect = append(w.podExpect, c.pc.expect)
+	lbls := map[string]string{"app": "db"}
+	w.apply(&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db", UID: "uid-db"}, Spec: appsv1.StatefulSetSpec{
+		Replicas: ptr.To[int32](3), ServiceName: "db", Selector: &metav1.LabelSelector{MatchLabels: lbls},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: lbls}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "db:1"}}}}}})
+	for range 4 {
+		w.reconcile(c.reconcile, "default/db")
+		w.kubelet(nil)
+	}
+	if n := len(w.pods()); n != 3 {
+		t.Fatalf("%d pods, want 3", n)
+	}
+	for _, p := range w.pods() { // the readiness probe fails everywhere
+		p = p.DeepCopy()
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}
+		w.update(p)
+	}
+	set := list[*appsv1.StatefulSet](w, "statefulsets")[0].DeepCopy()
+	set.Spec.Replicas = ptr.To[int32](0)
+	set.Generation++
+	w.update(set)
+	for range 5 {
+		w.reconcile(c.reconcile, "default/db")
+	}
+	if n := len(w.pods()); n != 3 {
+		t.Fatalf("scaled down to %d with every pod unready, want 3 kept", n)
+	}
+	w.kubelet(nil) // ready again
+	var names []string
+	for range 5 {
+		before := map[string]bool{}
+		for _, p := range w.pods() {
+			before[p.Name] = true
+		}
+		w.reconcile(c.reconcile, "default/db")
+		for _, p := range w.pods() {
+			delete(before, p.Name)
+		}
+		for n := range before {
+			names = append(names, n)
+		}
+	}
+	diff(t, "deleted in order", []string{"db-2", "db-1", "db-0"}, names)
+}
+
 // An Indexed job gives each pod its index and completes when every index succeeded;
 // a failed index is run again, not another.
 func TestIndexedJob(t *testing.T) {

@@ -180,21 +180,39 @@ func (c *StatefulSet) reconcile(ctx context.Context, key string) error {
 			blocked = !parallel
 		}
 	}
-	// Down: the highest ordinal first, one at a time unless Parallel.
+	// Down: the highest ordinal first, all at once when Parallel. OrderedReady, as
+	// kube-controller-manager's processCondemned: only once the replicas kept are all
+	// running and ready (nothing above blocked), one at a time, waiting for a terminating
+	// pod, and never a pod that is not running and ready unless it is the set's first
+	// unhealthy pod (the lowest-ordinal kept one, else the lowest-ordinal condemned one).
 	sort.Slice(condemned, func(i, j int) bool { return ordinal(set, condemned[i]) > ordinal(set, condemned[j]) })
+	var firstUnhealthy *corev1.Pod
+	for i := 0; i < n && firstUnhealthy == nil; i++ {
+		if p := byOrdinal[i]; p != nil && !runningAndReady(p) {
+			firstUnhealthy = p
+		}
+	}
+	for i := len(condemned) - 1; i >= 0 && firstUnhealthy == nil; i-- {
+		if !runningAndReady(condemned[i]) {
+			firstUnhealthy = condemned[i]
+		}
+	}
 	for _, p := range condemned {
-		if p.DeletionTimestamp != nil {
-			if !parallel {
-				break
+		if parallel {
+			if p.DeletionTimestamp == nil {
+				if err := c.pc.delete(ctx, key, set, p); err != nil {
+					return err
+				}
 			}
 			continue
+		}
+		if blocked || p.DeletionTimestamp != nil || (!runningAndReady(p) && p != firstUnhealthy) {
+			break
 		}
 		if err := c.pc.delete(ctx, key, set, p); err != nil {
 			return err
 		}
-		if !parallel {
-			break
-		}
+		break
 	}
 	// Rolling update: once every replica runs, the highest outdated ordinal at or above
 	// the partition goes (and comes back with the new template above).

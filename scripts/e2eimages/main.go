@@ -89,8 +89,12 @@ func build(agnhostBin string) (map[string]v1.Image, error) {
 	if err := base.busybox(); err != nil {
 		return nil, err
 	}
-	if err := base.binary("getent"); err != nil { // glibc's, as the DNS specs call it
-		return nil, err
+	// glibc's getent, as the DNS specs call it; GNU wget, as Debian's busybox 1.35 wget
+	// crashes on a refused connection with -T (the service specs' loop).
+	for _, p := range []string{"getent", "wget"} {
+		if err := base.binary(p); err != nil {
+			return nil, err
+		}
 	}
 	base.file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n", 0o644)
 	base.file("etc/group", "root:x:0:\nnogroup:x:65534:\n", 0o644)
@@ -291,7 +295,7 @@ var libRE = regexp.MustCompile(`(/\S+\.so[.\d]*)`)
 func (l *layerBuilder) binary(prog string) error {
 	path, err := exec.LookPath(prog)
 	if err != nil {
-		return fmt.Errorf("%s is not installed on this host (make deps): %w", prog, err)
+		return fmt.Errorf("%s is not installed on this host: %w", prog, err)
 	}
 	if err := l.hostFile(path, strings.TrimPrefix(path, "/"), 0o755); err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"github.com/minicluster/minicluster/node/sysctl"
 	"github.com/minicluster/minicluster/store"
 )
 
@@ -117,6 +118,35 @@ func validatePodSpec(s *corev1.PodSpec, p *field.Path) field.ErrorList {
 		for _, msg := range validation.IsDNS1123Label(s.Subdomain) {
 			errs = append(errs, field.Invalid(p.Child("subdomain"), s.Subdomain, msg))
 		}
+	}
+	if sc := s.SecurityContext; sc != nil {
+		errs = append(errs, validateSysctls(sc.Sysctls, s.HostNetwork, s.HostIPC, p.Child("securityContext", "sysctls"))...)
+	}
+	return errs
+}
+
+// validateSysctls is validation's validateSysctls: valid names, each once, and none of
+// a namespace the pod shares with the node.
+func validateSysctls(sysctls []corev1.Sysctl, hostNetwork, hostIPC bool, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	names := sets.New[string]()
+	for i, s := range sysctls {
+		np := p.Index(i).Child("name")
+		switch {
+		case s.Name == "":
+			errs = append(errs, field.Required(np, ""))
+		case !sysctl.ValidName(s.Name):
+			errs = append(errs, field.Invalid(np, s.Name, fmt.Sprintf("must have at most %d characters and match regex %s", sysctl.MaxLength, sysctl.NameRegexp)))
+		case names.Has(s.Name):
+			errs = append(errs, field.Duplicate(np, s.Name))
+		}
+		switch ns := sysctl.NamespaceOf(s.Name); {
+		case hostNetwork && ns == sysctl.Net:
+			errs = append(errs, field.Invalid(np, s.Name, "may not be specified when 'hostNetwork' is true"))
+		case hostIPC && ns == sysctl.IPC:
+			errs = append(errs, field.Invalid(np, s.Name, "may not be specified when 'hostIPC' is true"))
+		}
+		names.Insert(s.Name)
 	}
 	return errs
 }

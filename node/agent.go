@@ -31,6 +31,7 @@ import (
 	"github.com/minicluster/minicluster/controllers"
 	"github.com/minicluster/minicluster/node/runtime"
 	"github.com/minicluster/minicluster/node/sandbox"
+	"github.com/minicluster/minicluster/node/sysctl"
 )
 
 // Config configures the node agent.
@@ -248,6 +249,9 @@ func (a *Agent) reconcile(ctx context.Context, k string) error {
 		a.terminate(ctx, pod)
 		return nil
 	}
+	if ok, err := a.admit(ctx, pod); !ok {
+		return err
+	}
 	sb, err := a.ensureSandbox(ctx, pod)
 	if err != nil {
 		return err
@@ -300,6 +304,9 @@ func (a *Agent) ensureSandbox(ctx context.Context, pod *corev1.Pod) (sandbox.San
 	}
 	if pod.Spec.HostNetwork {
 		sb := a.hostSandbox(pod)
+		if err := a.rt.PodNamespaces(string(pod.UID), "", pod.Spec.HostIPC, podSysctls(pod)); err != nil {
+			return sandbox.Sandbox{}, fmt.Errorf("pod %s namespaces: %w", k, err)
+		}
 		a.mu.Lock()
 		a.sandboxes[k] = sb
 		a.mu.Unlock()
@@ -313,12 +320,51 @@ func (a *Agent) ensureSandbox(ctx context.Context, pod *corev1.Pod) (sandbox.San
 	if err := sandbox.WriteFile(sb.Netns, "resolv.conf", rc.String()); err != nil {
 		a.cfg.Log.Warn("write resolv.conf", "pod", k, "err", err)
 	}
+	// The pod's IPC namespace, and its sysctls set in its own namespaces, as a runtime
+	// does with the sandbox.
+	if err := a.rt.PodNamespaces(string(pod.UID), sb.Netns, pod.Spec.HostIPC, podSysctls(pod)); err != nil {
+		a.net.Remove(sb)
+		return sandbox.Sandbox{}, fmt.Errorf("pod %s namespaces: %w", k, err)
+	}
 	a.mu.Lock()
 	a.sandboxes[k] = sb
 	a.mu.Unlock()
 	a.cfg.Log.Info("pod network ready", "pod", k, "ip", sb.IP, "netns", sb.Netns)
 	a.syncHostPorts()
 	return sb, nil
+}
+
+func podSysctls(pod *corev1.Pod) []corev1.Sysctl {
+	if sc := pod.Spec.SecurityContext; sc != nil {
+		return sc.Sysctls
+	}
+	return nil
+}
+
+// admit refuses, as the kubelet's sysctl admission does, a pod with a sysctl it does
+// not allow (not one of the safe ones, or of a namespace the pod shares with the
+// node): the pod fails with SysctlForbidden and nothing of it is made. It reports
+// whether the pod may run.
+func (a *Agent) admit(ctx context.Context, pod *corev1.Pod) (bool, error) {
+	for _, s := range podSysctls(pod) {
+		forbidden := sysctl.Forbidden(s.Name, pod.Spec.HostNetwork, pod.Spec.HostIPC)
+		if forbidden == nil {
+			continue
+		}
+		if pod.Status.Phase == corev1.PodFailed {
+			return false, nil // rejected already
+		}
+		msg := fmt.Sprintf("forbidden sysctl: %v", forbidden)
+		a.podEvent(pod, corev1.EventTypeWarning, "SysctlForbidden", "%s", msg)
+		next := pod.DeepCopy()
+		next.Status.Phase, next.Status.Reason, next.Status.Message = corev1.PodFailed, "SysctlForbidden", "Pod was rejected: "+msg
+		_, err := a.client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, next, metav1.UpdateOptions{})
+		if apierrors.IsNotFound(err) {
+			err = nil
+		}
+		return false, err
+	}
+	return true, nil
 }
 
 // syncHostPorts forwards the hostPorts of this node's pod-network pods from the node,

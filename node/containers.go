@@ -225,6 +225,7 @@ func (a *Agent) startContainer(pod *corev1.Pod, sb sandbox.Sandbox, vols map[str
 	run.Name, run.Argv, run.Env, run.Dir, run.User, run.RootFS = ctr.Name, argv, env, dir, user, rootfs
 	run.Stdin, run.StdinOnce, run.TTY, run.Mounts, run.Resources = ctr.Stdin, ctr.StdinOnce, ctr.TTY, mounts, ctr.Resources
 	run.PID = pidMode(pod, ctr.Name)
+	run.TerminationMessagePath = ctr.TerminationMessagePath
 	var add, drop []string
 	if sc := ctr.SecurityContext; sc != nil {
 		run.ReadOnlyRoot = ptr.Deref(sc.ReadOnlyRootFilesystem, false)
@@ -254,7 +255,7 @@ func (a *Agent) startContainer(pod *corev1.Pod, sb sandbox.Sandbox, vols map[str
 
 // podContainer is what every container of pod has in common.
 func (a *Agent) podContainer(pod *corev1.Pod, sb sandbox.Sandbox) runtime.Container {
-	return runtime.Container{PodKey: key(pod), PodUID: string(pod.UID), Netns: sb.Netns, Hostname: podHostname(pod),
+	return runtime.Container{PodKey: key(pod), PodUID: string(pod.UID), Netns: sb.Netns, IPC: a.rt.PodIPC(string(pod.UID)), Hostname: podHostname(pod),
 		Hosts: podHosts(pod, sb.IP, a.cfg.ClusterDomain), ResolvConf: podResolvConf(pod, a.cfg.ClusterDNS, a.cfg.ClusterDomain, a.hostDNS).String()}
 }
 

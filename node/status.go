@@ -28,37 +28,37 @@ func (a *Agent) updateStatus(ctx context.Context, pod *corev1.Pod, sb sandbox.Sa
 		st.StartTime = &now
 	}
 	st.InitContainerStatuses = nil
-	initDone, initFailed := 0, false
+	initFailed := false
+	var incomplete []string // the kubelet's Initialized condition names them
 	for _, ctr := range pod.Spec.InitContainers {
 		c := ps.Containers[ctr.Name]
-		cs := containerStatus(pod, ctr, c, false, false)
+		cs := a.containerStatus(pod, ctr, c, false, false)
 		a.setImageID(&cs)
 		if t := cs.State.Terminated; t != nil && t.ExitCode == 0 {
 			cs.Ready = true
-			initDone++
-		} else if t != nil && pod.Spec.RestartPolicy == corev1.RestartPolicyNever {
-			initFailed = true
+		} else {
+			incomplete = append(incomplete, ctr.Name)
+			if t != nil && pod.Spec.RestartPolicy == corev1.RestartPolicyNever {
+				initFailed = true
+			}
 		}
 		st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
 	}
-	initialized := initDone == len(pod.Spec.InitContainers)
+	initialized := len(incomplete) == 0
 	st.ContainerStatuses = nil
 	running, succeeded, failed := 0, 0, 0
-	readyCount := 0
+	var unready []string
 	for _, ctr := range pod.Spec.Containers {
 		c := ps.Containers[ctr.Name]
 		var ready, started bool
 		if c != nil {
 			ready, started = a.probes.results(pod.UID, ctr.Name, c.RestartCount)
 		}
-		cs := containerStatus(pod, ctr, c, ready, started)
+		cs := a.containerStatus(pod, ctr, c, ready, started)
 		a.setImageID(&cs)
-		if w := cs.State.Waiting; w != nil && !initialized && w.Reason == "ContainerCreating" {
-			w.Reason = "PodInitializing"
-		}
 		st.ContainerStatuses = append(st.ContainerStatuses, cs)
-		if cs.Ready {
-			readyCount++
+		if !cs.Ready {
+			unready = append(unready, ctr.Name)
 		}
 		switch {
 		case cs.State.Running != nil:
@@ -72,7 +72,7 @@ func (a *Agent) updateStatus(ctx context.Context, pod *corev1.Pod, sb sandbox.Sa
 	st.EphemeralContainerStatuses = nil
 	for _, e := range pod.Spec.EphemeralContainers {
 		ctr := corev1.Container(e.EphemeralContainerCommon)
-		cs := containerStatus(pod, ctr, ps.Containers[ctr.Name], false, false)
+		cs := a.containerStatus(pod, ctr, ps.Containers[ctr.Name], false, false)
 		a.setImageID(&cs)
 		st.EphemeralContainerStatuses = append(st.EphemeralContainerStatuses, cs)
 	}
@@ -91,16 +91,32 @@ func (a *Agent) updateStatus(ctx context.Context, pod *corev1.Pod, sb sandbox.Sa
 	default:
 		st.Phase = corev1.PodPending
 	}
-	ready := readyCount == n
-	reason := map[bool]string{true: "", false: "ContainersNotReady"}[ready]
-	if st.Phase == corev1.PodSucceeded || st.Phase == corev1.PodFailed {
-		reason = "PodCompleted"
+	// The conditions as the kubelet's status.Generate*Condition word them.
+	initCond := corev1.PodCondition{Type: corev1.PodInitialized, Status: corev1.ConditionTrue}
+	switch {
+	case st.Phase == corev1.PodSucceeded:
+		initCond.Reason = "PodCompleted"
+	case !initialized:
+		initCond.Status, initCond.Reason = corev1.ConditionFalse, "ContainersNotInitialized"
+		initCond.Message = fmt.Sprintf("containers with incomplete status: %s", incomplete)
 	}
+	ready := len(unready) == 0
+	readyCond := corev1.PodCondition{Status: condition(ready)}
+	switch {
+	case st.Phase == corev1.PodSucceeded:
+		readyCond.Status, readyCond.Reason = corev1.ConditionFalse, "PodCompleted"
+	case st.Phase == corev1.PodFailed:
+		readyCond.Status, readyCond.Reason = corev1.ConditionFalse, "PodFailed"
+	case !ready:
+		readyCond.Reason, readyCond.Message = "ContainersNotReady", fmt.Sprintf("containers with unready status: %s", unready)
+	}
+	containersReady, podReady := readyCond, readyCond
+	containersReady.Type, podReady.Type = corev1.ContainersReady, corev1.PodReady
 	for _, c := range []corev1.PodCondition{
 		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue},
-		{Type: corev1.PodInitialized, Status: condition(initialized), Reason: map[bool]string{true: "", false: "ContainersNotInitialized"}[initialized]},
-		{Type: corev1.ContainersReady, Status: condition(ready), Reason: reason},
-		{Type: corev1.PodReady, Status: condition(ready), Reason: reason},
+		initCond,
+		containersReady,
+		podReady,
 	} {
 		st.Conditions = setPodCondition(st.Conditions, c)
 	}
@@ -141,7 +157,9 @@ func condition(b bool) corev1.ConditionStatus {
 	return corev1.ConditionFalse
 }
 
-func terminated(r *shim.ExitRecord) *corev1.ContainerStateTerminated {
+// terminated reports run `run` of ctr, which ended as r says; its message is the
+// runtime's error, then the container's termination message, as the kubelet joins them.
+func (a *Agent) terminated(pod *corev1.Pod, ctr corev1.Container, run int32, r *shim.ExitRecord) *corev1.ContainerStateTerminated {
 	reason := "Completed"
 	switch {
 	case r.Reason != "":
@@ -153,16 +171,26 @@ func terminated(r *shim.ExitRecord) *corev1.ContainerStateTerminated {
 		StartedAt: metav1.NewTime(r.StartedAt.Truncate(time.Second)), FinishedAt: metav1.NewTime(r.FinishedAt.Truncate(time.Second))}
 }
 
+// defaultWaiting is the reason the kubelet gives a container not yet created (its
+// convertToAPIContainerStatuses' default): in a pod with init containers every
+// container, init, app or ephemeral, waits with PodInitializing, else ContainerCreating.
+func defaultWaiting(pod *corev1.Pod) string {
+	if len(pod.Spec.InitContainers) > 0 {
+		return "PodInitializing"
+	}
+	return "ContainerCreating"
+}
+
 // containerStatus reports one container as the kubelet would.
-func containerStatus(pod *corev1.Pod, ctr corev1.Container, c *runtime.ContainerState, ready, started bool) corev1.ContainerStatus {
+func (a *Agent) containerStatus(pod *corev1.Pod, ctr corev1.Container, c *runtime.ContainerState, ready, started bool) corev1.ContainerStatus {
 	cs := corev1.ContainerStatus{Name: ctr.Name, Image: ctr.Image, ImageID: "minicluster://" + runtime.ImageName(ctr.Image)}
 	if c == nil {
-		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: defaultWaiting(pod)}
 		return cs
 	}
 	cs.RestartCount = c.RestartCount
 	if c.Last != nil {
-		cs.LastTerminationState.Terminated = terminated(c.Last)
+		cs.LastTerminationState.Terminated = a.terminated(pod, ctr, c.RestartCount-1, c.Last)
 	}
 	switch {
 	case c.Waiting != "":
@@ -174,11 +202,11 @@ func containerStatus(pod *corev1.Pod, ctr corev1.Container, c *runtime.Container
 	case c.Exit != nil && !c.NextStart.IsZero():
 		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff",
 			Message: fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)", backoff(c.RestartCount), ctr.Name, pod.Name, pod.Namespace, pod.UID)}
-		cs.LastTerminationState.Terminated = terminated(c.Exit)
+		cs.LastTerminationState.Terminated = a.terminated(pod, ctr, c.RestartCount, c.Exit)
 	case c.Exit != nil:
-		cs.State.Terminated = terminated(c.Exit)
+		cs.State.Terminated = a.terminated(pod, ctr, c.RestartCount, c.Exit)
 	default:
-		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: defaultWaiting(pod)}
 	}
 	return cs
 }

@@ -127,7 +127,7 @@ func enter(pid int, spec *shim.Spec, start func() error) error {
 	}
 	var nss []*os.File
 	var flags []int
-	for _, n := range []ns{{"ns/uts", unix.CLONE_NEWUTS}, {"ns/net", unix.CLONE_NEWNET}, {"ns/pid", unix.CLONE_NEWPID}, {"ns/mnt", unix.CLONE_NEWNS}} {
+	for _, n := range []ns{{"ns/uts", unix.CLONE_NEWUTS}, {"ns/ipc", unix.CLONE_NEWIPC}, {"ns/net", unix.CLONE_NEWNET}, {"ns/pid", unix.CLONE_NEWPID}, {"ns/mnt", unix.CLONE_NEWNS}} {
 		f, err := open(n.file)
 		if err != nil {
 			return fmt.Errorf("container's namespaces: %w", err)

@@ -99,6 +99,45 @@ func (r *Runtime) follow(ctx context.Context, pod *corev1.Pod, name string, run 
 	}
 }
 
+// The kubelet's bounds on a termination message (pkg/kubelet/container): the last 4 KiB
+// of the file; from the log, the last 80 lines and at most their last 2 KiB.
+const (
+	maxTerminationMessage        = 4 << 10
+	maxTerminationMessageLog     = 2 << 10
+	maxTerminationMessageLogLine = 80
+)
+
+func terminationFile(dir string, run int32) string {
+	return filepath.Join(dir, fmt.Sprintf("%d.termination-log", run))
+}
+
+// TerminationMessage is the termination message of run `run` of a container, read as
+// the kubelet reads it once the run ended: the end of the file at its
+// terminationMessagePath; when that is empty (or there is none) and fallbackToLogs
+// (FallbackToLogsOnError and a failure), the end of the run's log.
+func (r *Runtime) TerminationMessage(uid, name string, run int32, fallbackToLogs bool) string {
+	dir := filepath.Join(r.podDir(uid), name)
+	if data, err := os.ReadFile(terminationFile(dir, run)); err == nil && len(data) > 0 {
+		return string(data[max(0, len(data)-maxTerminationMessage):])
+	}
+	if !fallbackToLogs {
+		return ""
+	}
+	f, err := os.Open(filepath.Join(dir, fmt.Sprintf("%d.log", run)))
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	records := shim.ReadLogRecords(f)
+	records = records[max(0, len(records)-maxTerminationMessageLogLine):]
+	var b strings.Builder
+	for _, rec := range records {
+		b.WriteString(rec.Render(false))
+	}
+	s := b.String()
+	return s[max(0, len(s)-maxTerminationMessageLog):]
+}
+
 // podContainer picks the container a request names (the only one, when it names none).
 func podContainer(pod *corev1.Pod, want string) (string, error) {
 	for _, c := range pod.Spec.InitContainers {

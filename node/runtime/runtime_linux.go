@@ -25,6 +25,7 @@ import (
 	"github.com/minicluster/minicluster/node/images"
 	"github.com/minicluster/minicluster/node/runtime/shim"
 	"github.com/minicluster/minicluster/node/sandbox"
+	"github.com/minicluster/minicluster/node/sysctl"
 )
 
 // Config configures the runtime.
@@ -269,7 +270,9 @@ func (r *Runtime) CollectExit(uid, name string, c *ContainerState) {
 type Container struct {
 	PodKey, PodUID, Name string
 	// Netns is the pod's network namespace.
-	Netns     string
+	Netns string
+	// IPC is the bound IPC namespace its containers share (PodIPC; "": the node's, hostIPC).
+	IPC       string
 	Argv, Env []string
 	Dir       string
 	Hostname  string
@@ -296,6 +299,9 @@ type Container struct {
 	// PID is the PID namespace it runs in: its own (""), the node's ("host"), or that of
 	// another container of the pod ("container:NAME", which must be running).
 	PID string
+	// TerminationMessagePath, when set, is where the container finds an empty file of
+	// its run's own (0666, as the kubelet makes it), read by TerminationMessage.
+	TerminationMessagePath string
 }
 
 // PodInit is the name of the record of a pod's init process, which holds the PID
@@ -305,7 +311,7 @@ const PodInit = "POD"
 // PodInitContainer is the pod's init process, given what the pod's containers share
 // (its key, netns, hostname and files): the built-in pause, in a PID namespace of its own.
 func (r *Runtime) PodInitContainer(pod Container) Container {
-	return Container{PodKey: pod.PodKey, PodUID: pod.PodUID, Netns: pod.Netns, Hostname: pod.Hostname,
+	return Container{PodKey: pod.PodKey, PodUID: pod.PodUID, Netns: pod.Netns, IPC: pod.IPC, Hostname: pod.Hostname,
 		Hosts: pod.Hosts, ResolvConf: pod.ResolvConf, Name: PodInit, Argv: []string{r.self, "pause"}}
 }
 
@@ -344,8 +350,18 @@ func (r *Runtime) Start(ctr Container, c *ContainerState) error {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return err
 	}
-	// Parents before what is mounted inside them, as the kubelet sorts them.
 	mounts := slices.Clone(ctr.Mounts)
+	// A privileged container's /dev is the node's: no file is made there for it.
+	if ctr.TerminationMessagePath != "" && !(ctr.Privileged && strings.HasPrefix(filepath.Clean(ctr.TerminationMessagePath), "/dev/")) {
+		// As the kubelet: a fresh file on the node per run, bound at the path, so what
+		// the program writes there outlives the container.
+		msg := terminationFile(dir, c.RestartCount)
+		if err := errors.Join(os.WriteFile(msg, nil, 0o666), os.Chmod(msg, 0o666)); err != nil { // past the umask
+			return err
+		}
+		mounts = append(mounts, shim.Mount{Source: msg, Target: ctr.TerminationMessagePath})
+	}
+	// Parents before what is mounted inside them, as the kubelet sorts them.
 	slices.SortStableFunc(mounts, func(a, b shim.Mount) int {
 		return strings.Count(filepath.Clean(a.Target), "/") - strings.Count(filepath.Clean(b.Target), "/")
 	})
@@ -427,7 +443,7 @@ func (r *Runtime) Start(ctr Container, c *ContainerState) error {
 	}
 	// Forked from a thread inside the pod's netns (and the shared PID namespace), so
 	// the shim starts there.
-	if err := startIn(ctr.Netns, pidns, cmd.Start); err != nil {
+	if err := startIn(ctr.Netns, ctr.IPC, pidns, cmd.Start); err != nil {
 		return fmt.Errorf("start %s: %w", ctr.Name, err)
 	}
 	pid := cmd.Process.Pid
@@ -444,10 +460,10 @@ func (r *Runtime) Start(ctr Container, c *ContainerState) error {
 }
 
 // startIn runs start on a thread of its own in network namespace netns (none: the
-// node's) and, when pidns is set, with pidns for its children; the thread is not given
-// back.
-func startIn(netns string, pidns *os.File, start func() error) error {
-	var ns *os.File
+// node's), in the IPC namespace bound at ipc (none: the node's) and, when pidns is set,
+// with pidns for its children; the thread is not given back.
+func startIn(netns, ipc string, pidns *os.File, start func() error) error {
+	var ns, ipcns *os.File
 	if netns != "" {
 		f, err := os.Open(sandbox.NetnsPath(netns))
 		if err != nil {
@@ -456,12 +472,26 @@ func startIn(netns string, pidns *os.File, start func() error) error {
 		defer f.Close()
 		ns = f
 	}
+	if ipc != "" {
+		f, err := os.Open(ipc)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		ipcns = f
+	}
 	errc := make(chan error, 1)
 	go func() {
 		goruntime.LockOSThread() // never unlocked: the thread ends with this goroutine
 		if ns != nil {
 			if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
 				errc <- fmt.Errorf("enter the pod's network namespace: %w", err)
+				return
+			}
+		}
+		if ipcns != nil {
+			if err := unix.Setns(int(ipcns.Fd()), unix.CLONE_NEWIPC); err != nil {
+				errc <- fmt.Errorf("enter the pod's IPC namespace: %w", err)
 				return
 			}
 		}
@@ -487,8 +517,100 @@ func (r *Runtime) VolumeDir(uid, name string) (string, error) {
 	return filepath.Join(parent, name), nil
 }
 
-// removePodDir removes a pod's directory, unmounting its memory-backed volumes first.
+func (r *Runtime) ipcPath(uid string) string { return filepath.Join(r.podDir(uid), "ipc") }
+
+// PodIPC is where pod uid's IPC namespace is bound ("": it has none, the node's: a
+// hostIPC pod's, or a pod's started by a daemon before pods had their own).
+func (r *Runtime) PodIPC(uid string) string {
+	if p := r.ipcPath(uid); isNsfs(p) {
+		return p
+	}
+	return ""
+}
+
+// PodNamespaces makes pod uid's IPC namespace, bound at PodIPC (as a sandbox holds the
+// pod's IPC namespace for its containers), and sets the pod's sysctls in the pod's own
+// namespaces: IPC ones in that IPC namespace, net.* ones in netns. A sysctl of a
+// namespace the pod shares with the node (or of none) is refused: the node's are never
+// touched. Once made, the namespace stays as it is (the kubelet sets sysctls once, with
+// the sandbox); a new sandbox (new netns) calls it after Stop removed the old one.
+func (r *Runtime) PodNamespaces(uid, netns string, hostIPC bool, sysctls []corev1.Sysctl) error {
+	ipc := r.ipcPath(uid)
+	switch {
+	case hostIPC:
+		ipc = ""
+	case isNsfs(ipc):
+		return nil
+	}
+	for _, s := range sysctls {
+		switch ns := sysctl.NamespaceOf(s.Name); {
+		case ns == sysctl.IPC && ipc != "", ns == sysctl.Net && netns != "":
+		default:
+			return fmt.Errorf("sysctl %s: not of a namespace of the pod's own", s.Name)
+		}
+	}
+	if ipc == "" && len(sysctls) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(r.podDir(uid), 0o700); err != nil {
+		return err
+	}
+	var netnsFile *os.File
+	if netns != "" {
+		f, err := os.Open(sandbox.NetnsPath(netns))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		netnsFile = f
+	}
+	errc := make(chan error, 1)
+	go func() {
+		goruntime.LockOSThread() // never unlocked: the thread ends in the pod's namespaces
+		errc <- func() error {
+			if netnsFile != nil {
+				if err := unix.Setns(int(netnsFile.Fd()), unix.CLONE_NEWNET); err != nil {
+					return fmt.Errorf("enter the pod's network namespace: %w", err)
+				}
+			}
+			if ipc != "" {
+				if err := unix.Unshare(unix.CLONE_NEWIPC); err != nil {
+					return fmt.Errorf("new IPC namespace: %w", err)
+				}
+			}
+			// /proc/sys/kernel/{shm,msg,sem}* and /proc/sys/net/* are those of the writing
+			// thread's IPC and network namespaces.
+			for _, s := range sysctls {
+				if err := os.WriteFile(sysctl.Path(s.Name), []byte(s.Value), 0); err != nil {
+					return fmt.Errorf("sysctl %s: %w", s.Name, err)
+				}
+			}
+			if ipc == "" {
+				return nil
+			}
+			if err := os.WriteFile(ipc, nil, 0o600); err != nil {
+				return err
+			}
+			if err := unix.Mount("/proc/thread-self/ns/ipc", ipc, "", unix.MS_BIND, ""); err != nil {
+				os.Remove(ipc)
+				return fmt.Errorf("bind the pod's IPC namespace: %w", err)
+			}
+			return nil
+		}()
+	}()
+	return <-errc
+}
+
+// isNsfs reports whether path is a bound namespace.
+func isNsfs(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && st.Type == unix.NSFS_MAGIC
+}
+
+// removePodDir removes a pod's directory, unmounting its IPC namespace and
+// memory-backed volumes first.
 func removePodDir(dir string) {
+	unix.Unmount(filepath.Join(dir, "ipc"), unix.MNT_DETACH)
 	vols, _ := filepath.Glob(filepath.Join(dir, "volumes", "*"))
 	for _, v := range vols {
 		unix.Unmount(v, unix.MNT_DETACH) // EINVAL when it is no mount point

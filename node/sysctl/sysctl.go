@@ -58,14 +58,11 @@ const (
 	Unknown Namespace = ""
 )
 
-var ipc = []string{"kernel.sem", "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced",
-	"kernel.shm", "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.msg"}
-
 // NamespaceOf is the namespace of a sysctl (Unknown: the node's, never set for a pod).
 func NamespaceOf(name string) Namespace {
 	name = Normalize(name)
 	switch {
-	case slices.Contains(ipc, name), strings.HasPrefix(name, "fs.mqueue."):
+	case name == "kernel.sem", strings.HasPrefix(name, "kernel.shm"), strings.HasPrefix(name, "kernel.msg"), strings.HasPrefix(name, "fs.mqueue."):
 		return IPC
 	case strings.HasPrefix(name, "net."):
 		return Net

@@ -25,8 +25,9 @@ if [ ! -x "$E2E/e2e.test" ] || [ ! -x "$E2E/ginkgo" ] || [ ! -x "$E2E/agnhost" ]
 	CGO_ENABLED=0 "$SRC/build.sh" "$E2E"
 fi
 [ -x bin/minicluster ] || make build
-# The Debian packages the suite's images are built from, besides make deps' own.
-make deps
+# The Debian packages the suite's images are built from, besides make deps' own, and
+# CoreDNS (make tools), which agnhost's image carries as /coredns.
+make deps tools
 for p in wget bash libc-bin; do
 	dpkg-query -W -f='${Status}' $p 2>/dev/null | grep -q "ok installed" || { apt-get update -qq && apt-get install -y -qq $p >/dev/null; }
 done

@@ -36,14 +36,15 @@ import (
 func main() {
 	listen := flag.String("listen", "127.0.0.1:5000", "registry address")
 	agnhost := flag.String("agnhost", "/var/cache/minicluster-e2e/agnhost", "agnhost binary (static)")
+	coredns := flag.String("coredns", "/var/cache/minicluster-tools/coredns", "CoreDNS binary (make tools), /coredns in agnhost's image")
 	repoList := flag.String("repo-list", "", "write the suite's KUBE_TEST_REPO_LIST file here")
 	flag.Parse()
-	if err := run(*listen, *agnhost, *repoList); err != nil {
+	if err := run(*listen, *agnhost, *coredns, *repoList); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(listen, agnhost, repoList string) error {
+func run(listen, agnhost, coredns, repoList string) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
@@ -52,7 +53,7 @@ func run(listen, agnhost, repoList string) error {
 	srv := &http.Server{Handler: reg, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 
-	images, err := build(agnhost)
+	images, err := build(agnhost, coredns)
 	if err != nil {
 		return err
 	}
@@ -84,7 +85,7 @@ func run(listen, agnhost, repoList string) error {
 }
 
 // build returns the images by their path under the registry.
-func build(agnhostBin string) (map[string]v1.Image, error) {
+func build(agnhostBin, corednsBin string) (map[string]v1.Image, error) {
 	base := newLayer()
 	if err := base.busybox(); err != nil {
 		return nil, err
@@ -114,6 +115,9 @@ func build(agnhostBin string) (map[string]v1.Image, error) {
 		return nil, err
 	}
 	ag.symlink("agnhost-2", "agnhost")
+	if err := ag.binaryAt(corednsBin, "coredns"); err != nil { // the DNS specs run /coredns
+		return nil, err
+	}
 	ag.dir("uploads", 0o755)
 	src, err := agnhostSource()
 	if err != nil {
@@ -297,7 +301,12 @@ func (l *layerBuilder) binary(prog string) error {
 	if err != nil {
 		return fmt.Errorf("%s is not installed on this host: %w", prog, err)
 	}
-	if err := l.hostFile(path, strings.TrimPrefix(path, "/"), 0o755); err != nil {
+	return l.binaryAt(path, strings.TrimPrefix(path, "/"))
+}
+
+// binaryAt adds the program at path as p, with the libraries it links.
+func (l *layerBuilder) binaryAt(path, p string) error {
+	if err := l.hostFile(path, p, 0o755); err != nil {
 		return err
 	}
 	out, _ := exec.Command("ldd", path).Output()

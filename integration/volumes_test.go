@@ -319,3 +319,28 @@ func TestKubectlDebug(t *testing.T) {
 		t.Errorf("removing an ephemeral container: %v %s", err, errOut)
 	}
 }
+
+// A container that mounts a file of its own at /etc/hosts gets it untouched: the pod's
+// hosts file is not written into it (it was, into a hostPath of the node's /etc/hosts,
+// as the e2e suite's "kubelet managed /etc/hosts" spec mounts it), as the kubelet does.
+func TestOwnEtcHostsIsNotManaged(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	kubectl := n.kubectlFor(t)
+	hosts := filepath.Join(t.TempDir(), "hosts")
+	const mine = "127.0.0.1 localhost mine\n"
+	if err := os.WriteFile(hosts, []byte(mine), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kubectl("run", "own", "--image=busybox", "--restart=Never", "--overrides",
+		`{"spec":{"containers":[{"name":"own","image":"busybox","command":["sleep","3600"],"volumeMounts":[`+
+			`{"name":"h","mountPath":"/etc/hosts"},{"name":"h","mountPath":"/etc/hosts-original"}]}],`+
+			`"volumes":[{"name":"h","hostPath":{"path":"`+hosts+`","type":"File"}}]}}`)
+	kubectl("wait", "--for=condition=Ready", "pod/own", "--timeout=60s")
+	if got, _ := os.ReadFile(hosts); string(got) != mine {
+		t.Errorf("the node's file was written: %q", got)
+	}
+	if out, _, err := n.exec("kubectl", "exec", "own", "--", "cat", "/etc/hosts"); err != nil || out != mine {
+		t.Errorf("the container's /etc/hosts: %q %v", out, err)
+	}
+}

@@ -338,7 +338,17 @@ func prepareFilesystem(spec *Spec) error {
 	}
 	// Read and open what comes from the host before the host disappears.
 	contents := map[string][]byte{}
+	mounted := map[string]bool{}
+	for _, m := range spec.Mounts {
+		mounted[filepath.Clean(m.Target)] = true
+	}
 	for target, source := range spec.Binds {
+		// A volume the container mounts there wins, as with the kubelet (which then
+		// does not manage /etc/hosts); writing the pod's file would go into the volume —
+		// a hostPath of the node's own /etc/hosts.
+		if mounted[filepath.Clean(target)] {
+			continue
+		}
 		data, err := os.ReadFile(source)
 		if err != nil {
 			return err

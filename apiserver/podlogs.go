@@ -2,12 +2,14 @@ package apiserver
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/gorilla/websocket"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -79,6 +81,10 @@ func (h *handler) podLog(w http.ResponseWriter, r *http.Request, req *request) {
 		writeError(w, apierrors.NewServiceUnavailable("no node agent serves container logs"))
 		return
 	}
+	if websocket.IsWebSocketUpgrade(r) {
+		h.podLogWebSocket(w, r, obj.(*corev1.Pod), opts)
+		return
+	}
 	lw := &lazyWriter{w: w}
 	if err := h.logs.Logs(r.Context(), obj.(*corev1.Pod), opts, lw, lw.flush); err != nil && !lw.started {
 		writeError(w, err)
@@ -87,4 +93,35 @@ func (h *handler) podLog(w http.ResponseWriter, r *http.Request, req *request) {
 	if !lw.started { // an empty log is still a log
 		lw.Write(nil)
 	}
+}
+
+// podLogWebSocket streams a log over a WebSocket, as kube-apiserver serves any stream
+// (wsstream): each chunk a message, binary (binary.k8s.io, or no protocol) or base64
+// text (base64.binary.k8s.io). An error before the log starts is the closing reason.
+func (h *handler) podLogWebSocket(w http.ResponseWriter, r *http.Request, pod *corev1.Pod, opts *corev1.PodLogOptions) {
+	up := websocket.Upgrader{Subprotocols: []string{"binary.k8s.io", "base64.binary.k8s.io"}, CheckOrigin: func(*http.Request) bool { return true }}
+	conn, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	defer conn.Close()
+	ww := &wsWriter{conn: conn, base64: conn.Subprotocol() == "base64.binary.k8s.io"}
+	reason := ""
+	if err := h.logs.Logs(r.Context(), pod, opts, ww, func() {}); err != nil && !ww.started {
+		reason = err.Error()
+	}
+	conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, reason), time.Now().Add(time.Second))
+}
+
+type wsWriter struct {
+	conn            *websocket.Conn
+	base64, started bool
+}
+
+func (w *wsWriter) Write(p []byte) (int, error) {
+	w.started = true
+	if w.base64 {
+		return len(p), w.conn.WriteMessage(websocket.TextMessage, []byte(base64.StdEncoding.EncodeToString(p)))
+	}
+	return len(p), w.conn.WriteMessage(websocket.BinaryMessage, p)
 }

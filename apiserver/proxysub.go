@@ -101,7 +101,16 @@ func (h *handler) serveNodeProxy(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errNoSuchResource)
 		return
 	}
-	if _, err := h.api.Get(h.api.reg.Lookup("", "nodes"), "", name); err != nil {
+	// name, name:port or scheme:name:port, as kube-apiserver splits it; every port is
+	// the kubelet's here.
+	node := name
+	switch parts := strings.Split(name, ":"); len(parts) {
+	case 2:
+		node = parts[0]
+	case 3:
+		node = parts[1]
+	}
+	if _, err := h.api.Get(h.api.reg.Lookup("", "nodes"), "", node); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -121,7 +130,7 @@ func (h *handler) serveNodeProxy(w http.ResponseWriter, r *http.Request) {
 		}
 		list := &corev1.PodList{TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"}}
 		for _, o := range pods {
-			if p := o.(*corev1.Pod); p.Spec.NodeName == name {
+			if p := o.(*corev1.Pod); p.Spec.NodeName == node {
 				list.Items = append(list.Items, *p)
 			}
 		}

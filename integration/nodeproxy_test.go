@@ -30,6 +30,12 @@ func TestNodeProxy(t *testing.T) {
 	if got := kubectl("get", "--raw", "/api/v1/nodes/"+node+"/proxy/logs/"); !strings.Contains(got, "<pre>") {
 		t.Errorf("logs/ %q", got)
 	}
+	// With the kubelet's port, or scheme and port, as kube-apiserver splits the name.
+	for _, name := range []string{node + ":10250", "https:" + node + ":10250"} {
+		if got := kubectl("get", "--raw", "/api/v1/nodes/"+name+"/proxy/healthz"); got != "ok" {
+			t.Errorf("%s: healthz %q", name, got)
+		}
+	}
 	for path, want := range map[string]string{
 		"/api/v1/nodes/" + node + "/proxy/stats/nope": "the server could not find the requested resource",
 		"/api/v1/nodes/ghost/proxy/healthz":           `nodes "ghost" not found`,

@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"cmp"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -227,6 +229,99 @@ func TestStatefulSetOrderAndPartition(t *testing.T) {
 	st := list[*appsv1.StatefulSet](w, "statefulsets")[0].Status
 	if st.UpdatedReplicas != 2 || st.CurrentRevision == st.UpdateRevision || st.ReadyReplicas != 3 {
 		t.Errorf("status %+v", st)
+	}
+}
+
+// A canary and a phased roll-out, as the e2e "should perform canary updates and phased
+// rolling updates of template modifications": a partition at or above the replicas
+// updates nothing, lowering it updates the ordinals from it up, and a pod deleted below
+// the partition comes back at the current revision, not the update one.
+func TestStatefulSetCanaryAndPhasedRollingUpdate(t *testing.T) {
+	w := newWorld(t)
+	c := NewStatefulSet(WorkloadConfig{Client: w.client, Informers: w.informers, Recorder: w.events})
+	w.podExpect = append(w.podExpect, c.pc.expect)
+	lbls := map[string]string{"app": "web"}
+	w.apply(&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "web", UID: "uid-web"}, Spec: appsv1.StatefulSetSpec{
+		Replicas: ptr.To[int32](3), ServiceName: "web", Selector: &metav1.LabelSelector{MatchLabels: lbls},
+		UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType,
+			RollingUpdate: &appsv1.RollingUpdateStatefulSetStrategy{Partition: ptr.To[int32](3)}},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: lbls}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "httpd:1"}}}}}})
+	get := func() *appsv1.StatefulSet { return list[*appsv1.StatefulSet](w, "statefulsets")[0] }
+	settle := func() {
+		for range 10 {
+			w.reconcile(c.reconcile, "default/web")
+			w.kubelet(nil)
+		}
+		w.reconcile(c.reconcile, "default/web")
+	}
+	edit := func(f func(*appsv1.StatefulSet)) {
+		set := get().DeepCopy()
+		f(set)
+		set.Generation++
+		w.update(set)
+	}
+	partition := func(p int32) func() {
+		return func() {
+			edit(func(set *appsv1.StatefulSet) { set.Spec.UpdateStrategy.RollingUpdate.Partition = ptr.To(p) })
+		}
+	}
+	settle()
+	old := get().Status.CurrentRevision
+	edit(func(set *appsv1.StatefulSet) { set.Spec.Template.Spec.Containers[0].Image = "httpd:2" })
+	settle()
+	next := get().Status.UpdateRevision
+	if old == "" || next == old {
+		t.Fatalf("revisions %q before the update, %q after", old, next)
+	}
+	// state is each pod's image and revision, and the set's status, naming the
+	// revisions "old" and "new".
+	state := func() map[string]string {
+		name := map[string]string{old: "old", next: "new"}
+		st := get().Status
+		out := map[string]string{"status": fmt.Sprintf("current=%s update=%s currentReplicas=%d updatedReplicas=%d",
+			name[st.CurrentRevision], name[st.UpdateRevision], st.CurrentReplicas, st.UpdatedReplicas)}
+		for _, p := range w.pods() {
+			out[p.Name] = p.Spec.Containers[0].Image + " " + cmp.Or(name[p.Labels[appsv1.StatefulSetRevisionLabel]], p.Labels[appsv1.StatefulSetRevisionLabel])
+		}
+		return out
+	}
+	deletePods := func(names ...string) func() {
+		return func() {
+			for _, n := range names {
+				if err := w.client.CoreV1().Pods("default").Delete(w.ctx, n, metav1.DeleteOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	for _, step := range []struct {
+		name string
+		do   func() // nil: nothing more is done
+		want map[string]string
+	}{
+		{name: "partition 3 updates nothing", want: map[string]string{
+			"status": "current=old update=new currentReplicas=3 updatedReplicas=0",
+			"web-0":  "httpd:1 old", "web-1": "httpd:1 old", "web-2": "httpd:1 old"}},
+		{name: "canary at partition 2", do: partition(2), want: map[string]string{
+			"status": "current=old update=new currentReplicas=2 updatedReplicas=1",
+			"web-0":  "httpd:1 old", "web-1": "httpd:1 old", "web-2": "httpd:2 new"}},
+		{name: "deleted pods come back at their revision", do: deletePods("web-0", "web-2"), want: map[string]string{
+			"status": "current=old update=new currentReplicas=2 updatedReplicas=1",
+			"web-0":  "httpd:1 old", "web-1": "httpd:1 old", "web-2": "httpd:2 new"}},
+		{name: "partition 1", do: partition(1), want: map[string]string{
+			"status": "current=old update=new currentReplicas=1 updatedReplicas=2",
+			"web-0":  "httpd:1 old", "web-1": "httpd:2 new", "web-2": "httpd:2 new"}},
+		{name: "partition 0 completes the update", do: partition(0), want: map[string]string{
+			"status": "current=new update=new currentReplicas=3 updatedReplicas=3",
+			"web-0":  "httpd:2 new", "web-1": "httpd:2 new", "web-2": "httpd:2 new"}},
+	} {
+		t.Run(step.name, func(t *testing.T) {
+			if step.do != nil {
+				step.do()
+			}
+			settle()
+			diff(t, "pods and status", step.want, state())
+		})
 	}
 }
 

@@ -3,6 +3,7 @@ package controllers
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -27,7 +28,7 @@ import (
 // order, each once the ones before are Running and Ready (OrderedReady) or all at once
 // (Parallel), removed from the highest ordinal down, and a RollingUpdate that replaces
 // pods of an old template from the highest ordinal down to spec.updateStrategy's
-// partition.
+// partition, the ordinals below it staying at (and re-created at) the current revision.
 type StatefulSet struct {
 	client kubernetes.Interface
 	sets   appslisters.StatefulSetLister
@@ -77,14 +78,58 @@ func ordinal(set *appsv1.StatefulSet, p *corev1.Pod) int {
 	return i
 }
 
-func (c *StatefulSet) podFor(set *appsv1.StatefulSet, i int, revision string) *corev1.Pod {
-	t := set.Spec.Template.DeepCopy()
+// currentTemplateAnnotation keeps on the set the pod template of its
+// status.currentRevision, for the ordinals below a rolling update's partition whose pods
+// are re-created while spec.template already holds the update. Kubernetes keeps it in a
+// ControllerRevision, which this API server does not serve.
+const currentTemplateAnnotation = "minicluster.io/current-revision-template"
+
+// stsRevision is a revision of a set's pod template, named as status.currentRevision
+// and status.updateRevision name them.
+type stsRevision struct {
+	Name     string                  `json:"name"`
+	Template *corev1.PodTemplateSpec `json:"template"`
+}
+
+// stsRevisions are set's current and update revisions, as kube-controller-manager's
+// getStatefulSetRevisions: the current one is the update one when the set has none
+// yet, or when its template is not known (the annotation lost or for another revision).
+func stsRevisions(set *appsv1.StatefulSet) (current, update stsRevision) {
+	update = stsRevision{Name: set.Name + "-" + templateHash(&set.Spec.Template, ptr.Deref(set.Status.CollisionCount, 0)),
+		Template: &set.Spec.Template}
+	want := set.Status.CurrentRevision
+	if want == "" || want == update.Name {
+		return update, update
+	}
+	err := json.Unmarshal([]byte(set.Annotations[currentTemplateAnnotation]), &current)
+	if err != nil || current.Name != want || current.Template == nil {
+		return update, update
+	}
+	return current, update
+}
+
+// revisionFor is the revision a pod of ordinal i is made at, as newVersionedStatefulSetPod:
+// a rolling update leaves the ordinals below its partition (below status.currentReplicas
+// without one) at the current revision, a re-created pod included.
+func revisionFor(set *appsv1.StatefulSet, i int, current, update stsRevision) stsRevision {
+	if set.Spec.UpdateStrategy.Type == appsv1.OnDeleteStatefulSetStrategyType {
+		return update
+	}
+	ru := set.Spec.UpdateStrategy.RollingUpdate
+	if ru == nil && i < int(set.Status.CurrentReplicas) || ru != nil && i < int(ptr.Deref(ru.Partition, 0)) {
+		return current
+	}
+	return update
+}
+
+func (c *StatefulSet) podFor(set *appsv1.StatefulSet, rev stsRevision, i int) *corev1.Pod {
+	t := rev.Template.DeepCopy()
 	name := fmt.Sprintf("%s-%d", set.Name, i)
 	lbls := maps.Clone(t.Labels)
 	if lbls == nil {
 		lbls = map[string]string{}
 	}
-	lbls[appsv1.StatefulSetPodNameLabel], lbls[appsv1.PodIndexLabel], lbls[appsv1.ControllerRevisionHashLabelKey] = name, strconv.Itoa(i), revision
+	lbls[appsv1.StatefulSetPodNameLabel], lbls[appsv1.PodIndexLabel], lbls[appsv1.ControllerRevisionHashLabelKey] = name, strconv.Itoa(i), rev.Name
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: lbls, Annotations: t.Annotations,
 		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(set, stsKind)}}, Spec: t.Spec}
 	pod.Spec.Hostname, pod.Spec.Subdomain = name, set.Spec.ServiceName
@@ -147,7 +192,7 @@ func (c *StatefulSet) reconcile(ctx context.Context, key string) error {
 		return cmp.Or(err, ErrRequeue)
 	}
 	n := int(ptr.Deref(set.Spec.Replicas, 1))
-	update := set.Name + "-" + templateHash(&set.Spec.Template, ptr.Deref(set.Status.CollisionCount, 0))
+	current, update := stsRevisions(set)
 	parallel := set.Spec.PodManagementPolicy == appsv1.ParallelPodManagement
 	byOrdinal := map[int]*corev1.Pod{}
 	var condemned []*corev1.Pod
@@ -167,7 +212,7 @@ func (c *StatefulSet) reconcile(ctx context.Context, key string) error {
 			if err := c.ensureClaims(ctx, set, i); err != nil {
 				return err
 			}
-			if err := c.pc.create(ctx, key, set, c.podFor(set, i, update)); err != nil {
+			if err := c.pc.create(ctx, key, set, c.podFor(set, revisionFor(set, i, current, update), i)); err != nil {
 				return err
 			}
 			blocked = !parallel
@@ -226,7 +271,7 @@ func (c *StatefulSet) reconcile(ctx context.Context, key string) error {
 			healthy = healthy && runningAndReady(p)
 		}
 		for i := n - 1; healthy && i >= partition; i-- {
-			if p := byOrdinal[i]; p.Labels[appsv1.ControllerRevisionHashLabelKey] != update {
+			if p := byOrdinal[i]; p.Labels[appsv1.ControllerRevisionHashLabelKey] != update.Name {
 				if err := c.pc.delete(ctx, key, set, p); err != nil {
 					return err
 				}
@@ -234,15 +279,12 @@ func (c *StatefulSet) reconcile(ctx context.Context, key string) error {
 			}
 		}
 	}
-	return c.updateStatus(ctx, set, owned, update)
+	return c.updateStatus(ctx, set, owned, current, update)
 }
 
-func (c *StatefulSet) updateStatus(ctx context.Context, set *appsv1.StatefulSet, owned []*corev1.Pod, update string) error {
+func (c *StatefulSet) updateStatus(ctx context.Context, set *appsv1.StatefulSet, owned []*corev1.Pod, current, update stsRevision) error {
 	st := appsv1.StatefulSetStatus{ObservedGeneration: set.Generation, CollisionCount: set.Status.CollisionCount,
-		Conditions: set.Status.Conditions, UpdateRevision: update, CurrentRevision: set.Status.CurrentRevision}
-	if st.CurrentRevision == "" {
-		st.CurrentRevision = update
-	}
+		Conditions: set.Status.Conditions, UpdateRevision: update.Name, CurrentRevision: current.Name}
 	for _, p := range owned {
 		if p.DeletionTimestamp != nil {
 			continue
@@ -255,23 +297,41 @@ func (c *StatefulSet) updateStatus(ctx context.Context, set *appsv1.StatefulSet,
 			}
 		}
 		switch p.Labels[appsv1.ControllerRevisionHashLabelKey] {
-		case update:
+		case update.Name:
 			st.UpdatedReplicas++
 		case st.CurrentRevision:
 			st.CurrentReplicas++
 		}
 	}
 	n := ptr.Deref(set.Spec.Replicas, 1)
-	if st.UpdatedReplicas == n && st.ReadyReplicas == n {
-		st.CurrentRevision, st.CurrentReplicas = update, st.UpdatedReplicas
-	} else if st.CurrentRevision == update {
+	if st.UpdatedReplicas == n && st.ReadyReplicas == n && st.Replicas == n {
+		st.CurrentRevision, st.CurrentReplicas = update.Name, st.UpdatedReplicas
+	} else if st.CurrentRevision == update.Name {
 		st.CurrentReplicas = st.UpdatedReplicas
 	}
-	if apiequality.Semantic.DeepEqual(st, set.Status) {
+	// The current revision's template is recorded while it is spec.template, so that it
+	// is still known once spec.template changes.
+	kept := set.Annotations[currentTemplateAnnotation]
+	if st.CurrentRevision == update.Name {
+		data, err := json.Marshal(update)
+		if err != nil {
+			return fmt.Errorf("encode revision %s: %w", update.Name, err)
+		}
+		kept = string(data)
+	}
+	if apiequality.Semantic.DeepEqual(st, set.Status) && kept == set.Annotations[currentTemplateAnnotation] {
 		return nil
 	}
 	next := set.DeepCopy()
 	next.Status = st
+	// A status update may change metadata (for StatefulSets as in Kubernetes), so the
+	// annotation goes with the status, in one write.
+	if kept != "" {
+		if next.Annotations == nil {
+			next.Annotations = map[string]string{}
+		}
+		next.Annotations[currentTemplateAnnotation] = kept
+	}
 	_, err := c.client.AppsV1().StatefulSets(set.Namespace).UpdateStatus(ctx, next, metav1.UpdateOptions{})
 	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 		return nil

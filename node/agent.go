@@ -418,14 +418,8 @@ func (a *Agent) terminate(ctx context.Context, pod *corev1.Pod) {
 	}
 	a.background.Go(func() {
 		defer a.terminating.Delete(pod.UID)
-		deadline := time.Now().Add(grace)
-		for name, c := range a.rt.State(string(pod.UID)).Containers {
-			if c.Alive() && name != runtime.PodInit {
-				a.containerEvent(pod, name, corev1.EventTypeNormal, "Killing", "Stopping container %s", name)
-			}
-		}
-		a.runPreStop(ctx, pod, deadline)
-		if err := a.teardownWithin(ctx, key(pod), max(time.Until(deadline), 0)); err != nil {
+		a.killContainers(ctx, pod, grace)
+		if err := a.teardownWithin(ctx, key(pod), forcedGrace); err != nil { // the pod's init, and what outlived its SIGKILL
 			return
 		}
 		zero := int64(0)

@@ -53,7 +53,7 @@ func (a *Agent) syncContainers(pod *corev1.Pod, sb sandbox.Sandbox, vols map[str
 		if c.Exit != nil && c.Exit.ExitCode == 0 {
 			continue // done
 		}
-		wait, err := a.syncOne(pod, sb, vols, ctr, c, initRestartPolicy(pod.Spec.RestartPolicy))
+		wait, err := a.syncOne(pod, sb, vols, st, ctr, initRestartPolicy(pod.Spec.RestartPolicy))
 		if err != nil {
 			return st, 0, err
 		}
@@ -61,7 +61,7 @@ func (a *Agent) syncContainers(pod *corev1.Pod, sb sandbox.Sandbox, vols map[str
 	}
 	for i := range pod.Spec.Containers {
 		ctr := &pod.Spec.Containers[i]
-		wait, err := a.syncOne(pod, sb, vols, ctr, a.containerFor(st, pod, ctr.Name), pod.Spec.RestartPolicy)
+		wait, err := a.syncOne(pod, sb, vols, st, ctr, pod.Spec.RestartPolicy)
 		if err != nil {
 			return st, 0, err
 		}
@@ -72,7 +72,7 @@ func (a *Agent) syncContainers(pod *corev1.Pod, sb sandbox.Sandbox, vols map[str
 	// Ephemeral containers (kubectl debug) run once each, beside the others.
 	for i := range pod.Spec.EphemeralContainers {
 		ctr := corev1.Container(pod.Spec.EphemeralContainers[i].EphemeralContainerCommon)
-		wait, err := a.syncOne(pod, sb, vols, &ctr, a.containerFor(st, pod, ctr.Name), corev1.RestartPolicyNever)
+		wait, err := a.syncOne(pod, sb, vols, st, &ctr, corev1.RestartPolicyNever)
 		if err != nil {
 			return st, 0, err
 		}
@@ -105,8 +105,10 @@ func (a *Agent) containerFor(st *runtime.PodState, pod *corev1.Pod, name string)
 	return c
 }
 
-// syncOne starts or restarts one container, or leaves it; it returns when to look again.
-func (a *Agent) syncOne(pod *corev1.Pod, sb sandbox.Sandbox, vols map[string]string, ctr *corev1.Container, c *runtime.ContainerState, policy corev1.RestartPolicy) (time.Duration, error) {
+// syncOne starts or restarts one container of the pod's state st, or leaves it; it
+// returns when to look again.
+func (a *Agent) syncOne(pod *corev1.Pod, sb sandbox.Sandbox, vols map[string]string, st *runtime.PodState, ctr *corev1.Container, policy corev1.RestartPolicy) (time.Duration, error) {
+	c := a.containerFor(st, pod, ctr.Name)
 	if c.Alive() {
 		a.probes.ensure(pod, ctr, c, sb.IP.String())
 		if !a.rt.Owns(c.ShimPID) {
@@ -135,11 +137,14 @@ func (a *Agent) syncOne(pod *corev1.Pod, sb sandbox.Sandbox, vols map[string]str
 		}
 	}
 	err := a.startContainer(pod, sb, vols, ctr, c)
+	if err == nil {
+		err = a.postStart(pod, sb.IP.String(), st, ctr, c)
+	}
 	switch {
 	case errors.Is(err, runtime.ErrImageUnavailable):
 		c.Waiting, c.Message = "ErrImageNeverPull", err.Error()
 		a.containerEvent(pod, ctr.Name, corev1.EventTypeWarning, "ErrImageNeverPull", "%s", err)
-	case errors.Is(err, errImagePull), errors.Is(err, errImagePullBack), errors.Is(err, errImageNeverPull):
+	case errors.Is(err, errImagePull), errors.Is(err, errImagePullBack), errors.Is(err, errImageNeverPull), errors.Is(err, errPostStartHook):
 		// "<reason>: <message>", the reason being the error's own text.
 		reason, msg, _ := strings.Cut(err.Error(), ": ")
 		c.Waiting, c.Message = reason, msg
@@ -149,6 +154,7 @@ func (a *Agent) syncOne(pod *corev1.Pod, sb sandbox.Sandbox, vols map[string]str
 	case err != nil:
 		return 0, err
 	default:
+		a.probes.ensure(pod, ctr, c, sb.IP.String()) // after its postStart hook, as the kubelet's
 		return 0, nil
 	}
 	return 10 * time.Second, nil
@@ -248,7 +254,6 @@ func (a *Agent) startContainer(pod *corev1.Pod, sb sandbox.Sandbox, vols map[str
 		a.containerEvent(pod, ctr.Name, corev1.EventTypeWarning, "Failed", "Error: %s", err)
 		return err
 	}
-	a.probes.ensure(pod, ctr, c, sb.IP.String())
 	a.containerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Started", "Started container %s", ctr.Name)
 	return nil
 }

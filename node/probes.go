@@ -9,10 +9,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -74,7 +74,7 @@ func (p *prober) ensure(pod *corev1.Pod, ctr *corev1.Container, c *runtime.Conta
 		return
 	}
 	pod, ctr = pod.DeepCopy(), ctr.DeepCopy()
-	p.agent.background.Go(func() { p.loop(ctx, pod, ctr, c.ShimPID, podIP, k, st) })
+	p.agent.background.Go(func() { p.loop(ctx, pod, ctr, *c, podIP, k, st) })
 }
 
 // stop ends the probe loops of every run of a pod's containers.
@@ -118,7 +118,7 @@ func (c *counter) observe(ok bool) (verdict, changed bool) {
 	return c.lastOK, c.hasVerdict && (!had || prev != c.lastOK)
 }
 
-func (p *prober) loop(ctx context.Context, pod *corev1.Pod, ctr *corev1.Container, shimPID int, podIP string, k probeKey, st *probeState) {
+func (p *prober) loop(ctx context.Context, pod *corev1.Pod, ctr *corev1.Container, run runtime.ContainerState, podIP string, k probeKey, st *probeState) {
 	a, podKey := p.agent, key(pod)
 	set := func(f func()) {
 		st.mu.Lock()
@@ -167,9 +167,8 @@ func (p *prober) loop(ctx context.Context, pod *corev1.Pod, ctr *corev1.Containe
 					set(func() { st.ready = verdict })
 				case (kd.name == "liveness" || kd.name == "startup") && changed && !verdict:
 					a.cfg.Log.Info("probe failed: restarting container", "pod", podKey, "container", ctr.Name, "probe", kd.name)
-					a.containerEvent(pod, ctr.Name, corev1.EventTypeNormal, "Killing", "Container %s failed %s probe, will be restarted", ctr.Name, kd.name)
-					syscall.Kill(-shimPID, syscall.SIGTERM)
-					time.AfterFunc(forcedGrace, func() { syscall.Kill(-shimPID, syscall.SIGKILL) })
+					a.killContainer(ctx, pod, ctr.Name, run, podIP,
+						fmt.Sprintf("Container %s failed %s probe, will be restarted", ctr.Name, kd.name), killGrace(pod, kd.probe))
 					return
 				}
 			}
@@ -269,49 +268,19 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// probePort resolves a probe port, by name through the container's ports.
+// probePort resolves a probe's or hook's port, as the kubelet's ResolveContainerPort:
+// by number, or by name through the container's ports, else a number in a string.
 func probePort(p intstr.IntOrString, ctr *corev1.Container) (int, error) {
-	if p.Type == intstr.Int {
-		return p.IntValue(), nil
-	}
-	for _, cp := range ctr.Ports {
-		if cp.Name == p.StrVal {
-			return int(cp.ContainerPort), nil
+	port := p.IntValue() // a string's number, or 0
+	if p.Type == intstr.String {
+		if i := slices.IndexFunc(ctr.Ports, func(cp corev1.ContainerPort) bool { return cp.Name == p.StrVal }); i >= 0 {
+			port = int(ctr.Ports[i].ContainerPort)
+		} else if _, err := strconv.Atoi(p.StrVal); err != nil {
+			return 0, fmt.Errorf("no container port named %q", p.StrVal)
 		}
 	}
-	return 0, fmt.Errorf("no container port named %q", p.StrVal)
-}
-
-// runPreStop runs every container's preStop hook, in parallel, before the deadline.
-func (a *Agent) runPreStop(ctx context.Context, pod *corev1.Pod, deadline time.Time) {
-	a.mu.Lock()
-	sb := a.sandboxes[key(pod)]
-	a.mu.Unlock()
-	st := a.rt.State(string(pod.UID))
-	var wg sync.WaitGroup
-	for i := range pod.Spec.Containers {
-		ctr := &pod.Spec.Containers[i]
-		c := st.Containers[ctr.Name]
-		if ctr.Lifecycle == nil || ctr.Lifecycle.PreStop == nil || c == nil || !c.Alive() {
-			continue
-		}
-		h := ctr.Lifecycle.PreStop
-		wg.Go(func() {
-			ctx, cancel := context.WithDeadline(ctx, deadline)
-			defer cancel()
-			var err error
-			if h.Sleep != nil {
-				select {
-				case <-time.After(time.Duration(h.Sleep.Seconds) * time.Second):
-				case <-ctx.Done():
-				}
-			} else {
-				probe := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: h.Exec, HTTPGet: h.HTTPGet, TCPSocket: h.TCPSocket},
-					TimeoutSeconds: int32(max(time.Until(deadline).Seconds(), 1))}
-				err = runProbe(ctx, probe, ctr, sb.IP.String(), a.execIn(pod, ctr.Name))
-			}
-			a.cfg.Log.Info("preStop hook ran", "pod", key(pod), "container", ctr.Name, "err", err)
-		})
+	if port <= 0 || port > 65535 {
+		return 0, fmt.Errorf("invalid port number: %d", port)
 	}
-	wg.Wait()
+	return port, nil
 }

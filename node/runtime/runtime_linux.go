@@ -663,6 +663,26 @@ func (r *Runtime) Stop(ctx context.Context, uid string, grace time.Duration) err
 	return nil
 }
 
+// StopRun signals one run of a container (c as Start recorded it): SIGTERM, then
+// SIGKILL after grace; it returns once the run is over, or ctx's error. The pod's
+// record stays: the run's end is collected as a crash's is.
+func (r *Runtime) StopRun(ctx context.Context, c ContainerState, grace time.Duration) error {
+	if !c.Alive() {
+		return nil
+	}
+	gone := func(context.Context) (bool, error) { return !c.Alive(), nil }
+	syscall.Kill(-c.ShimPID, syscall.SIGTERM) // the shim's session: shim and program
+	wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, grace, true, gone)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if c.Alive() { // not a reused PID
+		syscall.Kill(-c.ShimPID, syscall.SIGKILL)
+	}
+	wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 2*time.Second, true, gone)
+	return ctx.Err()
+}
+
 // shims finds the running shims of containers under dataDir, by their command line
 // (the spec's path): PID → pod UID.
 func shims(dataDir string) map[int]string {

@@ -18,6 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/kubernetes"
@@ -136,6 +137,9 @@ func (c *Deployment) reconcile(ctx context.Context, key string) error {
 		rs = rs.DeepCopy()
 		rs.OwnerReferences = append(rs.OwnerReferences, *metav1.NewControllerRef(d, deployKind))
 		return c.client.AppsV1().ReplicaSets(ns).Update(ctx, rs, metav1.UpdateOptions{})
+	}, func(rs *appsv1.ReplicaSet) error {
+		_, err := c.client.AppsV1().ReplicaSets(ns).Patch(ctx, rs.Name, types.StrategicMergePatchType, releasePatch(d, rs.UID), metav1.PatchOptions{})
+		return err
 	})
 	if err != nil {
 		return err

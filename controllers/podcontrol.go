@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/record"
@@ -50,6 +51,9 @@ func (pc *podControl) claim(ctx context.Context, key string, owner metav1.Object
 		p = p.DeepCopy()
 		p.OwnerReferences = append(p.OwnerReferences, *metav1.NewControllerRef(owner, pc.kind))
 		return pc.client.CoreV1().Pods(p.Namespace).Update(ctx, p, metav1.UpdateOptions{})
+	}, func(p *corev1.Pod) error {
+		_, err := pc.client.CoreV1().Pods(p.Namespace).Patch(ctx, p.Name, types.StrategicMergePatchType, releasePatch(owner, p.UID), metav1.PatchOptions{})
+		return err
 	})
 	if err != nil {
 		return nil, false, err

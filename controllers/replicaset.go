@@ -190,16 +190,22 @@ func podPresentIn(pods corelisters.PodLister, ns string) func(string, types.UID)
 }
 
 // claim returns the objects among all (owner's namespace) that owner controls,
-// adopting orphans that match sel, as Kubernetes' ControllerRefManager does; adopt
-// writes one orphan with owner's controller reference added.
-func claim[T metav1.Object](owner metav1.Object, sel labels.Selector, all []T, adopt func(T) (T, error)) ([]T, error) {
+// adopting orphans that match sel and releasing its own that no longer do, as
+// Kubernetes' ControllerRefManager does; adopt writes one orphan with owner's
+// controller reference added, release one of its own with it removed.
+func claim[T metav1.Object](owner metav1.Object, sel labels.Selector, all []T, adopt func(T) (T, error), release func(T) error) ([]T, error) {
 	var out []T
 	for _, o := range all {
 		ref := metav1.GetControllerOf(o)
+		matches := sel.Matches(labels.Set(o.GetLabels()))
 		switch {
-		case ref != nil && ref.UID == owner.GetUID():
+		case ref != nil && ref.UID == owner.GetUID() && (matches || owner.GetDeletionTimestamp() != nil):
 			out = append(out, o)
-		case ref == nil && o.GetDeletionTimestamp() == nil && sel.Matches(labels.Set(o.GetLabels())) && owner.GetDeletionTimestamp() == nil:
+		case ref != nil && ref.UID == owner.GetUID():
+			if err := release(o); err != nil && !apierrors.IsNotFound(err) {
+				return nil, fmt.Errorf("release %s/%s: %w", o.GetNamespace(), o.GetName(), err)
+			}
+		case ref == nil && o.GetDeletionTimestamp() == nil && matches && owner.GetDeletionTimestamp() == nil:
 			adopted, err := adopt(o)
 			if err != nil {
 				return nil, fmt.Errorf("adopt %s/%s: %w", o.GetNamespace(), o.GetName(), err)
@@ -208,6 +214,12 @@ func claim[T metav1.Object](owner metav1.Object, sel labels.Selector, all []T, a
 		}
 	}
 	return out, nil
+}
+
+// releasePatch is the strategic merge patch that removes owner's controller reference
+// from the object with uid, as the ControllerRefManager writes it.
+func releasePatch(owner metav1.Object, uid types.UID) []byte {
+	return []byte(fmt.Sprintf(`{"metadata":{"ownerReferences":[{"$patch":"delete","uid":%q}],"uid":%q}}`, owner.GetUID(), uid))
 }
 
 // isActive: not finished and not being deleted.

@@ -220,6 +220,25 @@ func TestReplicaSetDeletesNotReadyFirstAndAdopts(t *testing.T) {
 	if st := w.replicaSets()[0].Status; st.Replicas != 2 || st.ReadyReplicas != 2 || st.AvailableReplicas != 2 {
 		t.Errorf("status %+v", st)
 	}
+	// A pod whose labels stop matching is released (and replaced), as the
+	// ControllerRefManager does.
+	leaving := w.pods()[0].DeepCopy()
+	leaving.Labels = map[string]string{"app": "elsewhere"}
+	w.update(leaving)
+	w.reconcileAll()
+	w.reconcileAll()
+	owned := 0
+	for _, p := range w.pods() {
+		switch {
+		case p.Name == leaving.Name && metav1.GetControllerOf(p) != nil:
+			t.Errorf("pod %s no longer matches but is still owned", p.Name)
+		case p.Name != leaving.Name && metav1.GetControllerOf(p) != nil:
+			owned++
+		}
+	}
+	if owned != 2 {
+		t.Errorf("%d pods owned after the release, want 2 (a replacement made)", owned)
+	}
 }
 
 func TestGarbageCollectorPolicies(t *testing.T) {

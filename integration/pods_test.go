@@ -163,3 +163,30 @@ func run(t *testing.T, name string, args ...string) (string, error) {
 	out, err := osexec.Command(name, args...).CombinedOutput()
 	return string(out), err
 }
+
+// A container writing past its ephemeral-storage limit gets its pod evicted, as the
+// kubelet's eviction manager does: Failed, reason Evicted, the kubelet's message, an
+// Evicted event; a container within its limit is left alone.
+func TestEphemeralStorageEviction(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	kubectl := n.kubectlFor(t)
+	for name, mb := range map[string]string{"hog": "10", "modest": "1"} {
+		kubectl("run", name, "--image=busybox", "--restart=Never", "--overrides",
+			`{"spec":{"containers":[{"name":"`+name+`","image":"busybox","command":["sh","-c","dd if=/dev/zero of=/file bs=1M count=`+mb+`; sleep 3600"],`+
+				`"resources":{"limits":{"ephemeral-storage":"5Mi"}}}]}}`)
+	}
+	eventually(t, 30*time.Second, func() error {
+		got := kubectl("get", "pod", "hog", "-o", "jsonpath={.status.phase}/{.status.reason}/{.status.message}")
+		if want := `Failed/Evicted/Container hog exceeded its local ephemeral storage limit "5Mi". `; got != want {
+			return fmt.Errorf("hog: %q, want %q", got, want)
+		}
+		return nil
+	})
+	if out := kubectl("get", "events", "--field-selector", "involvedObject.name=hog,reason=Evicted"); !strings.Contains(out, "exceeded its local ephemeral storage limit") {
+		t.Errorf("no Evicted event:\n%s", out)
+	}
+	if got := kubectl("get", "pod", "modest", "-o", "jsonpath={.status.phase}"); got != "Running" {
+		t.Errorf("modest: %s", got)
+	}
+}

@@ -272,6 +272,11 @@ func (a *Agent) reconcile(ctx context.Context, k string) error {
 	if err != nil {
 		return err
 	}
+	if msg, limited := a.overStorageLimit(pod, st); msg != "" {
+		return a.evict(ctx, pod, msg)
+	} else if limited && (requeue == 0 || requeue > storageCheckEvery) {
+		requeue = storageCheckEvery
+	}
 	if requeue > 0 {
 		a.loop.EnqueueAfter(k, requeue)
 	}

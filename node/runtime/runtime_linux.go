@@ -250,6 +250,20 @@ func (c *ContainerState) Alive() bool {
 	return c.ShimPID > 0 && c.Exit == nil && procStart(c.ShimPID) == c.ShimStart && c.ShimStart != 0
 }
 
+// RootUsage is how much the run holds in its writable layer: what its root's file
+// system has in use (the overlay reports its upper layer, the run's own tmpfs), seen
+// through the shim, which lives in that root.
+func (r *Runtime) RootUsage(c *ContainerState) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(fmt.Sprintf("/proc/%d/root/", c.ShimPID), &st); err != nil {
+		return 0, err
+	}
+	if !c.Alive() { // the PID is someone else's now
+		return 0, fmt.Errorf("run %d ended", c.ShimPID)
+	}
+	return int64(st.Blocks-st.Bfree) * st.Bsize, nil
+}
+
 // CollectExit notes the end of a run whose shim is gone.
 func (r *Runtime) CollectExit(uid, name string, c *ContainerState) {
 	if c.ShimPID == 0 || c.Exit != nil || c.Alive() {

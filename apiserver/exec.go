@@ -1,7 +1,9 @@
 package apiserver
 
 import (
+	"cmp"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -105,10 +107,15 @@ func (h *handler) podExec(w http.ResponseWriter, r *http.Request, pod *corev1.Po
 	}
 }
 
-// execWebSocket serves one exec or attach over WebSocket, v5.channel.k8s.io: binary
-// frames whose first byte is the channel.
+// The WebSocket remote command protocols the kubelet serves, newest first: v4 and v5
+// end with a Status on the error channel (v5 can also close stdin), the older ones
+// only a failure's message; base64 ones carry text frames ('0'+channel, then base64).
+var wsExecProtocols = []string{execProtocol, "v4.channel.k8s.io", "v4.base64.channel.k8s.io", "base64.channel.k8s.io", "channel.k8s.io"}
+
+// execWebSocket serves one exec or attach over WebSocket: frames whose first byte is the
+// channel.
 func execWebSocket(w http.ResponseWriter, r *http.Request, q url.Values, run func(context.Context, remotecommand.StreamOptions) metav1.Status) {
-	up := websocket.Upgrader{Subprotocols: []string{execProtocol}, CheckOrigin: func(*http.Request) bool { return true }}
+	up := websocket.Upgrader{Subprotocols: wsExecProtocols, CheckOrigin: func(*http.Request) bool { return true }}
 	conn, err := up.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader answered
@@ -116,17 +123,18 @@ func execWebSocket(w http.ResponseWriter, r *http.Request, q url.Values, run fun
 	var reader sync.WaitGroup
 	defer reader.Wait() // it ends with the connection, closed first
 	defer conn.Close()
-	if conn.Subprotocol() != execProtocol {
-		conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseProtocolError,
-			"only "+execProtocol+" is supported"), time.Now().Add(time.Second))
-		return
-	}
+	proto := cmp.Or(conn.Subprotocol(), "channel.k8s.io")
+	b64 := strings.Contains(proto, "base64")
+	statusJSON := strings.HasPrefix(proto, "v4.") || strings.HasPrefix(proto, "v5.")
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	var mu sync.Mutex
 	send := func(ch byte, p []byte) error {
 		mu.Lock()
 		defer mu.Unlock()
+		if b64 {
+			return conn.WriteMessage(websocket.TextMessage, append([]byte{'0' + ch}, base64.StdEncoding.EncodeToString(p)...))
+		}
 		return conn.WriteMessage(websocket.BinaryMessage, append([]byte{ch}, p...))
 	}
 	// Read the whole time: stdin, its close, and the client's pings (answered by the
@@ -147,14 +155,26 @@ func execWebSocket(w http.ResponseWriter, r *http.Request, q url.Values, run fun
 				stdinW.CloseWithError(io.EOF)
 				return
 			}
+			if b64 && len(data) > 0 {
+				dec, err := base64.StdEncoding.DecodeString(string(data[1:]))
+				if err != nil {
+					continue
+				}
+				data = append([]byte{data[0] - '0'}, dec...)
+			}
 			execFrame(data, stdinSink, resize)
 		}
 	})
 	st := run(ctx, remotecommand.StreamOptions{Tty: isTrue(first(q["tty"])), Stdin: stdin, TerminalSizeQueue: resize,
 		Stdout: writerFunc(func(p []byte) (int, error) { return len(p), send(chanStdout, p) }),
 		Stderr: writerFunc(func(p []byte) (int, error) { return len(p), send(chanStderr, p) })})
-	b, _ := json.Marshal(st)
-	send(chanStatus, b)
+	switch {
+	case statusJSON:
+		b, _ := json.Marshal(st)
+		send(chanStatus, b)
+	case st.Status == metav1.StatusFailure:
+		send(chanStatus, []byte(st.Message))
+	}
 	mu.Lock()
 	conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 	mu.Unlock()

@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -112,6 +113,47 @@ func TestExecProtocol(t *testing.T) {
 		r.Body.Close()
 		if r.StatusCode != http.StatusBadRequest {
 			t.Errorf("%s: %d", url, r.StatusCode)
+		}
+	}
+}
+
+// The older WebSocket protocols the e2e suite opens: channel.k8s.io (binary frames, a
+// success leaves the error channel empty, a failure writes its message there) and
+// base64.channel.k8s.io (text frames: '0'+channel, then base64).
+func TestExecOlderWebSocketProtocols(t *testing.T) {
+	s := newTestServer(t, func(c *Config) { c.Exec = fakeExec{} })
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
+	if _, err := s.API().Create(context.Background(), s.API().Registry().Lookup("", "pods"), "default", pod, false); err != nil {
+		t.Fatal(err)
+	}
+	base := strings.Replace(s.url, "http://", "ws://", 1) + "/api/v1/namespaces/default/pods/p/exec?stdout=true&stderr=true"
+	for _, c := range []struct {
+		proto, command   string
+		stderr, errorMsg string
+	}{
+		{"channel.k8s.io", "&command=echo", "echo", ""}, // exit code 0: nothing on channel 3
+		{"channel.k8s.io", "&command=sh&command=-c", "sh -c", "command terminated with non-zero exit code"},
+		{"base64.channel.k8s.io", "&command=echo&command=x", "echo x", "command terminated with non-zero exit code"},
+	} {
+		conn, _, err := (&websocket.Dialer{Subprotocols: []string{c.proto}}).Dial(base+c.command, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", c.proto, err)
+		}
+		got := map[byte]string{}
+		for {
+			typ, data, err := conn.ReadMessage()
+			if err != nil {
+				break
+			}
+			if typ == websocket.TextMessage {
+				dec, _ := base64.StdEncoding.DecodeString(string(data[1:]))
+				data = append([]byte{data[0] - '0'}, dec...)
+			}
+			got[data[0]] += string(data[1:])
+		}
+		conn.Close()
+		if conn.Subprotocol() != c.proto || got[2] != c.stderr || !strings.HasPrefix(got[3], c.errorMsg) || (c.errorMsg == "") != (got[3] == "") {
+			t.Errorf("%s %s: protocol %q, stderr %q, error channel %q", c.proto, c.command, conn.Subprotocol(), got[2], got[3])
 		}
 	}
 }

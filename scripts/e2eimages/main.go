@@ -192,6 +192,27 @@ http {
 		return nil, err
 	}
 
+	// nonewprivs: nnp, set-uid root, says which uid it runs as (the image's C program,
+	// in Go).
+	nnp, err := goProgram(`package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() { fmt.Printf("Effective uid: %d\n", os.Geteuid()) }
+`)
+	if err != nil {
+		return nil, err
+	}
+	nnpl := newLayer()
+	nnpl.file("usr/local/bin/nnp", string(nnp), 0o4755)
+	nnpLayer, err := nnpl.layer()
+	if err != nil {
+		return nil, err
+	}
+
 	path := "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	mk := func(cfg v1.Config, layers ...v1.Layer) (v1.Image, error) {
 		img, err := mutate.AppendLayers(empty.Image, append([]v1.Layer{baseLayer}, layers...)...)
@@ -217,6 +238,8 @@ http {
 		{[]string{"e2e-test-images/busybox:1.29-2", "e2e-test-images/busybox:1.36.1-1", "library/busybox:1.36", "library/busybox:latest"},
 			v1.Config{Cmd: []string{"sh"}}, nil},
 		{[]string{"e2e-test-images/jessie-dnsutils:1.7"}, v1.Config{Cmd: []string{"sh"}}, []v1.Layer{dnsLayer}},
+		{[]string{"e2e-test-images/nonewprivs:1.3"}, v1.Config{Cmd: []string{"nnp"}}, []v1.Layer{nnpLayer}},
+		{[]string{"e2e-test-images/nonroot:1.4"}, v1.Config{Cmd: []string{"sh"}, User: "1234"}, nil},
 		{[]string{"e2e-test-images/nginx:1.14-4", "e2e-test-images/nginx:1.15-4"},
 			v1.Config{Cmd: []string{"nginx", "-g", "daemon off;"}, ExposedPorts: map[string]struct{}{"80/tcp": {}}}, []v1.Layer{ngxLayer}},
 		{[]string{"e2e-test-images/httpd:2.4.38-4", "e2e-test-images/httpd:2.4.39-4"},
@@ -233,6 +256,27 @@ http {
 		}
 	}
 	return images, nil
+}
+
+// goProgram builds a static Go program from its source.
+func goProgram(src string) ([]byte, error) {
+	dir, err := os.MkdirTemp("", "e2eimages")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module prog\n\ngo 1.21\n"), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("go", "build", "-o", "prog", ".")
+	cmd.Dir, cmd.Env = dir, append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build: %w: %s", err, out)
+	}
+	return os.ReadFile(filepath.Join(dir, "prog"))
 }
 
 // agnhostSource is agnhost's source directory in the Go module cache (build.sh put it there).

@@ -37,7 +37,10 @@ func TestGRPCProbe(t *testing.T) {
 	bareSrv := grpc.NewServer()
 	go bareSrv.Serve(bare)
 	defer bareSrv.Stop()
-	port := func(l net.Listener) int32 { p, _ := strconv.Atoi(l.Addr().(*net.TCPAddr).AddrPort().String()[len("127.0.0.1:"):]); return int32(p) }
+	port := func(l net.Listener) int32 {
+		p, _ := strconv.Atoi(l.Addr().(*net.TCPAddr).AddrPort().String()[len("127.0.0.1:"):])
+		return int32(p)
+	}
 	for _, c := range []struct {
 		port    int32
 		service *string

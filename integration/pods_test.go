@@ -190,3 +190,31 @@ func TestEphemeralStorageEviction(t *testing.T) {
 		t.Errorf("modest: %s", got)
 	}
 }
+
+// Termination messages as the kubelet reports them: what the container wrote to its
+// terminationMessagePath (also as a non-root user), or with FallbackToLogsOnError the
+// tail of its log when it failed without writing one.
+func TestTerminationMessages(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	kubectl := n.kubectlFor(t)
+	for name, spec := range map[string]string{
+		"file":     `"command":["sh","-c","printf OK > /dev/termination-log"]`,
+		"custom":   `"command":["sh","-c","printf MINE > /tmp/msg"],"terminationMessagePath":"/tmp/msg","securityContext":{"runAsUser":1000}`,
+		"fallback": `"command":["sh","-c","printf DONE; exit 1"],"terminationMessagePolicy":"FallbackToLogsOnError"`,
+		"nofall":   `"command":["sh","-c","printf DONE; exit 1"]`,
+	} {
+		kubectl("run", name, "--image=busybox", "--restart=Never", "--overrides",
+			`{"spec":{"containers":[{"name":"`+name+`","image":"busybox",`+spec+`}]}}`)
+	}
+	for _, c := range []struct{ name, want string }{{"file", "OK"}, {"custom", "MINE"}, {"fallback", "DONE"}, {"nofall", ""}} {
+		name, want := c.name, c.want
+		eventually(t, 30*time.Second, func() error {
+			got := kubectl("get", "pod", name, "-o", "jsonpath={.status.containerStatuses[0].state.terminated.reason}:{.status.containerStatuses[0].state.terminated.message}")
+			if !strings.HasSuffix(got, ":"+want) || strings.HasPrefix(got, ":") {
+				return fmt.Errorf("%s: %q, want message %q", name, got, want)
+			}
+			return nil
+		})
+	}
+}

@@ -167,7 +167,18 @@ func (a *Agent) terminated(pod *corev1.Pod, ctr corev1.Container, run int32, r *
 	case r.ExitCode != 0:
 		reason = "Error"
 	}
-	return &corev1.ContainerStateTerminated{ExitCode: r.ExitCode, Reason: reason, Message: r.Error,
+	msg := r.Error
+	// A run that could not start has no logs to fall back to (the kubelet's ContainerCannotRun).
+	fallback := ctr.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError && r.ExitCode != 0 && r.Error == ""
+	if ctr.TerminationMessagePath != "" || fallback {
+		if t := a.rt.TerminationMessage(string(pod.UID), ctr.Name, run, fallback); t != "" {
+			if msg != "" {
+				msg += ": "
+			}
+			msg += t
+		}
+	}
+	return &corev1.ContainerStateTerminated{ExitCode: r.ExitCode, Reason: reason, Message: msg,
 		StartedAt: metav1.NewTime(r.StartedAt.Truncate(time.Second)), FinishedAt: metav1.NewTime(r.FinishedAt.Truncate(time.Second))}
 }
 

@@ -282,10 +282,13 @@ func applySubresource(r *Resource, sub string, next, old store.Object) store.Obj
 	switch sub {
 	case "status":
 		// Everything but spec may change, metadata included (Kubernetes' status
-		// strategies); a pod's owners stay.
+		// strategies); a pod's owners stay, and a deployment's labels.
 		copyField(next, old, "Spec")
-		if r.Plural == "pods" {
+		switch {
+		case r.Plural == "pods":
 			next.SetOwnerReferences(old.GetOwnerReferences())
+		case r.Plural == "deployments" && r.Group == "apps": // deploymentStatusStrategy
+			next.SetLabels(old.GetLabels())
 		}
 		next.SetGeneration(old.GetGeneration())
 		if next.GetManagedFields() == nil {

@@ -123,6 +123,16 @@ func TestStatusWriteKeepsMetadataChanges(t *testing.T) {
 			wantField("ClusterIP", "spec", "type")(t, r)
 			wantField("192.0.2.1", "status", "loadBalancer", "ingress", 0, "ip")(t, r)
 		}},
+		// A deployment's status keeps its labels (deploymentStatusStrategy), the rest of
+		// its metadata may change.
+		{name: "deployment", method: "POST", path: "/apis/apps/v1/namespaces/default/deployments", contentType: jsonCT, body: deployJSON, wantCode: 201},
+		{name: "deployment status patch", method: "PATCH", path: "/apis/apps/v1/namespaces/default/deployments/web/status", contentType: mergeCT, wantCode: 200,
+			body: `{"metadata":{"labels":{"l":"patched-status"},"annotations":{"note":"y"}},"status":{"readyReplicas":7}}`},
+		{name: "deployment read back", method: "GET", path: "/apis/apps/v1/namespaces/default/deployments/web", wantCode: 200, check: func(t *testing.T, r response) {
+			wantField(nil, "metadata", "labels")(t, r)
+			wantField("y", "metadata", "annotations", "note")(t, r)
+			wantField(7.0, "status", "readyReplicas")(t, r)
+		}},
 	})
 }
 

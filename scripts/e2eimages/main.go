@@ -384,8 +384,9 @@ func (l *layerBuilder) busybox() error {
 			l.symlink("bin/"+applet, "busybox")
 		}
 	}
-	// sh is bash: busybox 1.36's ash passes on environment variables whose names are
-	// not the shell's (envFrom's "data-1"), Debian's 1.35 drops them; bash keeps them.
+	// sh is busybox's ash, as in the image — but busybox 1.36's ash passes on
+	// environment variables whose names are not the shell's (envFrom's "data-1") and
+	// Debian's 1.35 drops them, so with such a variable sh is bash, which keeps them.
 	bash, err := exec.LookPath("bash")
 	if err != nil {
 		return err
@@ -393,7 +394,32 @@ func (l *layerBuilder) busybox() error {
 	if err := l.binary("bash"); err != nil {
 		return err
 	}
-	l.symlink("bin/sh", bash)
+	sh, err := goProgram(fmt.Sprintf(`package main
+
+import (
+	"os"
+	"regexp"
+	"strings"
+	"syscall"
+)
+
+func main() {
+	shell := "/bin/busybox"
+	for _, kv := range os.Environ() {
+		if name, _, _ := strings.Cut(kv, "="); !regexp.MustCompile("^[A-Za-z_][A-Za-z0-9_]*$").MatchString(name) {
+			shell = %q
+			break
+		}
+	}
+	err := syscall.Exec(shell, os.Args, os.Environ())
+	os.Stderr.WriteString("sh: " + err.Error() + "\n")
+	os.Exit(127)
+}
+`, bash))
+	if err != nil {
+		return err
+	}
+	l.file("bin/sh", string(sh), 0o755)
 	return nil
 }
 

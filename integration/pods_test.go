@@ -218,3 +218,28 @@ func TestTerminationMessages(t *testing.T) {
 		})
 	}
 }
+
+// The kubelet's admission: a pod whose host port a running pod of the node holds is
+// rejected (Failed, NodePorts); once the port is free, a new pod gets it.
+func TestHostPortAdmission(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	kubectl := n.kubectlFor(t)
+	pod := func(name string) {
+		kubectl("run", name, "--image=busybox", "--restart=Never", "--overrides",
+			`{"spec":{"containers":[{"name":"c","image":"busybox","command":["sleep","3600"],"ports":[{"containerPort":21017,"hostPort":21017}]}]}}`)
+	}
+	pod("first")
+	kubectl("wait", "--for=condition=Ready", "pod/first", "--timeout=60s")
+	pod("second")
+	eventually(t, 30*time.Second, func() error {
+		got := kubectl("get", "pod", "second", "-o", "jsonpath={.status.phase}/{.status.reason}/{.status.message}")
+		if want := "Failed/NodePorts/Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports"; got != want {
+			return fmt.Errorf("second: %q", got)
+		}
+		return nil
+	})
+	kubectl("delete", "pod", "first", "--grace-period=0", "--force")
+	pod("third")
+	kubectl("wait", "--for=condition=Ready", "pod/third", "--timeout=60s")
+}

@@ -223,6 +223,13 @@ func (a *Agent) adopt(ctx context.Context) error {
 	return nil
 }
 
+// admitted says whether the pod has its sandbox on this node (it was admitted).
+func (a *Agent) admitted(uid types.UID) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.hasSandbox(string(uid))
+}
+
 func (a *Agent) hasSandbox(uid string) bool {
 	for _, sb := range a.sandboxes {
 		if sb.UID == uid {
@@ -350,26 +357,72 @@ func podSysctls(pod *corev1.Pod) []corev1.Sysctl {
 // not allow (not one of the safe ones, or of a namespace the pod shares with the
 // node): the pod fails with SysctlForbidden and nothing of it is made. It reports
 // whether the pod may run.
+// admit is the kubelet's admission of a pod new to the node: its sysctls must be
+// allowed, and its host ports free of the pods admitted before it. A rejected pod fails
+// for good, as the kubelet's rejectPod leaves it.
 func (a *Agent) admit(ctx context.Context, pod *corev1.Pod) (bool, error) {
+	if pod.Status.Phase == corev1.PodFailed && !a.admitted(pod.UID) {
+		return false, nil // rejected already
+	}
 	for _, s := range podSysctls(pod) {
-		forbidden := sysctl.Forbidden(s.Name, pod.Spec.HostNetwork, pod.Spec.HostIPC)
-		if forbidden == nil {
-			continue
+		if forbidden := sysctl.Forbidden(s.Name, pod.Spec.HostNetwork, pod.Spec.HostIPC); forbidden != nil {
+			return false, a.reject(ctx, pod, "SysctlForbidden", fmt.Sprintf("forbidden sysctl: %v", forbidden))
 		}
-		if pod.Status.Phase == corev1.PodFailed {
-			return false, nil // rejected already
-		}
-		msg := fmt.Sprintf("forbidden sysctl: %v", forbidden)
-		a.podEvent(pod, corev1.EventTypeWarning, "SysctlForbidden", "%s", msg)
-		next := pod.DeepCopy()
-		next.Status.Phase, next.Status.Reason, next.Status.Message = corev1.PodFailed, "SysctlForbidden", "Pod was rejected: "+msg
-		_, err := a.client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, next, metav1.UpdateOptions{})
-		if apierrors.IsNotFound(err) {
-			err = nil
-		}
-		return false, err
+	}
+	if !a.admitted(pod.UID) && a.hostPortTaken(pod) {
+		return false, a.reject(ctx, pod, "NodePorts", "Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports")
 	}
 	return true, nil
+}
+
+// reject fails pod as the kubelet's rejectPod: an event, and the pod Failed with the reason.
+func (a *Agent) reject(ctx context.Context, pod *corev1.Pod, reason, msg string) error {
+	a.podEvent(pod, corev1.EventTypeWarning, reason, "%s", msg)
+	next := pod.DeepCopy()
+	next.Status.Phase, next.Status.Reason, next.Status.Message = corev1.PodFailed, reason, "Pod was rejected: "+msg
+	_, err := a.client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, next, metav1.UpdateOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// hostPortTaken says whether a pod already running on this node holds one of pod's
+// host ports (same protocol and port, overlapping host IPs).
+func (a *Agent) hostPortTaken(pod *corev1.Pod) bool {
+	type hp struct {
+		proto corev1.Protocol
+		port  int32
+	}
+	wanted := map[hp][]string{}
+	for _, c := range pod.Spec.Containers {
+		for _, p := range c.Ports {
+			if p.HostPort > 0 {
+				k := hp{cmp.Or(p.Protocol, corev1.ProtocolTCP), p.HostPort}
+				wanted[k] = append(wanted[k], p.HostIP)
+			}
+		}
+	}
+	if len(wanted) == 0 {
+		return false
+	}
+	others, _ := a.pods.List(labels.Everything())
+	for _, o := range others {
+		if o.UID == pod.UID || o.Spec.NodeName != a.cfg.NodeName || !a.admitted(o.UID) ||
+			o.Status.Phase == corev1.PodSucceeded || o.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		for _, c := range o.Spec.Containers {
+			for _, p := range c.Ports {
+				for _, ip := range wanted[hp{cmp.Or(p.Protocol, corev1.ProtocolTCP), p.HostPort}] {
+					if p.HostPort > 0 && (ip == "" || ip == "0.0.0.0" || p.HostIP == "" || p.HostIP == "0.0.0.0" || ip == p.HostIP) {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
 }
 
 // syncHostPorts forwards the hostPorts of this node's pod-network pods from the node,

@@ -115,7 +115,7 @@ func defaultClusterRoles() []*rbacv1.ClusterRole {
 	viewed := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"pods", "pods/log", "pods/status", "services", "services/status", "endpoints",
 			"configmaps", "persistentvolumeclaims", "replicationcontrollers", "replicationcontrollers/scale", "serviceaccounts", "events", "namespaces"}},
-		{APIGroups: []string{"apps"}, Resources: []string{"deployments", "deployments/scale", "replicasets", "replicasets/scale", "statefulsets", "statefulsets/scale", "daemonsets"}},
+		{APIGroups: []string{"apps"}, Resources: []string{"deployments", "deployments/scale", "replicasets", "replicasets/scale", "statefulsets", "statefulsets/scale", "daemonsets", "controllerrevisions"}},
 		{APIGroups: []string{"batch"}, Resources: []string{"jobs", "cronjobs"}},
 		{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"ingresses", "networkpolicies"}},
 		{APIGroups: []string{"policy"}, Resources: []string{"poddisruptionbudgets"}},

@@ -1,11 +1,14 @@
 package apiserver
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"net"
 	"strings"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -16,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metavalidation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -111,7 +115,8 @@ func registerExtraKinds() []*Resource {
 		b := o.(*rbacv1.ClusterRoleBinding)
 		return b.RoleRef, b.Subjects
 	})
-	return []*Resource{ing, ingClass, netpol, pdb, hpa, role, clusterRole, binding, clusterBinding, podTemplateResource(), runtimeClassResource()}
+	return []*Resource{ing, ingClass, netpol, pdb, hpa, role, clusterRole, binding, clusterBinding, podTemplateResource(), runtimeClassResource(),
+		controllerRevisionResource()}
 }
 
 func selectorString(s *metav1.LabelSelector) string {
@@ -505,4 +510,71 @@ func validateNetworkPolicy(obj, _ store.Object) field.ErrorList {
 		}
 	}
 	return errs
+}
+
+// controllerRevisionResource is apps/v1 ControllerRevisions: the immutable snapshots of
+// a controller's template (the StatefulSet controller keeps its history in them).
+// Their revision numbers may change, as a controller renumbers a revision it rolls
+// back to; their data may not.
+func controllerRevisionResource() *Resource {
+	cr := newResource[appsv1.ControllerRevision]("apps", "v1", "ControllerRevision", "controllerrevisions", true)
+	cr.validate = validateControllerRevision
+	cr.table = tableDef{
+		{name: "Controller", typ: "string", cell: func(o store.Object) any {
+			ref := metav1.GetControllerOf(o)
+			if ref == nil {
+				return "<none>"
+			}
+			gv, _ := schema.ParseGroupVersion(ref.APIVersion)
+			return strings.ToLower(gv.WithKind(ref.Kind).GroupKind().String()) + "/" + ref.Name
+		}},
+		// kubectl's column says string, its cells are numbers.
+		{name: "Revision", typ: "string", cell: func(o store.Object) any { return o.(*appsv1.ControllerRevision).Revision }},
+	}
+	return cr
+}
+
+// validateControllerRevision is kube-apiserver's: a revision is not negative; a new
+// one's data is a JSON object; an update keeps the data.
+func validateControllerRevision(obj, old store.Object) field.ErrorList {
+	cr := obj.(*appsv1.ControllerRevision)
+	var errs field.ErrorList
+	if cr.Revision < 0 {
+		errs = append(errs, field.Invalid(field.NewPath("revision"), cr.Revision, "must be greater than or equal to 0"))
+	}
+	data := field.NewPath("data")
+	if old != nil {
+		if !sameJSON(cr.Data.Raw, old.(*appsv1.ControllerRevision).Data.Raw) {
+			errs = append(errs, field.Invalid(data, "<value omitted>", "field is immutable"))
+		}
+		return errs
+	}
+	var v any
+	if cr.Data.Raw == nil {
+		return append(errs, field.Required(data, "data is mandatory"))
+	}
+	if err := json.Unmarshal(cr.Data.Raw, &v); err != nil {
+		return append(errs, field.Invalid(data, "<value omitted>", fmt.Sprintf("error parsing data: %v", err)))
+	}
+	switch v.(type) {
+	case nil:
+		errs = append(errs, field.Required(data, "data is mandatory"))
+	case map[string]any:
+	default:
+		errs = append(errs, field.Required(data, "data must be a valid JSON object"))
+	}
+	return errs
+}
+
+// sameJSON compares data as JSON values: a client that sends the stored data back
+// re-encoded (an apply, a patch) has not changed it.
+func sameJSON(a, b []byte) bool {
+	if bytes.Equal(a, b) {
+		return true
+	}
+	var va, vb any
+	if json.Unmarshal(a, &va) != nil || json.Unmarshal(b, &vb) != nil {
+		return false
+	}
+	return equality.Semantic.DeepEqual(va, vb)
 }

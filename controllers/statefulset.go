@@ -3,7 +3,6 @@ package controllers
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -29,9 +28,11 @@ import (
 // (Parallel), removed from the highest ordinal down, and a RollingUpdate that replaces
 // pods of an old template from the highest ordinal down to spec.updateStrategy's
 // partition, the ordinals below it staying at (and re-created at) the current revision.
+// Its revisions are ControllerRevisions (statefulset_history.go).
 type StatefulSet struct {
 	client kubernetes.Interface
 	sets   appslisters.StatefulSetLister
+	revs   appslisters.ControllerRevisionLister
 	pc     *podControl
 	synced []cache.InformerSynced
 	loop   *Loop
@@ -44,6 +45,7 @@ var stsKind = appsv1.SchemeGroupVersion.WithKind("StatefulSet")
 func NewStatefulSet(cfg WorkloadConfig) *StatefulSet {
 	cfg.defaults()
 	sInf, podInf := cfg.Informers.Apps().V1().StatefulSets(), cfg.Informers.Core().V1().Pods()
+	revInf := cfg.Informers.Apps().V1().ControllerRevisions()
 	pc := newPodControl(cfg.Client, podInf.Lister(), cfg.Recorder, stsKind)
 	pc.created = func(set metav1.Object, pod string) string {
 		return fmt.Sprintf("create Pod %s in StatefulSet %s successful", pod, set.GetName())
@@ -51,8 +53,8 @@ func NewStatefulSet(cfg WorkloadConfig) *StatefulSet {
 	pc.deleted = func(set metav1.Object, pod string) string {
 		return fmt.Sprintf("delete Pod %s in StatefulSet %s successful", pod, set.GetName())
 	}
-	c := &StatefulSet{client: cfg.Client, sets: sInf.Lister(), pc: pc, now: time.Now,
-		synced: []cache.InformerSynced{sInf.Informer().HasSynced, podInf.Informer().HasSynced}}
+	c := &StatefulSet{client: cfg.Client, sets: sInf.Lister(), revs: revInf.Lister(), pc: pc, now: time.Now,
+		synced: []cache.InformerSynced{sInf.Informer().HasSynced, podInf.Informer().HasSynced, revInf.Informer().HasSynced}}
 	c.loop = NewLoop("statefulset", cfg.Log, c.reconcile)
 	sInf.Informer().AddEventHandler(c.loop.Handler())
 	podInf.Informer().AddEventHandler(c.pc.expect.handler())
@@ -76,36 +78,6 @@ func ordinal(set *appsv1.StatefulSet, p *corev1.Pod) int {
 		return -1
 	}
 	return i
-}
-
-// currentTemplateAnnotation keeps on the set the pod template of its
-// status.currentRevision, for the ordinals below a rolling update's partition whose pods
-// are re-created while spec.template already holds the update. Kubernetes keeps it in a
-// ControllerRevision, which this API server does not serve.
-const currentTemplateAnnotation = "minicluster.io/current-revision-template"
-
-// stsRevision is a revision of a set's pod template, named as status.currentRevision
-// and status.updateRevision name them.
-type stsRevision struct {
-	Name     string                  `json:"name"`
-	Template *corev1.PodTemplateSpec `json:"template"`
-}
-
-// stsRevisions are set's current and update revisions, as kube-controller-manager's
-// getStatefulSetRevisions: the current one is the update one when the set has none
-// yet, or when its template is not known (the annotation lost or for another revision).
-func stsRevisions(set *appsv1.StatefulSet) (current, update stsRevision) {
-	update = stsRevision{Name: set.Name + "-" + templateHash(&set.Spec.Template, ptr.Deref(set.Status.CollisionCount, 0)),
-		Template: &set.Spec.Template}
-	want := set.Status.CurrentRevision
-	if want == "" || want == update.Name {
-		return update, update
-	}
-	err := json.Unmarshal([]byte(set.Annotations[currentTemplateAnnotation]), &current)
-	if err != nil || current.Name != want || current.Template == nil {
-		return update, update
-	}
-	return current, update
 }
 
 // revisionFor is the revision a pod of ordinal i is made at, as newVersionedStatefulSetPod:
@@ -191,8 +163,15 @@ func (c *StatefulSet) reconcile(ctx context.Context, key string) error {
 	if err != nil || !synced {
 		return cmp.Or(err, ErrRequeue)
 	}
+	revs, err := c.listRevisions(ctx, set)
+	if err != nil {
+		return err
+	}
+	current, update, collisions, err := c.stsRevisions(ctx, set, revs)
+	if err != nil {
+		return err
+	}
 	n := int(ptr.Deref(set.Spec.Replicas, 1))
-	current, update := stsRevisions(set)
 	parallel := set.Spec.PodManagementPolicy == appsv1.ParallelPodManagement
 	byOrdinal := map[int]*corev1.Pod{}
 	var condemned []*corev1.Pod
@@ -279,11 +258,14 @@ func (c *StatefulSet) reconcile(ctx context.Context, key string) error {
 			}
 		}
 	}
-	return c.updateStatus(ctx, set, owned, current, update)
+	if err := c.updateStatus(ctx, set, owned, current, update, collisions); err != nil {
+		return err
+	}
+	return c.truncateHistory(ctx, set, owned, revs, current.Name, update.Name)
 }
 
-func (c *StatefulSet) updateStatus(ctx context.Context, set *appsv1.StatefulSet, owned []*corev1.Pod, current, update stsRevision) error {
-	st := appsv1.StatefulSetStatus{ObservedGeneration: set.Generation, CollisionCount: set.Status.CollisionCount,
+func (c *StatefulSet) updateStatus(ctx context.Context, set *appsv1.StatefulSet, owned []*corev1.Pod, current, update stsRevision, collisions int32) error {
+	st := appsv1.StatefulSetStatus{ObservedGeneration: set.Generation, CollisionCount: &collisions,
 		Conditions: set.Status.Conditions, UpdateRevision: update.Name, CurrentRevision: current.Name}
 	for _, p := range owned {
 		if p.DeletionTimestamp != nil {
@@ -309,29 +291,11 @@ func (c *StatefulSet) updateStatus(ctx context.Context, set *appsv1.StatefulSet,
 	} else if st.CurrentRevision == update.Name {
 		st.CurrentReplicas = st.UpdatedReplicas
 	}
-	// The current revision's template is recorded while it is spec.template, so that it
-	// is still known once spec.template changes.
-	kept := set.Annotations[currentTemplateAnnotation]
-	if st.CurrentRevision == update.Name {
-		data, err := json.Marshal(update)
-		if err != nil {
-			return fmt.Errorf("encode revision %s: %w", update.Name, err)
-		}
-		kept = string(data)
-	}
-	if apiequality.Semantic.DeepEqual(st, set.Status) && kept == set.Annotations[currentTemplateAnnotation] {
+	if apiequality.Semantic.DeepEqual(st, set.Status) {
 		return nil
 	}
 	next := set.DeepCopy()
 	next.Status = st
-	// A status update may change metadata (for StatefulSets as in Kubernetes), so the
-	// annotation goes with the status, in one write.
-	if kept != "" {
-		if next.Annotations == nil {
-			next.Annotations = map[string]string{}
-		}
-		next.Annotations[currentTemplateAnnotation] = kept
-	}
 	_, err := c.client.AppsV1().StatefulSets(set.Namespace).UpdateStatus(ctx, next, metav1.UpdateOptions{})
 	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 		return nil

@@ -78,6 +78,7 @@ var worldKinds = []struct {
 	{batchv1.SchemeGroupVersion.WithResource("jobs"), "Job", true},
 	{appsv1.SchemeGroupVersion.WithResource("daemonsets"), "DaemonSet", true},
 	{appsv1.SchemeGroupVersion.WithResource("statefulsets"), "StatefulSet", true},
+	{appsv1.SchemeGroupVersion.WithResource("controllerrevisions"), "ControllerRevision", true},
 	{batchv1.SchemeGroupVersion.WithResource("cronjobs"), "CronJob", true},
 }
 

@@ -243,3 +243,22 @@ func TestHostPortAdmission(t *testing.T) {
 	pod("third")
 	kubectl("wait", "--for=condition=Ready", "pod/third", "--timeout=60s")
 }
+
+// activeDeadlineSeconds, also lowered on a running pod, ends the pod as the kubelet
+// does: Failed, DeadlineExceeded, its containers stopped.
+func TestActiveDeadline(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	kubectl := n.kubectlFor(t)
+	kubectl("run", "limited", "--image=busybox", "--restart=Never", "--overrides",
+		`{"spec":{"activeDeadlineSeconds":3600,"containers":[{"name":"c","image":"busybox","command":["sleep","3600"]}]}}`)
+	kubectl("wait", "--for=condition=Ready", "pod/limited", "--timeout=60s")
+	kubectl("patch", "pod", "limited", "-p", `{"spec":{"activeDeadlineSeconds":2}}`)
+	eventually(t, 30*time.Second, func() error {
+		got := kubectl("get", "pod", "limited", "-o", "jsonpath={.status.phase}/{.status.reason}/{.status.message}/{.status.containerStatuses[0].state.terminated.reason}")
+		if want := "Failed/DeadlineExceeded/Pod was active on the node longer than the specified deadline/"; !strings.HasPrefix(got, want) || strings.HasSuffix(got, "/") {
+			return fmt.Errorf("got %q, want %q and the container terminated", got, want)
+		}
+		return nil
+	})
+}

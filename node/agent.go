@@ -275,6 +275,12 @@ func (a *Agent) reconcile(ctx context.Context, k string) error {
 	if err != nil {
 		return err
 	}
+	if left, has := pastDeadline(pod, time.Now()); has && left <= 0 {
+		a.podEvent(pod, corev1.EventTypeNormal, "DeadlineExceeded", deadlineMessage)
+		return a.fail(ctx, pod, killGrace(pod, nil), "DeadlineExceeded", deadlineMessage, nil)
+	} else if has {
+		a.loop.EnqueueAfter(k, left)
+	}
 	st, requeue, err := a.syncContainers(pod, sb, vols)
 	if err != nil {
 		return err

@@ -360,19 +360,28 @@ func (c *Deployment) rollout(ctx context.Context, d *appsv1.Deployment, newRS *a
 	if err := c.scaleRS(ctx, newRS, target, d); err != nil {
 		return err
 	}
-	// Scale old ReplicaSets down while enough pods stay available: their unavailable
-	// pods first (they serve nothing), then as far as maxUnavailable allows.
+	// Scale old ReplicaSets down while enough pods stay available, as Kubernetes'
+	// reconcileOldReplicaSets: never past what the sizes (not the possibly stale
+	// statuses) allow, their unavailable pods first (they serve nothing), then as far
+	// as maxUnavailable allows.
+	minAvailable := want - maxUnavailable
+	newUnavailable := ptr.Deref(newRS.Spec.Replicas, 0) - newRS.Status.AvailableReplicas
+	maxScaledDown := ptr.Deref(newRS.Spec.Replicas, 0) - minAvailable - newUnavailable
+	for _, rs := range old {
+		maxScaledDown += ptr.Deref(rs.Spec.Replicas, 0)
+	}
+	if maxScaledDown <= 0 {
+		return nil
+	}
 	available := newRS.Status.AvailableReplicas
 	for _, rs := range old {
 		available += rs.Status.AvailableReplicas
 	}
-	budget := available - (want - maxUnavailable)
+	budget := available - minAvailable
 	for _, rs := range old {
 		cur := ptr.Deref(rs.Spec.Replicas, 0)
-		if cur == 0 {
-			continue
-		}
-		unhealthy := max(0, cur-rs.Status.AvailableReplicas)
+		unhealthy := min(max(0, cur-rs.Status.AvailableReplicas), maxScaledDown)
+		maxScaledDown -= unhealthy
 		down := min(cur, unhealthy+max(0, budget))
 		budget -= max(0, down-unhealthy)
 		if down > 0 {

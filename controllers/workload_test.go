@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 )
 
@@ -392,5 +393,32 @@ func TestProgressDeadline(t *testing.T) {
 	w.settle(nil)
 	if got := progressing(); !strings.HasPrefix(got, "True/NewReplicaSetAvailable") {
 		t.Errorf("after a fix: %s", got)
+	}
+}
+
+// A rollout to an image that never starts keeps maxUnavailable: the old ReplicaSet goes
+// down to replicas-maxUnavailable and no further, even when the deployment controller
+// runs again before the old ReplicaSet's status shows its new size (as the e2e suite's
+// "proportional scaling" spec checks).
+func TestRollingUpdateKeepsMinimumWithStaleStatus(t *testing.T) {
+	w := newWorld(t)
+	d := deployment("web", 10, "good")
+	d.Spec.Strategy.RollingUpdate.MaxSurge = ptr.To(intstr.FromInt32(3))
+	d.Spec.Strategy.RollingUpdate.MaxUnavailable = ptr.To(intstr.FromInt32(2))
+	w.apply(d)
+	w.settle(nil)
+	w.updateDeployment("web", func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[0].Image = "missing" })
+	// The deployment controller alone, several times: the ReplicaSets' statuses lag.
+	for range 4 {
+		w.reconcile(w.d.reconcile, "default/web")
+	}
+	for range 10 {
+		w.reconcileAll()
+		w.kubelet(func(p *corev1.Pod) bool { return p.Spec.Containers[0].Image == "good" })
+	}
+	for _, rs := range w.replicaSets() {
+		if rs.Spec.Template.Spec.Containers[0].Image == "good" && ptr.Deref(rs.Spec.Replicas, 0) != 8 {
+			t.Errorf("old ReplicaSet scaled to %d, want 8 (10 - maxUnavailable 2)", ptr.Deref(rs.Spec.Replicas, 0))
+		}
 	}
 }

@@ -18,21 +18,24 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/ptr"
 )
 
 // DaemonSet runs one pod of a DaemonSet's template on every node it fits (node
 // selector, taints against the pod's tolerations plus those Kubernetes adds to daemon
 // pods), replaces pods of an old template (RollingUpdate) and failed ones, as
-// kube-controller-manager's daemon set controller does.
+// kube-controller-manager's daemon set controller does. Its templates are kept as
+// ControllerRevisions (daemonset_history.go).
 type DaemonSet struct {
-	client kubernetes.Interface
-	sets   appslisters.DaemonSetLister
-	nodes  corelisters.NodeLister
-	pc     *podControl
-	synced []cache.InformerSynced
-	loop   *Loop
-	now    func() time.Time
-	rec    record.EventRecorder
+	client  kubernetes.Interface
+	sets    appslisters.DaemonSetLister
+	history revisionHistory
+	nodes   corelisters.NodeLister
+	pc      *podControl
+	synced  []cache.InformerSynced
+	loop    *Loop
+	now     func() time.Time
+	rec     record.EventRecorder
 }
 
 var dsKind = appsv1.SchemeGroupVersion.WithKind("DaemonSet")
@@ -44,13 +47,15 @@ const revisionHashLabel = appsv1.DefaultDaemonSetUniqueLabelKey // controller-re
 func NewDaemonSet(cfg WorkloadConfig) *DaemonSet {
 	cfg.defaults()
 	dsInf, nodeInf, podInf := cfg.Informers.Apps().V1().DaemonSets(), cfg.Informers.Core().V1().Nodes(), cfg.Informers.Core().V1().Pods()
+	revInf := cfg.Informers.Apps().V1().ControllerRevisions()
 	c := &DaemonSet{client: cfg.Client, sets: dsInf.Lister(), nodes: nodeInf.Lister(), pc: newPodControl(cfg.Client, podInf.Lister(), cfg.Recorder, dsKind),
-		now: time.Now, rec: cfg.Recorder,
-		synced: []cache.InformerSynced{dsInf.Informer().HasSynced, nodeInf.Informer().HasSynced, podInf.Informer().HasSynced}}
+		history: revisionHistory{client: cfg.Client, revs: revInf.Lister()}, now: time.Now, rec: cfg.Recorder,
+		synced: []cache.InformerSynced{dsInf.Informer().HasSynced, nodeInf.Informer().HasSynced, podInf.Informer().HasSynced, revInf.Informer().HasSynced}}
 	c.loop = NewLoop("daemonset", cfg.Log, c.reconcile)
 	dsInf.Informer().AddEventHandler(c.loop.Handler())
 	podInf.Informer().AddEventHandler(c.pc.expect.handler())
 	podInf.Informer().AddEventHandler(ownerHandler(c.loop, "DaemonSet"))
+	revInf.Informer().AddEventHandler(c.revisionHandler())
 	all := func(any) {
 		sets, _ := c.sets.List(labels.Everything())
 		for _, ds := range sets {
@@ -84,7 +89,7 @@ var daemonTolerations = []corev1.Toleration{
 	{Key: corev1.TaintNodeUnschedulable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
 }
 
-// daemonPod is the pod ds runs on node.
+// daemonPod is the pod ds runs on node, labelled with its current revision's hash.
 func daemonPod(ds *appsv1.DaemonSet, node, hash string) *corev1.Pod {
 	t := ds.Spec.Template.DeepCopy()
 	lbls := maps.Clone(t.Labels)
@@ -92,7 +97,9 @@ func daemonPod(ds *appsv1.DaemonSet, node, hash string) *corev1.Pod {
 		lbls = map[string]string{}
 	}
 	lbls[revisionHashLabel] = hash
-	lbls["pod-template-generation"] = fmt.Sprint(ds.Generation)
+	if g := templateGeneration(ds); g != "" {
+		lbls[templateGenerationLabel] = g
+	}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: ds.Name + "-", Labels: lbls, Annotations: t.Annotations,
 		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(ds, dsKind)}}, Spec: t.Spec}
 	for _, tol := range daemonTolerations {
@@ -157,7 +164,11 @@ func (c *DaemonSet) reconcile(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	hash := templateHash(&ds.Spec.Template, 0)
+	cur, old, collisions, err := c.constructHistory(ctx, ds, owned)
+	if err != nil {
+		return fmt.Errorf("construct the history of %s: %w", key, err)
+	}
+	hash, generation := cur.Labels[revisionHashLabel], templateGeneration(ds)
 	byNode := map[string][]*corev1.Pod{}
 	for _, p := range owned {
 		if p.DeletionTimestamp == nil {
@@ -165,6 +176,9 @@ func (c *DaemonSet) reconcile(ctx context.Context, key string) error {
 		}
 	}
 	st := appsv1.DaemonSetStatus{ObservedGeneration: ds.Generation, CollisionCount: ds.Status.CollisionCount, Conditions: ds.Status.Conditions}
+	if collisions > 0 {
+		st.CollisionCount = ptr.To(collisions)
+	}
 	rolling := ds.Spec.UpdateStrategy.Type != appsv1.OnDeleteDaemonSetStrategyType
 	var requeue bool
 	seen := map[string]bool{}
@@ -186,7 +200,7 @@ func (c *DaemonSet) reconcile(ctx context.Context, key string) error {
 			switch {
 			case p.Status.Phase == corev1.PodFailed:
 				c.rec.Eventf(ds, corev1.EventTypeWarning, "FailedDaemonPod", "Found failed daemon pod %s/%s on node %s, will try to kill it", p.Namespace, p.Name, node.Name)
-			case keep == nil && !(rolling && p.Labels[revisionHashLabel] != hash):
+			case keep == nil && !(rolling && !podUpdated(p, hash, generation)):
 				keep = p
 				continue
 			case keep == nil && rolling:
@@ -206,7 +220,7 @@ func (c *DaemonSet) reconcile(ctx context.Context, key string) error {
 			continue
 		}
 		st.CurrentNumberScheduled++
-		if keep.Labels[revisionHashLabel] == hash {
+		if podUpdated(keep, hash, generation) {
 			st.UpdatedNumberScheduled++
 		}
 		if podReady(keep) {
@@ -224,6 +238,9 @@ func (c *DaemonSet) reconcile(ctx context.Context, key string) error {
 				}
 			}
 		}
+	}
+	if err := c.cleanupHistory(ctx, ds, owned, old); err != nil {
+		return err
 	}
 	st.NumberUnavailable = st.DesiredNumberScheduled - st.NumberAvailable
 	if !apiequality.Semantic.DeepEqual(st, ds.Status) {

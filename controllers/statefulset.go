@@ -30,13 +30,13 @@ import (
 // partition, the ordinals below it staying at (and re-created at) the current revision.
 // Its revisions are ControllerRevisions (statefulset_history.go).
 type StatefulSet struct {
-	client kubernetes.Interface
-	sets   appslisters.StatefulSetLister
-	revs   appslisters.ControllerRevisionLister
-	pc     *podControl
-	synced []cache.InformerSynced
-	loop   *Loop
-	now    func() time.Time
+	client  kubernetes.Interface
+	sets    appslisters.StatefulSetLister
+	history revisionHistory
+	pc      *podControl
+	synced  []cache.InformerSynced
+	loop    *Loop
+	now     func() time.Time
 }
 
 var stsKind = appsv1.SchemeGroupVersion.WithKind("StatefulSet")
@@ -53,7 +53,7 @@ func NewStatefulSet(cfg WorkloadConfig) *StatefulSet {
 	pc.deleted = func(set metav1.Object, pod string) string {
 		return fmt.Sprintf("delete Pod %s in StatefulSet %s successful", pod, set.GetName())
 	}
-	c := &StatefulSet{client: cfg.Client, sets: sInf.Lister(), revs: revInf.Lister(), pc: pc, now: time.Now,
+	c := &StatefulSet{client: cfg.Client, sets: sInf.Lister(), history: revisionHistory{client: cfg.Client, revs: revInf.Lister()}, pc: pc, now: time.Now,
 		synced: []cache.InformerSynced{sInf.Informer().HasSynced, podInf.Informer().HasSynced, revInf.Informer().HasSynced}}
 	c.loop = NewLoop("statefulset", cfg.Log, c.reconcile)
 	sInf.Informer().AddEventHandler(c.loop.Handler())
@@ -163,7 +163,7 @@ func (c *StatefulSet) reconcile(ctx context.Context, key string) error {
 	if err != nil || !synced {
 		return cmp.Or(err, ErrRequeue)
 	}
-	revs, err := c.listRevisions(ctx, set)
+	revs, err := c.history.list(ctx, stsOwner(set))
 	if err != nil {
 		return err
 	}

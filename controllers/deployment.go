@@ -170,8 +170,14 @@ func (c *Deployment) reconcile(ctx context.Context, key string) error {
 				progress = &appsv1.DeploymentCondition{Reason: "FoundNewReplicaSet", Message: fmt.Sprintf("Found new replica set %q", newRS.Name)}
 			}
 		}
-		if err := c.rollout(ctx, d, newRS, old); err != nil {
+		scaled, err := c.scaleProportionally(ctx, d, newRS, old)
+		if err != nil {
 			return err
+		}
+		if !scaled {
+			if err := c.rollout(ctx, d, newRS, old); err != nil {
+				return err
+			}
 		}
 		if err := c.cleanup(ctx, d, old); err != nil {
 			return err
@@ -329,6 +335,77 @@ func (c *Deployment) scaleRS(ctx context.Context, rs *appsv1.ReplicaSet, n int32
 			map[bool]string{true: "up", false: "down"}[n > from], rs.Name, from, n)
 	}
 	return nil
+}
+
+// scaleProportionally is Kubernetes' answer to a deployment resized in the middle of a
+// rolling update (its scale): with more than one ReplicaSet holding pods and any of them
+// sized for another replica count, the difference is shared out in proportion to their
+// sizes (against the max-replicas each was sized for), the largest taking what
+// rounding leaves. It reports whether it acted; rollout goes on otherwise.
+func (c *Deployment) scaleProportionally(ctx context.Context, d *appsv1.Deployment, newRS *appsv1.ReplicaSet, old []*appsv1.ReplicaSet) (bool, error) {
+	want := replicasOf(d)
+	var active []*appsv1.ReplicaSet
+	scaling := false
+	for _, rs := range append([]*appsv1.ReplicaSet{newRS}, old...) {
+		if ptr.Deref(rs.Spec.Replicas, 0) > 0 {
+			active = append(active, rs)
+			if desired, err := strconv.Atoi(rs.Annotations[desiredAnnotation]); err == nil && int32(desired) != want {
+				scaling = true
+			}
+		}
+	}
+	if len(active) <= 1 || !scaling || d.Spec.Strategy.Type != appsv1.RollingUpdateDeploymentStrategyType {
+		return false, nil
+	}
+	allowed := want + surge(d)
+	total := int32(0)
+	for _, rs := range active {
+		total += ptr.Deref(rs.Spec.Replicas, 0)
+	}
+	toAdd := allowed - total
+	// Largest first, newer first among equals when growing, older when shrinking.
+	sort.SliceStable(active, func(i, j int) bool {
+		a, b := ptr.Deref(active[i].Spec.Replicas, 0), ptr.Deref(active[j].Spec.Replicas, 0)
+		if a != b {
+			return a > b
+		}
+		if toAdd > 0 {
+			return active[j].CreationTimestamp.Before(&active[i].CreationTimestamp)
+		}
+		return active[i].CreationTimestamp.Before(&active[j].CreationTimestamp)
+	})
+	sizes := make([]int32, len(active))
+	added := int32(0)
+	for i, rs := range active {
+		cur := ptr.Deref(rs.Spec.Replicas, 0)
+		sizes[i] = cur
+		if toAdd == 0 || toAdd == added {
+			continue
+		}
+		// The share: this ReplicaSet's size scaled from the max-replicas it was sized for.
+		before, err := strconv.Atoi(rs.Annotations[maxAnnotation])
+		if err != nil || before == 0 {
+			before = int(d.Status.Replicas)
+		}
+		share := -cur
+		if want > 0 && before > 0 {
+			share = int32(math.Round(float64(cur)*float64(allowed)/float64(before))) - cur
+		}
+		if toAdd > 0 {
+			share = min(share, toAdd-added)
+		} else {
+			share = max(share, toAdd-added)
+		}
+		sizes[i] += share
+		added += share
+	}
+	sizes[0] = max(0, sizes[0]+toAdd-added)
+	for i, rs := range active {
+		if err := c.scaleRS(ctx, rs, sizes[i], d); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
 }
 
 // rollout moves replicas from the old ReplicaSets to the new one within the strategy's bounds.

@@ -422,3 +422,39 @@ func TestRollingUpdateKeepsMinimumWithStaleStatus(t *testing.T) {
 		}
 	}
 }
+
+// Resized in the middle of a rollout, a deployment shares the difference out in
+// proportion to its ReplicaSets' sizes, as Kubernetes does (the e2e suite's
+// "proportional scaling": 8 and 5 of 10+3 become 20 and 13 of 30+3).
+func TestProportionalScaling(t *testing.T) {
+	w := newWorld(t)
+	d := deployment("web", 10, "good")
+	d.Spec.Strategy.RollingUpdate.MaxSurge = ptr.To(intstr.FromInt32(3))
+	d.Spec.Strategy.RollingUpdate.MaxUnavailable = ptr.To(intstr.FromInt32(2))
+	w.apply(d)
+	w.settle(nil)
+	w.updateDeployment("web", func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[0].Image = "missing" })
+	good := func(p *corev1.Pod) bool { return p.Spec.Containers[0].Image == "good" }
+	for range 10 {
+		w.reconcileAll()
+		w.kubelet(good)
+	}
+	sizes := func() map[string]int32 {
+		m := map[string]int32{}
+		for _, rs := range w.replicaSets() {
+			m[rs.Spec.Template.Spec.Containers[0].Image] = ptr.Deref(rs.Spec.Replicas, 0)
+		}
+		return m
+	}
+	if got := sizes(); got["good"] != 8 || got["missing"] != 5 {
+		t.Fatalf("mid-rollout sizes %v, want good 8 and missing 5", got)
+	}
+	w.updateDeployment("web", func(d *appsv1.Deployment) { d.Spec.Replicas = ptr.To[int32](30) })
+	for range 10 {
+		w.reconcileAll()
+		w.kubelet(good)
+	}
+	if got := sizes(); got["good"] != 20 || got["missing"] != 13 {
+		t.Errorf("after scaling to 30: %v, want good 20 and missing 13", got)
+	}
+}

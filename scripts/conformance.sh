@@ -16,7 +16,7 @@ SRC=${CONFORMANCE_SRC:-../shared/conformance}
 FOCUS=${FOCUS:-'\[sig-network\]|\[sig-apps\] (Deployment|ReplicaSet|StatefulSet|Job|Daemon set|CronJob).*\[Conformance\]|\[sig-node\].*\[Conformance\]|\[sig-storage\] (EmptyDir|ConfigMap|Secrets|Projected|Downward API|Subpath).*\[Conformance\]'}
 # One node, no disruption, no cloud: what cannot run here is skipped, as the issue says.
 SKIP=${SKIP:-'\[Disruptive\]|\[Feature:|\[Flaky\]|\[Alpha\]|\[Beta\]|multiple nodes|two nodes|LoadBalancer|\[Provider:'}
-PROCS=${PROCS:-4}
+PROCS=${PROCS:-6}
 out=${1:-/tmp/minicluster-conformance}
 
 if [ ! -x "$E2E/e2e.test" ] || [ ! -x "$E2E/ginkgo" ] || [ ! -x "$E2E/agnhost" ]; then

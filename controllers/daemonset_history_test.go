@@ -212,3 +212,19 @@ func TestDaemonSetPodOfTemplateGenerationIsUpdated(t *testing.T) {
 		t.Errorf("status %+v", st)
 	}
 }
+
+// A revision's data is byte for byte what Kubernetes 1.32's getPatch makes of the
+// template — its clients (the e2e suite's daemon.Match) compare the bytes — including
+// the null creationTimestamp that 1.32's types write and newer ones omit.
+func TestRevisionDataMatchesKubernetes132(t *testing.T) {
+	tmpl := &corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "ds"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
+	got, err := revisionData(tmpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `{"spec":{"template":{"$patch":"replace","metadata":{"creationTimestamp":null,"labels":{"app":"ds"}},"spec":{"containers":[{"image":"busybox","name":"c","resources":{}}]}}}}`
+	if string(got) != want {
+		t.Errorf("data\n%s\nwant\n%s", got, want)
+	}
+}

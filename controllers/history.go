@@ -95,6 +95,15 @@ func revisionData(t *corev1.PodTemplateSpec) ([]byte, error) {
 		return nil, err
 	}
 	tmpl["$patch"] = "replace"
+	// Kubernetes 1.32's types write an unset creationTimestamp as null, and clients
+	// compare revisions byte for byte (the daemon package's Match); ours omit it.
+	if md, ok := tmpl["metadata"].(map[string]any); ok {
+		if _, set := md["creationTimestamp"]; !set {
+			md["creationTimestamp"] = nil
+		}
+	} else {
+		tmpl["metadata"] = map[string]any{"creationTimestamp": nil}
+	}
 	return json.Marshal(map[string]any{"spec": map[string]any{"template": tmpl}})
 }
 

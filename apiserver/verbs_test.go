@@ -88,7 +88,16 @@ func TestDeploymentVerbs(t *testing.T) {
 			body: `[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"nginx:1.28"}]`, wantCode: 200,
 			check: wantField("nginx:1.28", "spec", "template", "spec", "containers", 0, "image")},
 		{name: "bad json patch", method: "PATCH", path: base + "/web", contentType: "application/json-patch+json",
-			body: `[{"op":"replace","path":"/spec/nope/0","value":1}]`, wantCode: 400},
+			body: `[{"op":"replace","path":"/spec/nope/0","value":1}]`, wantCode: 422}, // as kube-apiserver: it does not apply
+		{name: "json patch too many operations", method: "PATCH", path: base + "/web", contentType: "application/json-patch+json",
+			body: "[" + strings.Repeat(`{"op":"test","path":"/kind","value":"Deployment"},`, 10000) + `{"op":"test","path":"/kind","value":"Deployment"}]`, wantCode: 413},
+		// Issue 19: copies of copies double the document each time (40 operations took
+		// the daemon to 2.6 GB); kube-apiserver's 3 MiB bound on what copies add ends it.
+		{name: "json patch copy bomb", method: "PATCH", path: base + "/web", contentType: "application/json-patch+json",
+			body: copyBomb(39), wantCode: 422}, // unbounded, 2^39 KiB: the test would not end
+		{name: "json patch copies within the bound", method: "PATCH", path: base + "/web", contentType: "application/json-patch+json",
+			body:     `[{"op":"add","path":"/metadata/annotations","value":{"a0":"v"}},{"op":"copy","from":"/metadata/annotations/a0","path":"/metadata/annotations/b0"}]`,
+			wantCode: 200, check: wantField("v", "metadata", "annotations", "b0")},
 		{name: "unsupported patch type", method: "PATCH", path: base + "/web", contentType: "text/plain", body: `{}`, wantCode: 415},
 		{name: "selector immutable", method: "PATCH", path: base + "/web", contentType: mergeCT,
 			body:     `{"spec":{"selector":{"matchLabels":{"app":"other"}},"template":{"metadata":{"labels":{"app":"other"}}}}}`,
@@ -583,4 +592,14 @@ func TestGracefulPodDeletion(t *testing.T) {
 		{name: "delete unbound", method: "DELETE", path: podsPath + "/u", wantCode: 200},
 		{name: "unbound gone", method: "GET", path: podsPath + "/u", wantCode: 404},
 	})
+}
+
+// copyBomb is a JSON patch that adds a 1 KiB annotation and then copies the annotations
+// into themselves n times, doubling them each time.
+func copyBomb(n int) string {
+	ops := []string{`{"op":"add","path":"/metadata/annotations","value":{"a0":"` + strings.Repeat("x", 1024) + `"}}`}
+	for i := range n {
+		ops = append(ops, fmt.Sprintf(`{"op":"copy","from":"/metadata/annotations","path":"/metadata/annotations/b%d"}`, i))
+	}
+	return "[" + strings.Join(ops, ",") + "]"
 }

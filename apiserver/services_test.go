@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 )
@@ -29,4 +30,21 @@ func TestPrefixMath(t *testing.T) {
 			t.Errorf("nthAddr(%s, %d) = %s, want %s", tt.prefix, tt.nth, got, tt.addr)
 		}
 	}
+}
+
+// externalIPs that would take the node's own traffic are refused as kube-apiserver
+// refuses them (issue 19: externalIPs [127.0.0.1] with port 6443 took the API down).
+func TestSpecialExternalIPs(t *testing.T) {
+	s := newTestServer(t)
+	svc := func(name, ip string) string {
+		return `{"metadata":{"name":"` + name + `"},"spec":{"ports":[{"port":6443}],"externalIPs":["` + ip + `"]}}`
+	}
+	path := "/api/v1/namespaces/default/services"
+	var steps []step
+	for i, ip := range []string{"127.0.0.1", "0.0.0.0", "169.254.1.1", "224.0.0.5", "::1", "fe80::1"} {
+		steps = append(steps, step{name: ip, method: "POST", path: path, contentType: jsonCT, body: svc(fmt.Sprintf("s%d", i), ip),
+			wantCode: 422, check: wantCauses("spec.externalIPs[0]")})
+	}
+	steps = append(steps, step{name: "an ordinary address", method: "POST", path: path, contentType: jsonCT, body: svc("ok", "192.0.2.10"), wantCode: 201})
+	runSteps(t, s, steps)
 }

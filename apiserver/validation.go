@@ -256,8 +256,23 @@ func validateService(obj, old store.Object) field.ErrorList {
 		}
 	}
 	for i, ip := range s.ExternalIPs {
-		if _, ok := parseIP(ip); !ok {
-			errs = append(errs, field.Invalid(specPath.Child("externalIPs").Index(i), ip, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"))
+		p := specPath.Child("externalIPs").Index(i)
+		a, ok := parseIP(ip)
+		if !ok {
+			errs = append(errs, field.Invalid(p, ip, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"))
+			continue
+		}
+		// kube-apiserver's ValidateNonSpecialIP: such an address would take the node's
+		// own traffic (an externalIP of 127.0.0.1:6443 took the API down).
+		switch {
+		case a.IsUnspecified():
+			errs = append(errs, field.Invalid(p, ip, fmt.Sprintf("may not be unspecified (%v)", ip)))
+		case a.IsLoopback():
+			errs = append(errs, field.Invalid(p, ip, "may not be in the loopback range (127.0.0.0/8, ::1/128)"))
+		case a.IsLinkLocalUnicast():
+			errs = append(errs, field.Invalid(p, ip, "may not be in the link-local range (169.254.0.0/16, fe80::/10)"))
+		case a.IsLinkLocalMulticast():
+			errs = append(errs, field.Invalid(p, ip, "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)"))
 		}
 	}
 	if old != nil {

@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -43,6 +44,17 @@ func hostCount(p netip.Prefix) uint64 {
 	return n - 1
 }
 
+// broadcast is an IPv4 prefix's last address (IPv6 prefixes have none).
+func broadcast(p netip.Prefix) netip.Addr {
+	if !p.Addr().Is4() {
+		return netip.Addr{}
+	}
+	b := p.Masked().Addr().As4()
+	v := binary.BigEndian.Uint32(b[:]) | (1<<(32-p.Bits()) - 1)
+	binary.BigEndian.PutUint32(b[:], v)
+	return netip.AddrFrom4(b)
+}
+
 // nthAddr returns the address i+1 after the prefix's network address.
 func nthAddr(p netip.Prefix, i uint64) netip.Addr {
 	p = p.Masked()
@@ -83,7 +95,7 @@ func (a *Allocator) claimClusterIP(t store.Txn, s *corev1.Service) error {
 		return nil
 	}
 	addr, ok := parseIP(s.Spec.ClusterIP)
-	if !ok || !a.ServiceCIDR.Contains(addr) || addr == a.ServiceCIDR.Masked().Addr() {
+	if !ok || !a.ServiceCIDR.Contains(addr) || addr == a.ServiceCIDR.Masked().Addr() || addr == broadcast(a.ServiceCIDR) {
 		return invalid(s, field.Invalid(p, s.Spec.ClusterIP, fmt.Sprintf(
 			"failed to allocate IP %s: provided IP is not in the valid range. The range of valid IPs is %s", s.Spec.ClusterIP, a.ServiceCIDR)))
 	}

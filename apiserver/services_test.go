@@ -48,3 +48,20 @@ func TestSpecialExternalIPs(t *testing.T) {
 	steps = append(steps, step{name: "an ordinary address", method: "POST", path: path, contentType: jsonCT, body: svc("ok", "192.0.2.10"), wantCode: 201})
 	runSteps(t, s, steps)
 }
+
+// Issue 19 (12): the same nodePort twice in a service (for one protocol) and the
+// service range's broadcast address are refused.
+func TestDuplicateNodePortAndBroadcastClusterIP(t *testing.T) {
+	s := newTestServer(t)
+	path := "/api/v1/namespaces/default/services"
+	runSteps(t, s, []step{
+		{name: "same nodePort twice", method: "POST", path: path, contentType: jsonCT, wantCode: 422, check: wantCauses("spec.ports[1].nodePort"),
+			body: `{"metadata":{"name":"np"},"spec":{"type":"NodePort","ports":[{"name":"a","port":80,"nodePort":30090},{"name":"b","port":81,"nodePort":30090}]}}`},
+		{name: "same nodePort, TCP and UDP", method: "POST", path: path, contentType: jsonCT, wantCode: 201,
+			body: `{"metadata":{"name":"dns"},"spec":{"type":"NodePort","ports":[{"name":"a","port":53,"nodePort":30053},{"name":"b","port":53,"protocol":"UDP","nodePort":30053}]}}`},
+		{name: "broadcast address", method: "POST", path: path, contentType: jsonCT, wantCode: 422, check: wantCauses("spec.clusterIPs[0]"),
+			body: `{"metadata":{"name":"bc"},"spec":{"clusterIP":"10.111.255.255","ports":[{"port":80}]}}`},
+		{name: "the address below it", method: "POST", path: path, contentType: jsonCT, wantCode: 201,
+			body: `{"metadata":{"name":"last"},"spec":{"clusterIP":"10.111.255.254","ports":[{"port":80}]}}`},
+	})
+}

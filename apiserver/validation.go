@@ -242,6 +242,15 @@ func validateService(obj, old store.Object) field.ErrorList {
 		}
 	}
 	errs = append(errs, validateServicePorts(s.Ports)...)
+	// One nodePort per protocol, as kube-apiserver checks it.
+	nodePorts := map[corev1.ServicePort]bool{}
+	for i, p := range s.Ports {
+		k := corev1.ServicePort{Protocol: p.Protocol, NodePort: p.NodePort}
+		if p.NodePort != 0 && nodePorts[k] {
+			errs = append(errs, field.Duplicate(specPath.Child("ports").Index(i).Child("nodePort"), p.NodePort))
+		}
+		nodePorts[k] = true
+	}
 	errs = append(errs, metavalidation.ValidateLabels(s.Selector, specPath.Child("selector"))...)
 	switch s.SessionAffinity {
 	case corev1.ServiceAffinityNone, corev1.ServiceAffinityClientIP:

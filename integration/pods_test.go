@@ -262,3 +262,37 @@ func TestActiveDeadline(t *testing.T) {
 		return nil
 	})
 }
+
+// Issue 19 (11): with the pod range used up, a new pod stays Pending and says why, as
+// the kubelet does (FailedCreatePodSandBox), and starts once an address is free.
+func TestPodRangeExhausted(t *testing.T) {
+	n := newNode(t)
+	n.start("--pod-cidr", "10.245.0.0/29") // the bridge and a handful of pods
+	kubectl := n.kubectlFor(t)
+	var last string
+	for i := 0; ; i++ {
+		last = fmt.Sprintf("p%d", i)
+		kubectl("run", last, "--image=busybox", "--restart=Never", "--", "sleep", "3600")
+		if err := func() error {
+			_, _, err := n.exec("kubectl", "wait", "--for=condition=Ready", "pod/"+last, "--timeout=10s")
+			return err
+		}(); err != nil {
+			break
+		}
+		if i > 16 {
+			t.Fatal("a /29 held more than 16 pods")
+		}
+	}
+	eventually(t, 20*time.Second, func() error {
+		out := kubectl("get", "events", "--field-selector", "involvedObject.name="+last+",reason=FailedCreatePodSandBox")
+		if !strings.Contains(out, "Failed to create pod sandbox") {
+			return fmt.Errorf("no FailedCreatePodSandBox event for %s:\n%s", last, out)
+		}
+		return nil
+	})
+	if got := kubectl("get", "pod", last, "-o", "jsonpath={.status.phase}"); got != "Pending" {
+		t.Errorf("%s: %s", last, got)
+	}
+	kubectl("delete", "pod", "p0", "--grace-period=0", "--force")
+	kubectl("wait", "--for=condition=Ready", "pod/"+last, "--timeout=60s")
+}

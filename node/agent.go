@@ -261,6 +261,9 @@ func (a *Agent) reconcile(ctx context.Context, k string) error {
 	}
 	sb, err := a.ensureSandbox(ctx, pod)
 	if err != nil {
+		// As the kubelet: the pod stays Pending, and says why (issue 19: pods stayed
+		// Pending with only a log line when the pod range was used up).
+		a.podEvent(pod, corev1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
 		return err
 	}
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {

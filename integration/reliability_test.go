@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -559,5 +560,30 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 	}
 	if seen := n.hostnames(t, 10, "http://"+ip+"/hostname"); len(seen) < 2 {
 		t.Errorf("with the daemon stopped, the ClusterIP reached %v", seen)
+	}
+}
+
+// Issue 19 (6): a second daemon of the same instance (another data dir) is refused at
+// once and names the one running; the running one's pods are untouched.
+func TestSecondDaemonOfAnInstanceRefused(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	kubectl := n.kubectlFor(t)
+	kubectl("run", "keep", "--image=busybox", "--restart=Never", "--", "sleep", "3600")
+	kubectl("wait", "--for=condition=Ready", "pod/keep", "--timeout=60s")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	other := t.TempDir()
+	os.Chmod(other, 0o700)
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", n.netns, binary, "serve", "--data-dir", other,
+		"--instance", n.instance, "--dns-upstream", "none").CombinedOutput()
+	if err == nil || ctx.Err() != nil || !strings.Contains(string(out), "is in use by another minicluster daemon (pid ") {
+		t.Fatalf("second daemon: %v, ctx %v:\n%s", err, ctx.Err(), out)
+	}
+	if got := kubectl("get", "pod", "keep", "-o", "jsonpath={.status.phase}"); got != "Running" {
+		t.Errorf("the running daemon's pod: %s", got)
+	}
+	if _, _, err := n.exec("kubectl", "exec", "keep", "--", "true"); err != nil {
+		t.Errorf("the running daemon's pod no longer runs: %v", err)
 	}
 }

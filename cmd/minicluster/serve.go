@@ -171,6 +171,11 @@ func serve(args []string, stderr io.Writer) error {
 	if err := checkDataDir(cfg.dataDir); err != nil {
 		return err
 	}
+	lock, err := lockInstance(cfg.instance, cfg.dataDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	st, err := store.Open(store.Config{Path: filepath.Join(cfg.dataDir, "minicluster.db"), Log: log})

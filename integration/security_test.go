@@ -124,8 +124,8 @@ spec:
 	if got := strings.TrimSpace(mustSh("iso", "plain", "cat /proc/1/cmdline | tr '\\0' ' '")); !strings.Contains(got, "shim") {
 		t.Errorf("PID 1 of container plain is %q, want its shim", got)
 	}
-	// A /dev of its own; the host's for the privileged one.
-	if devs := strings.Fields(mustSh("iso", "plain", "ls /dev")); strings.Join(devs, " ") != "core fd full mqueue null ptmx pts random shm stderr stdin stdout tty urandom zero" {
+	// A /dev of its own (with the kubelet's termination-log); the host's for the privileged one.
+	if devs := strings.Fields(mustSh("iso", "plain", "ls /dev")); strings.Join(devs, " ") != "core fd full mqueue null ptmx pts random shm stderr stdin stdout termination-log tty urandom zero" {
 		t.Errorf("/dev of container plain: %v", devs)
 	}
 	mustSh("iso", "plain", "echo x > /dev/null && head -c 4 /dev/urandom | wc -c | grep -qx 4")

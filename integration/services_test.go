@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -249,5 +250,35 @@ func testRepair(t *testing.T, n *node) {
 	}
 	if !strings.Contains(metrics, `kubeproxy_sync_full_proxy_rules_duration_seconds_count{mode=`) {
 		t.Error("no full sync counted")
+	}
+}
+
+// Issue 19 (4): started in the other proxy mode, the daemon removes the rules the
+// earlier mode left (they went on DNAT-ing to gone pods), and serves in the new one.
+func TestProxyModeChangeLeavesNoOldRules(t *testing.T) {
+	n := newNode(t)
+	n.start("--proxy-mode", "nftables")
+	ip := n.applyBackend(t, 2)
+	n.stop(syscall.SIGTERM)
+	n.start("--proxy-mode", "iptables")
+	eventually(t, 20*time.Second, func() error {
+		if out, _, _ := n.exec("nft", "list", "tables"); strings.Contains(out, n.instance+"_proxy") {
+			return fmt.Errorf("the nftables mode's table is still there:\n%s", out)
+		}
+		return nil
+	})
+	if seen := n.hostnames(t, 10, "http://"+ip+"/hostname"); len(seen) < 2 {
+		t.Errorf("in iptables mode, requests reached %v", seen)
+	}
+	n.stop(syscall.SIGTERM)
+	n.start("--proxy-mode", "nftables")
+	eventually(t, 20*time.Second, func() error {
+		if out, _, _ := n.exec("iptables-save", "-t", "nat"); strings.Contains(out, strings.ToUpper(n.instance)) {
+			return fmt.Errorf("the iptables mode's chains are still there:\n%s", out)
+		}
+		return nil
+	})
+	if seen := n.hostnames(t, 10, "http://"+ip+"/hostname"); len(seen) < 2 {
+		t.Errorf("in nftables mode, requests reached %v", seen)
 	}
 }

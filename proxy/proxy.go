@@ -160,6 +160,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), p.synced...) {
 		return nil
 	}
+	// The other mode's rules, left by an earlier run in that mode, would go on
+	// DNAT-ing to pods that are gone (issue 19).
+	other := map[string]string{ModeIPTables: ModeNFTables, ModeNFTables: ModeIPTables}[p.cfg.Mode]
+	cleanupMode(p.cfg.Instance, other, p.cfg.Runner)
 	p.poke()
 	tick := time.NewTicker(p.cfg.SyncPeriod)
 	defer tick.Stop()
@@ -407,7 +411,17 @@ func Cleanup(instance string, r Runner) {
 	if r == nil {
 		r = Exec{}
 	}
-	r.Run("", "nft", "delete", "table", "ip", Table(instance))
+	cleanupMode(instance, ModeNFTables, r)
+	cleanupMode(instance, ModeIPTables, r)
+}
+
+// cleanupMode removes what the proxy of instance programs in one mode: its nftables
+// table, or its iptables chains and the jumps to them.
+func cleanupMode(instance, mode string, r Runner) {
+	if mode == ModeNFTables {
+		r.Run("", "nft", "delete", "table", "ip", Table(instance))
+		return
+	}
 	if _, err := r.Run("", "iptables", "--version"); err != nil {
 		return
 	}

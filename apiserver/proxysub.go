@@ -31,16 +31,7 @@ func (h *handler) serveProxy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, path, _ := strings.Cut(r.URL.Path, "/"+id+"/proxy")
-	// name, name:port or scheme:name:port, as Kubernetes splits it
-	var scheme, name, port string
-	switch parts := strings.Split(id, ":"); len(parts) {
-	case 1:
-		name = parts[0]
-	case 2:
-		name, port = parts[0], parts[1]
-	case 3:
-		scheme, name, port = parts[0], parts[1], parts[2]
-	}
+	scheme, name, port := splitProxyName(id)
 	switch scheme {
 	case "":
 		scheme = "http"
@@ -84,6 +75,20 @@ func (h *handler) serveProxy(w http.ResponseWriter, r *http.Request) {
 	return
 }
 
+// splitProxyName reads a proxy subresource's name as kube-apiserver does: name,
+// name:port or scheme:name:port.
+func splitProxyName(id string) (scheme, name, port string) {
+	switch parts := strings.Split(id, ":"); len(parts) {
+	case 1:
+		name = parts[0]
+	case 2:
+		name, port = parts[0], parts[1]
+	case 3:
+		scheme, name, port = parts[0], parts[1], parts[2]
+	}
+	return scheme, name, port
+}
+
 // redirectToSlash answers a proxy path without its trailing slash with a permanent
 // redirect to the path with one.
 func redirectToSlash(w http.ResponseWriter, r *http.Request) {
@@ -101,15 +106,7 @@ func (h *handler) serveNodeProxy(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errNoSuchResource)
 		return
 	}
-	// name, name:port or scheme:name:port, as kube-apiserver splits it; every port is
-	// the kubelet's here.
-	node := name
-	switch parts := strings.Split(name, ":"); len(parts) {
-	case 2:
-		node = parts[0]
-	case 3:
-		node = parts[1]
-	}
+	_, node, _ := splitProxyName(name) // every port is the kubelet's here
 	if _, err := h.api.Get(h.api.reg.Lookup("", "nodes"), "", node); err != nil {
 		writeError(w, err)
 		return

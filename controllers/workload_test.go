@@ -396,11 +396,9 @@ func TestProgressDeadline(t *testing.T) {
 	}
 }
 
-// A rollout to an image that never starts keeps maxUnavailable: the old ReplicaSet goes
-// down to replicas-maxUnavailable and no further, even when the deployment controller
-// runs again before the old ReplicaSet's status shows its new size (as the e2e suite's
-// "proportional scaling" spec checks).
-func TestRollingUpdateKeepsMinimumWithStaleStatus(t *testing.T) {
+// rollingToMissingImage is a deployment "web" of 10 "good" pods (maxSurge 3,
+// maxUnavailable 2) just updated to an image whose pods never become ready.
+func rollingToMissingImage(t *testing.T) *world {
 	w := newWorld(t)
 	d := deployment("web", 10, "good")
 	d.Spec.Strategy.RollingUpdate.MaxSurge = ptr.To(intstr.FromInt32(3))
@@ -408,6 +406,15 @@ func TestRollingUpdateKeepsMinimumWithStaleStatus(t *testing.T) {
 	w.apply(d)
 	w.settle(nil)
 	w.updateDeployment("web", func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[0].Image = "missing" })
+	return w
+}
+
+// A rollout to an image that never starts keeps maxUnavailable: the old ReplicaSet goes
+// down to replicas-maxUnavailable and no further, even when the deployment controller
+// runs again before the old ReplicaSet's status shows its new size (as the e2e suite's
+// "proportional scaling" spec checks).
+func TestRollingUpdateKeepsMinimumWithStaleStatus(t *testing.T) {
+	w := rollingToMissingImage(t)
 	// The deployment controller alone, several times: the ReplicaSets' statuses lag.
 	for range 4 {
 		w.reconcile(w.d.reconcile, "default/web")
@@ -427,13 +434,7 @@ func TestRollingUpdateKeepsMinimumWithStaleStatus(t *testing.T) {
 // proportion to its ReplicaSets' sizes, as Kubernetes does (the e2e suite's
 // "proportional scaling": 8 and 5 of 10+3 become 20 and 13 of 30+3).
 func TestProportionalScaling(t *testing.T) {
-	w := newWorld(t)
-	d := deployment("web", 10, "good")
-	d.Spec.Strategy.RollingUpdate.MaxSurge = ptr.To(intstr.FromInt32(3))
-	d.Spec.Strategy.RollingUpdate.MaxUnavailable = ptr.To(intstr.FromInt32(2))
-	w.apply(d)
-	w.settle(nil)
-	w.updateDeployment("web", func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[0].Image = "missing" })
+	w := rollingToMissingImage(t)
 	good := func(p *corev1.Pod) bool { return p.Spec.Containers[0].Image == "good" }
 	for range 10 {
 		w.reconcileAll()

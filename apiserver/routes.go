@@ -31,6 +31,7 @@ func (h *handler) routes() http.Handler {
 	r.Get("/metrics", h.serveMetrics)
 	r.Get("/debug/pprof/profile", pprof.Profile) // as kube-apiserver's --profiling, behind the token
 	r.Get("/debug/pprof/trace", pprof.Trace)
+	r.Get("/debug/backup", h.serveBackup)
 	r.Get("/debug/pprof/*", func(w http.ResponseWriter, r *http.Request) { pprof.Handler(chi.URLParam(r, "*")).ServeHTTP(w, r) })
 	r.Get("/openapi/v2", h.serveOpenAPIv2)
 	r.Get("/openapi/v3", h.serveOpenAPI)
@@ -135,4 +136,13 @@ func (h *handler) serveMetrics(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.metrics.ServeHTTP(w, r)
+}
+
+// serveBackup streams a consistent copy of the database (minicluster backup), behind
+// the token like everything under /debug.
+func (h *handler) serveBackup(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	if err := h.api.store.Backup(w); err != nil {
+		h.api.log.Error("backup", "err", err) // the status line is sent: the copy is cut short
+	}
 }

@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -585,5 +586,59 @@ func TestSecondDaemonOfAnInstanceRefused(t *testing.T) {
 	}
 	if _, _, err := n.exec("kubectl", "exec", "keep", "--", "true"); err != nil {
 		t.Errorf("the running daemon's pod no longer runs: %v", err)
+	}
+}
+
+// Issue 19 (10): a damaged database stops the daemon with a message naming the backup
+// (it panicked or started an empty cluster); `minicluster backup` and `restore` bring
+// the objects back.
+func TestDamagedDatabaseRestore(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	kubectl := n.kubectlFor(t)
+	kubectl("create", "configmap", "before", "--from-literal=a=1")
+	backup := filepath.Join(t.TempDir(), "mc.db")
+	if out, errOut, err := n.cli("backup", backup); err != nil || !strings.Contains(out, "backed up") {
+		t.Fatalf("backup: %v\n%s%s", err, out, errOut)
+	}
+	kubectl("create", "configmap", "after", "--from-literal=a=2")
+	if err := n.stop(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	db := filepath.Join(n.dataDir, "minicluster.db")
+	fi, err := os.Stat(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(db, fi.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", n.netns, binary, "serve", "--data-dir", n.dataDir,
+		"--instance", n.instance, "--dns-upstream", "none").CombinedOutput()
+	if err == nil || ctx.Err() != nil || !strings.Contains(string(out), "database damaged: "+db) ||
+		!strings.Contains(string(out), "minicluster restore --data-dir "+n.dataDir) {
+		t.Fatalf("daemon on a truncated database: %v, ctx %v:\n%s", err, ctx.Err(), out)
+	}
+	if bytes.Contains(out, []byte("panic")) {
+		t.Fatalf("the daemon panicked:\n%s", out)
+	}
+	out, err = exec.Command(binary, "restore", "--data-dir", n.dataDir, backup).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "the database it replaced is kept at ") {
+		t.Fatalf("restore: %v\n%s", err, out)
+	}
+	n.start()
+	if got := kubectl("get", "configmap", "before", "-o", "jsonpath={.data.a}"); got != "1" {
+		t.Errorf("restored configmap before: %q", got)
+	}
+	if _, _, err := n.exec("kubectl", "get", "configmap", "after"); err == nil {
+		t.Error("configmap after, made after the backup, is there")
+	}
+	if err := exec.Command(binary, "restore", "--data-dir", n.dataDir, backup).Run(); err == nil {
+		t.Error("restore over a running daemon's database succeeded")
+	}
+	if _, err := os.Stat(db + ".backup"); err != nil {
+		t.Errorf("no backup taken at start: %v", err)
 	}
 }

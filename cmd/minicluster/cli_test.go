@@ -376,6 +376,19 @@ func TestCheckDataDir(t *testing.T) {
 		os.Chmod(dir, 0o700)
 		os.Chmod(secret, 0o600)
 	}
+	// Issue 19 (12): a parent others may write to (without the sticky bit) is refused.
+	parent := t.TempDir()
+	nested := filepath.Join(parent, "data")
+	if err := os.Mkdir(nested, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for mode, ok := range map[os.FileMode]bool{0o755: true, 0o777 | os.ModeSticky: true, 0o777: false, 0o775: false} {
+		os.Chmod(parent, mode)
+		err := checkDataDir(nested)
+		if ok != (err == nil) || !ok && !strings.Contains(err.Error(), "unsafe data dir: its parent "+parent+" is writable") {
+			t.Errorf("parent at %s: %v", mode, err)
+		}
+	}
 }
 
 // describe without root: the endpoints line comes from the ready endpoints of the

@@ -142,6 +142,8 @@ func (c *client) runCommand(cmd string, args []string) error {
 		return c.exec(args)
 	case "describe":
 		return c.describe(args)
+	case "backup":
+		return c.backup(args)
 	default:
 		return c.version()
 	}

@@ -15,27 +15,64 @@ import (
 // remove each other's (issue 19: a second daemon deleted the first one's 74 pod networks).
 var lockDir = "/run/minicluster"
 
-// lockInstance takes the instance's lock for as long as the process lives, or says
-// which daemon holds it.
-func lockInstance(instance, dataDir string) (*os.File, error) {
+// daemonLocks are the locks a daemon holds for as long as it runs.
+type daemonLocks []*os.File
+
+func (l daemonLocks) Close() {
+	for _, f := range l {
+		f.Close()
+	}
+}
+
+// lockDaemon takes the instance's lock and the data dir's, or says which daemon holds
+// one: a second daemon of an instance would remove the first one's pod networks, and a
+// second daemon on a data dir would wait on its database.
+func lockDaemon(instance, dataDir string) (daemonLocks, error) {
 	if err := os.MkdirAll(lockDir, 0o700); err != nil {
 		return nil, fmt.Errorf("lock instance %s: %w", instance, err)
 	}
-	path := filepath.Join(lockDir, instance+".lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	holder := fmt.Sprintf("pid %d, instance %s, data dir %s\n", os.Getpid(), instance, dataDir)
+	inst, err := lockFile(filepath.Join(lockDir, instance+".lock"), holder)
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		return nil, fmt.Errorf("instance %q is in use by another minicluster daemon (%w); stop it or choose another --instance", instance, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lock instance %s: %w", instance, err)
 	}
+	dir, err := lockFile(filepath.Join(dataDir, "daemon.lock"), holder)
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		inst.Close()
+		return nil, fmt.Errorf("data dir %s is in use by another minicluster daemon (%w); stop it or choose another --data-dir", dataDir, err)
+	}
+	if err != nil {
+		inst.Close()
+		return nil, fmt.Errorf("lock data dir %s: %w", dataDir, err)
+	}
+	return daemonLocks{inst, dir}, nil
+}
+
+// heldBy is a lock taken by another process, with what that process wrote into it.
+type heldBy string
+
+func (h heldBy) Error() string        { return string(h) }
+func (h heldBy) Is(target error) bool { return target == unix.EWOULDBLOCK }
+
+// lockFile takes an exclusive flock on path and writes holder into it, or returns a
+// heldBy naming the process that holds it.
+func lockFile(path, holder string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		holder, _ := os.ReadFile(path)
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("instance %q is in use by another minicluster daemon (%s); stop it or choose another --instance",
-				instance, strings.TrimSpace(string(holder)))
+			b, _ := os.ReadFile(path)
+			return nil, heldBy(strings.TrimSpace(string(b)))
 		}
-		return nil, fmt.Errorf("lock instance %s: %w", instance, err)
+		return nil, err
 	}
 	f.Truncate(0)
-	fmt.Fprintf(f, "pid %d, data dir %s\n", os.Getpid(), dataDir)
+	f.WriteString(holder)
 	return f, nil
 }

@@ -24,6 +24,8 @@ Usage:
   minicluster version                       show client and server versions
   minicluster images [list|pull REF|import FILE|rm REF]   the node's image store (root)
   minicluster cleanup [--instance mc]       remove the instance's bridge, veths and pod netns
+  minicluster backup FILE                   copy the running daemon's database to FILE
+  minicluster restore [--data-dir D] FILE   put a backup in place of a stopped daemon's database
 
 Client flags (before or after the subcommand): --kubeconfig, --data-dir, -n/--namespace.
 Run "minicluster COMMAND -h" for a command's flags.
@@ -47,13 +49,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cleanup(rest, stderr)
 	case "images":
 		err = imagesCommand(rest, stdout, stderr)
+	case "restore":
+		err = restore(rest, stdout, stderr)
 	case "agnhost": // built-in image registry.k8s.io/e2e-test-images/agnhost
 		return agnhost.Main(args[1:], stderr)
 	case "pause": // built-in image registry.k8s.io/pause
 		return agnhost.Main([]string{"pause"}, stderr)
 	case "shim": // started by the node agent for each container
 		return shim.Main(args[1:], stderr)
-	case "apply", "get", "describe", "delete", "logs", "exec", "version":
+	case "apply", "get", "describe", "delete", "logs", "exec", "version", "backup":
 		var c *client
 		var cmdArgs []string
 		if c, cmdArgs, err = newClientFromArgs(rest); err == nil {

@@ -171,18 +171,18 @@ func serve(args []string, stderr io.Writer) error {
 	if err := checkDataDir(cfg.dataDir); err != nil {
 		return err
 	}
-	lock, err := lockInstance(cfg.instance, cfg.dataDir)
+	lock, err := lockDaemon(cfg.instance, cfg.dataDir)
 	if err != nil {
 		return err
 	}
 	defer lock.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	st, err := store.Open(store.Config{Path: filepath.Join(cfg.dataDir, "minicluster.db"), Log: log})
+	st, err := openStore(cfg.dataDir, log)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer closeStore(st, cfg.dataDir, log)
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	clients, err := newClients(apiserver.SocketPath(cfg.dataDir))
@@ -311,6 +311,73 @@ func cleanup(args []string, stderr io.Writer) error {
 	return node.Cleanup(*instance, *dataDir, log)
 }
 
+// openStore opens the cluster's database and, once it has read whole, refreshes the
+// backup beside it (closeStore does again as the daemon stops). A damaged database stops the daemon with where to find that backup.
+func openStore(dataDir string, log *slog.Logger) (*store.Store, error) {
+	path := filepath.Join(dataDir, dbFile)
+	st, err := store.Open(store.Config{Path: path, Log: log})
+	if errors.Is(err, store.ErrDamaged) {
+		backup := path + store.BackupSuffix
+		if _, berr := os.Stat(backup); berr == nil {
+			return nil, fmt.Errorf("%w; restore from the backup at %s (taken when the daemon last started or stopped): minicluster restore --data-dir %s %s",
+				err, backup, dataDir, backup)
+		}
+		return nil, fmt.Errorf("%w; there is no backup at %s: move the file away to start an empty cluster", err, backup)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if st.Rev() > 0 {
+		if err := st.BackupFile(path + store.BackupSuffix); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("back up the database: %w", err)
+		}
+	}
+	return st, nil
+}
+
+// closeStore refreshes the backup and closes the database, as the daemon stops.
+func closeStore(st *store.Store, dataDir string, log *slog.Logger) {
+	if err := st.BackupFile(filepath.Join(dataDir, dbFile) + store.BackupSuffix); err != nil {
+		log.Error("back up the database", "err", err)
+	}
+	st.Close()
+}
+
+// checkParents refuses a data dir whose parent directories another user could change:
+// who can rename a parent can put another dir, with their own token, in the data dir's
+// place. Each parent must be root's or the daemon user's, and writable by group or
+// others only with the sticky bit (as /tmp).
+func checkParents(dir string) error {
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	real, err = filepath.Abs(real)
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	for p := filepath.Dir(real); ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+		st, _ := fi.Sys().(*syscall.Stat_t)
+		switch {
+		case st != nil && st.Uid != 0 && int(st.Uid) != os.Geteuid():
+			return fmt.Errorf("unsafe data dir: its parent %s is owned by uid %d; choose a --data-dir whose parents are root's", p, st.Uid)
+		case fi.Mode().Perm()&0o022 != 0 && fi.Mode()&os.ModeSticky == 0:
+			return fmt.Errorf("unsafe data dir: its parent %s is writable by group or others (%s) without the sticky bit; chmod go-w it or choose another --data-dir", p, fi.Mode())
+		}
+		if p == filepath.Dir(p) {
+			return nil
+		}
+	}
+}
+
+// dbFile is the database's file in the data dir.
+const dbFile = "minicluster.db"
+
 // checkDataDir refuses a data dir that others could read or change: it holds the CA key
 // and the token, and whoever has them has the API, which is root on this host. The dir
 // and everything directly in it must be the daemon user's and closed to group and others.
@@ -318,6 +385,9 @@ func checkDataDir(dir string) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("data dir: %w", err)
+	}
+	if err := checkParents(dir); err != nil {
+		return err
 	}
 	paths := []string{dir}
 	for _, e := range entries {

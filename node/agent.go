@@ -145,6 +145,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.adopt(ctx); err != nil {
 		return fmt.Errorf("adopt sandboxes: %w", err)
 	}
+	a.repairBridge() // veths left off a bridge deleted while the daemon was down
 	a.probes.ctx, a.ctx = ctx, ctx
 	var wg sync.WaitGroup
 	wg.Go(func() { a.heartbeats(ctx) })
@@ -159,15 +160,33 @@ func (a *Agent) Run(ctx context.Context) error {
 // behind the daemon's back (a veth or netns deleted, say) is found without an event.
 var resyncPeriod = 10 * time.Second
 
-// resync enqueues the pods whose shims ended, and every pod now and then.
+// resync enqueues the pods whose shims ended, and every pod now and then; it repairs
+// the bridge at once when the kernel says it was deleted.
 func (a *Agent) resync(ctx context.Context) {
 	t := time.NewTicker(resyncPeriod)
 	defer t.Stop()
+	links := make(chan struct{}, 1)
+	var watch sync.WaitGroup
+	defer watch.Wait()
+	watch.Go(func() {
+		err := a.net.WatchLinks(ctx, func() {
+			select {
+			case links <- struct{}{}:
+			default:
+			}
+		})
+		if err != nil {
+			a.cfg.Log.Warn("a deleted bridge will be repaired only by the periodic look", "err", err)
+		}
+	})
 	for {
 		select {
 		case k := <-a.rt.Exits():
 			a.loop.Enqueue(k)
+		case <-links:
+			a.repairBridge()
 		case <-t.C:
+			a.repairBridge()
 			a.mu.Lock()
 			for k := range a.sandboxes {
 				a.loop.Enqueue(k)
@@ -176,6 +195,23 @@ func (a *Agent) resync(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
+	}
+}
+
+// repairBridge makes the bridge again if it is gone and puts the pods' veths back on it.
+func (a *Agent) repairBridge() {
+	start := time.Now()
+	made, err := a.net.RepairBridge()
+	if err != nil {
+		a.cfg.Log.Error("repair the node bridge", "err", err)
+		return
+	}
+	n, err := a.net.Reattach()
+	if err != nil {
+		a.cfg.Log.Error("put pods' veths back on the bridge", "err", err)
+	}
+	if made || n > 0 {
+		a.cfg.Log.Warn("repaired the node bridge", "remade", made, "vethsReattached", n, "took", time.Since(start))
 	}
 }
 

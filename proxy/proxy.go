@@ -169,10 +169,29 @@ func (p *Proxy) Run(ctx context.Context) error {
 	defer tick.Stop()
 	retry := time.NewTimer(0)
 	<-retry.C
+	bridgeGone := make(chan struct{}, 1)
+	if p.cfg.Bridge != "" {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		done := make(chan struct{})
+		defer close(done) // before the Wait: netlink then closes updates
+		updates := make(chan netlink.LinkUpdate, 16)
+		err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
+			ErrorCallback: func(err error) { p.cfg.Log.Warn("link updates", "err", err) }})
+		if err != nil {
+			p.cfg.Log.Warn("a deleted bridge's route will be put back only by the periodic check", "err", err)
+		} else {
+			wg.Go(func() { p.watchBridge(updates, bridgeGone) })
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-bridgeGone:
+			// The service CIDR route went with the bridge: route again as soon as the
+			// node agent has made it again (sync retries until it has).
+			p.routed = false
 		case <-tick.C:
 			if err := p.check(); err != nil {
 				p.cfg.Log.Warn("proxy rules missing from the kernel; repairing", "mode", p.cfg.Mode, "err", err)
@@ -320,6 +339,18 @@ func (p *Proxy) apply(full bool, before, after *ruleset) error {
 	}
 	_, err := p.cfg.Runner.Run(script, "iptables-restore", "-w", "5", "--noflush")
 	return err
+}
+
+// watchBridge sends on gone whenever the kernel deletes the bridge, until updates ends.
+func (p *Proxy) watchBridge(updates <-chan netlink.LinkUpdate, gone chan<- struct{}) {
+	for u := range updates {
+		if u.Header.Type == syscall.RTM_DELLINK && u.Attrs().Name == p.cfg.Bridge {
+			select {
+			case gone <- struct{}{}:
+			default:
+			}
+		}
+	}
 }
 
 // check verifies our rules are still in the kernel.

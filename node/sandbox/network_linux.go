@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -109,6 +110,83 @@ func (n *Network) Setup() error {
 	return nil
 }
 
+// RepairBridge makes the bridge again, with its address, up, when something took it
+// away, and says whether it did. The pods' veths are put back on it by Repair.
+func (n *Network) RepairBridge() (bool, error) {
+	if br, err := netlink.LinkByName(n.bridgeName()); err == nil && br.Attrs().Flags&net.FlagUp != 0 {
+		addrs, err := netlink.AddrList(br, netlink.FAMILY_V4)
+		for _, a := range addrs {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == n.gateway {
+				return false, nil
+			}
+		}
+		if err != nil {
+			return false, nil // not knowable now: the next look
+		}
+	}
+	return true, n.Setup()
+}
+
+// Reattach puts the instance's veths that are off the bridge back on it, and counts
+// them: the kernel takes every port off a bridge it deletes.
+func (n *Network) Reattach() (int, error) {
+	br, err := netlink.LinkByName(n.bridgeName())
+	if err != nil {
+		return 0, fmt.Errorf("bridge: %w", err)
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return 0, err
+	}
+	count := 0
+	for _, l := range links {
+		if !ownVeth(n.instance, l.Attrs().Name) || l.Attrs().MasterIndex == br.Attrs().Index {
+			continue
+		}
+		if err := netlink.LinkSetMaster(l, br); err != nil {
+			if errors.Is(err, unix.ENODEV) {
+				continue // removed meanwhile
+			}
+			return count, fmt.Errorf("attach %s to %s: %w", l.Attrs().Name, n.bridgeName(), err)
+		}
+		if err := netlink.LinkSetHairpin(l, true); err != nil {
+			return count, fmt.Errorf("hairpin on %s: %w", l.Attrs().Name, err)
+		}
+		count++
+	}
+	return count, nil
+}
+
+// WatchLinks calls changed whenever the bridge is deleted or one of the instance's
+// veths is seen off it, until ctx ends: what the kernel says at once, where a look
+// every few seconds would leave pods cut off meanwhile.
+func (n *Network) WatchLinks(ctx context.Context, changed func()) error {
+	updates := make(chan netlink.LinkUpdate, 64)
+	done := make(chan struct{})
+	defer close(done)
+	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
+		ErrorCallback: func(err error) { n.log.Warn("link updates", "err", err) }}); err != nil {
+		return fmt.Errorf("subscribe to link updates: %w", err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case u, ok := <-updates:
+			if !ok {
+				return errors.New("link updates ended")
+			}
+			name := u.Attrs().Name
+			switch {
+			case u.Header.Type == unix.RTM_DELLINK && name == n.bridgeName():
+				changed()
+			case u.Header.Type == unix.RTM_NEWLINK && u.Attrs().MasterIndex == 0 && ownVeth(n.instance, name):
+				changed()
+			}
+		}
+	}
+}
+
 // Create builds pod ns/name's sandbox: an address, a netns, a veth pair on the bridge
 // (hairpin on), eth0 with the address and a default route via the bridge, loopback up.
 // On failure it removes what it made.
@@ -202,19 +280,33 @@ func (n *Network) Repair(sb Sandbox) (string, error) {
 		return "", nil // not knowable now (out of descriptors, say): the next look
 	}
 	defer h.Close()
-	hostName := vethName(n.instance, sb.UID)
-	host, err := netlink.LinkByName(hostName)
-	if err == nil {
-		if host.Attrs().Flags&net.FlagUp == 0 {
-			return "veth down", netlink.LinkSetUp(host)
-		}
-		return "", nil
-	}
-	// The veth is gone (its pod end with it): a new pair, configured as at creation.
 	br, err := netlink.LinkByName(n.bridgeName())
 	if err != nil {
 		return "veth", fmt.Errorf("bridge: %w", err)
 	}
+	hostName := vethName(n.instance, sb.UID)
+	host, err := netlink.LinkByName(hostName)
+	if err == nil {
+		var what []string
+		if host.Attrs().MasterIndex != br.Attrs().Index {
+			// Off the bridge: the bridge was deleted and made again, or the veth taken off.
+			what = append(what, "veth off the bridge")
+			if err := netlink.LinkSetMaster(host, br); err != nil {
+				return strings.Join(what, ", "), fmt.Errorf("attach %s to %s: %w", hostName, n.bridgeName(), err)
+			}
+			if err := netlink.LinkSetHairpin(host, true); err != nil {
+				return strings.Join(what, ", "), fmt.Errorf("hairpin on %s: %w", hostName, err)
+			}
+		}
+		if host.Attrs().Flags&net.FlagUp == 0 {
+			what = append(what, "veth down")
+			if err := netlink.LinkSetUp(host); err != nil {
+				return strings.Join(what, ", "), err
+			}
+		}
+		return strings.Join(what, ", "), nil
+	}
+	// The veth is gone (its pod end with it): a new pair, configured as at creation.
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostName, MasterIndex: br.Attrs().Index, MTU: br.Attrs().MTU, Flags: net.FlagUp},
 		PeerName: "eth0", PeerNamespace: netlink.NsFd(int(h))}
 	if err := netlink.LinkAdd(veth); err != nil {

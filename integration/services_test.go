@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -281,4 +282,105 @@ func TestProxyModeChangeLeavesNoOldRules(t *testing.T) {
 	if seen := n.hostnames(t, 10, "http://"+ip+"/hostname"); len(seen) < 2 {
 		t.Errorf("in nftables mode, requests reached %v", seen)
 	}
+}
+
+// Issue 19 (2): a service whose externalIP is another service's ClusterIP. The
+// ClusterIP's own service keeps its traffic; with it deleted the other takes the
+// address, and it wins it back when made again — every sync succeeding (the harness
+// fails a test whose daemon logged a failed sync; before, every sync after the delete
+// failed in nftables mode).
+func TestExternalIPOnAnotherClusterIP(t *testing.T) { proxyModes(t, testExternalIPOnClusterIP) }
+
+func testExternalIPOnClusterIP(t *testing.T, n *node) {
+	ip := n.applyBackend(t, 3)
+	kubectl := n.kubectlFor(t)
+	kubectl("run", "other", "--image=registry.k8s.io/e2e-test-images/agnhost:2.53", "--labels=app=other", "--", "netexec", "--http-port=8080")
+	kubectl("create", "service", "clusterip", "hijack", "--tcp=80:8080")
+	kubectl("patch", "service", "hijack", "-p", `{"spec":{"selector":{"app":"other"},"externalIPs":["`+ip+`"]}}`)
+	kubectl("wait", "--for=condition=Ready", "pod/other", "--timeout=60s")
+	hijack := n.clusterIP(t, "hijack")
+	eventually(t, 20*time.Second, func() error {
+		if seen := n.hostnames(t, 3, "http://"+hijack+"/hostname"); seen["other"] != 3 {
+			return fmt.Errorf("the hijack service's own ClusterIP reached %v", seen)
+		}
+		return nil
+	})
+	backendOnly := func(what string) {
+		t.Helper()
+		if seen := n.hostnames(t, 20, "http://"+ip+"/hostname"); seen["other"] > 0 || len(seen) != 3 {
+			t.Errorf("%s: the backend ClusterIP reached %v, want the 3 backend pods only", what, seen)
+		}
+	}
+	backendOnly("both services")
+	backendSvc := kubectl("get", "service", "backend", "-o", "json")
+	kubectl("delete", "service", "backend")
+	eventually(t, 20*time.Second, func() error {
+		if seen := n.hostnames(t, 3, "http://"+ip+"/hostname"); seen["other"] != 3 {
+			return fmt.Errorf("with the backend service deleted, its address reached %v", seen)
+		}
+		return nil
+	})
+	// Made again with the same ClusterIP: it wins the address back.
+	var obj map[string]any
+	if err := json.Unmarshal([]byte(backendSvc), &obj); err != nil {
+		t.Fatal(err)
+	}
+	meta := obj["metadata"].(map[string]any)
+	obj["metadata"] = map[string]any{"name": meta["name"], "namespace": meta["namespace"]}
+	delete(obj, "status")
+	manifest := filepath.Join(t.TempDir(), "backend.json")
+	data, _ := json.Marshal(obj)
+	if err := os.WriteFile(manifest, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kubectl("create", "-f", manifest)
+	eventually(t, 20*time.Second, func() error {
+		if seen := n.hostnames(t, 10, "http://"+ip+"/hostname"); seen["other"] > 0 || len(seen) != 3 {
+			return fmt.Errorf("the backend service made again: its address reached %v", seen)
+		}
+		return nil
+	})
+	kubectl("delete", "service", "hijack")
+	eventually(t, 20*time.Second, func() error {
+		if seen := n.hostnames(t, 3, "http://"+hijack+"/hostname"); len(seen) > 0 {
+			return fmt.Errorf("the deleted hijack service's ClusterIP still answers: %v", seen)
+		}
+		return nil
+	})
+	backendOnly("the hijack service deleted")
+}
+
+// Issue 19 (9): one service's element deleted from the nftables map (or its rule from
+// the iptables chain) behind the daemon's back is found by the drift check and put back.
+func TestProxyRepairsOneDeletedElement(t *testing.T) {
+	proxyModes(t, testRepairElement, "--proxy-sync-period", "1s")
+}
+
+func testRepairElement(t *testing.T, n *node) {
+	ip := n.applyBackend(t, 1)
+	if n.proxyMode() == "nftables" {
+		mustRun(t, "ip", "netns", "exec", n.netns, "nft", "delete", "element", "ip", n.instance+"_proxy", "service-ips", "{ "+ip+" . tcp . 80 }")
+	} else {
+		chain := strings.ToUpper(n.instance) + "-CLUSTER"
+		rules := mustRun(t, "ip", "netns", "exec", n.netns, "iptables", "-t", "nat", "-S", chain)
+		var rule string
+		for line := range strings.Lines(rules) {
+			if strings.Contains(line, ip+"/32") {
+				rule = strings.TrimSpace(strings.TrimPrefix(line, "-A "+chain+" "))
+			}
+		}
+		if rule == "" {
+			t.Fatalf("no rule for %s in %s:\n%s", ip, chain, rules)
+		}
+		mustRun(t, "sh", "-c", "ip netns exec "+n.netns+" iptables -t nat -D "+chain+" "+rule)
+	}
+	if _, _, err := n.exec("curl", "-sS", "-m", "1", "http://"+ip+"/hostname"); err == nil {
+		t.Fatal("deleting the element did not break routing")
+	}
+	start := time.Now()
+	eventually(t, 5*time.Second, func() error {
+		_, _, err := n.exec("curl", "-sS", "-m", "1", "http://"+ip+"/hostname")
+		return err
+	})
+	t.Logf("%s: repaired %s after the deletion", n.proxyMode(), time.Since(start).Round(time.Millisecond))
 }

@@ -61,9 +61,10 @@ func buildIPT(instance string, ports []ServicePort) *ruleset {
 	p := iptPrefix(instance)
 	s := newRuleset()
 	add := func(chain, rule string) { s.chains["nat/"+p+"-"+chain] = append(s.chains["nat/"+p+"-"+chain], rule) }
-	collect := func(coll, rule string) {
-		s.add(coll[:strings.Index(coll, "/")+1]+p+"-"+coll[strings.Index(coll, "/")+1:], rule, "")
+	chainOf := func(coll string) string {
+		return coll[:strings.Index(coll, "/")+1] + p + "-" + coll[strings.Index(coll, "/")+1:]
 	}
+	collect := func(coll, rule string) { s.add(chainOf(coll), rule, "") }
 	for i := range ports {
 		sp := &ports[i]
 		id := strings.ToUpper(sp.ID())
@@ -99,22 +100,29 @@ func buildIPT(instance string, ports []ServicePort) *ruleset {
 				}
 			}
 		}
+		// What routes the ClusterIP is claimed at rank 0, externalIPs at 1: where one
+		// service's externalIP is another's ClusterIP, only the ClusterIP's rule is
+		// written (both would leave the winner to the order of the rules).
+		route := func(ip string, rank int, coll, rule string) {
+			s.claim(fmt.Sprintf("%s . %s . %d", ip, sp.Protocol, sp.Port), rank, chainOf(coll), rule, "")
+		}
 		switch {
 		case !sp.HasEndpoints:
-			collect("filter/NOENDPOINTS", match(sp.ClusterIP, sp.Port)+" -j "+p+"-REJECT")
+			route(sp.ClusterIP, 0, "filter/NOENDPOINTS", match(sp.ClusterIP, sp.Port)+" -j "+p+"-REJECT")
 		case len(sp.Internal) == 0:
-			collect("filter/NOENDPOINTS", match(sp.ClusterIP, sp.Port)+" -j DROP")
+			route(sp.ClusterIP, 0, "filter/NOENDPOINTS", match(sp.ClusterIP, sp.Port)+" -j DROP")
 		default:
 			pick("SVC-"+id, sp.Internal, false)
-			collect("nat/CLUSTER", match(sp.ClusterIP, sp.Port)+" -j "+p+"-SVC-"+id)
+			route(sp.ClusterIP, 0, "nat/CLUSTER", match(sp.ClusterIP, sp.Port)+" -j "+p+"-SVC-"+id)
 		}
-		if len(sp.ExternalIPs) == 0 && sp.NodePort == 0 {
+		externalIPs := slices.DeleteFunc(slices.Clone(sp.ExternalIPs), func(ip string) bool { return ip == sp.ClusterIP })
+		if len(externalIPs) == 0 && sp.NodePort == 0 {
 			continue
 		}
 		if len(sp.External) == 0 {
 			verdict := map[bool]string{true: "-j DROP", false: "-j " + p + "-REJECT"}[sp.HasEndpoints]
-			for _, ip := range sp.ExternalIPs {
-				collect("filter/NOENDPOINTS", match(ip, sp.Port)+" "+verdict)
+			for _, ip := range externalIPs {
+				route(ip, 1, "filter/NOENDPOINTS", match(ip, sp.Port)+" "+verdict)
 			}
 			if sp.NodePort != 0 {
 				collect("filter/NODEPORT-REJECTS", "-m addrtype --dst-type LOCAL "+match("", sp.NodePort)+" "+verdict)
@@ -122,8 +130,8 @@ func buildIPT(instance string, ports []ServicePort) *ruleset {
 			continue
 		}
 		pick("EXT-"+id, sp.External, !sp.ExternalLocal)
-		for _, ip := range sp.ExternalIPs {
-			collect("nat/CLUSTER", match(ip, sp.Port)+" -j "+p+"-EXT-"+id)
+		for _, ip := range externalIPs {
+			route(ip, 1, "nat/CLUSTER", match(ip, sp.Port)+" -j "+p+"-EXT-"+id)
 		}
 		if sp.NodePort != 0 {
 			collect("nat/NODEPORTS", match("", sp.NodePort)+" -j "+p+"-EXT-"+id)

@@ -47,13 +47,13 @@ func pick(s *ruleset, n int, nodePort, masq bool) string {
 }
 
 // endpoints adds the DNAT targets of key for the pick chain's endpoint maps.
-func endpoints(s *ruleset, key string, nodePort bool, eps []Endpoint) {
+func endpoints(s *ruleset, key string, rank int, nodePort bool, eps []Endpoint) {
 	prefix := ""
 	if nodePort {
 		prefix = "nodeport-"
 	}
 	for i, e := range eps {
-		s.add(fmt.Sprintf("%sendpoint-%d", prefix, i), key, e.IP+" . "+fmt.Sprint(e.Port))
+		s.claim(prefix+key, rank, fmt.Sprintf("%sendpoint-%d", prefix, i), key, e.IP+" . "+fmt.Sprint(e.Port))
 	}
 }
 
@@ -93,46 +93,51 @@ func buildNFT(ports []ServicePort) *ruleset {
 		for _, e := range sp.External {
 			s.add("hairpin", e.IP+" . "+e.IP, "")
 		}
+		// What routes the ClusterIP is claimed at rank 0, externalIPs at 1: where one
+		// service's externalIP is another's ClusterIP, the ClusterIP's rules win.
+		route := func(ip string, rank int, coll, v string) { s.claim(key(ip), rank, coll, key(ip), v) }
+		nodePort := func(coll, v string) { s.claim("nodeport-"+npKey, 0, coll, npKey, v) }
 		switch {
 		case !sp.HasEndpoints:
-			s.add("no-endpoint-services", key(sp.ClusterIP), reject)
+			route(sp.ClusterIP, 0, "no-endpoint-services", reject)
 		case len(sp.Internal) == 0: // internalTrafficPolicy Local, no local endpoint
-			s.add("no-endpoint-services", key(sp.ClusterIP), "drop")
+			route(sp.ClusterIP, 0, "no-endpoint-services", "drop")
 		case sp.Affinity > 0:
-			s.add("service-ips", key(sp.ClusterIP), "goto "+affinity(s, sp, sp.Internal, "affinity-"+sp.ID(), false))
+			route(sp.ClusterIP, 0, "service-ips", "goto "+affinity(s, sp, sp.Internal, "affinity-"+sp.ID(), false))
 		default:
-			s.add("service-ips", key(sp.ClusterIP), "goto "+pick(s, len(sp.Internal), false, false))
-			endpoints(s, key(sp.ClusterIP), false, sp.Internal)
+			route(sp.ClusterIP, 0, "service-ips", "goto "+pick(s, len(sp.Internal), false, false))
+			endpoints(s, key(sp.ClusterIP), 0, false, sp.Internal)
 		}
-		if len(sp.ExternalIPs) == 0 && sp.NodePort == 0 {
+		externalIPs := slices.DeleteFunc(slices.Clone(sp.ExternalIPs), func(ip string) bool { return ip == sp.ClusterIP })
+		if len(externalIPs) == 0 && sp.NodePort == 0 {
 			continue
 		}
 		masq := !sp.ExternalLocal
 		switch {
 		case !sp.HasEndpoints || len(sp.External) == 0:
 			verdict := map[bool]string{true: "drop", false: reject}[sp.HasEndpoints]
-			for _, ip := range sp.ExternalIPs {
-				s.add("no-endpoint-services", key(ip), verdict)
+			for _, ip := range externalIPs {
+				route(ip, 1, "no-endpoint-services", verdict)
 			}
 			if sp.NodePort != 0 {
-				s.add("no-endpoint-nodeports", npKey, verdict)
+				nodePort("no-endpoint-nodeports", verdict)
 			}
 		case sp.Affinity > 0:
 			chain := "goto " + affinity(s, sp, sp.External, "external-affinity-"+sp.ID(), masq)
-			for _, ip := range sp.ExternalIPs {
-				s.add("service-ips", key(ip), chain)
+			for _, ip := range externalIPs {
+				route(ip, 1, "service-ips", chain)
 			}
 			if sp.NodePort != 0 {
-				s.add("service-nodeports", npKey, chain)
+				nodePort("service-nodeports", chain)
 			}
 		default:
-			for _, ip := range sp.ExternalIPs {
-				s.add("service-ips", key(ip), "goto "+pick(s, len(sp.External), false, masq))
-				endpoints(s, key(ip), false, sp.External)
+			for _, ip := range externalIPs {
+				route(ip, 1, "service-ips", "goto "+pick(s, len(sp.External), false, masq))
+				endpoints(s, key(ip), 1, false, sp.External)
 			}
 			if sp.NodePort != 0 {
-				s.add("service-nodeports", npKey, "goto "+pick(s, len(sp.External), true, masq))
-				endpoints(s, npKey, true, sp.External)
+				nodePort("service-nodeports", "goto "+pick(s, len(sp.External), true, masq))
+				endpoints(s, npKey, 0, true, sp.External)
 			}
 		}
 	}

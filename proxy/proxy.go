@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -241,6 +242,20 @@ func (p *Proxy) sync() error {
 	dirty := p.dirty
 	p.dirty = map[string]bool{}
 	p.mu.Unlock()
+	programmed := p.ports
+	if p.full {
+		// Everything is worked out again from the informers: a full sync never writes
+		// back a union that a failed one may have left wrong (issue 19: one bad element
+		// failed every sync after it).
+		p.agg, p.ports, p.sliceSeen = newAggregate(), map[string][]ServicePort{}, map[string]map[string]string{}
+		for key := range programmed {
+			dirty[key] = true
+		}
+		svcs, _ := p.services.List(labels.Everything())
+		for _, svc := range svcs {
+			dirty[svc.Namespace+"/"+svc.Name] = true
+		}
+	}
 	for key := range dirty {
 		var ports []ServicePort
 		seen := map[string]string{}
@@ -263,7 +278,7 @@ func (p *Proxy) sync() error {
 			frag = p.build(ports)
 		}
 		p.agg.set(key, frag, before, after)
-		stale = append(stale, Stale(p.ports[key], ports)...)
+		stale = append(stale, Stale(programmed[key], ports)...)
 		if len(ports) > 0 {
 			p.ports[key], p.sliceSeen[key] = ports, seen
 		} else {
@@ -366,11 +381,21 @@ func (p *Proxy) check() error {
 		}
 	}
 	if p.cfg.Mode == ModeNFTables {
-		out, err := p.cfg.Runner.Run("", "nft", "list", "chain", "ip", Table(p.cfg.Instance), "services")
-		if err == nil && !strings.Contains(out, "vmap @service-nodeports") {
-			err = errors.New("chain services was flushed")
+		out, err := p.cfg.Runner.Run("", "nft", "list", "table", "ip", Table(p.cfg.Instance))
+		if err != nil {
+			return err
 		}
-		return err
+		if !strings.Contains(out, "vmap @service-nodeports") {
+			return errors.New("chain services was flushed")
+		}
+		// Elements deleted one by one leave the chains whole: count them too.
+		counts := nftElementCounts(out)
+		for _, m := range sortedKeys(p.agg.items) {
+			if want := len(p.agg.items[m]); counts[m] != want {
+				return fmt.Errorf("%s has %d elements, want %d", m, counts[m], want)
+			}
+		}
+		return nil
 	}
 	for _, j := range iptJumps(p.cfg.Instance) {
 		args := append([]string{"-w", "5", j[0], j[1], "-C"}, j[2:]...)
@@ -384,6 +409,32 @@ func (p *Proxy) check() error {
 		err = fmt.Errorf("chain %s has lost rules", chain)
 	}
 	return err
+}
+
+// nftElementCounts counts the elements of each map and set in nft's listing of a table.
+func nftElementCounts(listing string) map[string]int {
+	counts := map[string]int{}
+	name, in := "", false
+	for line := range strings.Lines(listing) {
+		t := strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(t, "map ") || strings.HasPrefix(t, "set "):
+			name, _, _ = strings.Cut(t[4:], " ")
+			counts[name] = 0
+		case name != "" && strings.HasPrefix(t, "elements = {"):
+			t = strings.TrimPrefix(t, "elements = {")
+			in = true
+		}
+		if in {
+			body, end := strings.CutSuffix(t, "}")
+			counts[name] += strings.Count(body, ",")
+			if end {
+				counts[name]++ // the last element has no comma after it
+				in, name = false, ""
+			}
+		}
+	}
+	return counts
 }
 
 // ensureJumps puts the rules leading into our chains into the built-in chains, once.

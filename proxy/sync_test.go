@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
@@ -248,6 +249,56 @@ func TestIPTablesFullSyncInParts(t *testing.T) {
 		b := parseIPT(t, "mc", strings.Join(parts, ""), tracer{t: t}).trace(pk)
 		if a != b || !strings.HasPrefix(a, "dnat") {
 			t.Errorf("%s: %q at once, %q in parts", ip, a, b)
+		}
+	}
+}
+
+// Issue 19 (2): one service's externalIP that is another's ClusterIP. The ClusterIP's
+// rules win whatever the order the services came in, in both modes, incremental or
+// full; when the ClusterIP's service goes the other takes the address over, and when it
+// comes back it wins again. Before, the first to arrive kept the element, and deleting
+// it left an element pointing at a deleted chain: every later sync failed.
+func TestClusterIPWinsOverExternalIP(t *testing.T) {
+	dns := svc("dns", "10.96.0.10", 53, udp)
+	dnsPods := slice("dns", 53, udp, ready("10.244.0.5"))
+	hijack := svc("hijack", "10.96.0.50", 53, udp, func(s *corev1.Service) { s.Spec.ExternalIPs = []string{"10.96.0.10"} })
+	hijackPods := slice("hijack", 5353, udp, ready("10.244.0.9"), ready("10.244.0.8"))
+	const own, other = "dnat 10.244.0.5:53", "dnat 10.244.0.8:5353 masq | dnat 10.244.0.9:5353 masq" // external traffic is masqueraded
+	to := packet{src: "10.244.0.100", dst: "10.96.0.10", proto: "udp", port: 53}
+	for _, mode := range []string{ModeNFTables, ModeIPTables} {
+		for _, dnsFirst := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/dns first %v", mode, dnsFirst), func(t *testing.T) {
+				run := &fakeRunner{}
+				p, c := newTestProxy(t, mode, run)
+				trace := func() string {
+					if mode == ModeNFTables {
+						return parseNFT(t, strings.Join(run.scripts("nft"), ""), tracer{t: t}).trace(to)
+					}
+					return parseIPT(t, "mc", strings.Join(run.scripts("iptables-restore"), ""), tracer{t: t}).trace(to)
+				}
+				step := func(what, want string, change func()) {
+					t.Helper()
+					change()
+					if err := p.sync(); err != nil {
+						t.Fatalf("%s: %v", what, err)
+					}
+					if got := trace(); got != want {
+						t.Errorf("%s: 10.96.0.10:53 goes to %s, want %s", what, got, want)
+					}
+				}
+				if dnsFirst {
+					step("the ClusterIP's service", own, func() { c.set(p, dns); c.set(p, dnsPods) })
+					step("then the externalIP's", own, func() { c.set(p, hijack); c.set(p, hijackPods) })
+				} else {
+					step("the externalIP's service", other, func() { c.set(p, hijack); c.set(p, hijackPods) })
+					step("then the ClusterIP's", own, func() { c.set(p, dns); c.set(p, dnsPods) })
+				}
+				step("a full sync", own, func() { p.full = true })
+				step("the ClusterIP's service deleted", other, func() { c.remove(p, dnsPods); c.remove(p, dns) })
+				step("and made again", own, func() { c.set(p, dns); c.set(p, dnsPods) })
+				step("the externalIP's service deleted", own, func() { c.remove(p, hijackPods); c.remove(p, hijack) })
+				step("a full sync again", own, func() { p.full = true })
+			})
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -640,5 +641,87 @@ func TestDamagedDatabaseRestore(t *testing.T) {
 	}
 	if _, err := os.Stat(db + ".backup"); err != nil {
 		t.Errorf("no backup taken at start: %v", err)
+	}
+}
+
+// Issue 19 (8): a namespace of 63 characters and a pod of 189 are valid names whose
+// netns name (<instance>_<namespace>_<pod>) is longer than a file name may be. The pod
+// runs (its netns name ends in a hash), is adopted across a restart, and leaves
+// nothing when deleted. Before, it stayed Pending with no message.
+func TestLongNamesFitTheKernel(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	kubectl := n.kubectlFor(t)
+	ns := "n" + strings.Repeat("s", 62)
+	pod := "p" + strings.Repeat("o", 188)
+	kubectl("create", "namespace", ns)
+	manifest := filepath.Join(t.TempDir(), "pod.yaml")
+	os.WriteFile(manifest, []byte(`apiVersion: v1
+kind: Pod
+metadata: {name: `+pod+`, namespace: `+ns+`}
+spec:
+  containers:
+  - {name: web, image: "registry.k8s.io/e2e-test-images/agnhost:2.53", args: [netexec, --http-port=8080]}
+`), 0o600)
+	kubectl("create", "-f", manifest)
+	kubectl("wait", "-n", ns, "--for=condition=Ready", "pod/"+pod, "--timeout=60s")
+	ip := kubectl("get", "-n", ns, "pod", pod, "-o", "jsonpath={.status.podIP}")
+	var netns string
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), n.instance+"_"+ns+"_") {
+			netns = e.Name()
+		}
+	}
+	if netns == "" || len(netns) > 255 {
+		t.Fatalf("the pod's netns: %q", netns)
+	}
+	if out, err := n.curlPod(ip, "/hostname"); err != nil || out != pod[:63] {
+		t.Errorf("the pod answers %q %v, want its hostname (the name's first 63 characters)", out, err)
+	}
+	n.stop(syscall.SIGTERM)
+	n.start()
+	eventually(t, 20*time.Second, func() error {
+		if log, _ := os.ReadFile(n.logPath); !strings.Contains(string(log), `msg="adopted pod network" netns=`+netns) {
+			return errors.New("the long-named pod's network was not adopted across the restart")
+		}
+		return nil
+	})
+	if out, err := n.curlPod(ip, "/hostname"); err != nil || out != pod[:63] {
+		t.Errorf("after the restart the pod answers %q %v", out, err)
+	}
+	kubectl("delete", "namespace", ns, "--wait=true", "--timeout=60s")
+	if _, err := os.Stat("/run/netns/" + netns); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the deleted pod's netns is still there: %v", err)
+	}
+}
+
+// Issue 19 (6): a netns the user made with the instance's prefix is not the daemon's:
+// neither adoption at start nor cleanup removes it (before, both did).
+func TestForeignNetnsLeftAlone(t *testing.T) {
+	n := newNode(t)
+	foreign := n.instance + "_ext"
+	mustRun(t, "ip", "netns", "add", foreign)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", foreign).Run() })
+	n.start()
+	kubectl := n.kubectlFor(t)
+	kubectl("run", "keep", "--image=busybox", "--restart=Never", "--", "sleep", "3600")
+	kubectl("wait", "--for=condition=Ready", "pod/keep", "--timeout=60s")
+	n.stop(syscall.SIGTERM)
+	n.start()
+	kubectl("wait", "--for=condition=Ready", "pod/keep", "--timeout=60s")
+	if _, err := os.Stat("/run/netns/" + foreign); err != nil {
+		t.Fatalf("the daemon removed the user's netns %s: %v", foreign, err)
+	}
+	n.stop(syscall.SIGTERM)
+	out, err := exec.Command("ip", "netns", "exec", n.netns, binary, "cleanup", "--instance", n.instance, "--data-dir", n.dataDir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("cleanup: %v\n%s", err, out)
+	}
+	if _, err := os.Stat("/run/netns/" + foreign); err != nil {
+		t.Errorf("cleanup removed the user's netns %s: %v", foreign, err)
+	}
+	if !strings.Contains(string(out), "removed pod network") {
+		t.Errorf("cleanup did not remove the daemon's own pod network:\n%s", out)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,8 @@ type Config struct {
 	// ConfigMaps and Secrets are read for volumes and environment variables.
 	ConfigMaps coreinformers.ConfigMapInformer
 	Secrets    coreinformers.SecretInformer
+	// DataDir is the daemon's: the pod netns it made are recorded there.
+	DataDir string
 	// Runtime runs the containers.
 	Runtime       *runtime.Runtime
 	Instance      string
@@ -108,7 +111,7 @@ func New(cfg Config) (*Agent, error) {
 		configMaps: cfg.ConfigMaps.Lister(), secrets: cfg.Secrets.Lister(),
 		synced: []cache.InformerSynced{cfg.Pods.Informer().HasSynced, cfg.Services.Informer().HasSynced,
 			cfg.ConfigMaps.Informer().HasSynced, cfg.Secrets.Informer().HasSynced},
-		net: sandbox.New(sandbox.Config{Instance: cfg.Instance, CIDR: cfg.PodCIDR, Log: cfg.Log}),
+		net: sandbox.New(sandbox.Config{Instance: cfg.Instance, CIDR: cfg.PodCIDR, StateDir: netnsStateDir(cfg.DataDir), Log: cfg.Log}),
 		rt:  cfg.Runtime, rec: cfg.Recorder, sandboxes: map[string]sandbox.Sandbox{}}
 	a.loop = controllers.NewLoop("node", cfg.Log, a.reconcile)
 	a.probes = &prober{agent: a}
@@ -224,21 +227,25 @@ func (a *Agent) adopt(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	pods, _ := a.pods.List(labels.Everything())
+	byUID := map[string]*corev1.Pod{}
+	for _, p := range pods {
+		byUID[string(p.UID)] = p
+	}
 	for _, sb := range found {
-		ns, name, _ := strings.Cut(strings.TrimPrefix(sb.Netns, a.cfg.Instance+"_"), "_")
-		pod, err := a.pods.Pods(ns).Get(name)
-		if err != nil || string(pod.UID) != sb.UID || !sb.IP.IsValid() {
+		// Found by the UID its eth0 carries: a long name's netns ends in a hash.
+		pod := byUID[sb.UID]
+		if pod == nil || sb.UID == "" || a.net.NetnsName(pod.Namespace, pod.Name) != sb.Netns || !sb.IP.IsValid() {
 			a.net.Remove(sandbox.Sandbox{Netns: sb.Netns, UID: sb.UID})
 			a.cfg.Log.Info("removed orphaned pod network", "netns", sb.Netns)
 			continue
 		}
 		a.net.Adopt(sb)
-		a.sandboxes[ns+"/"+name] = sb
+		a.sandboxes[key(pod)] = sb
 		a.cfg.Log.Info("adopted pod network", "netns", sb.Netns, "ip", sb.IP)
 	}
 	defer a.syncHostPorts()
 	// hostNetwork pods have no sandbox of their own: their containers say they exist.
-	pods, _ := a.pods.List(labels.Everything())
 	for _, uid := range a.rt.Pods() {
 		for _, p := range pods {
 			if string(p.UID) == uid && p.Spec.HostNetwork && p.Spec.NodeName == a.cfg.NodeName {
@@ -617,5 +624,13 @@ func (a *Agent) PortForward(ctx context.Context, pod *corev1.Pod, port int32) (n
 // masquerade table and the bridge.
 func Cleanup(instance, dataDir string, log *slog.Logger) error {
 	runtime.Cleanup(dataDir, log)
-	return sandbox.Cleanup(instance, log)
+	return sandbox.Cleanup(instance, netnsStateDir(dataDir), log)
+}
+
+// netnsStateDir records the pod netns the daemon of a data dir made.
+func netnsStateDir(dataDir string) string {
+	if dataDir == "" {
+		return ""
+	}
+	return filepath.Join(dataDir, "netns")
 }

@@ -197,7 +197,7 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	core := clients.informers.Core().V1()
 	agent, err := node.New(node.Config{Client: clients.typed, Pods: core.Pods(), Services: core.Services(),
-		ConfigMaps: core.ConfigMaps(), Secrets: core.Secrets(), Runtime: rt,
+		ConfigMaps: core.ConfigMaps(), Secrets: core.Secrets(), Runtime: rt, DataDir: cfg.dataDir,
 		Instance: cfg.instance, NodeName: cfg.nodeName, PodCIDR: cfg.podCIDR, ClusterDNS: cfg.clusterDNS, ClusterDomain: cfg.clusterDomain,
 		Version: apiserver.Version, Metrics: metrics, Recorder: events.Recorder("kubelet", cfg.nodeName), Log: log})
 	if err != nil {

@@ -2,6 +2,8 @@ package sandbox
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -35,12 +37,16 @@ type Config struct {
 	Instance string
 	// CIDR is the pod CIDR; the bridge holds its first address.
 	CIDR netip.Prefix
-	Log  *slog.Logger
+	// StateDir (in the daemon's data dir) records the netns this daemon made: only those
+	// are adopted or removed, never another's that shares the instance's prefix.
+	StateDir string
+	Log      *slog.Logger
 }
 
 // Network owns the node bridge, the pod addresses and the pod sandboxes of one instance.
 type Network struct {
 	instance string
+	stateDir string
 	cidr     netip.Prefix
 	gateway  netip.Addr
 	ipam     *ipam
@@ -55,7 +61,7 @@ func New(cfg Config) *Network {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Network{instance: cfg.Instance, cidr: cfg.CIDR.Masked(), gateway: Gateway(cfg.CIDR), ipam: newIPAM(cfg.CIDR), log: cfg.Log}
+	return &Network{instance: cfg.Instance, stateDir: cfg.StateDir, cidr: cfg.CIDR.Masked(), gateway: Gateway(cfg.CIDR), ipam: newIPAM(cfg.CIDR), log: cfg.Log}
 }
 
 func (n *Network) bridgeName() string { return n.instance + "0" }
@@ -66,8 +72,21 @@ func (n *Network) Gateway() netip.Addr { return n.gateway }
 // Allocated counts the pod addresses held.
 func (n *Network) Allocated() int { return n.ipam.allocated() }
 
-// NetnsName is a pod's netns as users see it: <instance>_<namespace>_<pod>.
-func (n *Network) NetnsName(ns, pod string) string { return n.instance + "_" + ns + "_" + pod }
+// NetnsName is a pod's netns as users see it: <instance>_<namespace>_<pod>. A name
+// longer than a file name may be (a namespace of 63 characters and a pod name of 189
+// are valid) keeps its start and ends in a hash of the namespace and pod instead.
+func (n *Network) NetnsName(ns, pod string) string {
+	name := n.instance + "_" + ns + "_" + pod
+	if len(name) <= maxFileName {
+		return name
+	}
+	sum := sha256.Sum256([]byte(ns + "/" + pod))
+	suffix := "-" + hex.EncodeToString(sum[:8])
+	return name[:maxFileName-len(suffix)] + suffix
+}
+
+// maxFileName is the longest file name Linux takes (NAME_MAX): netns are files in /run/netns.
+const maxFileName = 255
 
 // vethName is the host end of a pod's veth pair: the instance and a hash of the UID,
 // within the kernel's 15-character limit.
@@ -197,6 +216,10 @@ func (n *Network) Create(ns, name, uid string) (Sandbox, error) {
 	}
 	sb := Sandbox{Netns: n.NetnsName(ns, name), UID: uid, IP: ip}
 	n.remove(sb.Netns, sb.UID) // a stale one from a crash, if any
+	if err := n.record(sb.Netns); err != nil {
+		n.Remove(sb)
+		return Sandbox{}, err
+	}
 	if err := n.create(sb); err != nil {
 		n.Remove(sb)
 		return Sandbox{}, err
@@ -363,31 +386,76 @@ func (n *Network) remove(name, uid string) {
 		n.log.Warn("delete netns", "netns", name, "err", err)
 	}
 	os.RemoveAll(filepath.Join("/etc/netns", name))
+	if n.stateDir != "" {
+		os.Remove(filepath.Join(n.stateDir, name))
+	}
+}
+
+// record notes that this daemon owns netns name, before it is made: whatever a crash
+// leaves half made is then found by List.
+func (n *Network) record(name string) error {
+	if n.stateDir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(n.stateDir, 0o700); err != nil {
+		return fmt.Errorf("record netns %s: %w", name, err)
+	}
+	if err := os.WriteFile(filepath.Join(n.stateDir, name), nil, 0o600); err != nil {
+		return fmt.Errorf("record netns %s: %w", name, err)
+	}
+	return nil
 }
 
 // Adopt takes over a sandbox found by List: its address is held again.
 func (n *Network) Adopt(sb Sandbox) { n.ipam.reserve(sb.IP, sb.UID) }
 
-// List finds the instance's sandboxes (for adoption after a restart).
+// List finds the sandboxes this daemon made (for adoption after a restart): those
+// recorded in the state dir, with or without their netns still there. Without a state
+// dir yet (a data dir from before it was kept), every netns named with the instance's
+// prefix whose eth0 carries a pod UID is taken as ours, and recorded.
 func (n *Network) List() ([]Sandbox, error) {
-	entries, err := os.ReadDir(netnsDir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var out []Sandbox
-	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), n.instance+"_") {
-			continue
+	var names []string
+	entries, err := os.ReadDir(n.stateDir)
+	switch {
+	case n.stateDir != "" && err == nil:
+		for _, e := range entries {
+			names = append(names, e.Name())
 		}
-		sb := Sandbox{Netns: e.Name()}
-		if h, err := netns.GetFromName(e.Name()); err == nil {
+	case n.stateDir != "" && !errors.Is(err, os.ErrNotExist):
+		return nil, err
+	default:
+		all, err := os.ReadDir(netnsDir)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		for _, e := range all {
+			if strings.HasPrefix(e.Name(), n.instance+"_") {
+				names = append(names, e.Name())
+			}
+		}
+	}
+	migrate := n.stateDir != "" && errors.Is(err, os.ErrNotExist)
+	var out []Sandbox
+	for _, name := range names {
+		sb := Sandbox{Netns: name}
+		if h, err := netns.GetFromName(name); err == nil {
 			sb.UID, sb.IP = readPodInterface(h)
 			h.Close()
 		}
+		if migrate {
+			if sb.UID == "" {
+				continue // not a pod's, or not knowably: left alone
+			}
+			if err := n.record(name); err != nil {
+				return nil, err
+			}
+		}
 		out = append(out, sb)
+	}
+	if migrate {
+		if err := os.MkdirAll(n.stateDir, 0o700); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }
@@ -422,8 +490,8 @@ func WriteFile(netnsName, file, content string) error {
 
 // Cleanup removes the instance's network: pod netns, veths, the masquerade table and
 // the bridge. It touches nothing without the instance's prefix.
-func Cleanup(instance string, log *slog.Logger) error {
-	n := New(Config{Instance: instance, Log: log})
+func Cleanup(instance, stateDir string, log *slog.Logger) error {
+	n := New(Config{Instance: instance, StateDir: stateDir, Log: log})
 	sandboxes, err := n.List()
 	if err != nil {
 		return err

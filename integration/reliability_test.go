@@ -725,3 +725,57 @@ func TestForeignNetnsLeftAlone(t *testing.T) {
 		t.Errorf("cleanup did not remove the daemon's own pod network:\n%s", out)
 	}
 }
+
+// Issue 19 (7): a daemon killed between starting a container's shim and saving its
+// record left a shim no one owned (alive 42 min, past cleanup). Made here by removing
+// the record while the daemon is down: the next daemon kills the unrecorded shim as it
+// starts, and so does cleanup with no daemon at all.
+func TestUnrecordedShimKilled(t *testing.T) {
+	n := newNode(t)
+	n.start()
+	kubectl := n.kubectlFor(t)
+	shimOf := func() (string, int) {
+		t.Helper()
+		kubectl("wait", "--for=condition=Ready", "pod/sleeper", "--timeout=60s")
+		u := kubectl("get", "pod", "sleeper", "-o", "jsonpath={.metadata.uid}")
+		out, err := exec.Command("pgrep", "-f", filepath.Join(n.dataDir, "pods", u)+"/").Output()
+		pids := strings.Fields(string(out))
+		if err != nil || len(pids) != 1 {
+			t.Fatalf("the sleeper's shim: %q %v", out, err)
+		}
+		pid, _ := strconv.Atoi(pids[0])
+		return u, pid
+	}
+	forget := func(u string) { // the record as if the daemon died before saving it
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(n.dataDir, "pods", u, "state.json"), []byte(`{"containers":{}}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gone := func(pid int, what string) {
+		t.Helper()
+		eventually(t, 10*time.Second, func() error {
+			if err := syscall.Kill(pid, 0); err == nil {
+				return fmt.Errorf("%s: the unrecorded shim %d is alive", what, pid)
+			}
+			return nil
+		})
+	}
+	kubectl("run", "sleeper", "--image=busybox", "--", "sleep", "3600")
+	u, pid := shimOf()
+	n.stop(syscall.SIGKILL)
+	forget(u)
+	n.start()
+	gone(pid, "a new daemon")
+	if log, _ := os.ReadFile(n.logPath); !strings.Contains(string(log), "killed a container shim no record names") {
+		t.Error("no log line about the killed shim")
+	}
+	u, pid = shimOf() // the container started again
+	n.stop(syscall.SIGKILL)
+	forget(u)
+	out, err := exec.Command("ip", "netns", "exec", n.netns, binary, "cleanup", "--instance", n.instance, "--data-dir", n.dataDir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("cleanup: %v\n%s", err, out)
+	}
+	gone(pid, "cleanup")
+}

@@ -227,3 +227,53 @@ func TestCommandExpansion(t *testing.T) {
 		t.Errorf("output %q, want %q", out, "A=hi B=expanded")
 	}
 }
+
+// Issue 19 (5): the daemon's data dir (token, API socket, CA key) is not in a
+// container's view at all. Before it was an empty tmpfs over the host's directory, which
+// a container with CAP_SYS_ADMIN unmounted to read the token. The data dir here is
+// under /var/tmp, inside a host directory containers see as an overlay (not under /tmp,
+// which containers get empty). A container without securityContext has Docker's
+// default capabilities, so cannot unmount anything either.
+func TestPodsCannotSeeTheDataDir(t *testing.T) {
+	n := newNode(t)
+	dir, err := os.MkdirTemp("/var/tmp", "mcit-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	n.dataDir = dir // 0700, as MkdirTemp makes it
+	n.start()
+	kubectl := n.kubectlFor(t)
+	manifest := filepath.Join(t.TempDir(), "pods.yaml")
+	os.WriteFile(manifest, []byte(`apiVersion: v1
+kind: Pod
+metadata: {name: root}
+spec:
+  containers:
+  - {name: c, image: busybox, command: [sleep, "3600"], securityContext: {privileged: true}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: plain}
+spec:
+  containers:
+  - {name: c, image: busybox, command: [sleep, "3600"]}
+`), 0o600)
+	kubectl("create", "-f", manifest)
+	kubectl("wait", "--for=condition=Ready", "pod/root", "pod/plain", "--timeout=60s")
+	token := n.token(t)
+	for _, pod := range []string{"root", "plain"} {
+		out, errOut, _ := n.exec("kubectl", "exec", pod, "--", "sh", "-c",
+			"umount "+dir+"; umount "+filepath.Dir(dir)+"; ls -a "+dir+"; cat "+dir+"/token; ls "+filepath.Dir(dir))
+		if strings.Contains(out+errOut, token) || strings.Contains(out, filepath.Base(dir)) {
+			t.Errorf("pod %s sees the data dir:\n%s%s", pod, out, errOut)
+		}
+		if !strings.Contains(errOut, "No such file or directory") {
+			t.Errorf("pod %s: want the data dir absent:\n%s%s", pod, out, errOut)
+		}
+	}
+	caps, _, err := n.exec("kubectl", "exec", "plain", "--", "grep", "CapEff", "/proc/self/status")
+	if err != nil || !strings.Contains(caps, "00000000a80425fb") {
+		t.Errorf("a container without securityContext has capabilities %q (%v), want Docker's default set a80425fb", caps, err)
+	}
+}

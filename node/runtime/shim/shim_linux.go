@@ -582,6 +582,9 @@ func buildRoot(root string, empty []string) ([]string, error) {
 			if err := errors.Join(os.MkdirAll(upper, 0o755), os.MkdirAll(work, 0o755)); err != nil {
 				return nil, err
 			}
+			if err := whiteOut(upper, host, empty); err != nil {
+				return nil, err
+			}
 			opts := "lowerdir=" + host + ",upperdir=" + upper + ",workdir=" + work
 			overlays = append(overlays, host)
 			if err := unix.Mount("overlay", dst, "overlay", 0, opts); err != nil {
@@ -591,7 +594,8 @@ func buildRoot(root string, empty []string) ([]string, error) {
 			}
 		}
 	}
-	// Deeper hidden paths (the daemon's data dir) get an empty tmpfs over them.
+	// Deeper hidden paths (the daemon's data dir) are whited out of their overlay; where
+	// the kernel refused the overlay they get an empty tmpfs over them instead.
 	for _, dir := range empty {
 		if strings.Count(dir, "/") < 2 {
 			continue
@@ -604,6 +608,43 @@ func buildRoot(root string, empty []string) ([]string, error) {
 		}
 	}
 	return overlays, nil
+}
+
+// whiteOut removes the paths in hidden below the host directory top from the overlay
+// whose upper layer is upper: a whiteout (a 0/0 character device) at each, in
+// directories made with the modes and owners of the host's. The container then has no
+// such path at all — no mount over it that it could undo (issue 19: a pod that could
+// unmount the tmpfs over the data dir read the API token).
+func whiteOut(upper, top string, hidden []string) error {
+	for _, dir := range hidden {
+		rel, err := filepath.Rel(top, dir)
+		if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+			continue
+		}
+		parts := strings.Split(rel, "/")
+		for i := range parts[:len(parts)-1] {
+			sub := filepath.Join(parts[:i+1]...)
+			info, err := os.Stat(filepath.Join(top, sub))
+			if err != nil {
+				break // absent on the host: nothing to hide
+			}
+			if err := os.Mkdir(filepath.Join(upper, sub), info.Mode().Perm()); err != nil && !errors.Is(err, os.ErrExist) {
+				return err
+			}
+			st := info.Sys().(*syscall.Stat_t)
+			if err := errors.Join(os.Chown(filepath.Join(upper, sub), int(st.Uid), int(st.Gid)),
+				os.Chmod(filepath.Join(upper, sub), info.Mode().Perm()|info.Mode()&os.ModeSticky)); err != nil {
+				return err
+			}
+		}
+		if _, err := os.Lstat(dir); err != nil {
+			continue
+		}
+		if err := unix.Mknod(filepath.Join(upper, rel), unix.S_IFCHR, 0); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("white out %s: %w", dir, err)
+		}
+	}
+	return nil
 }
 
 // buildImageRoot makes the container's root at root/fs: the image's root filesystem

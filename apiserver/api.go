@@ -87,13 +87,20 @@ func (a *API) Get(r *Resource, ns, name string) (store.Object, error) {
 // List returns the selected objects of r in ns (every namespace when empty) and the
 // revision the list is consistent with.
 func (a *API) List(r *Resource, ns string, sel Selector) ([]store.Object, int64, error) {
-	objs, rev, err := a.store.List(r.storage(), ns, func(o store.Object) bool { return sel.Matches(r, o) })
+	objs, rev, _, err := a.ListPage(r, ns, sel, "", 0)
+	return objs, rev, err
+}
+
+// ListPage is List from key start on, at most limit objects (0: all); next is where the
+// next page starts ("" when none).
+func (a *API) ListPage(r *Resource, ns string, sel Selector, start string, limit int) ([]store.Object, int64, string, error) {
+	objs, rev, next, err := a.store.ListPage(r.storage(), ns, func(o store.Object) bool { return sel.Matches(r, o) }, start, limit)
 	if r.view != nil {
 		for i, o := range objs {
 			objs[i] = r.external(o)
 		}
 	}
-	return objs, rev, a.storeErr(r, "", err)
+	return objs, rev, next, a.storeErr(r, "", err)
 }
 
 // Watch streams r's changes after rev.

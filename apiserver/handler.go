@@ -12,6 +12,7 @@ import (
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
@@ -139,14 +140,30 @@ func (h *handler) list(w http.ResponseWriter, req *request) {
 		writeError(w, err)
 		return
 	}
-	objs, rev, err := h.api.List(req.res, req.ns, sel)
+	pg, err := parsePage(req.query, h.api.store.Floor())
 	if err != nil {
 		writeError(w, err)
 		return
 	}
+	objs, rev, next, err := h.api.ListPage(req.res, req.ns, sel, pg.start, pg.limit)
+	switch {
+	case err != nil:
+		writeError(w, err)
+		return
+	case pg.exact && pg.rv != rev:
+		// Only the present is kept: an earlier revision is as gone as a compacted one.
+		writeError(w, apierrors.NewResourceExpired(fmt.Sprintf("too old resource version: %d (%d)", pg.rv, rev)))
+		return
+	case pg.start != "":
+		rev = pg.rv // every page of a list says the first one's revision
+	}
+	cont := ""
+	if next != "" {
+		cont = encodeContinue(rev, next)
+	}
 	if req.out.table {
 		t := req.res.Table(objs, true, includeObject(req))
-		t.ResourceVersion = fmt.Sprint(rev)
+		t.ResourceVersion, t.Continue = fmt.Sprint(rev), cont
 		writeObject(w, http.StatusOK, t, req.out)
 		return
 	}
@@ -154,6 +171,9 @@ func (h *handler) list(w http.ResponseWriter, req *request) {
 	if err != nil {
 		writeError(w, apierrors.NewInternalError(err))
 		return
+	}
+	if lm, err := meta.ListAccessor(list); err == nil {
+		lm.SetContinue(cont)
 	}
 	writeObject(w, http.StatusOK, list, req.out)
 }

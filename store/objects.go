@@ -86,9 +86,14 @@ func (s *Store) Get(k *Kind, ns, name string) (Object, error) {
 // List returns the objects of kind k in namespace ns (all namespaces when ns is
 // empty) that keep returns true for, and the revision the list is consistent with.
 func (s *Store) List(k *Kind, ns string, keep func(Object) bool) ([]Object, int64, error) {
-	var out []Object
-	var rev int64
-	err := s.db.View(func(tx *bolt.Tx) error {
+	objs, rev, _, err := s.ListPage(k, ns, keep, "", 0)
+	return objs, rev, err
+}
+
+// ListPage is List from key start on ("" for the first), at most limit objects (0: no
+// limit). next is the key to start the next page at, "" when there is none.
+func (s *Store) ListPage(k *Kind, ns string, keep func(Object) bool, start string, limit int) (out []Object, rev int64, next string, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
 		rev = readRev(tx)
 		b := tx.Bucket([]byte(k.Bucket))
 		if b == nil {
@@ -99,7 +104,15 @@ func (s *Store) List(k *Kind, ns string, keep func(Object) bool) ([]Object, int6
 		if ns != "" {
 			prefix = []byte(ns + "/")
 		}
-		for kk, v := c.Seek(prefix); kk != nil && bytes.HasPrefix(kk, prefix); kk, v = c.Next() {
+		from := prefix
+		if start > string(prefix) {
+			from = []byte(start)
+		}
+		for kk, v := c.Seek(from); kk != nil && bytes.HasPrefix(kk, prefix); kk, v = c.Next() {
+			if limit > 0 && len(out) == limit {
+				next = string(kk)
+				return nil
+			}
 			obj, err := s.decode(k, v)
 			if err != nil {
 				return err
@@ -110,7 +123,14 @@ func (s *Store) List(k *Kind, ns string, keep func(Object) bool) ([]Object, int6
 		}
 		return nil
 	})
-	return out, rev, err
+	return out, rev, next, err
+}
+
+// Floor is the oldest revision watches can resume from: every change after it is kept.
+func (s *Store) Floor() int64 {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	return s.hub.floor
 }
 
 func put(tx *bolt.Tx, k *Kind, obj Object) error {

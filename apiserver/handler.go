@@ -39,6 +39,11 @@ func (h *handler) serveResource(w http.ResponseWriter, r *http.Request, req *req
 		return
 	}
 	req.out = out
+	leave, ok := h.inFlight.enter(w, r, req)
+	if !ok {
+		return
+	}
+	defer leave()
 	switch {
 	case req.res.review != nil && r.Method == http.MethodPost && req.name == "":
 		h.review(w, r, req)

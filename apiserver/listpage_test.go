@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -92,5 +93,57 @@ func TestListInPages(t *testing.T) {
 	}
 	if r := q("limit=10&continue=" + url.QueryEscape(first.Continue)); r.code != 410 || r.status().Reason != metav1.StatusReasonExpired {
 		t.Errorf("an expired continue token: %d %s", r.code, r.body)
+	}
+}
+
+// Issue 19 (12): requests in flight are bounded as kube-apiserver bounds them (429 with
+// Retry-After past the limit, reads and writes apart), and lists wait for one of a few
+// list slots — each holds its whole answer in memory. The slots are taken here by hand,
+// as that many slow lists would.
+func TestInFlightLimits(t *testing.T) {
+	s := newTestServer(t, func(c *Config) { c.MaxRequestsInFlight, c.MaxMutatingRequestsInFlight = 3, 2 })
+	f := s.handler.inFlight
+	f.listWait = 200 * time.Millisecond
+	const cms = "/api/v1/namespaces/default/configmaps"
+	create := func(name string) response {
+		return s.do(t, http.MethodPost, cms, jsonCT, `{"metadata":{"name":"`+name+`"}}`)
+	}
+	if r := create("a"); r.code != 201 {
+		t.Fatal(r.code, string(r.body))
+	}
+	for range cap(f.lists) {
+		f.lists <- struct{}{}
+	}
+	start := time.Now()
+	if r := s.do(t, http.MethodGet, cms, "", ""); r.code != 429 || r.header.Get("Retry-After") != "1" || time.Since(start) < f.listWait {
+		t.Errorf("a list with every list slot taken: %d after %s, Retry-After %q", r.code, time.Since(start), r.header.Get("Retry-After"))
+	}
+	if r := s.do(t, http.MethodGet, cms+"/a", "", ""); r.code != 200 {
+		t.Errorf("a get meanwhile: %d", r.code)
+	}
+	go func() { time.Sleep(50 * time.Millisecond); <-f.lists }() // a list ends: the waiting one goes on
+	if r := s.do(t, http.MethodGet, cms, "", ""); r.code != 200 {
+		t.Errorf("a list that waited for a slot: %d", r.code)
+	}
+	for range cap(f.lists) - 1 {
+		<-f.lists
+	}
+	for range cap(f.reads) {
+		f.reads <- struct{}{}
+	}
+	if r := s.do(t, http.MethodGet, cms+"/a", "", ""); r.code != 429 || r.status().Reason != metav1.StatusReasonTooManyRequests {
+		t.Errorf("a read past the limit: %d %s", r.code, r.body)
+	}
+	if r := create("b"); r.code != 201 {
+		t.Errorf("a write while reads are at their limit: %d", r.code)
+	}
+	for range cap(f.writes) {
+		f.writes <- struct{}{}
+	}
+	if r := create("c"); r.code != 429 {
+		t.Errorf("a write past the limit: %d", r.code)
+	}
+	if r := s.do(t, http.MethodGet, cms+"?watch=true&timeoutSeconds=1", "", ""); r.code != 200 {
+		t.Errorf("a watch is long-running, not counted: %d", r.code)
 	}
 }

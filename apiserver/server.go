@@ -56,6 +56,9 @@ type Config struct {
 	// MaxWatchesPerClient caps one client's open watches (default 500): a client
 	// opening them without end cannot exhaust the daemon.
 	MaxWatchesPerClient int
+	// MaxRequestsInFlight and MaxMutatingRequestsInFlight bound the reads and writes
+	// served at once (defaults 400 and 200, kube-apiserver's); past them a 429.
+	MaxRequestsInFlight, MaxMutatingRequestsInFlight int
 	// Logs, Exec and PortForward serve pods/log, exec, attach and portforward, as a
 	// kubelet does for kube-apiserver; without them those answer 503.
 	Logs        PodLogs
@@ -100,9 +103,16 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxWatchesPerClient <= 0 { // unset
 		cfg.MaxWatchesPerClient = 500
 	}
+	if cfg.MaxRequestsInFlight <= 0 {
+		cfg.MaxRequestsInFlight = 400
+	}
+	if cfg.MaxMutatingRequestsInFlight <= 0 {
+		cfg.MaxMutatingRequestsInFlight = 200
+	}
 	s := &Server{cfg: cfg, api: api, ready: make(chan struct{})}
 	s.handler = &handler{api: api, ready: s.ready, stopping: make(chan struct{}), logs: cfg.Logs, exec: cfg.Exec, portForward: cfg.PortForward,
-		watches: &watchLimiter{max: cfg.MaxWatchesPerClient, open: map[string]int{}}}
+		watches:  &watchLimiter{max: cfg.MaxWatchesPerClient, open: map[string]int{}},
+		inFlight: newInFlight(cfg.MaxRequestsInFlight, cfg.MaxMutatingRequestsInFlight)}
 	s.handler.watching = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "apiserver_longrunning_requests",
 		Help: "Watches open now, as kube-apiserver's gauge of long-running requests counts them."},
 		[]string{"verb", "group", "version", "resource", "scope"}).MustCurryWith(prometheus.Labels{"verb": "WATCH"})
@@ -209,7 +219,29 @@ func listenFreebind(ctx context.Context, addr string) (net.Listener, error) {
 var headerTimeout = 10 * time.Second
 
 func (s *Server) httpServer(h http.Handler) *http.Server {
-	return &http.Server{Handler: h, ReadHeaderTimeout: headerTimeout, ErrorLog: slog.NewLogLogger(s.cfg.Log.Handler(), slog.LevelDebug)}
+	return &http.Server{Handler: h, ReadHeaderTimeout: headerTimeout, ErrorLog: slog.NewLogLogger(s.cfg.Log.Handler(), slog.LevelDebug),
+		ConnContext: peerContext}
+}
+
+type peerKey struct{}
+
+// peerContext notes which process is at the other end of a unix socket connection, so
+// that limits per client apply to each process there, not to all of them as one.
+func peerContext(ctx context.Context, c net.Conn) context.Context {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return ctx
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return ctx
+	}
+	var cred *unix.Ucred
+	raw.Control(func(fd uintptr) { cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
+	if err != nil || cred == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, peerKey{}, fmt.Sprintf("pid %d on the unix socket", cred.Pid))
 }
 
 // shutdown ends watches first (they never finish on their own), then waits for
@@ -290,6 +322,7 @@ type handler struct {
 	portForward PodPortForwarder
 	metrics     http.Handler
 	watches     *watchLimiter
+	inFlight    *inFlight
 	watching    *prometheus.GaugeVec // open watches by resource
 	router      http.Handler
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -355,6 +356,44 @@ func TestWatchCapPerClient(t *testing.T) {
 		t.Fatal("a closed watch did not free its place")
 	}
 	b.Body.Close()
+}
+
+// On the unix socket each process is a client of its own (issue 19: all of them shared
+// one cap of 500 watches): this process's third watch is refused, another process's first
+// is not.
+func TestWatchCapPerProcessOnTheSocket(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("needs curl (make deps)")
+	}
+	s := newTestServer(t, func(c *Config) { c.MaxWatchesPerClient = 2 })
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	ln, err := listenUnix(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := s.httpServer(s.Handler())
+	go srv.Serve(ln)
+	defer srv.Close()
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	const path = "http://minicluster/api/v1/namespaces/default/pods?watch=true"
+	var open []*http.Response
+	for range 3 {
+		resp, err := client.Get(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		open = append(open, resp)
+	}
+	if open[0].StatusCode != 200 || open[1].StatusCode != 200 || open[2].StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("this process's watches: %d %d %d", open[0].StatusCode, open[1].StatusCode, open[2].StatusCode)
+	}
+	out, _ := exec.Command("curl", "-sS", "-m", "1", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket", sock, path).Output()
+	if string(out) != "200" {
+		t.Errorf("another process's first watch: %q, want 200 (cut by curl's timeout)", out)
+	}
 }
 
 // A client that trickles its headers (slowloris) is cut off after the header timeout;

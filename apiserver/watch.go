@@ -45,11 +45,14 @@ func (l *watchLimiter) release(client string) {
 	}
 }
 
-// clientKey names who is asking: the address a TCP client comes from; everyone on
-// the unix socket (root) is one client.
+// clientKey names who is asking: the address a TCP client comes from, the process on
+// the unix socket.
 func clientKey(r *http.Request) string {
 	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		return host
+	}
+	if peer, ok := r.Context().Value(peerKey{}).(string); ok {
+		return peer
 	}
 	return "the unix socket"
 }

@@ -44,7 +44,7 @@ type serveConfig struct {
 	dnsForwardFor                                                []netip.Prefix
 	insecureRegistries                                           []string
 	imageGCHigh, imageGCLow                                      int
-	maxEndpointsPerSlice, maxWatches                             int
+	maxEndpointsPerSlice, maxWatches, maxInFlight, maxMutating   int
 }
 
 var instanceName = regexp.MustCompile(`^[a-z][a-z0-9]{0,7}$`)
@@ -66,7 +66,9 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.proxyMode, "proxy-mode", proxy.ModeIPTables, "how services are programmed into the kernel: iptables or nftables")
 	fs.DurationVar(&c.proxySyncPeriod, "proxy-sync-period", 30*time.Second, "how often the proxy checks its rules are still in the kernel (and repairs them)")
 	fs.IntVar(&c.maxEndpointsPerSlice, "max-endpoints-per-slice", 100, "most endpoints one EndpointSlice holds")
-	fs.IntVar(&c.maxWatches, "max-watches-per-client", 500, "most watches one client (address; the unix socket is one) may have open")
+	fs.IntVar(&c.maxWatches, "max-watches-per-client", 500, "most watches one client (address, or process on the unix socket) may have open")
+	fs.IntVar(&c.maxInFlight, "max-requests-inflight", 400, "most reads served at once, past which a 429 (as kube-apiserver's)")
+	fs.IntVar(&c.maxMutating, "max-mutating-requests-inflight", 200, "most writes served at once, past which a 429 (as kube-apiserver's)")
 	fs.DurationVar(&c.dnsTTL, "dns-ttl", 5*time.Second, "TTL of cluster DNS answers")
 	upstream := fs.String("dns-upstream", "", "comma-separated upstream resolvers (host or host:port) for names outside the cluster domain; default: the host's nameservers, skipping loopback ones; none: no forwarding")
 	forwardFor := fs.String("dns-forward-for", "", "comma-separated CIDRs whose clients the cluster DNS also forwards for, besides the pod CIDR, the node and loopback (others get cluster names only: no open resolver)")
@@ -205,7 +207,7 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	srv, err := apiserver.New(apiserver.Config{DataDir: cfg.dataDir, Listen: cfg.listen, PodAddr: sandbox.Gateway(cfg.podCIDR), ServiceCIDR: cfg.serviceCIDR,
 		ClusterDomain: cfg.clusterDomain, ClusterDNS: cfg.clusterDNS, Store: st, Log: log, Metrics: metrics,
-		MaxWatchesPerClient: cfg.maxWatches, Logs: rt, Exec: rt, PortForward: agent})
+		MaxWatchesPerClient: cfg.maxWatches, MaxRequestsInFlight: cfg.maxInFlight, MaxMutatingRequestsInFlight: cfg.maxMutating, Logs: rt, Exec: rt, PortForward: agent})
 	if err != nil {
 		return err
 	}

@@ -50,6 +50,7 @@ bench: build ## benchmarks: API and store, then pod start-up, the proxy and DNS 
 	$(GO) test -tags integration -run '^$$' -bench PodStartup -benchtime 20x -count 1 ./integration/
 	$(GO) test -tags integration -run '^$$' -bench Proxy -benchtime 1x -count 1 -timeout 60m ./integration/
 	$(GO) test -tags integration -run '^$$' -bench DNS -benchtime 1x -count 1 -timeout 20m ./integration/
+	bash bench/biglists.sh bin/minicluster
 
 conformance: build ## Kubernetes' e2e suite on this node (root; long; FOCUS, SKIP, PROCS; not part of test)
 	scripts/conformance.sh

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"flag"
-	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -373,42 +372,5 @@ func TestBuildSkipsOtherProxiesServices(t *testing.T) {
 	got := Build("node1", []*corev1.Service{mine, other, headless}, nil)
 	if len(got) != 1 || got[0].ClusterIP != "10.96.0.20" {
 		t.Errorf("built %+v, want only mine", got)
-	}
-}
-
-// The drift check counts elements in nft's own listing (issue 19 (9): one element
-// deleted by hand went unnoticed).
-func TestNFTElementCounts(t *testing.T) {
-	listing := `table ip t {
-	map m {
-		type ipv4_addr . inet_proto . inet_service : verdict
-		elements = { 10.96.0.2 . udp . 53 : goto c,
-			     10.96.0.3 . tcp . 80 : goto c,
-			     10.96.0.1 . tcp . 443 : goto c }
-	}
-
-	set s {
-		type ipv4_addr
-		elements = { 10.96.0.1, 10.96.0.2,
-			     10.96.0.3 }
-	}
-
-	set h {
-		type ipv4_addr . ipv4_addr
-		elements = { 10.244.0.2 . 10.244.0.2 }
-	}
-
-	set empty {
-		type ipv4_addr
-	}
-
-	chain c {
-	}
-}
-`
-	got := nftElementCounts(listing)
-	want := map[string]int{"m": 3, "s": 3, "h": 1, "empty": 0}
-	if !maps.Equal(got, want) {
-		t.Errorf("counts %v, want %v", got, want)
 	}
 }

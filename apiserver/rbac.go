@@ -193,6 +193,10 @@ func forbidden(u authenticationv1.UserInfo, attr attributes) error {
 func (s *Server) Authenticate(adminToken string, next http.Handler) http.Handler {
 	admin := RequireToken(adminToken, next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "" && s.uiSession(r) {
+			next.ServeHTTP(w, withIdentity(r, adminUser))
+			return
+		}
 		bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || bearer == adminToken || publicPaths[strings.TrimSuffix(r.URL.Path, "/")] {
 			admin.ServeHTTP(w, r)
@@ -227,4 +231,18 @@ func (a *API) accessReview(ctx context.Context, spec authorizationv1.SelfSubject
 		return authorizationv1.SubjectAccessReviewStatus{Allowed: true, Reason: "RBAC: allowed by a binding of " + u.Username}
 	}
 	return authorizationv1.SubjectAccessReviewStatus{}
+}
+
+// uiSession says whether r may go on without a token: the page's login (its one-time
+// code is the credential), or a GET of the page, its events or an explain path by a
+// browser holding a session from such a login.
+func (s *Server) uiSession(r *http.Request) bool {
+	if s.cfg.UI == nil {
+		return false
+	}
+	p := r.URL.Path
+	if p == "/ui/login" {
+		return true
+	}
+	return (p == "/ui" || strings.HasPrefix(p, "/ui/") || p == "/explain") && s.cfg.UI.Authorized(r)
 }

@@ -32,6 +32,15 @@ func (h *handler) routes() http.Handler {
 	r.Get("/debug/pprof/profile", pprof.Profile) // as kube-apiserver's --profiling, behind the token
 	r.Get("/debug/pprof/trace", pprof.Trace)
 	r.Get("/debug/backup", h.serveBackup)
+	r.HandleFunc("/ui", h.serveUI)
+	r.HandleFunc("/ui/*", h.serveUI)
+	r.Get("/explain", func(w http.ResponseWriter, r *http.Request) {
+		if h.explain == nil {
+			writeError(w, errNoSuchResource)
+			return
+		}
+		h.explain.ServeHTTP(w, r)
+	})
 	r.Get("/debug/pprof/*", func(w http.ResponseWriter, r *http.Request) { pprof.Handler(chi.URLParam(r, "*")).ServeHTTP(w, r) })
 	r.Get("/openapi/v2", h.serveOpenAPIv2)
 	r.Get("/openapi/v3", h.serveOpenAPI)
@@ -144,5 +153,20 @@ func (h *handler) serveBackup(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	if err := h.api.store.Backup(w); err != nil {
 		h.api.log.Error("backup", "err", err) // the status line is sent: the copy is cut short
+	}
+}
+
+// serveUI serves the topology page; POST /ui/login-codes (the token's holder only)
+// gives a one-time login link for a browser.
+func (h *handler) serveUI(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case h.ui == nil:
+		writeError(w, errNoSuchResource)
+	case r.URL.Path == "/ui/login-codes" && r.Method == http.MethodPost:
+		writeJSONValue(w, map[string]string{"path": "/ui/login?code=" + h.ui.NewLoginCode()})
+	case r.Method != http.MethodGet && r.Method != http.MethodHead:
+		writeError(w, apierrors.NewMethodNotSupported(schema.GroupResource{}, strings.ToLower(r.Method)))
+	default:
+		h.ui.ServeHTTP(w, r)
 	}
 }

@@ -64,9 +64,21 @@ type Config struct {
 	Logs        PodLogs
 	Exec        PodExec
 	PortForward PodPortForwarder
+	// Explain serves /explain (minicluster explain) behind the token; nil: 404.
+	Explain http.Handler
+	// UI serves /ui/ (the topology page); its sessions may GET the page, its events and
+	// /explain without the token. nil: 404.
+	UI UI
 	// EventTTL is how long an event is kept after it last happened (default one hour,
 	// kube-apiserver's --event-ttl).
 	EventTTL time.Duration
+}
+
+// UI is the topology page's server, with the sessions it hands out.
+type UI interface {
+	http.Handler
+	Authorized(r *http.Request) bool
+	NewLoginCode() string
 }
 
 // Server is the API server component.
@@ -110,7 +122,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.MaxMutatingRequestsInFlight = 200
 	}
 	s := &Server{cfg: cfg, api: api, ready: make(chan struct{})}
-	s.handler = &handler{api: api, ready: s.ready, stopping: make(chan struct{}), logs: cfg.Logs, exec: cfg.Exec, portForward: cfg.PortForward,
+	s.handler = &handler{api: api, ready: s.ready, stopping: make(chan struct{}), logs: cfg.Logs, exec: cfg.Exec, portForward: cfg.PortForward, explain: cfg.Explain, ui: cfg.UI,
 		watches:  &watchLimiter{max: cfg.MaxWatchesPerClient, open: map[string]int{}},
 		inFlight: newInFlight(cfg.MaxRequestsInFlight, cfg.MaxMutatingRequestsInFlight)}
 	s.handler.watching = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "apiserver_longrunning_requests",
@@ -323,6 +335,8 @@ type handler struct {
 	metrics     http.Handler
 	watches     *watchLimiter
 	inFlight    *inFlight
+	explain     http.Handler
+	ui          UI
 	watching    *prometheus.GaugeVec // open watches by resource
 	router      http.Handler
 }

@@ -144,6 +144,10 @@ func (c *client) runCommand(cmd string, args []string) error {
 		return c.describe(args)
 	case "backup":
 		return c.backup(args)
+	case "explain":
+		return c.explainPath(args)
+	case "ui":
+		return c.ui(args)
 	default:
 		return c.version()
 	}

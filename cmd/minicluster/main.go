@@ -21,6 +21,9 @@ Usage:
   minicluster delete -f FILE | TYPE NAME... delete objects
   minicluster logs [-f] [-c C] [--tail N] [--previous] POD|TYPE/NAME|-l SELECTOR   print containers' logs
   minicluster exec [-i] [-t] [-c C] POD|TYPE/NAME -- COMMAND [ARGS...]   run a command in a container
+  minicluster explain [--from POD] [-o json] NAME|svc/NAME|IP[:PORT]|NODE:NODEPORT
+                                            the path a connection from a pod takes, from live state
+  minicluster ui                            a one-time login link to the live topology page
   minicluster version                       show client and server versions
   minicluster images [list|pull REF|import FILE|rm REF]   the node's image store (root)
   minicluster cleanup [--instance mc]       remove the instance's bridge, veths and pod netns
@@ -57,7 +60,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return agnhost.Main([]string{"pause"}, stderr)
 	case "shim": // started by the node agent for each container
 		return shim.Main(args[1:], stderr)
-	case "apply", "get", "describe", "delete", "logs", "exec", "version", "backup":
+	case "apply", "get", "describe", "delete", "logs", "exec", "version", "backup", "explain", "ui":
 		var c *client
 		var cmdArgs []string
 		if c, cmdArgs, err = newClientFromArgs(rest); err == nil {

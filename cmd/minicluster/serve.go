@@ -24,11 +24,13 @@ import (
 	"github.com/minicluster/minicluster/apiserver"
 	"github.com/minicluster/minicluster/controllers"
 	clusterdns "github.com/minicluster/minicluster/dns"
+	"github.com/minicluster/minicluster/explain"
 	"github.com/minicluster/minicluster/node"
 	"github.com/minicluster/minicluster/node/runtime"
 	"github.com/minicluster/minicluster/node/sandbox"
 	"github.com/minicluster/minicluster/proxy"
 	"github.com/minicluster/minicluster/store"
+	"github.com/minicluster/minicluster/ui"
 )
 
 // DefaultDataDir is where the daemon keeps its state.
@@ -205,9 +207,21 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	explainer, err := explain.New(explain.Config{Services: core.Services(), Slices: clients.informers.Discovery().V1().EndpointSlices(),
+		Pods: core.Pods(), Namespaces: core.Namespaces(), Client: clients.typed, Instance: cfg.instance, ProxyMode: cfg.proxyMode,
+		NodeName: cfg.nodeName, ClusterDomain: cfg.clusterDomain, ClusterDNS: cfg.clusterDNS,
+		NetnsName: func(ns, pod string) string { return sandbox.NetnsName(cfg.instance, ns, pod) }, Log: log})
+	if err != nil {
+		return err
+	}
+	page, err := ui.New(ui.Config{Services: core.Services(), Slices: clients.informers.Discovery().V1().EndpointSlices(),
+		Pods: core.Pods(), ClusterDomain: cfg.clusterDomain, Log: log})
+	if err != nil {
+		return err
+	}
 	srv, err := apiserver.New(apiserver.Config{DataDir: cfg.dataDir, Listen: cfg.listen, PodAddr: sandbox.Gateway(cfg.podCIDR), ServiceCIDR: cfg.serviceCIDR,
 		ClusterDomain: cfg.clusterDomain, ClusterDNS: cfg.clusterDNS, Store: st, Log: log, Metrics: metrics,
-		MaxWatchesPerClient: cfg.maxWatches, MaxRequestsInFlight: cfg.maxInFlight, MaxMutatingRequestsInFlight: cfg.maxMutating, Logs: rt, Exec: rt, PortForward: agent})
+		MaxWatchesPerClient: cfg.maxWatches, MaxRequestsInFlight: cfg.maxInFlight, MaxMutatingRequestsInFlight: cfg.maxMutating, Explain: explainer, UI: page, Logs: rt, Exec: rt, PortForward: agent})
 	if err != nil {
 		return err
 	}
@@ -229,7 +243,7 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	runners = append(runners, events, rt, agent, kubeProxy, dnsServer)
+	runners = append(runners, events, rt, agent, kubeProxy, dnsServer, explainer, page)
 	log.Info("starting", "instance", cfg.instance, "proxyMode", cfg.proxyMode, "dataDir", cfg.dataDir, "serviceCIDR", cfg.serviceCIDR, "podCIDR", cfg.podCIDR)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx) })

@@ -75,8 +75,11 @@ func (n *Network) Allocated() int { return n.ipam.allocated() }
 // NetnsName is a pod's netns as users see it: <instance>_<namespace>_<pod>. A name
 // longer than a file name may be (a namespace of 63 characters and a pod name of 189
 // are valid) keeps its start and ends in a hash of the namespace and pod instead.
-func (n *Network) NetnsName(ns, pod string) string {
-	name := n.instance + "_" + ns + "_" + pod
+func (n *Network) NetnsName(ns, pod string) string { return NetnsName(n.instance, ns, pod) }
+
+// NetnsName is the netns of pod ns/pod of instance (see Network.NetnsName).
+func NetnsName(instance, ns, pod string) string {
+	name := instance + "_" + ns + "_" + pod
 	if len(name) <= maxFileName {
 		return name
 	}

@@ -3,7 +3,8 @@ SHELL := /bin/bash
 # sudo resets PATH; find the Go toolchain where these machines keep it.
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN := bin/minicluster
-DEB_PACKAGES := iproute2 iptables nftables dnsutils busybox nginx-light curl dnsperf netcat-openbsd
+# chromium: the topology page's tests drive a real headless browser.
+DEB_PACKAGES := iproute2 iptables nftables dnsutils busybox nginx-light curl dnsperf netcat-openbsd chromium
 FUZZTIME ?= 30s
 # Real clients the integration tests drive, pinned, built from the Go module proxy once.
 TOOLS := /var/cache/minicluster-tools
@@ -50,6 +51,7 @@ bench: build ## benchmarks: API and store, then pod start-up, the proxy and DNS 
 	$(GO) test -tags integration -run '^$$' -bench PodStartup -benchtime 20x -count 1 ./integration/
 	$(GO) test -tags integration -run '^$$' -bench Proxy -benchtime 1x -count 1 -timeout 60m ./integration/
 	$(GO) test -tags integration -run '^$$' -bench DNS -benchtime 1x -count 1 -timeout 20m ./integration/
+	$(GO) test -tags integration -run '^$$' -bench TopologyPage -benchtime 5x -count 1 ./integration/
 	bash bench/biglists.sh bin/minicluster
 
 conformance: build ## Kubernetes' e2e suite on this node (root; long; FOCUS, SKIP, PROCS; not part of test)

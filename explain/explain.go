@@ -27,9 +27,9 @@ import (
 	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
-	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/minicluster/minicluster/index"
 	"github.com/minicluster/minicluster/proxy"
 )
 
@@ -58,7 +58,7 @@ type Config struct {
 type Explainer struct {
 	cfg        Config
 	services   corelisters.ServiceLister
-	slices     discoverylisters.EndpointSliceLister
+	sliceIndex cache.Indexer
 	pods       corelisters.PodLister
 	namespaces corelisters.NamespaceLister
 	synced     []cache.InformerSynced
@@ -78,7 +78,10 @@ func New(cfg Config) (*Explainer, error) {
 	if cfg.ProxyMode == "" {
 		cfg.ProxyMode = proxy.ModeIPTables
 	}
-	return &Explainer{cfg: cfg, services: cfg.Services.Lister(), slices: cfg.Slices.Lister(), pods: cfg.Pods.Lister(),
+	if err := index.AddSlicesByService(cfg.Slices.Informer()); err != nil {
+		return nil, err
+	}
+	return &Explainer{cfg: cfg, services: cfg.Services.Lister(), sliceIndex: cfg.Slices.Informer().GetIndexer(), pods: cfg.Pods.Lister(),
 		namespaces: cfg.Namespaces.Lister(),
 		synced: []cache.InformerSynced{cfg.Services.Informer().HasSynced, cfg.Slices.Informer().HasSynced,
 			cfg.Pods.Informer().HasSynced, cfg.Namespaces.Informer().HasSynced}}, nil
@@ -501,9 +504,7 @@ func (x *explanation) servicePorts(s *corev1.Service, ports []corev1.ServicePort
 }
 
 func (x *explanation) slicesOf(s *corev1.Service) []*discoveryv1.EndpointSlice {
-	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: s.Name})
-	out, _ := x.slices.EndpointSlices(s.Namespace).List(sel)
-	return out
+	return index.SlicesOf(x.sliceIndex, s.Namespace, s.Name)
 }
 
 // endpoints lists the endpoints of service port sp from the slices, with the chance

@@ -5,6 +5,7 @@
 package ui
 
 import (
+	"bytes"
 	"compress/gzip"
 	"context"
 	"crypto/rand"
@@ -28,8 +29,9 @@ import (
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
-	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/minicluster/minicluster/index"
 )
 
 //go:embed static
@@ -46,12 +48,13 @@ type Config struct {
 
 // UI is the page's server: its files, its event stream and its logins.
 type UI struct {
-	cfg      Config
-	services corelisters.ServiceLister
-	slices   discoverylisters.EndpointSliceLister
-	pods     corelisters.PodLister
-	synced   []cache.InformerSynced
-	files    http.Handler
+	cfg        Config
+	services   corelisters.ServiceLister
+	sliceIndex cache.Indexer
+	pods       corelisters.PodLister
+	synced     []cache.InformerSynced
+	files      http.Handler
+	page       []byte // index.html with its style and script inlined
 
 	mu       sync.Mutex
 	dirty    map[string]bool
@@ -80,7 +83,14 @@ func New(cfg Config) (*UI, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := &UI{cfg: cfg, services: cfg.Services.Lister(), slices: cfg.Slices.Lister(), pods: cfg.Pods.Lister(),
+	if err := index.AddSlicesByService(cfg.Slices.Informer()); err != nil {
+		return nil, err
+	}
+	page, err := inlinePage(sub)
+	if err != nil {
+		return nil, err
+	}
+	u := &UI{cfg: cfg, page: page, services: cfg.Services.Lister(), sliceIndex: cfg.Slices.Informer().GetIndexer(), pods: cfg.Pods.Lister(),
 		synced: []cache.InformerSynced{cfg.Services.Informer().HasSynced, cfg.Slices.Informer().HasSynced, cfg.Pods.Informer().HasSynced},
 		files:  http.StripPrefix("/ui/", http.FileServerFS(sub)),
 		dirty:  map[string]bool{}, subs: map[chan []byte]bool{}, codes: map[string]time.Time{}, sessions: map[string]time.Time{},
@@ -227,7 +237,7 @@ func (u *UI) view(s *corev1.Service) serviceView {
 		}
 		v.Ports = append(v.Ports, txt+" → "+p.TargetPort.String())
 	}
-	sls, _ := u.slices.EndpointSlices(s.Namespace).List(labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: s.Name}))
+	sls := slices.Clone(index.SlicesOf(u.sliceIndex, s.Namespace, s.Name))
 	slices.SortFunc(sls, func(a, b *discoveryv1.EndpointSlice) int { return strings.Compare(a.Name, b.Name) })
 	for _, sl := range sls {
 		var port string
@@ -271,6 +281,17 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		u.events(w, r)
 	case "/ui":
 		http.Redirect(w, r, "/ui/", http.StatusFound)
+	case "/ui/", "/ui/index.html":
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-cache")
+		if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			w.Header().Set("Content-Encoding", "gzip")
+			gz := gzip.NewWriter(w)
+			defer gz.Close()
+			gz.Write(u.page)
+			return
+		}
+		w.Write(u.page)
 	default:
 		w.Header().Set("Cache-Control", "no-cache")
 		u.files.ServeHTTP(w, r)
@@ -403,4 +424,19 @@ func (u *UI) Authorized(r *http.Request) bool {
 		return false
 	}
 	return ok
+}
+
+// inlinePage puts app.css and app.js into index.html: one request, and the page opens
+// its event stream as soon as it arrives.
+func inlinePage(files fs.FS) ([]byte, error) {
+	var parts [3][]byte
+	for i, name := range []string{"index.html", "app.css", "app.js"} {
+		b, err := fs.ReadFile(files, name)
+		if err != nil {
+			return nil, err
+		}
+		parts[i] = b
+	}
+	page := bytes.Replace(parts[0], []byte("/*app.css*/"), parts[1], 1)
+	return bytes.Replace(page, []byte("/*app.js*/"), parts[2], 1), nil
 }

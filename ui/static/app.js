@@ -115,14 +115,31 @@ search.addEventListener("input", () => {
 });
 
 function connect() {
+  performance.mark("events-opened");
   const status = document.getElementById("status");
   const es = new EventSource("events");
   es.addEventListener("snapshot", ev => {
+    // Every service, sorted by namespace and name: the tree is built afresh, in order.
+    performance.mark("snapshot-received");
     status.textContent = "live"; status.className = "up";
-    const seen = new Set();
-    for (const v of JSON.parse(ev.data)) { put(v); seen.add(v.k); }
-    for (const k of [...services.keys()]) if (!seen.has(k)) put({k, gone: true});
+    services.clear(); rows.clear(); groups.clear();
+    const frag = document.createDocumentFragment();
+    let g = null;
+    for (const v of JSON.parse(ev.data)) {
+      if (!g || g.dataset.ns !== v.ns) {
+        g = el("details", {class: "ns", "data-ns": v.ns}, el("summary"));
+        g.open = true;
+        groups.set(v.ns, g);
+        frag.append(g);
+      }
+      services.set(v.k, v);
+      const row = render(v);
+      rows.set(v.k, row);
+      g.append(row);
+    }
+    tree.replaceChildren(frag);
     counts();
+    performance.mark("snapshot-shown");
   });
   es.addEventListener("update", ev => {
     for (const v of JSON.parse(ev.data)) put(v);

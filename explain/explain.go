@@ -62,6 +62,7 @@ type Explainer struct {
 	pods       corelisters.PodLister
 	namespaces corelisters.NamespaceLister
 	synced     []cache.InformerSynced
+	dnsPort    string // "53"; tests ask a server of their own
 }
 
 // New builds an explainer; Run waits for its informers.
@@ -82,7 +83,7 @@ func New(cfg Config) (*Explainer, error) {
 		return nil, err
 	}
 	return &Explainer{cfg: cfg, services: cfg.Services.Lister(), sliceIndex: cfg.Slices.Informer().GetIndexer(), pods: cfg.Pods.Lister(),
-		namespaces: cfg.Namespaces.Lister(),
+		namespaces: cfg.Namespaces.Lister(), dnsPort: "53",
 		synced: []cache.InformerSynced{cfg.Services.Informer().HasSynced, cfg.Slices.Informer().HasSynced,
 			cfg.Pods.Informer().HasSynced, cfg.Namespaces.Informer().HasSynced}}, nil
 }
@@ -253,7 +254,7 @@ func (x *explanation) name(name string, port int32) {
 		q := Query{Name: cand, Type: "A"}
 		m := new(dns.Msg)
 		m.SetQuestion(cand, dns.TypeA)
-		r, _, err := c.ExchangeContext(x.ctx, m, net.JoinHostPort(server, "53"))
+		r, _, err := c.ExchangeContext(x.ctx, m, net.JoinHostPort(server, x.dnsPort))
 		if err != nil {
 			q.Error = err.Error()
 			d.Queries = append(d.Queries, q)

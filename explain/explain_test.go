@@ -1,8 +1,18 @@
 package explain
 
 import (
+	"context"
+	"net"
+	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/miekg/dns"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/fake"
 )
 
 func TestSplitPort(t *testing.T) {
@@ -49,4 +59,52 @@ func TestText(t *testing.T) {
 	if strings.Count(broken, "BROKEN: one") != 1 || !strings.Contains(broken, "BROKEN: two") || !strings.Contains(broken, "as pod default/c sees it") {
 		t.Errorf("broken path:\n%s", broken)
 	}
+}
+
+// fakeRunner stands in for nft and iptables-save: no rules at all.
+type fakeRunner struct{}
+
+func (fakeRunner) Run(string, string, ...string) (string, error) { return "", nil }
+
+// No target panics the explainer. Its DNS questions go to a server of the test's own on
+// loopback, which knows web.default.svc.cluster.local and nothing else.
+func FuzzExplain(f *testing.F) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		if len(q.Question) == 1 && q.Question[0].Name == "web.default.svc.cluster.local." {
+			rr, _ := dns.NewRR("web.default.svc.cluster.local. 5 IN A 10.96.0.5")
+			m.Answer = append(m.Answer, rr)
+		} else {
+			m.Rcode = dns.RcodeNameError
+		}
+		w.WriteMsg(m)
+	})}
+	go srv.ActivateAndServe()
+	f.Cleanup(func() { srv.Shutdown() })
+	cs := fake.NewClientset()
+	inf := informers.NewSharedInformerFactory(cs, 0)
+	e, err := New(Config{Services: inf.Core().V1().Services(), Slices: inf.Discovery().V1().EndpointSlices(), Pods: inf.Core().V1().Pods(),
+		Namespaces: inf.Core().V1().Namespaces(), Client: cs, Instance: "mc", NodeName: "n1", ClusterDomain: "cluster.local",
+		ClusterDNS: netip.MustParseAddr("127.0.0.1"), Runner: fakeRunner{}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	_, e.dnsPort, _ = net.SplitHostPort(pc.LocalAddr().String())
+	inf.Core().V1().Services().Informer().GetIndexer().Add(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"},
+		Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.5", Selector: map[string]string{"app": "web"},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromString("http"), NodePort: 30080}}}})
+	inf.Core().V1().Pods().Informer().GetIndexer().Add(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web-a", Labels: map[string]string{"app": "web"}},
+		Status: corev1.PodStatus{PodIP: "10.244.0.2", Phase: corev1.PodRunning}})
+	for _, s := range []string{"web", "svc/web:80", "10.96.0.5:80", "10.244.0.2", "n1:30080", "web.default.svc.cluster.local.", ":", "svc/", "a:b:c"} {
+		f.Add(s, "default", "")
+	}
+	f.Add("web", "default", "web-a")
+	f.Fuzz(func(t *testing.T, target, ns, from string) {
+		e.Explain(context.Background(), Request{Target: target, Namespace: ns, From: from})
+	})
 }

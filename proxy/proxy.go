@@ -185,7 +185,11 @@ func (p *Proxy) Run(ctx context.Context) error {
 		defer close(done) // before the Wait: netlink then closes updates
 		updates := make(chan netlink.LinkUpdate, 16)
 		err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
-			ErrorCallback: func(err error) { p.cfg.Log.Warn("link updates", "err", err) }})
+			ErrorCallback: func(err error) {
+				if ctx.Err() == nil { // the subscription's socket closing as Run ends is no news
+					p.cfg.Log.Warn("link updates", "err", err)
+				}
+			}})
 		if err != nil {
 			p.cfg.Log.Warn("a deleted bridge's route will be put back only by the periodic check", "err", err)
 		} else {

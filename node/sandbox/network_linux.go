@@ -187,7 +187,11 @@ func (n *Network) WatchLinks(ctx context.Context, changed func()) error {
 	done := make(chan struct{})
 	defer close(done)
 	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
-		ErrorCallback: func(err error) { n.log.Warn("link updates", "err", err) }}); err != nil {
+		ErrorCallback: func(err error) {
+			if ctx.Err() == nil { // the subscription's socket closing as ctx ends is no news
+				n.log.Warn("link updates", "err", err)
+			}
+		}}); err != nil {
 		return fmt.Errorf("subscribe to link updates: %w", err)
 	}
 	for {

@@ -64,11 +64,11 @@ func parsePage(q url.Values, floor int64) (page, error) {
 			errs = append(errs, field.NotSupported(path, match, []string{string(metav1.ResourceVersionMatchExact), string(metav1.ResourceVersionMatchNotOlderThan)}))
 		}
 	}
-	if cont != "" && rv != "" && rv != "0" {
-		errs = append(errs, field.Forbidden(field.NewPath("resourceVersion"), "specifying resource version is not allowed when using continue"))
-	}
 	if len(errs) > 0 {
 		return p, apierrors.NewInvalid(schema.GroupKind{Group: metav1.GroupName, Kind: "ListOptions"}, "", errs)
+	}
+	if cont != "" && rv != "" && rv != "0" { // as kube-apiserver's storage says it
+		return p, apierrors.NewBadRequest("specifying resource version is not allowed when using continue")
 	}
 	if rv != "" && rv != "0" {
 		n, err := strconv.ParseInt(rv, 10, 64)

@@ -77,7 +77,7 @@ func TestListInPages(t *testing.T) {
 		"resourceVersion=1&resourceVersionMatch=Sometimes":                          422,
 		"resourceVersion=1&resourceVersionMatch=Exact":                              410, // only the present is kept
 		"resourceVersion=1&resourceVersionMatch=NotOlderThan":                       200,
-		"continue=" + url.QueryEscape(first.Continue) + "&resourceVersion=5":        422,
+		"continue=" + url.QueryEscape(first.Continue) + "&resourceVersion=5":        400,
 		"resourceVersion=" + second.ResourceVersion + "&resourceVersionMatch=Exact": 410,
 	} {
 		if r := q(params); r.code != code {

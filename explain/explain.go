@@ -532,8 +532,6 @@ func (x *explanation) endpoints(s *corev1.Service, sp corev1.ServicePort, sls []
 			}
 			if targets != nil {
 				e.Probability = targets[e.Address]
-			} else if e.Ready {
-				e.Probability = 1 // every ready pod is in the DNS answer
 			}
 			if r := ep.TargetRef; r != nil && r.Kind == "Pod" {
 				e.Pod = r.Namespace + "/" + r.Name
@@ -547,7 +545,7 @@ func (x *explanation) endpoints(s *corev1.Service, sp corev1.ServicePort, sls []
 			out = append(out, e)
 		}
 	}
-	if targets == nil && len(out) > 0 {
+	if targets == nil && len(out) > 0 { // headless: the client picks among the ready pods DNS answers
 		ready := 0
 		for _, e := range out {
 			if e.Ready {

@@ -724,6 +724,11 @@ func TestForeignNetnsLeftAlone(t *testing.T) {
 	if !strings.Contains(string(out), "removed pod network") {
 		t.Errorf("cleanup did not remove the daemon's own pod network:\n%s", out)
 	}
+	for _, lock := range []string{"/run/minicluster/" + n.instance + ".lock", filepath.Join(n.dataDir, "daemon.lock")} {
+		if _, err := os.Stat(lock); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("cleanup left the lock file %s: %v", lock, err)
+		}
+	}
 }
 
 // Issue 19 (7): a daemon killed between starting a container's shim and saving its

@@ -76,3 +76,16 @@ func lockFile(path, holder string) (*os.File, error) {
 	f.WriteString(holder)
 	return f, nil
 }
+
+// removeLock removes a lock file no daemon holds (cleanup: nothing of the instance is
+// left, its lock file neither).
+func removeLock(path string) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+		os.Remove(path)
+	}
+}

@@ -324,7 +324,12 @@ func cleanup(args []string, stderr io.Writer) error {
 		return err
 	}
 	proxy.Cleanup(*instance, nil)
-	return node.Cleanup(*instance, *dataDir, log)
+	if err := node.Cleanup(*instance, *dataDir, log); err != nil {
+		return err
+	}
+	removeLock(filepath.Join(lockDir, *instance+".lock"))
+	removeLock(filepath.Join(*dataDir, "daemon.lock"))
+	return nil
 }
 
 // openStore opens the cluster's database and, once it has read whole, refreshes the

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/renameio/v2"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
@@ -59,23 +60,17 @@ func ensureCredentials(cfg Config) (*credentials, error) {
 	return &credentials{cert: cert, token: token}, nil
 }
 
+// writeSecret replaces path with data atomically, 0600 whatever the file had before.
 func writeSecret(path string, data []byte) error {
-	f, err := os.OpenFile(path+".tmp", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := renameio.NewPendingFile(path, renameio.WithPermissions(0o600), renameio.WithTempDir(filepath.Dir(path)))
 	if err != nil {
 		return err
 	}
+	defer f.Cleanup()
 	if _, err := f.Write(data); err != nil {
-		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(path+".tmp", path)
+	return f.CloseAtomicallyReplace()
 }
 
 func newKey() (*ecdsa.PrivateKey, []byte, error) {

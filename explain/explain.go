@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -35,10 +34,9 @@ import (
 
 // Config configures an Explainer.
 type Config struct {
-	Services   coreinformers.ServiceInformer
-	Slices     discoveryinformers.EndpointSliceInformer
-	Pods       coreinformers.PodInformer
-	Namespaces coreinformers.NamespaceInformer
+	Services coreinformers.ServiceInformer
+	Slices   discoveryinformers.EndpointSliceInformer
+	Pods     coreinformers.PodInformer
 	// Client reads the events that say why a pod is not ready.
 	Client        kubernetes.Interface
 	Instance      string
@@ -51,7 +49,6 @@ type Config struct {
 	NetnsName func(ns, pod string) string
 	// Runner runs nft and iptables-save (nil: the real ones).
 	Runner proxy.Runner
-	Log    *slog.Logger
 }
 
 // Explainer answers explain requests from the cluster's state and the kernel's rules.
@@ -60,21 +57,17 @@ type Explainer struct {
 	services   corelisters.ServiceLister
 	sliceIndex cache.Indexer
 	pods       corelisters.PodLister
-	namespaces corelisters.NamespaceLister
 	synced     []cache.InformerSynced
 	dnsPort    string // "53"; tests ask a server of their own
 }
 
 // New builds an explainer; Run waits for its informers.
 func New(cfg Config) (*Explainer, error) {
-	if cfg.Services == nil || cfg.Slices == nil || cfg.Pods == nil || cfg.Namespaces == nil || cfg.Client == nil || !cfg.ClusterDNS.IsValid() {
+	if cfg.Services == nil || cfg.Slices == nil || cfg.Pods == nil || cfg.Client == nil || !cfg.ClusterDNS.IsValid() {
 		return nil, errors.New("explain: informers, client and cluster DNS address are required")
 	}
 	if cfg.Runner == nil {
 		cfg.Runner = proxy.Exec{}
-	}
-	if cfg.Log == nil {
-		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.ProxyMode == "" {
 		cfg.ProxyMode = proxy.ModeIPTables
@@ -83,9 +76,9 @@ func New(cfg Config) (*Explainer, error) {
 		return nil, err
 	}
 	return &Explainer{cfg: cfg, services: cfg.Services.Lister(), sliceIndex: cfg.Slices.Informer().GetIndexer(), pods: cfg.Pods.Lister(),
-		namespaces: cfg.Namespaces.Lister(), dnsPort: "53",
+		dnsPort: "53",
 		synced: []cache.InformerSynced{cfg.Services.Informer().HasSynced, cfg.Slices.Informer().HasSynced,
-			cfg.Pods.Informer().HasSynced, cfg.Namespaces.Informer().HasSynced}}, nil
+			cfg.Pods.Informer().HasSynced}}, nil
 }
 
 // Run waits until the informers have synced, then until ctx ends.

@@ -89,7 +89,7 @@ func FuzzExplain(f *testing.F) {
 	cs := fake.NewClientset()
 	inf := informers.NewSharedInformerFactory(cs, 0)
 	e, err := New(Config{Services: inf.Core().V1().Services(), Slices: inf.Discovery().V1().EndpointSlices(), Pods: inf.Core().V1().Pods(),
-		Namespaces: inf.Core().V1().Namespaces(), Client: cs, Instance: "mc", NodeName: "n1", ClusterDomain: "cluster.local",
+		Client: cs, Instance: "mc", NodeName: "n1", ClusterDomain: "cluster.local",
 		ClusterDNS: netip.MustParseAddr("127.0.0.1"), Runner: fakeRunner{}})
 	if err != nil {
 		f.Fatal(err)

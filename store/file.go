@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/google/renameio/v2"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 )
@@ -126,29 +127,37 @@ func (s *Store) Backup(w io.Writer) error {
 // BackupFile writes a consistent copy to path, atomically: a reader of path sees the
 // old copy or the new one, whole.
 func (s *Store) BackupFile(path string) error {
-	return writeAtomic(path, s.Backup)
+	return writeAtomic(path, s.Backup, nil)
 }
 
-// writeAtomic writes a file through fill into a temporary file beside path, syncs it and
-// renames it over path.
-func writeAtomic(path string, fill func(io.Writer) error) error {
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+// SaveBackup writes the database copy read from r to path — only once it checks whole,
+// so a copy cut short never replaces a good one — and returns its size.
+func SaveBackup(path string, r io.Reader) (int64, error) {
+	var n int64
+	err := writeAtomic(path, func(w io.Writer) (err error) {
+		n, err = io.Copy(w, r)
+		return err
+	}, Verify)
+	return n, err
+}
+
+// writeAtomic writes path through fill into a temporary file beside it, runs check on
+// that file if given, and then puts it in place of path (synced, renamed).
+func writeAtomic(path string, fill func(io.Writer) error, check func(tmp string) error) error {
+	f, err := renameio.NewPendingFile(path, renameio.WithTempDir(filepath.Dir(path)))
 	if err != nil {
 		return err
 	}
-	defer os.Remove(f.Name())
+	defer f.Cleanup()
 	if err := fill(f); err != nil {
-		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	if check != nil {
+		if err := check(f.Name()); err != nil {
+			return err
+		}
 	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return f.CloseAtomicallyReplace()
 }
 
 // Restore puts the database copy from into place at path after checking it whole. The
@@ -170,15 +179,7 @@ func Restore(from, path string) (replaced string, err error) {
 			return "", err
 		}
 	}
-	src, err := os.Open(from)
-	if err != nil {
-		return "", err
-	}
-	defer src.Close()
-	return replaced, writeAtomic(path, func(w io.Writer) error {
-		_, err := io.Copy(w, src)
-		return err
-	})
+	return replaced, copyFile(from, path)
 }
 
 func copyFile(from, to string) error {
@@ -190,5 +191,5 @@ func copyFile(from, to string) error {
 	return writeAtomic(to, func(w io.Writer) error {
 		_, err := io.Copy(w, src)
 		return err
-	})
+	}, nil)
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 
 	"github.com/minicluster/minicluster/store"
@@ -28,26 +27,9 @@ func (c *client) backup(args []string) error {
 		data, _ := io.ReadAll(resp.Body)
 		return fmt.Errorf("backup: %s: %s", resp.Status, data)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	n, err := store.SaveBackup(path, resp.Body)
 	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	n, err := io.Copy(f, resp.Body)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("backup: %w", err)
-	}
-	if err := store.Verify(f.Name()); err != nil { // a copy cut short is no backup
 		return fmt.Errorf("backup: the copy received is not whole: %w", err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
 	}
 	fmt.Fprintf(c.stdout, "backed up %d bytes to %s\n", n, path)
 	return nil

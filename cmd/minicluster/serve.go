@@ -208,9 +208,9 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	explainer, err := explain.New(explain.Config{Services: core.Services(), Slices: clients.informers.Discovery().V1().EndpointSlices(),
-		Pods: core.Pods(), Namespaces: core.Namespaces(), Client: clients.typed, Instance: cfg.instance, ProxyMode: cfg.proxyMode,
+		Pods: core.Pods(), Client: clients.typed, Instance: cfg.instance, ProxyMode: cfg.proxyMode,
 		NodeName: cfg.nodeName, ClusterDomain: cfg.clusterDomain, ClusterDNS: cfg.clusterDNS,
-		NetnsName: func(ns, pod string) string { return sandbox.NetnsName(cfg.instance, ns, pod) }, Log: log})
+		NetnsName: func(ns, pod string) string { return sandbox.NetnsName(cfg.instance, ns, pod) }})
 	if err != nil {
 		return err
 	}
